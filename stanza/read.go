@@ -1,0 +1,99 @@
+package stanza
+
+import (
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// ErrTooDeep is returned by Read when an element nests deeper than allowed.
+var ErrTooDeep = errors.New("stanza: element nesting too deep")
+
+// ReadElement reads the rest of the element that start opens and returns it
+// as a tree. maxDepth bounds nesting (the stanza itself is depth 1); 0 means
+// no bound. Comments, processing instructions and directives are refused:
+// RFC 6120 §11.1 restricts them.
+func ReadElement(r xml.TokenReader, start xml.StartElement, maxDepth int) (*Element, error) {
+	root := fromStart(start)
+	stack := []*Element{root}
+	for len(stack) > 0 {
+		tok, err := r.Token()
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		top := stack[len(stack)-1]
+		switch t := tok.(type) {
+		case xml.StartElement:
+			if maxDepth > 0 && len(stack) >= maxDepth {
+				return nil, ErrTooDeep
+			}
+			el := fromStart(t)
+			top.Children = append(top.Children, Node{El: el})
+			stack = append(stack, el)
+		case xml.EndElement:
+			stack = stack[:len(stack)-1]
+		case xml.CharData:
+			n := len(top.Children)
+			if n > 0 && top.Children[n-1].El == nil {
+				top.Children[n-1].Text += string(t)
+			} else {
+				top.Children = append(top.Children, Node{Text: string(t)})
+			}
+		default:
+			return nil, fmt.Errorf("stanza: restricted XML (%T) inside <%s/>", tok, root.Name.Local)
+		}
+	}
+	return root, nil
+}
+
+func fromStart(t xml.StartElement) *Element {
+	el := &Element{Name: t.Name}
+	if len(t.Attr) > 0 {
+		el.Attr = make([]xml.Attr, 0, len(t.Attr))
+		for _, a := range t.Attr {
+			if a.Name.Space == "" && a.Name.Local == "xmlns" {
+				continue // derived from Name.Space when encoding
+			}
+			el.Attr = append(el.Attr, a)
+		}
+		if len(el.Attr) == 0 {
+			el.Attr = nil
+		}
+	}
+	return el
+}
+
+// Parse parses one element from a string. Its top-level namespace defaults to
+// NSClient, as on a client stream. It is meant for tests and fixed templates.
+func Parse(s string) (*Element, error) {
+	d := xml.NewDecoder(strings.NewReader(s))
+	d.DefaultSpace = NSClient
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return nil, err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			return ReadElement(d, t, 0)
+		case xml.CharData:
+			if strings.TrimSpace(string(t)) != "" {
+				return nil, errors.New("stanza: text outside an element")
+			}
+		}
+	}
+}
+
+// MustParse is Parse that panics; only for constant templates and tests.
+func MustParse(s string) *Element {
+	e, err := Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return e
+}

@@ -1,0 +1,289 @@
+// Package wire turns a negotiated mellium session into a stream of parsed
+// stanzas plus a bounded send queue. Both sides of the bouncer use it: the
+// upstream session and every local client.
+//
+// A Conn has two goroutines, as in soju: the caller runs Read (the reader),
+// and New starts the writer, which serialises queued stanzas. Nothing here
+// decides where a stanza goes.
+package wire
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/xml"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp"
+	mstream "mellium.im/xmpp/stream"
+
+	"xmppbouncer/stanza"
+)
+
+// Options are the limits of one connection. Zero values mean "no limit"
+// except QueueLen, which defaults to 256.
+type Options struct {
+	MaxStanzaBytes int64         // per incoming stanza; policy-violation beyond
+	MaxDepth       int           // element nesting; policy-violation beyond
+	IdleTimeout    time.Duration // no input for this long: connection-timeout
+	KeepAlive      time.Duration // whitespace ping after this long without output
+	WriteTimeout   time.Duration // a write stuck this long closes the connection
+	QueueLen       int           // outgoing stanzas buffered before Send fails
+}
+
+// Conn is one negotiated XMPP stream.
+type Conn struct {
+	sess  *xmpp.Session
+	meter *Meter
+	opts  Options
+
+	out       chan *stanza.Element
+	closeOnce sync.Once
+	closing   chan *stanza.StreamError
+	done      chan struct{}
+	err       error // why the connection ended; written before done closes
+}
+
+// New wraps a negotiated session. meter must be the Meter that wraps the
+// transport beneath sess (see NewMeter). New starts the writer goroutine.
+func New(sess *xmpp.Session, meter *Meter, opts Options) *Conn {
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 256
+	}
+	c := &Conn{
+		sess:    sess,
+		meter:   meter,
+		opts:    opts,
+		out:     make(chan *stanza.Element, opts.QueueLen),
+		closing: make(chan *stanza.StreamError, 1),
+		done:    make(chan struct{}),
+	}
+	go c.writer()
+	return c
+}
+
+// Session returns the underlying mellium session.
+func (c *Conn) Session() *xmpp.Session { return c.sess }
+
+// Send queues el for writing without blocking. It returns false when the
+// queue is full or the connection is closed; the caller decides what that
+// means (a local client is then disconnected, see bouncer).
+func (c *Conn) Send(el *stanza.Element) bool {
+	select {
+	case <-c.done:
+		return false
+	default:
+	}
+	select {
+	case c.out <- el:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close ends the stream: queued stanzas are flushed, then the stream error
+// (if any) and </stream:stream> are written and the transport is closed.
+// It is safe to call more than once and from any goroutine.
+func (c *Conn) Close(se *stanza.StreamError) {
+	c.closeOnce.Do(func() {
+		c.closing <- se
+	})
+}
+
+// Done is closed once the transport is closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection ended, once Done is closed.
+func (c *Conn) Err() error {
+	<-c.done
+	return c.err
+}
+
+func (c *Conn) writer() {
+	conn := c.sess.Conn()
+	bw := bufio.NewWriterSize(conn, 16<<10)
+	var buf []byte
+	var tick <-chan time.Time
+	if c.opts.KeepAlive > 0 {
+		t := time.NewTicker(c.opts.KeepAlive / 2)
+		defer t.Stop()
+		tick = t.C
+	}
+	lastWrite := time.Now()
+	var err error
+	write := func(b []byte) {
+		if err != nil {
+			return
+		}
+		if c.opts.WriteTimeout > 0 {
+			c.meter.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+		}
+		_, err = bw.Write(b)
+	}
+	flush := func() {
+		if err == nil {
+			err = bw.Flush()
+		}
+		lastWrite = time.Now()
+	}
+	finish := func(se *stanza.StreamError) {
+		// Flush what was queued before the close.
+		for drained := false; !drained; {
+			select {
+			case el := <-c.out:
+				buf = el.AppendXML(buf[:0], stanza.NSClient)
+				write(buf)
+			default:
+				drained = true
+			}
+		}
+		if se != nil {
+			write(se.Bytes())
+		}
+		write([]byte("</stream:stream>"))
+		flush()
+		if tc, ok := conn.(interface{ CloseWrite() error }); ok {
+			_ = tc.CloseWrite()
+		}
+		_ = conn.Close()
+		_ = c.meter.Close()
+		if c.err == nil {
+			if se != nil {
+				c.err = se
+			} else if err != nil {
+				c.err = err
+			} else {
+				c.err = io.EOF
+			}
+		}
+		close(c.done)
+	}
+	for {
+		select {
+		case el := <-c.out:
+			buf = el.AppendXML(buf[:0], stanza.NSClient)
+			write(buf)
+			// Batch whatever else is queued into one flush.
+			for more := true; more && err == nil; {
+				select {
+				case el = <-c.out:
+					buf = el.AppendXML(buf[:0], stanza.NSClient)
+					write(buf)
+				default:
+					more = false
+				}
+			}
+			flush()
+			if err != nil {
+				c.err = err
+				c.Close(nil)
+			}
+		case se := <-c.closing:
+			finish(se)
+			return
+		case <-tick:
+			if time.Since(lastWrite) >= c.opts.KeepAlive {
+				write([]byte{' '})
+				flush()
+				if err != nil {
+					c.err = err
+					c.Close(nil)
+				}
+			}
+		}
+	}
+}
+
+// Read reads stanzas until the stream ends, calling handle for each one in
+// the calling goroutine. Limit violations and malformed input end the
+// stream with the matching stream error (RFC 6120 §4.9.3). Read returns why
+// the stream ended; it never panics on network input.
+func (c *Conn) Read(handle func(*stanza.Element)) error {
+	r := c.sess.TokenReader()
+	defer r.Close()
+	for {
+		if c.opts.IdleTimeout > 0 {
+			c.meter.SetReadDeadline(time.Now().Add(c.opts.IdleTimeout))
+		}
+		c.meter.Reset(c.opts.MaxStanzaBytes)
+		tok, err := r.Token()
+		if err != nil {
+			return c.fail(err)
+		}
+		switch t := tok.(type) {
+		case xml.CharData:
+			continue // whitespace keepalive; the stream reader refuses other text
+		case xml.StartElement:
+			el, err := stanza.ReadElement(r, t, c.opts.MaxDepth)
+			if err != nil {
+				return c.fail(err)
+			}
+			handle(el)
+		default:
+			return c.fail(errors.New("unexpected token at stream level"))
+		}
+	}
+}
+
+// fail maps a read error to the stream error we send, closes, and returns
+// the error that explains the end of the stream.
+func (c *Conn) fail(err error) error {
+	select {
+	case <-c.done:
+		// We closed it ourselves; the read error is only the echo.
+		return c.Err()
+	default:
+	}
+	se := Classify(err)
+	c.Close(se)
+	if se == nil {
+		return err
+	}
+	return se
+}
+
+// Classify maps a read error to the stream error to send back, or nil when
+// the peer ended the stream (EOF, its own stream error, a dropped transport).
+func Classify(err error) *stanza.StreamError {
+	var nerr net.Error
+	var synErr *xml.SyntaxError
+	var peer mstream.Error
+	var opErr *net.OpError
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF) && !errors.As(err, &synErr):
+		return nil
+	case errors.As(err, &peer):
+		return nil
+	case errors.Is(err, ErrStanzaTooLarge):
+		return &stanza.StreamError{Condition: "policy-violation", Text: "stanza too large"}
+	case errors.Is(err, stanza.ErrTooDeep):
+		return &stanza.StreamError{Condition: "policy-violation", Text: "elements nested too deep"}
+	case errors.As(err, &nerr) && nerr.Timeout():
+		return &stanza.StreamError{Condition: "connection-timeout"}
+	case errors.As(err, &opErr):
+		return nil // the transport broke; there is nobody to tell
+	case errors.As(err, &synErr):
+		return &stanza.StreamError{Condition: "not-well-formed", Text: synErr.Msg}
+	case isTLSAlert(err):
+		return nil
+	case strings.Contains(err.Error(), "restricted XML"), strings.Contains(err.Error(), "disallowed XML"):
+		return &stanza.StreamError{Condition: "restricted-xml"}
+	case strings.Contains(err.Error(), "unknown stream level element"):
+		return &stanza.StreamError{Condition: "unsupported-stanza-type"}
+	case strings.Contains(err.Error(), "unexpected stream restart"):
+		return &stanza.StreamError{Condition: "not-authorized", Text: "stream restart after negotiation"}
+	default:
+		return &stanza.StreamError{Condition: "not-well-formed"}
+	}
+}
+
+func isTLSAlert(err error) bool {
+	var rhe tls.RecordHeaderError
+	var alert tls.AlertError
+	return errors.As(err, &rhe) || errors.As(err, &alert)
+}
