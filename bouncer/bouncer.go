@@ -1,0 +1,218 @@
+// Package bouncer is the core that decides what happens to every stanza.
+//
+// One goroutine (Run) owns all state and handles events one at a time, as in
+// soju. Connection readers send events in through the Upstream and Clients
+// adapters; decisions go out through each connection's non-blocking Send.
+//
+// The path of one groupchat message: upstream reader → event →
+// handleUpstream (route.go) → Room.Message (muc.go) → archive append →
+// fan-out to the room's claimants.
+package bouncer
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"xmppbouncer/config"
+	"xmppbouncer/sessions"
+	"xmppbouncer/sqlite"
+	"xmppbouncer/stanza"
+)
+
+// Upstream is what the core needs from the upstream session.
+type Upstream interface {
+	Send(el *stanza.Element) bool
+}
+
+// Options configure a Bouncer.
+type Options struct {
+	Account        jid.JID // bare
+	Config         *config.Config
+	Logger         *slog.Logger
+	Archive        *sqlite.DB // nil: nothing archived or replayed
+	Version        string
+	OutboxLimit    int           // messages queued while upstream is down
+	IQTimeout      time.Duration // pending upstream IQs expire after this
+	DBTimeout      time.Duration // each archive call's context timeout
+	SweepInterval  time.Duration
+	DetachedShow   string
+	DetachedStatus string
+}
+
+// Bouncer is the core state. Everything in it belongs to the Run goroutine.
+type Bouncer struct {
+	opt     Options
+	log     *slog.Logger
+	account string // bare JID
+	domain  string
+	up      Upstream
+	events  chan event
+
+	// Upstream session state.
+	online bool
+	upFull string // bound full JID upstream, "" when offline
+	outbox []*stanza.Element
+
+	reg *sessions.Registry
+
+	seq        uint64
+	pendingOut map[string]*pendingIQ // rewritten id → IQ a client sent upstream
+	pendingIn  map[string]*pendingIQ // rewritten id → IQ upstream sent to a client
+	mamQueries map[string]*mamRoute  // rewritten queryid → client
+
+	presence *presenceState
+	caps     *capsCache
+	rooms    map[string]*Room
+	internal map[string]func(*stanza.Element) // ids of the core's own IQs upstream
+	// ids of the core's own IQs to local clients (caps discovery)
+	clientQueries map[string]func(*stanza.Element)
+	// queryids of the core's own MAM queries upstream (gap fill)
+	internalMAM map[string]func(*stanza.Element)
+}
+
+// New creates a bouncer. Call SetUpstream before Run.
+func New(opt Options) *Bouncer {
+	if opt.OutboxLimit == 0 {
+		opt.OutboxLimit = 1000
+	}
+	if opt.IQTimeout == 0 {
+		opt.IQTimeout = 2 * time.Minute
+	}
+	if opt.DBTimeout == 0 {
+		opt.DBTimeout = 5 * time.Second
+	}
+	if opt.SweepInterval == 0 {
+		opt.SweepInterval = 5 * time.Second
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Config == nil {
+		opt.Config = &config.Config{}
+		opt.Config.Defaults()
+	}
+	if opt.DetachedShow == "" {
+		opt.DetachedShow = opt.Config.Presence.DetachedShow
+		opt.DetachedStatus = opt.Config.Presence.DetachedStatus
+	}
+	b := &Bouncer{
+		opt:        opt,
+		log:        opt.Logger,
+		account:    opt.Account.Bare().String(),
+		domain:     opt.Account.Domainpart(),
+		events:     make(chan event, 1024),
+		reg:        sessions.New(),
+		pendingOut: map[string]*pendingIQ{},
+		pendingIn:  map[string]*pendingIQ{},
+		mamQueries: map[string]*mamRoute{},
+		presence:   newPresenceState(),
+		caps:       newCapsCache(),
+		rooms:      map[string]*Room{},
+		internal:   map[string]func(*stanza.Element){},
+
+		clientQueries: map[string]func(*stanza.Element){},
+		internalMAM:   map[string]func(*stanza.Element){},
+	}
+	return b
+}
+
+// SetUpstream sets the upstream session the core sends through.
+func (b *Bouncer) SetUpstream(u Upstream) { b.up = u }
+
+// Run handles events until ctx is done.
+func (b *Bouncer) Run(ctx context.Context) {
+	sweep := time.NewTicker(b.opt.SweepInterval)
+	defer sweep.Stop()
+	b.startup()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-b.events:
+			b.handle(ev)
+		case now := <-sweep.C:
+			b.sweepIQs(now)
+		}
+	}
+}
+
+// Do runs f on the loop goroutine and waits; for tests and introspection.
+func (b *Bouncer) Do(f func()) {
+	done := make(chan struct{})
+	b.events <- funcEvent{f: func() { f(); close(done) }}
+	<-done
+}
+
+func (b *Bouncer) handle(ev event) {
+	switch ev := ev.(type) {
+	case upOnline:
+		b.upstreamOnline(ev.bound)
+	case upStanza:
+		b.handleUpstream(ev.el)
+	case upOffline:
+		b.upstreamOffline(ev.err)
+	case clientBound:
+		b.clientBound(ev)
+	case clientStanza:
+		if s := b.reg.ByID(ev.id); s != nil {
+			b.handleClient(s, ev.el)
+		}
+	case clientClosed:
+		b.clientClosed(ev.id, ev.err)
+	case funcEvent:
+		ev.f()
+	}
+}
+
+// nextID returns a fresh id with the given prefix, for rewritten IQ ids and
+// query ids. The "xb" prefix keeps them apart from the upstream package's
+// own ids and from anything a client might pick.
+func (b *Bouncer) nextID(prefix string) string {
+	b.seq++
+	return prefix + strconv.FormatUint(b.seq, 36)
+}
+
+// sendUp sends a stanza upstream; it reports false when upstream is down.
+func (b *Bouncer) sendUp(el *stanza.Element) bool {
+	if !b.online || b.up == nil {
+		return false
+	}
+	return b.up.Send(el)
+}
+
+// sendTo queues el for a local session. A client whose queue is full is
+// disconnected rather than allowed to block everyone.
+func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) {
+	if !s.Conn.Send(el) {
+		b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String())
+		s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
+	}
+}
+
+// localJID returns the full JID local clients use for resource res.
+func (b *Bouncer) localJID(res string) string { return b.account + "/" + res }
+
+// splitJID splits a JID string at the first '/' into bare and resource.
+func splitJID(s string) (bare, res string) {
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		return s[:i], s[i+1:]
+	}
+	return s, ""
+}
+
+// normJID normalises a JID a client wrote; it returns "" for an invalid one.
+func normJID(s string) string {
+	if s == "" {
+		return ""
+	}
+	j, err := jid.Parse(s)
+	if err != nil {
+		return ""
+	}
+	return j.String()
+}

@@ -1,0 +1,118 @@
+package bouncer
+
+import (
+	"crypto/sha1"
+	"encoding/base64"
+	"sort"
+	"strings"
+
+	"xmppbouncer/sessions"
+	"xmppbouncer/stanza"
+)
+
+const capsNode = "https://xmppbouncer.invalid/caps"
+
+// ownFeatures are what the bouncer itself supports as the account's client.
+var ownFeatures = []string{
+	stanza.NSDiscoInfo, stanza.NSCaps, stanza.NSPing, stanza.NSVersion,
+	stanza.NSMUC, stanza.NSCarbons,
+}
+
+// capsCache learns local clients' features (XEP-0115) so that upstream sees
+// the union: PEP (XEP-0163 §4) delivers notifications by the +notify
+// features it finds in our caps.
+type capsCache struct {
+	byVer    map[string][]string // client caps ver → features
+	asked    map[string]bool
+	lastVer  string
+	lastKeys string
+}
+
+func newCapsCache() *capsCache {
+	return &capsCache{byVer: map[string][]string{}, asked: map[string]bool{}}
+}
+
+// features returns the union of our own and the available clients' features.
+func (c *capsCache) features(reg *sessions.Registry) []string {
+	set := map[string]bool{}
+	for _, f := range ownFeatures {
+		set[f] = true
+	}
+	for _, s := range reg.Available() {
+		if cp := s.Presence.Child(stanza.NSCaps, "c"); cp != nil {
+			for _, f := range c.byVer[cp.Get("ver")] {
+				set[f] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for f := range set {
+		out = append(out, f)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ver computes the XEP-0115 §5.1 verification string of the union.
+func (c *capsCache) ver(reg *sessions.Registry) string {
+	feats := c.features(reg)
+	key := strings.Join(feats, "\x00")
+	if key == c.lastKeys {
+		return c.lastVer
+	}
+	var sb strings.Builder
+	sb.WriteString("client/pc//xmppbouncer<")
+	for _, f := range feats {
+		sb.WriteString(f)
+		sb.WriteByte('<')
+	}
+	sum := sha1.Sum([]byte(sb.String()))
+	c.lastKeys, c.lastVer = key, base64.StdEncoding.EncodeToString(sum[:])
+	return c.lastVer
+}
+
+// element returns our <c/> for the aggregate presence.
+func (c *capsCache) element(reg *sessions.Registry) *stanza.Element {
+	return stanza.New(stanza.NSCaps, "c", "hash", "sha-1", "node", capsNode, "ver", c.ver(reg))
+}
+
+// infoQuery answers disco#info for the account's client.
+func (c *capsCache) infoQuery(reg *sessions.Registry, node string) *stanza.Element {
+	q := stanza.New(stanza.NSDiscoInfo, "query", "node", node)
+	q.Append(stanza.New(stanza.NSDiscoInfo, "identity", "category", "client", "type", "pc", "name", "xmppbouncer"))
+	for _, f := range c.features(reg) {
+		q.Append(stanza.New(stanza.NSDiscoInfo, "feature", "var", f))
+	}
+	return q
+}
+
+// learn asks a client for the features behind a caps ver we have not seen.
+func (b *Bouncer) learnCaps(s *sessions.Session, presence *stanza.Element) {
+	cp := presence.Child(stanza.NSCaps, "c")
+	if cp == nil {
+		return
+	}
+	ver, node := cp.Get("ver"), cp.Get("node")
+	if ver == "" || b.caps.byVer[ver] != nil || b.caps.asked[ver] {
+		return
+	}
+	b.caps.asked[ver] = true
+	id := b.nextID(pushPrefix + "caps")
+	q := stanza.New(stanza.NSClient, "iq", "type", "get", "id", id, "from", b.account, "to", s.JID.String())
+	q.Append(stanza.New(stanza.NSDiscoInfo, "query", "node", node+"#"+ver))
+	b.clientQueries[id] = func(resp *stanza.Element) {
+		delete(b.caps.asked, ver)
+		if resp.Type() != "result" {
+			return
+		}
+		var feats []string
+		for _, f := range resp.Child(stanza.NSDiscoInfo, "query").ChildrenNamed(stanza.NSDiscoInfo, "feature") {
+			if v := f.Get("var"); v != "" {
+				feats = append(feats, v)
+			}
+		}
+		b.caps.byVer[ver] = feats
+		b.updateAggregate()
+	}
+	b.sendTo(s, q)
+}

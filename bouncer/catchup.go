@@ -1,0 +1,126 @@
+package bouncer
+
+import (
+	"time"
+
+	"xmppbouncer/stanza"
+)
+
+// catchUpPage is how many messages one gap-fill MAM page asks for.
+const catchUpPage = 100
+
+// catchUp pages through the room's MAM archive (XEP-0313 §4) after the
+// newest message we have, storing every message and forwarding the new
+// ones live to claimants. Each page is one event round-trip, so a large
+// gap never blocks the loop or other rooms.
+func (b *Bouncer) catchUp(r *Room) {
+	if b.opt.Archive == nil {
+		return
+	}
+	ctx, cancel := b.dbCtx()
+	last, err := b.opt.Archive.Last(ctx, r.JID)
+	cancel()
+	if err != nil {
+		b.log.Error("gap fill: reading the archive failed", "room", r.JID, "err", err)
+		return
+	}
+	after := ""
+	start := time.Now().Add(-b.opt.Config.History.CatchupStart.Duration)
+	if last != nil && last.StanzaID != "" {
+		after = last.StanzaID
+	} else if last != nil {
+		start = last.Stamp
+	}
+	st := &catchUpState{room: r, started: time.Now()}
+	b.catchUpPage(st, after, start)
+}
+
+type catchUpState struct {
+	room           *Room
+	pages, fetched int
+	stored         int
+	started        time.Time
+}
+
+func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
+	r := st.room
+	qid := b.nextID("xm")
+	q := stanza.New(stanza.NSMAM, "query", "queryid", qid)
+	if after == "" {
+		form := stanza.New(stanza.NSDataForm, "x", "type", "submit")
+		form.Append(stanza.New(stanza.NSDataForm, "field", "var", "FORM_TYPE", "type", "hidden").
+			Append(stanza.New(stanza.NSDataForm, "value").AppendText(stanza.NSMAM)))
+		form.Append(stanza.New(stanza.NSDataForm, "field", "var", "start").
+			Append(stanza.New(stanza.NSDataForm, "value").AppendText(start.UTC().Format(time.RFC3339))))
+		q.Append(form)
+	}
+	set := stanza.New(stanza.NSRSM, "set").Append(stanza.New(stanza.NSRSM, "max").AppendText(itoa(catchUpPage)))
+	if after != "" {
+		set.Append(stanza.New(stanza.NSRSM, "after").AppendText(after))
+	}
+	q.Append(set)
+	iq := stanza.New(stanza.NSClient, "iq", "type", "set", "to", r.JID).Append(q)
+	var batch []*stanza.Element
+	b.internalMAM[qid] = func(msg *stanza.Element) { batch = append(batch, msg) }
+	sent := b.sendInternal(iq, func(resp *stanza.Element) {
+		delete(b.internalMAM, qid)
+		if b.rooms[r.JID] != r {
+			return
+		}
+		if resp.Type() != "result" {
+			if stanza.ErrorCondition(resp) == "item-not-found" && after != "" {
+				// Our newest id fell out of the room's archive: restart by time.
+				b.catchUpPage(st, "", start)
+				return
+			}
+			b.log.Warn("gap fill stopped", "room", r.JID, "condition", stanza.ErrorCondition(resp))
+			return
+		}
+		st.pages++
+		st.fetched += len(batch)
+		for _, m := range batch {
+			if b.archive(r, m) {
+				st.stored++
+				b.toClaimants(r, m, 0)
+			}
+		}
+		fin := resp.Child(stanza.NSMAM, "fin")
+		lastID := fin.Child(stanza.NSRSM, "set").ChildText(stanza.NSRSM, "last")
+		rate := float64(st.fetched) / time.Since(st.started).Seconds()
+		if fin.Get("complete") == "true" || lastID == "" || len(batch) == 0 {
+			b.log.Info("gap fill complete", "room", r.JID, "pages", st.pages, "messages", st.fetched, "new", st.stored, "per_second", int(rate))
+			return
+		}
+		b.log.Info("gap fill progress", "room", r.JID, "pages", st.pages, "messages", st.fetched, "new", st.stored, "per_second", int(rate))
+		b.catchUpPage(st, lastID, start)
+	})
+	if !sent {
+		delete(b.internalMAM, qid)
+	}
+}
+
+// catchUpResult turns one MAM result of our own query into the groupchat
+// message it carries, with the room's stanza-id and the archive's delay.
+func catchUpResult(room string, result *stanza.Element) *stanza.Element {
+	fw := result.Child(stanza.NSForward, "forwarded")
+	msg := fw.Child(stanza.NSClient, "message")
+	if msg == nil {
+		return nil
+	}
+	msg = msg.DeepCopy()
+	hasID := false
+	for _, c := range msg.ChildrenNamed(stanza.NSStanzaID, "stanza-id") {
+		if c.Get("by") == room {
+			hasID = true
+		}
+	}
+	if !hasID && result.Get("id") != "" {
+		msg.Append(stanza.New(stanza.NSStanzaID, "stanza-id", "by", room, "id", result.Get("id")))
+	}
+	if msg.Child(stanza.NSDelay, "delay") == nil {
+		if d := fw.Child(stanza.NSDelay, "delay"); d != nil {
+			msg.Append(d)
+		}
+	}
+	return msg
+}

@@ -1,0 +1,69 @@
+package bouncer
+
+import (
+	"mellium.im/xmpp/jid"
+
+	"xmppbouncer/listener"
+	"xmppbouncer/sessions"
+	"xmppbouncer/stanza"
+)
+
+// event is anything the loop handles.
+type event interface{}
+
+type upOnline struct{ bound jid.JID }
+type upStanza struct{ el *stanza.Element }
+type upOffline struct{ err error }
+
+type clientBound struct {
+	id   uint64
+	jid  jid.JID
+	conn sessions.Conn
+}
+type clientStanza struct {
+	id uint64
+	el *stanza.Element
+}
+type clientClosed struct {
+	id  uint64
+	err error
+}
+type funcEvent struct{ f func() }
+
+// UpstreamHandler adapts the bouncer to upstream.Handler: each callback
+// becomes an event on the loop. Sends block when the loop is busy, which is
+// the backpressure we want on the reader.
+type UpstreamHandler struct{ b *Bouncer }
+
+// UpstreamHandler returns the upstream.Handler for this bouncer.
+func (b *Bouncer) UpstreamHandler() UpstreamHandler { return UpstreamHandler{b} }
+
+// Online implements upstream.Handler.
+func (h UpstreamHandler) Online(bound jid.JID) { h.b.events <- upOnline{bound} }
+
+// Stanza implements upstream.Handler.
+func (h UpstreamHandler) Stanza(el *stanza.Element) { h.b.events <- upStanza{el} }
+
+// Offline implements upstream.Handler.
+func (h UpstreamHandler) Offline(err error) { h.b.events <- upOffline{err} }
+
+// ClientHandler adapts the bouncer to listener.Handler.
+type ClientHandler struct{ b *Bouncer }
+
+// ClientHandler returns the listener.Handler for this bouncer.
+func (b *Bouncer) ClientHandler() ClientHandler { return ClientHandler{b} }
+
+// Bound implements listener.Handler.
+func (h ClientHandler) Bound(c *listener.Client) {
+	h.b.events <- clientBound{id: c.ID, jid: c.JID, conn: c}
+}
+
+// Stanza implements listener.Handler.
+func (h ClientHandler) Stanza(c *listener.Client, el *stanza.Element) {
+	h.b.events <- clientStanza{id: c.ID, el: el}
+}
+
+// Closed implements listener.Handler.
+func (h ClientHandler) Closed(c *listener.Client, err error) {
+	h.b.events <- clientClosed{id: c.ID, err: err}
+}

@@ -1,0 +1,155 @@
+package bouncer
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"xmppbouncer/sessions"
+	"xmppbouncer/sqlite"
+	"xmppbouncer/stanza"
+)
+
+// dbCtx is the context for one archive call from the loop.
+func (b *Bouncer) dbCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), b.opt.DBTimeout)
+}
+
+// archive stores a groupchat stanza before it is forwarded and reports
+// whether it is new. Duplicates (history replays after a rejoin, gap fill
+// overlaps) are not forwarded again. A failing archive never drops the
+// message: it is forwarded and the failure logged.
+func (b *Bouncer) archive(r *Room, el *stanza.Element) bool {
+	if b.opt.Archive == nil {
+		return true
+	}
+	m := b.archiveMessage(r, el)
+	ctx, cancel := b.dbCtx()
+	defer cancel()
+	inserted, err := b.opt.Archive.Append(ctx, m)
+	if err != nil {
+		b.log.Error("archive append failed; forwarding anyway", "room", r.JID, "err", err)
+		return true
+	}
+	return inserted
+}
+
+// archiveMessage extracts what the archive indexes from a stanza.
+func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
+	_, nick := splitJID(el.From())
+	m := &sqlite.Message{Room: r.JID, ID: el.ID(), Nick: nick, Stamp: time.Now().UTC()}
+	for _, c := range el.ChildrenNamed(stanza.NSStanzaID, "stanza-id") {
+		// XEP-0359 §3.1: only a stanza-id whose by is the room is the room's.
+		if c.Get("by") == r.JID {
+			m.StanzaID = c.Get("id")
+		}
+	}
+	if o := el.Child(stanza.NSStanzaID, "origin-id"); o != nil {
+		m.OriginID = o.Get("id")
+	}
+	if d := el.Child(stanza.NSDelay, "delay"); d != nil {
+		if t, err := time.Parse(time.RFC3339Nano, d.Get("stamp")); err == nil {
+			m.Stamp = t.UTC()
+		}
+	}
+	if body := el.Child(stanza.NSClient, "body"); body != nil {
+		s := body.Text()
+		m.Body = &s
+	}
+	if p := r.Occupants[nick]; p != nil {
+		if it := mucUser(p).Child(stanza.NSMUCUser, "item"); it != nil {
+			m.RealJID, _ = splitJID(it.Get("jid"))
+		}
+	}
+	m.XML = el.With("to", "").String()
+	return m
+}
+
+// historyOf reads the <history/> of a join presence (XEP-0045 §7.2.14).
+func historyOf(p *stanza.Element) sqlite.HistoryLimit {
+	lim := sqlite.NoHistoryLimit
+	h := p.Child(stanza.NSMUC, "x").Child(stanza.NSMUC, "history")
+	if h == nil {
+		return lim
+	}
+	num := func(name string) int {
+		v := h.Get(name)
+		if v == "" {
+			return -1
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return -1
+		}
+		return n
+	}
+	lim.MaxStanzas, lim.MaxChars, lim.Seconds = num("maxstanzas"), num("maxchars"), num("seconds")
+	if t, err := time.Parse(time.RFC3339Nano, h.Get("since")); err == nil {
+		lim.Since = t
+	}
+	return lim
+}
+
+// sendHistory replays archived messages to one joining client, each with
+// <delay from=room/> (XEP-0045 §7.2.13).
+func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLimit, _ bool) {
+	if b.opt.Archive == nil {
+		return
+	}
+	ctx, cancel := b.dbCtx()
+	defer cancel()
+	msgs, err := b.opt.Archive.History(ctx, r.JID, lim, b.opt.Config.History.DefaultReplay)
+	if err != nil {
+		b.log.Error("history replay failed", "room", r.JID, "err", err)
+		return
+	}
+	to := s.JID.String()
+	for _, m := range msgs {
+		el, err := stanza.Parse(m.XML)
+		if err != nil {
+			b.log.Error("archived stanza unreadable", "room", r.JID, "seq", m.Seq, "err", err)
+			continue
+		}
+		b.sendTo(s, withDelay(el, r.JID, m.Stamp).With("to", to))
+	}
+}
+
+// withDelay adds <delay from=room stamp/> unless the stanza has one.
+func withDelay(el *stanza.Element, room string, stamp time.Time) *stanza.Element {
+	if el.Child(stanza.NSDelay, "delay") != nil {
+		return el
+	}
+	return el.Append(stanza.New(stanza.NSDelay, "delay", "from", room, "stamp", stamp.UTC().Format("2006-01-02T15:04:05.000Z")))
+}
+
+// joinHistory is the <history/> of the account's upstream join: only what
+// the archive lacks. A room with MAM is filled by catchUp afterwards.
+func (b *Bouncer) joinHistory(r *Room) *stanza.Element {
+	if b.opt.Archive == nil {
+		return stanza.New(stanza.NSMUC, "history", "maxstanzas", "0")
+	}
+	ctx, cancel := b.dbCtx()
+	defer cancel()
+	last, err := b.opt.Archive.Last(ctx, r.JID)
+	if err != nil || last == nil {
+		return stanza.New(stanza.NSMUC, "history", "seconds", strconv.Itoa(int(b.opt.Config.History.CatchupStart.Seconds())))
+	}
+	return stanza.New(stanza.NSMUC, "history", "since", last.Stamp.UTC().Format(time.RFC3339))
+}
+
+// decorateRoomDisco makes an archived room advertise MAM to local clients,
+// which the bouncer answers from its own archive.
+func (b *Bouncer) decorateRoomDisco(room string, out *stanza.Element) *stanza.Element {
+	q := out.Child(stanza.NSDiscoInfo, "query")
+	if b.opt.Archive == nil || q == nil || q.Get("node") != "" || out.Type() != "result" {
+		return out
+	}
+	for _, f := range q.ChildrenNamed(stanza.NSDiscoInfo, "feature") {
+		if f.Get("var") == stanza.NSMAM {
+			return out
+		}
+	}
+	nq := q.ShallowCopy()
+	nq.Children = append(append([]stanza.Node(nil), q.Children...), stanza.Node{El: stanza.New(stanza.NSDiscoInfo, "feature", "var", stanza.NSMAM)})
+	return out.Replace(q, nq)
+}

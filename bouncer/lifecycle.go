@@ -1,0 +1,108 @@
+package bouncer
+
+import (
+	"mellium.im/xmpp/jid"
+
+	"xmppbouncer/sessions"
+	"xmppbouncer/stanza"
+)
+
+// clientBound registers a new local session. RFC 6120 §7.7.2.2: a new
+// session on a resource in use replaces the old one, which gets <conflict/>.
+func (b *Bouncer) clientBound(ev clientBound) {
+	s := &sessions.Session{ID: ev.id, JID: ev.jid, Conn: ev.conn}
+	if old := b.reg.ByResource(ev.jid.Resourcepart()); old != nil {
+		b.log.Info("resource taken over by a new session", "jid", ev.jid.String())
+		b.sessionEnded(old)
+		old.Conn.Close(&stanza.StreamError{Condition: "conflict", Text: "replaced by a new session"})
+	}
+	b.reg.Add(s)
+	b.log.Info("client online", "jid", ev.jid.String(), "clients", b.reg.Len())
+}
+
+// clientClosed forgets a session whose stream ended. Disconnecting is not
+// leaving: its room claims end, but the account's occupancy stays.
+func (b *Bouncer) clientClosed(id uint64, err error) {
+	s := b.reg.ByID(id)
+	if s == nil {
+		return // already replaced
+	}
+	b.sessionEnded(s)
+	b.log.Info("client offline", "jid", s.JID.String(), "reason", errString(err), "clients", b.reg.Len())
+}
+
+func (b *Bouncer) sessionEnded(s *sessions.Session) {
+	wasAvailable := s.Available()
+	rooms := b.reg.RoomsOf(s)
+	b.clientGone(s)
+	b.reg.Remove(s)
+	for id, p := range b.pendingIn {
+		if p.session == s.ID {
+			delete(b.pendingIn, id)
+			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", b.upFull, "to", p.from)
+			b.sendUp(upstreamError(req, stanza.ErrCancel, "service-unavailable"))
+		}
+	}
+	for _, room := range rooms {
+		b.claimEnded(room)
+	}
+	if wasAvailable {
+		b.updateAggregate()
+		b.roomsFollowPresence()
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "closed"
+	}
+	return err.Error()
+}
+
+// upstreamOnline starts a fresh upstream session: presence, queued
+// messages, rooms.
+func (b *Bouncer) upstreamOnline(bound jid.JID) {
+	b.online = true
+	b.upFull = bound.String()
+	b.presence.lastUp = ""
+	b.log.Info("upstream online", "jid", b.upFull)
+	b.updateAggregate()
+	queued := b.outbox
+	b.outbox = nil
+	for _, el := range queued {
+		b.sendUp(el)
+	}
+	if len(queued) > 0 {
+		b.log.Info("flushed queued messages", "count", len(queued))
+	}
+	b.roomsOnline()
+}
+
+// upstreamOffline fails what was waiting on the old session. Local clients
+// stay connected; rooms keep their claimants for the rejoin.
+func (b *Bouncer) upstreamOffline(err error) {
+	b.online = false
+	b.upFull = ""
+	b.log.Warn("upstream offline", "reason", errString(err))
+	for id, p := range b.pendingOut {
+		delete(b.pendingOut, id)
+		b.failPending(p, stanza.ErrWait, "remote-server-timeout", "the bouncer's upstream connection was lost")
+	}
+	for id := range b.pendingIn {
+		delete(b.pendingIn, id)
+	}
+	for id := range b.mamQueries {
+		delete(b.mamQueries, id)
+	}
+	lost := stanza.New(stanza.NSClient, "iq", "type", "error")
+	for id, cb := range b.internal {
+		delete(b.internal, id)
+		cb(lost)
+	}
+	b.roomsOffline()
+}
+
+// startup runs once when the loop starts.
+func (b *Bouncer) startup() {
+	b.roomsStartup()
+}

@@ -1,0 +1,123 @@
+package bouncer
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"xmppbouncer/sessions"
+	"xmppbouncer/sqlite"
+	"xmppbouncer/stanza"
+)
+
+// serveMAM answers a client's MAM query to an archived room from SQLite
+// (XEP-0313 §4), never upstream.
+func (b *Bouncer) serveMAM(s *sessions.Session, r *Room, el, q *stanza.Element) {
+	if el.Type() != "set" {
+		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "MAM queries are type set"))
+		return
+	}
+	query, err := parseMAMQuery(r.JID, q, b.opt.Config.History.MAMMaxPage)
+	if err != nil {
+		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", err.Error()))
+		return
+	}
+	ctx, cancel := b.dbCtx()
+	page, err := b.opt.Archive.Query(ctx, query)
+	cancel()
+	switch {
+	case errors.Is(err, sqlite.ErrItemNotFound):
+		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrCancel, "item-not-found", "no such message in the archive"))
+		return
+	case err != nil:
+		b.log.Error("MAM query failed", "room", r.JID, "err", err)
+		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "internal-server-error", ""))
+		return
+	}
+	to := s.JID.String()
+	qid := q.Get("queryid")
+	for _, m := range page.Messages {
+		inner, err := stanza.Parse(m.XML)
+		if err != nil {
+			continue
+		}
+		inner = inner.Without(func(c *stanza.Element) bool { return c.Is(stanza.NSDelay, "delay") })
+		res := stanza.New(stanza.NSMAM, "result", "queryid", qid, "id", m.ArchiveID())
+		res.Append(stanza.New(stanza.NSForward, "forwarded").Append(
+			stanza.New(stanza.NSDelay, "delay", "stamp", m.Stamp.UTC().Format("2006-01-02T15:04:05.000000Z")),
+			inner))
+		b.sendTo(s, stanza.New(stanza.NSClient, "message", "from", r.JID, "to", to).Append(res))
+	}
+	fin := stanza.New(stanza.NSMAM, "fin")
+	if page.Complete {
+		fin.Set("complete", "true")
+	}
+	set := stanza.New(stanza.NSRSM, "set")
+	if page.First != "" {
+		set.Append(stanza.New(stanza.NSRSM, "first").AppendText(page.First))
+		set.Append(stanza.New(stanza.NSRSM, "last").AppendText(page.Last))
+	}
+	set.Append(stanza.New(stanza.NSRSM, "count").AppendText(strconv.Itoa(page.Count)))
+	fin.Append(set)
+	reply := stanza.New(stanza.NSClient, "iq", "type", "result", "id", el.ID(), "from", r.JID, "to", to).Append(fin)
+	b.sendTo(s, reply)
+}
+
+// parseMAMQuery reads the data form (XEP-0313 §5) and RSM set (XEP-0059).
+func parseMAMQuery(room string, q *stanza.Element, maxPage int) (sqlite.Query, error) {
+	out := sqlite.Query{Room: room, Max: maxPage}
+	if form := q.Child(stanza.NSDataForm, "x"); form != nil {
+		for _, f := range form.ChildrenNamed(stanza.NSDataForm, "field") {
+			vals := f.ChildrenNamed(stanza.NSDataForm, "value")
+			v := ""
+			if len(vals) > 0 {
+				v = vals[0].Text()
+			}
+			var err error
+			switch f.Get("var") {
+			case "FORM_TYPE":
+				if v != stanza.NSMAM {
+					return out, errors.New("FORM_TYPE must be " + stanza.NSMAM)
+				}
+			case "start":
+				out.Start, err = time.Parse(time.RFC3339Nano, v)
+			case "end":
+				out.End, err = time.Parse(time.RFC3339Nano, v)
+			case "with":
+				out.With = v
+			case "before-id":
+				out.BeforeID = v
+			case "after-id":
+				out.AfterID = v
+			case "ids":
+				for _, x := range vals {
+					out.IDs = append(out.IDs, x.Text())
+				}
+			case "{urn:xmpp:fulltext:0}fulltext", "fulltext":
+				out.FullText = v
+			default:
+				return out, errors.New("unsupported field " + f.Get("var"))
+			}
+			if err != nil {
+				return out, errors.New("bad timestamp in field " + f.Get("var"))
+			}
+		}
+	}
+	if set := q.Child(stanza.NSRSM, "set"); set != nil {
+		if m := set.Child(stanza.NSRSM, "max"); m != nil {
+			n, err := strconv.Atoi(m.Text())
+			if err != nil || n < 0 {
+				return out, errors.New("bad RSM max")
+			}
+			out.Max = min(n, maxPage)
+		}
+		if a := set.Child(stanza.NSRSM, "after"); a != nil {
+			out.After = a.Text()
+		}
+		if bf := set.Child(stanza.NSRSM, "before"); bf != nil {
+			out.Before, out.BeforeSet = bf.Text(), true
+		}
+	}
+	out.Flip = q.Child(stanza.NSMAM, "flip-page") != nil
+	return out, nil
+}

@@ -1,0 +1,119 @@
+package bouncer
+
+import (
+	"xmppbouncer/stanza"
+)
+
+// roomState is where the account's one upstream occupancy of a room stands.
+type roomState int
+
+const (
+	roomIdle    roomState = iota // not in the room upstream
+	roomJoining                  // join presence sent, waiting for self-presence
+	roomSyncing                  // self-presence seen, waiting for the subject (XEP-0045 §7.2.15)
+	roomJoined                   // in the room
+	roomLeaving                  // unavailable sent, waiting for the room's answer
+)
+
+// Room is the account's view of one MUC room, owned by the loop. Local
+// clients' claims on it live in the sessions registry.
+type Room struct {
+	JID      string
+	Nick     string // the account's nick upstream
+	Password string
+	State    roomState
+	Kept     bool // configured or bookmarked with autojoin: stay without claimants
+
+	Occupants map[string]*stanza.Element // nick → presence as the room sent it
+	order     []string                   // nicks in arrival order, for a stable replay
+	Self      *stanza.Element            // our self-presence as the room sent it
+	Subject   *stanza.Element            // last subject message; nil if none seen
+
+	pending    []joinRequest              // local joins waiting for the upstream join
+	syncing    []uint64                   // sessions that joined in this upstream join
+	prev       map[string]*stanza.Element // occupants before an upstream outage
+	nickBy     uint64                     // session that asked for a nick change
+	lastPres   string                     // our last occupant presence upstream
+	hasMAM     bool                       // the room advertises urn:xmpp:mam:2
+	rejoinWait int                        // backoff exponent for 332/333 rejoins
+}
+
+// joinRequest is a local client's join waiting for the upstream occupancy.
+type joinRequest struct {
+	session  uint64
+	nick     string
+	presence *stanza.Element
+}
+
+func newRoom(jid string) *Room {
+	return &Room{JID: jid, Occupants: map[string]*stanza.Element{}}
+}
+
+// setOccupant records an occupant's presence; unavailable removes it.
+func (r *Room) setOccupant(nick string, p *stanza.Element) {
+	if p.Type() == "unavailable" {
+		if _, ok := r.Occupants[nick]; ok {
+			delete(r.Occupants, nick)
+			for i, n := range r.order {
+				if n == nick {
+					r.order = append(r.order[:i], r.order[i+1:]...)
+					break
+				}
+			}
+		}
+		return
+	}
+	if _, ok := r.Occupants[nick]; !ok {
+		r.order = append(r.order, nick)
+	}
+	r.Occupants[nick] = p
+}
+
+// reset forgets the upstream occupancy (after it ended).
+func (r *Room) reset() {
+	r.State = roomIdle
+	r.Occupants = map[string]*stanza.Element{}
+	r.order = nil
+	r.Self = nil
+	r.syncing = nil
+	r.lastPres = ""
+}
+
+// mucUser returns the <x xmlns=muc#user/> of a stanza, or nil.
+func mucUser(el *stanza.Element) *stanza.Element {
+	return el.Child(stanza.NSMUCUser, "x")
+}
+
+// statusCodes returns the muc#user status codes of a stanza.
+func statusCodes(el *stanza.Element) map[string]bool {
+	x := mucUser(el)
+	if x == nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, s := range x.ChildrenNamed(stanza.NSMUCUser, "status") {
+		out[s.Get("code")] = true
+	}
+	return out
+}
+
+// endsOccupancy reports whether a self-unavailable removes the account from
+// the room: kick 307, ban 301, affiliation 321, members-only 322, shutdown
+// 332, error 333, or <destroy/> (XEP-0045 §9.2, §9.8, §10.9).
+func endsOccupancy(el *stanza.Element, codes map[string]bool) bool {
+	if x := mucUser(el); x != nil && x.Child(stanza.NSMUCUser, "destroy") != nil {
+		return true
+	}
+	for _, c := range []string{"307", "301", "321", "322", "332", "333"} {
+		if codes[c] {
+			return true
+		}
+	}
+	return false
+}
+
+// isSubject reports whether a groupchat message is a subject change
+// (XEP-0045 §8.1: a <subject/> and no <body/>).
+func isSubject(el *stanza.Element) bool {
+	return el.Child(stanza.NSClient, "subject") != nil && el.Child(stanza.NSClient, "body") == nil
+}

@@ -1,0 +1,231 @@
+package bouncer
+
+import (
+	"xmppbouncer/stanza"
+)
+
+// roomInbound handles a stanza from a room the account is in or joining.
+// It reports whether the stanza was consumed here.
+func (b *Bouncer) roomInbound(r *Room, el *stanza.Element) bool {
+	switch el.Kind() {
+	case "presence":
+		b.roomPresenceIn(r, el)
+		return true
+	case "message":
+		return b.roomMessageIn(r, el)
+	}
+	return false
+}
+
+// roomPresenceIn handles occupant and self presence from the room.
+func (b *Bouncer) roomPresenceIn(r *Room, el *stanza.Element) {
+	_, nick := splitJID(el.From())
+	if el.Type() == "error" {
+		b.roomPresenceError(r, nick, el)
+		return
+	}
+	codes := statusCodes(el)
+	self := codes["110"] || (nick != "" && nick == r.Nick && r.State != roomJoining)
+	if !self {
+		r.setOccupant(nick, el)
+		if r.State == roomJoined || r.State == roomSyncing {
+			b.toClaimants(r, el, 0)
+		}
+		return
+	}
+	if el.Type() == "unavailable" {
+		b.selfUnavailable(r, el, codes)
+		return
+	}
+	r.Nick = nick
+	r.Self = el
+	switch r.State {
+	case roomJoining:
+		b.joinSucceeded(r, el, codes)
+	case roomLeaving:
+	default:
+		// Our presence changed (status, or the second half of a 303 nick
+		// change): every claimant sees its own presence change.
+		b.selfToClaimants(r, el)
+	}
+}
+
+// selfUnavailable handles the room telling us we are out (or renamed).
+func (b *Bouncer) selfUnavailable(r *Room, el *stanza.Element, codes map[string]bool) {
+	if codes["303"] {
+		// XEP-0045 §7.6: nick change; the new self-presence follows.
+		b.selfToClaimants(r, el)
+		if x := mucUser(el); x != nil {
+			if it := x.Child(stanza.NSMUCUser, "item"); it != nil && it.Get("nick") != "" {
+				r.Nick = it.Get("nick")
+			}
+		}
+		r.nickBy = 0
+		return
+	}
+	if r.State == roomLeaving {
+		delete(b.rooms, r.JID)
+		return
+	}
+	// Removed from the room: every claimant gets the room's own words.
+	b.selfToClaimants(r, el)
+	for _, jr := range r.pending {
+		if s := b.reg.ByID(jr.session); s != nil {
+			b.sendTo(s, el.With("to", s.JID.String()))
+		}
+	}
+	b.reg.ClearRoom(r.JID)
+	kicked := endsOccupancy(el, codes)
+	b.log.Info("removed from room", "room", r.JID, "codes", keys(codes))
+	r.reset()
+	r.pending = nil
+	if kicked && (codes["332"] || codes["333"]) && r.Kept && b.online {
+		b.scheduleRejoin(r)
+		return
+	}
+	if !r.Kept || kicked {
+		r.Kept = r.Kept && !codes["307"] && !codes["301"]
+		if !r.Kept {
+			delete(b.rooms, r.JID)
+		}
+	}
+}
+
+// roomPresenceError handles a presence error from the room: a failed join
+// goes to every pending joiner, a failed nick change only to its requester.
+func (b *Bouncer) roomPresenceError(r *Room, nick string, el *stanza.Element) {
+	switch r.State {
+	case roomJoining:
+		b.log.Info("join refused", "room", r.JID, "condition", stanza.ErrorCondition(el))
+		for _, jr := range r.pending {
+			if s := b.reg.ByID(jr.session); s != nil {
+				b.sendTo(s, el.With("from", r.JID+"/"+jr.nick, "to", s.JID.String()))
+			}
+		}
+		r.pending = nil
+		r.reset()
+		if !r.Kept {
+			delete(b.rooms, r.JID)
+		}
+	default:
+		if s := b.reg.ByID(r.nickBy); s != nil {
+			b.sendTo(s, el.With("to", s.JID.String()))
+		}
+		r.nickBy = 0
+	}
+}
+
+// joinSucceeded relays the first join's result: pending joiners become
+// claimants and get the occupants and their self-presence now; the room's
+// history and subject follow as messages.
+func (b *Bouncer) joinSucceeded(r *Room, self *stanza.Element, codes map[string]bool) {
+	r.State = roomSyncing
+	r.rejoinWait = 0
+	b.log.Info("joined room", "room", r.JID, "nick", r.Nick, "occupants", len(r.Occupants))
+	// Claimants from before an upstream outage get only what changed.
+	for _, s := range b.reg.Claimants(r.JID) {
+		b.sendOccupantDiff(r, s)
+	}
+	r.prev = nil
+	r.syncing = r.syncing[:0]
+	for _, jr := range r.pending {
+		s := b.reg.ByID(jr.session)
+		if s == nil {
+			continue
+		}
+		b.reg.Claim(r.JID, s, jr.nick)
+		b.sendOccupants(r, s)
+		b.sendTo(s, b.selfFor(r, s, jr.nick))
+		b.sendHistory(r, s, historyOf(jr.presence), false)
+		r.syncing = append(r.syncing, s.ID)
+	}
+	r.pending = nil
+	b.roomPresenceUpdate(r)
+	b.afterJoin(r)
+}
+
+// roomMessageIn handles a message from the room or one of its occupants.
+func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
+	switch el.Type() {
+	case "groupchat":
+		if isSubject(el) {
+			b.subjectIn(r, el)
+			return true
+		}
+		if r.State == roomLeaving || r.State == roomIdle {
+			return true
+		}
+		if b.archive(r, el) {
+			b.toClaimants(r, el, 0)
+		}
+		return true
+	case "error":
+		b.toClaimantsOrAll(r, el)
+		return true
+	default:
+		// Private messages (XEP-0045 §7.5) and room notices: every claimant,
+		// or every client when none claims the room.
+		if carbonOf(el) != nil {
+			return false
+		}
+		b.toClaimantsOrAll(r, el)
+		return true
+	}
+}
+
+// subjectIn handles a subject message. During a join it completes the
+// sequence (XEP-0045 §7.2.15): joiners of this round get it, earlier
+// claimants only if it changed.
+func (b *Bouncer) subjectIn(r *Room, el *stanza.Element) {
+	old := r.Subject
+	r.Subject = el
+	if r.State != roomSyncing {
+		b.toClaimants(r, el, 0)
+		return
+	}
+	r.State = roomJoined
+	changed := old == nil || old.ChildText(stanza.NSClient, "subject") != el.ChildText(stanza.NSClient, "subject")
+	fresh := map[uint64]bool{}
+	for _, id := range r.syncing {
+		fresh[id] = true
+	}
+	for _, s := range b.reg.Claimants(r.JID) {
+		if fresh[s.ID] || changed {
+			b.sendTo(s, el.With("to", s.JID.String()))
+		}
+	}
+	r.syncing = nil
+}
+
+// toClaimants forks a room stanza to every claimant, each with its own to.
+func (b *Bouncer) toClaimants(r *Room, el *stanza.Element, except uint64) {
+	for _, s := range b.reg.Claimants(r.JID) {
+		if s.ID != except {
+			b.sendTo(s, el.With("to", s.JID.String()))
+		}
+	}
+}
+
+func (b *Bouncer) toClaimantsOrAll(r *Room, el *stanza.Element) {
+	if len(b.reg.Claimants(r.JID)) == 0 {
+		b.toAllAvailable(el)
+		return
+	}
+	b.toClaimants(r, el, 0)
+}
+
+// selfToClaimants sends our self-presence to every claimant, rewritten to
+// name that claimant.
+func (b *Bouncer) selfToClaimants(r *Room, el *stanza.Element) {
+	for _, s := range b.reg.Claimants(r.JID) {
+		b.sendTo(s, b.rewriteSelf(el, s.JID.String()))
+	}
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

@@ -1,0 +1,204 @@
+package bouncer
+
+import (
+	"strconv"
+
+	"xmppbouncer/sessions"
+	"xmppbouncer/stanza"
+)
+
+// presenceState caches what a newly available client must be told
+// (RFC 6121 §4.4.2: the server sends contacts' presence after initial
+// presence) and what upstream last heard from us.
+type presenceState struct {
+	contacts map[string]*stanza.Element // full JID → last available presence
+	subs     map[string]*stanza.Element // bare JID → pending subscribe request
+	lastUp   string                     // serialised aggregate last sent upstream
+}
+
+func newPresenceState() *presenceState {
+	return &presenceState{contacts: map[string]*stanza.Element{}, subs: map[string]*stanza.Element{}}
+}
+
+// showRank orders shows for the aggregate: chat > available > dnd > away > xa.
+func showRank(show string) int {
+	switch show {
+	case "chat":
+		return 5
+	case "":
+		return 4
+	case "dnd":
+		return 3
+	case "away":
+		return 2
+	case "xa":
+		return 1
+	}
+	return 0
+}
+
+// clientPresence handles presence from a local client.
+func (b *Bouncer) clientPresence(s *sessions.Session, el *stanza.Element) {
+	t, ok := b.targetOf(el)
+	if !ok {
+		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", ""))
+		return
+	}
+	if t.to == "" {
+		b.broadcastPresence(s, el)
+		return
+	}
+	if t.sibling != nil {
+		b.sendTo(t.sibling, el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
+		return
+	}
+	if b.roomPresence(s, t, el) {
+		return
+	}
+	switch el.Type() {
+	case "subscribed", "unsubscribed":
+		tb, _ := splitJID(t.to)
+		delete(b.presence.subs, tb)
+	}
+	b.forwardUp(s, el.With("from", "", "to", t.to))
+}
+
+// broadcastPresence handles a client's presence without "to" (RFC 6121
+// §4.2 and §4.5): it is reflected to the client and its siblings, and
+// becomes part of the account's one aggregate presence upstream.
+func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
+	switch el.Type() {
+	case "":
+		first := !s.Available()
+		s.Presence = el
+		s.Show = el.ChildText(stanza.NSClient, "show")
+		s.Priority, _ = strconv.Atoi(el.ChildText(stanza.NSClient, "priority"))
+		b.reflectPresence(s, el)
+		if first {
+			b.sendSiblingsTo(s)
+			for _, p := range b.presence.contacts {
+				b.sendTo(s, p.With("to", s.JID.String()))
+			}
+			for _, p := range b.presence.subs {
+				b.sendTo(s, p.With("to", s.JID.String()))
+			}
+		}
+		b.learnCaps(s, el)
+	case "unavailable":
+		if !s.Available() {
+			return
+		}
+		s.Presence = nil
+		b.reflectPresence(s, el)
+	default:
+		return
+	}
+	b.updateAggregate()
+	b.roomsFollowPresence()
+}
+
+// reflectPresence sends s's presence to itself and its available siblings.
+func (b *Bouncer) reflectPresence(s *sessions.Session, el *stanza.Element) {
+	from := s.JID.String()
+	for _, o := range b.reg.Available() {
+		if o != s {
+			b.sendTo(o, el.With("from", from, "to", o.JID.String()))
+		}
+	}
+	b.sendTo(s, el.With("from", from, "to", from))
+}
+
+// sendSiblingsTo tells a newly available client about its siblings.
+func (b *Bouncer) sendSiblingsTo(s *sessions.Session) {
+	for _, o := range b.reg.Available() {
+		if o != s {
+			b.sendTo(s, o.Presence.With("from", o.JID.String(), "to", s.JID.String()))
+		}
+	}
+}
+
+// clientGone tells the siblings that s is no longer available.
+func (b *Bouncer) clientGone(s *sessions.Session) {
+	if !s.Available() {
+		return
+	}
+	s.Presence = nil
+	un := stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", s.JID.String())
+	for _, o := range b.reg.Available() {
+		if o != s {
+			b.sendTo(o, un.With("to", o.JID.String()))
+		}
+	}
+}
+
+// aggregate builds the account's presence from the available clients: the
+// highest priority wins, ties broken by show. With no client available it
+// is the configured detached presence.
+func (b *Bouncer) aggregate() (show, status string, priority int) {
+	var best *sessions.Session
+	for _, s := range b.reg.Available() {
+		if best == nil || s.Priority > best.Priority ||
+			(s.Priority == best.Priority && showRank(s.Show) > showRank(best.Show)) {
+			best = s
+		}
+	}
+	if best == nil {
+		show = b.opt.DetachedShow
+		if show == "available" {
+			show = ""
+		}
+		return show, b.opt.DetachedStatus, 0
+	}
+	return best.Show, best.Presence.ChildText(stanza.NSClient, "status"), best.Priority
+}
+
+// updateAggregate sends the aggregate presence upstream when it changed.
+func (b *Bouncer) updateAggregate() {
+	if !b.online {
+		return
+	}
+	show, status, prio := b.aggregate()
+	p := stanza.New(stanza.NSClient, "presence")
+	if show != "" {
+		p.Append(stanza.New(stanza.NSClient, "show").AppendText(show))
+	}
+	if status != "" {
+		p.Append(stanza.New(stanza.NSClient, "status").AppendText(status))
+	}
+	if prio != 0 {
+		p.Append(stanza.New(stanza.NSClient, "priority").AppendText(strconv.Itoa(prio)))
+	}
+	p.Append(b.caps.element(b.reg))
+	key := p.String()
+	if key == b.presence.lastUp {
+		return
+	}
+	b.presence.lastUp = key
+	b.sendUp(p)
+}
+
+// upstreamPresence handles presence from upstream.
+func (b *Bouncer) upstreamPresence(el *stanza.Element) {
+	from := el.From()
+	bare, _ := splitJID(from)
+	if room := b.rooms[bare]; room != nil {
+		b.roomInbound(room, el)
+		return
+	}
+	if from == b.upFull {
+		return // our own presence reflected: the upstream resource is invisible
+	}
+	switch el.Type() {
+	case "":
+		b.presence.contacts[from] = el
+	case "unavailable":
+		delete(b.presence.contacts, from)
+	case "subscribe":
+		b.presence.subs[bare] = el
+	case "unsubscribe", "unsubscribed", "subscribed":
+		delete(b.presence.subs, bare)
+	case "probe":
+		return
+	}
+	b.toAllAvailable(el)
+}

@@ -1,0 +1,103 @@
+// Package listener is the local c2s server that XMPP clients log in to.
+// It negotiates the stream (STARTTLS or XEP-0368 direct TLS, SASL, resource
+// binding) and then hands each client's stanzas to a Handler, in order,
+// from that client's own reader goroutine. It decides nothing about
+// routing: the bouncer core does.
+package listener
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"xmppbouncer/config"
+	"xmppbouncer/wire"
+)
+
+// Config is what New needs.
+type Config struct {
+	Domain   string // the upstream account's domain: the one domain we serve
+	Username string // the upstream account's localpart: the only login accepted
+	Creds    *Credentials
+	TLS      *tls.Config // server certificate(s)
+
+	// Listening addresses; "" disables. Address offers STARTTLS (RFC 6120
+	// §5), DirectTLSAddress is XEP-0368 direct TLS.
+	Address, DirectTLSAddress string
+
+	Limits         wire.Options
+	MaxConnections int           // beyond it new connections get <policy-violation/>
+	AuthFailDelay  time.Duration // base delay of a SASL failure reply, doubling per recent failure from the same IP
+	Logger         *slog.Logger
+}
+
+// defaultWriteTimeout closes a client that stops reading; config has no
+// key for it.
+const defaultWriteTimeout = 30 * time.Second
+
+// ConfigFrom builds a Config from the TOML configuration. The certificate
+// comes from listen.cert_file/key_file, or is generated once into dataDir.
+func ConfigFrom(c *config.Config, dataDir string, log *slog.Logger) (Config, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	account, err := jid.Parse(c.Upstream.JID)
+	if err != nil || account.Localpart() == "" {
+		return Config{}, fmt.Errorf("listener: upstream.jid %q is not an account JID", c.Upstream.JID)
+	}
+	var creds *Credentials
+	switch {
+	case c.Auth.PasswordHash != "":
+		creds, err = ParseCredentials(c.Auth.PasswordHash)
+		if err != nil {
+			return Config{}, fmt.Errorf("listener: auth.password_hash: %w", err)
+		}
+	case c.Auth.Password != "":
+		creds = PlainCredentials(c.Auth.Password)
+	default:
+		return Config{}, fmt.Errorf("listener: set auth.password_hash or auth.password")
+	}
+	hosts := []string{account.Domainpart(), "localhost"}
+	for _, a := range []string{c.Listen.Address, c.Listen.DirectTLSAddress} {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" && h != "localhost" && h != account.Domainpart() {
+			if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	cert, fp, err := LoadOrCreateCert(c.Listen.CertFile, c.Listen.KeyFile, dataDir, hosts)
+	if err != nil {
+		return Config{}, fmt.Errorf("listener: %w", err)
+	}
+	if cert.Leaf != nil && cert.Leaf.VerifyHostname(account.Domainpart()) != nil {
+		log.Warn("listener: certificate does not name the account's domain; clients will warn", "domain", account.Domainpart())
+	}
+	log.Info("listener: TLS certificate", "sha256", fp, "subject", cert.Leaf.Subject.CommonName)
+	l := c.Limits
+	return Config{
+		Domain:   account.Domainpart(),
+		Username: account.Localpart(),
+		Creds:    creds,
+		TLS: &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			MinVersion:   tls.VersionTLS12,
+		},
+		Address:          c.Listen.Address,
+		DirectTLSAddress: c.Listen.DirectTLSAddress,
+		Limits: wire.Options{
+			MaxStanzaBytes: l.MaxStanzaBytes,
+			MaxDepth:       l.MaxDepth,
+			IdleTimeout:    l.IdleTimeout.Duration,
+			KeepAlive:      l.KeepAlive.Duration,
+			WriteTimeout:   defaultWriteTimeout,
+			QueueLen:       l.QueueLen,
+		},
+		MaxConnections: l.MaxConnections,
+		AuthFailDelay:  l.AuthFailDelay.Duration,
+		Logger:         log,
+	}, nil
+}

@@ -1,0 +1,246 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrItemNotFound is returned by Query when an id given in RSM after/before
+// or in the after-id, before-id or ids form fields is not in the room's
+// archive (XEP-0313 §4.1.3 and §4.2.2: the server MUST answer
+// item-not-found).
+var ErrItemNotFound = errors.New("sqlite: archive id not found")
+
+// Query is one MAM query (XEP-0313 v2 form fields plus RSM, XEP-0059) on a
+// room archive. Ids are archive ids as returned by Message.ArchiveID.
+type Query struct {
+	Room              string
+	Start, End        time.Time // zero = unset, inclusive
+	With              string    // occupant JID room@host/nick (matches nick), or a real bare JID
+	BeforeID, AfterID string    // XEP-0313 before-id/after-id form fields (exclusive)
+	IDs               []string  // XEP-0313 ids form field
+	FullText          string    // {urn:xmpp:fulltext:0}fulltext
+	Max               int       // page size, capped by the caller; <= 0 returns only the count
+	After             string    // RSM <after>
+	Before            string    // RSM <before>
+	BeforeSet         bool      // RSM <before> present ("" = last page); takes precedence over After
+	Flip              bool      // XEP-0313 <flip-page/>: return the page in reverse order
+}
+
+// Page is one page of a Query result.
+//
+// Messages are in chronological order (reverse with Flip). First and Last
+// are the archive ids of the chronologically first and last message of the
+// page whatever Flip says, so that RSM paging (after=Last, before=First)
+// works the same with flipped pages; both are "" on an empty page. Count is
+// the number of messages matching the query's filters, ignoring RSM
+// after/before. Complete is true when nothing more matches in the paging
+// direction: after Last going forward, before First going backward (RSM
+// <before>).
+type Page struct {
+	Messages    []*Message
+	First, Last string
+	Count       int
+	Complete    bool
+}
+
+// position is a message's place in archive order.
+type position struct{ stamp, seq int64 }
+
+// resolveID finds the archive id in the room. Room-assigned stanza-ids win
+// over the synthetic "xb-<seq>" form, which only names rows without one.
+func (db *DB) resolveID(ctx context.Context, roomID int64, id string) (position, error) {
+	var p position
+	err := db.r.QueryRowContext(ctx, `SELECT stamp, seq FROM messages WHERE room_id = ? AND stanza_id = ?`,
+		roomID, id).Scan(&p.stamp, &p.seq)
+	if err == nil {
+		return p, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return p, fmt.Errorf("sqlite: look up archive id %q: %w", id, err)
+	}
+	if rest, ok := strings.CutPrefix(id, syntheticPrefix); ok {
+		seq, perr := strconv.ParseInt(rest, 10, 64)
+		if perr == nil && seq > 0 && strconv.FormatInt(seq, 10) == rest {
+			err = db.r.QueryRowContext(ctx, `SELECT stamp, seq FROM messages
+				WHERE seq = ? AND room_id = ? AND stanza_id IS NULL`, seq, roomID).Scan(&p.stamp, &p.seq)
+			if err == nil {
+				return p, nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return p, fmt.Errorf("sqlite: look up archive id %q: %w", id, err)
+			}
+		}
+	}
+	return p, fmt.Errorf("%w: %q", ErrItemNotFound, id)
+}
+
+// ceilMicro and floorMicro convert a time to the stored microsecond stamps
+// so that inclusive bounds stay exact for sub-microsecond inputs.
+func ceilMicro(t time.Time) int64 {
+	us := t.UnixMicro()
+	if time.UnixMicro(us).Before(t) {
+		us++
+	}
+	return us
+}
+
+func floorMicro(t time.Time) int64 {
+	us := t.UnixMicro()
+	if time.UnixMicro(us).After(t) {
+		us--
+	}
+	return us
+}
+
+// Query runs a MAM query against q.Room's archive.
+func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
+	roomID, ok, err := db.roomID(ctx, q.Room)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		if q.AfterID != "" || q.BeforeID != "" || len(q.IDs) > 0 || q.After != "" || (q.BeforeSet && q.Before != "") {
+			return nil, ErrItemNotFound
+		}
+		return &Page{Complete: true}, nil
+	}
+
+	where := []string{"m.room_id = ?"}
+	args := []any{roomID}
+	if !q.Start.IsZero() {
+		where = append(where, "m.stamp >= ?")
+		args = append(args, ceilMicro(q.Start))
+	}
+	if !q.End.IsZero() {
+		where = append(where, "m.stamp <= ?")
+		args = append(args, floorMicro(q.End))
+	}
+	if q.With != "" {
+		if c, a, ok := withClause(q.Room, q.With); ok {
+			where = append(where, c)
+			args = append(args, a)
+		}
+	}
+	if q.AfterID != "" {
+		p, err := db.resolveID(ctx, roomID, q.AfterID)
+		if err != nil {
+			return nil, err
+		}
+		where = append(where, "(m.stamp, m.seq) > (?, ?)")
+		args = append(args, p.stamp, p.seq)
+	}
+	if q.BeforeID != "" {
+		p, err := db.resolveID(ctx, roomID, q.BeforeID)
+		if err != nil {
+			return nil, err
+		}
+		where = append(where, "(m.stamp, m.seq) < (?, ?)")
+		args = append(args, p.stamp, p.seq)
+	}
+	if len(q.IDs) > 0 {
+		seqs := make([]string, 0, len(q.IDs))
+		for _, id := range q.IDs {
+			p, err := db.resolveID(ctx, roomID, id)
+			if err != nil {
+				return nil, err
+			}
+			// Our own integers, so inlining them cannot inject and
+			// does not run into SQLite's bound-parameter limit.
+			seqs = append(seqs, strconv.FormatInt(p.seq, 10))
+		}
+		where = append(where, "m.seq IN ("+strings.Join(seqs, ",")+")")
+	}
+	if c, a, ok := fullTextClause(q.FullText); ok {
+		where = append(where, c)
+		args = append(args, a...)
+	}
+
+	page := &Page{}
+	filter := strings.Join(where, " AND ")
+	if err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM messages m WHERE `+filter, args...).Scan(&page.Count); err != nil {
+		return nil, fmt.Errorf("sqlite: count archive of %s: %w", q.Room, err)
+	}
+	if q.Max <= 0 {
+		page.Complete = page.Count == 0
+		return page, nil
+	}
+
+	backward := q.BeforeSet
+	cursor := ""
+	if backward && q.Before != "" {
+		cursor = q.Before
+	} else if !backward && q.After != "" {
+		cursor = q.After
+	}
+	if cursor != "" {
+		p, err := db.resolveID(ctx, roomID, cursor)
+		if err != nil {
+			return nil, err
+		}
+		if backward {
+			filter += " AND (m.stamp, m.seq) < (?, ?)"
+		} else {
+			filter += " AND (m.stamp, m.seq) > (?, ?)"
+		}
+		args = append(args, p.stamp, p.seq)
+	}
+	order := "m.stamp, m.seq"
+	if backward {
+		order = "m.stamp DESC, m.seq DESC"
+	}
+	args = append(args, q.Max+1)
+	rows, err := db.r.QueryContext(ctx, `SELECT `+msgColumns+` FROM messages m JOIN rooms r ON r.id = m.room_id
+		WHERE `+filter+` ORDER BY `+order+` LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: query archive of %s: %w", q.Room, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: query archive of %s: %w", q.Room, err)
+		}
+		page.Messages = append(page.Messages, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: query archive of %s: %w", q.Room, err)
+	}
+	page.Complete = len(page.Messages) <= q.Max
+	if !page.Complete {
+		page.Messages = page.Messages[:q.Max]
+	}
+	if backward {
+		slices.Reverse(page.Messages)
+	}
+	if n := len(page.Messages); n > 0 {
+		page.First = page.Messages[0].ArchiveID()
+		page.Last = page.Messages[n-1].ArchiveID()
+	}
+	if q.Flip {
+		slices.Reverse(page.Messages)
+	}
+	return page, nil
+}
+
+// withClause turns the XEP-0313 'with' field into a condition. For a MUC
+// archive it names the publisher (§4.1.1): an occupant JID of this room
+// matches the nick, any other JID matches the real bare JID (a resource on
+// it is ignored). The room's own bare JID matches everything, so it adds no
+// condition.
+func withClause(room, with string) (string, any, bool) {
+	bare, res, hasRes := strings.Cut(with, "/")
+	if strings.EqualFold(bare, room) {
+		if !hasRes {
+			return "", nil, false
+		}
+		return "m.nick = ?", res, true
+	}
+	return "m.real_jid = ?", bare, true
+}
