@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"hash"
 	"strconv"
 	"strings"
 
@@ -119,11 +118,11 @@ func normalizePassword(pw string) string {
 }
 
 // salted returns the SaltedPassword for a SCRAM mechanism name.
-func (c *Credentials) salted(mechanism string) ([]byte, func() hash.Hash) {
+func (c *Credentials) salted(mechanism string) []byte {
 	if strings.HasPrefix(mechanism, "SCRAM-SHA-1") {
-		return c.sha1, sha1.New
+		return c.sha1
 	}
-	return c.sha256, sha256.New
+	return c.sha256
 }
 
 // checkPassword derives the SHA-256 key from a PLAIN password with the

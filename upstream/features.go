@@ -155,8 +155,15 @@ func (e *AuthError) Error() string {
 // replaces mellium's feature because that one requires TLS even for the
 // loopback-only insecure-plaintext mode and offers PLAIN regardless.
 func authenticate(account jid.JID, password string, requireTLS bool, log *slog.Logger) xmpp.StreamFeature {
+	var necessary xmpp.SessionState
+	if requireTLS {
+		// Not before TLS, even if a server offers it (RFC 6120 §5.3.1
+		// lets it when TLS is optional).
+		necessary = xmpp.Secure
+	}
 	return xmpp.StreamFeature{
 		Name:       xml.Name{Space: nsSASL, Local: "mechanisms"},
+		Necessary:  necessary,
 		Prohibited: xmpp.Authn,
 		Parse: func(ctx context.Context, d *xml.Decoder, start *xml.StartElement) (bool, interface{}, error) {
 			var v struct {

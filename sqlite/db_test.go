@@ -1,0 +1,124 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestOpenRejectsMemory(t *testing.T) {
+	if _, err := Open(context.Background(), ":memory:"); err == nil {
+		t.Fatal("Open(:memory:) succeeded; the reader pool would see a different database")
+	}
+}
+
+func TestDurableAcrossReopen(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTest(t)
+	m := msg("room@muc.example", "s1", "alice", "persist me", 0)
+	m.RealJID = "alice@example.org"
+	m.OriginID = "o1"
+	if ins, err := db.Append(ctx, m); err != nil || !ins {
+		t.Fatalf("Append = %v, %v", ins, err)
+	}
+	noBody := &Message{Room: "room@muc.example", StanzaID: "s2", Nick: "bob", Stamp: t0.Add(time.Second),
+		XML: "<message><reactions xmlns='urn:xmpp:reactions:0' id='s1'/></message>"}
+	mustAppend(t, db, noBody)
+	if err := db.SetState(ctx, "rooms", "a,b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	got, err := db2.History(ctx, "room@muc.example", NoHistoryLimit, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("after reopen got %d messages, want 2", len(got))
+	}
+	g := got[0]
+	if g.Seq != m.Seq || g.StanzaID != "s1" || g.OriginID != "o1" || g.ID != "id-s1" || g.Nick != "alice" ||
+		g.RealJID != "alice@example.org" || !g.Stamp.Equal(m.Stamp) || g.Body == nil || *g.Body != "persist me" ||
+		g.XML != m.XML || g.Room != "room@muc.example" {
+		t.Errorf("round trip mismatch: got %+v want %+v", g, m)
+	}
+	if got[1].Body != nil {
+		t.Errorf("body-less stanza came back with body %q", *got[1].Body)
+	}
+	if v, ok, err := db2.GetState(ctx, "rooms"); err != nil || !ok || v != "a,b" {
+		t.Errorf("GetState after reopen = %q, %v, %v", v, ok, err)
+	}
+}
+
+func TestState(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	if _, ok, err := db.GetState(ctx, "k"); err != nil || ok {
+		t.Fatalf("missing key: ok=%v err=%v", ok, err)
+	}
+	for _, v := range []string{"one", "two", ""} {
+		if err := db.SetState(ctx, "k", v); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok, err := db.GetState(ctx, "k"); err != nil || !ok || got != v {
+			t.Fatalf("GetState = %q, %v, %v; want %q", got, ok, err, v)
+		}
+	}
+	if err := db.DeleteState(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := db.GetState(ctx, "k"); ok {
+		t.Fatal("key still present after DeleteState")
+	}
+}
+
+func TestRoomsAndLast(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	if m, err := db.Last(ctx, "a@muc"); err != nil || m != nil {
+		t.Fatalf("Last of unknown room = %v, %v", m, err)
+	}
+	mustAppend(t, db, msg("b@muc", "1", "n", "late", 10))
+	mustAppend(t, db, msg("b@muc", "2", "n", "early, appended later (gap fill)", 5))
+	mustAppend(t, db, msg("a@muc", "3", "n", "x", 0))
+	rooms, err := db.Rooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rooms, []string{"a@muc", "b@muc"}) {
+		t.Errorf("Rooms = %v", rooms)
+	}
+	last, err := db.Last(ctx, "b@muc")
+	if err != nil || last == nil || *last.Body != "late" {
+		t.Fatalf("Last = %+v, %v; want the message with the newest stamp", last, err)
+	}
+	// Same stamp: the later row wins.
+	mustAppend(t, db, msg("b@muc", "4", "n", "tie", 10))
+	if last, _ := db.Last(ctx, "b@muc"); last == nil || *last.Body != "tie" {
+		t.Errorf("Last with tied stamp = %+v", last)
+	}
+}
+
+func TestContextCancelled(t *testing.T) {
+	db, _ := openTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := db.Append(ctx, msg("r@muc", "1", "n", "x", 0)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Append with cancelled ctx: %v", err)
+	}
+	if _, err := db.Query(ctx, Query{Room: "r@muc", Max: 10}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Query with cancelled ctx: %v", err)
+	}
+	if _, err := db.History(context.Background(), "r@muc", NoHistoryLimit, 5); err != nil {
+		t.Errorf("History: %v", err)
+	}
+}

@@ -1,0 +1,50 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func openTest(t testing.TB) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "archive.db")
+	db, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, path
+}
+
+func strp(s string) *string { return &s }
+
+var t0 = time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// msg builds a body message from nick in room at t0+sec seconds.
+func msg(room, sid, nick, body string, sec int) *Message {
+	x := fmt.Sprintf("<message from='%s/%s' type='groupchat'><body>%s</body></message>", room, nick, body)
+	return &Message{
+		Room: room, StanzaID: sid, ID: "id-" + sid, Nick: nick,
+		Stamp: t0.Add(time.Duration(sec) * time.Second), Body: strp(body), XML: x,
+	}
+}
+
+func mustAppend(t testing.TB, db *DB, m *Message) {
+	t.Helper()
+	if _, err := db.Append(context.Background(), m); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+}
+
+func bodies(ms []*Message) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		if m.Body != nil {
+			out[i] = *m.Body
+		}
+	}
+	return out
+}
