@@ -196,3 +196,8 @@ func codes(el *stanza.Element) string {
 	}
 	return strings.Join(out, ",")
 }
+
+type (
+	configT = config.Config
+	roomT   = config.Room
+)

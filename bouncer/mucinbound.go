@@ -199,6 +199,7 @@ func (b *Bouncer) subjectIn(r *Room, el *stanza.Element) {
 
 // toClaimants forks a room stanza to every claimant, each with its own to.
 func (b *Bouncer) toClaimants(r *Room, el *stanza.Element, except uint64) {
+	el.Freeze()
 	for _, s := range b.reg.Claimants(r.JID) {
 		if s.ID != except {
 			b.sendTo(s, el.With("to", s.JID.String()))

@@ -123,6 +123,7 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 // upstream full JID) to every available local client, each with its own
 // "to" (RFC 6121 §8.5.2.1.1 for messages to the bare JID).
 func (b *Bouncer) toAllAvailable(el *stanza.Element) {
+	el.Freeze()
 	for _, s := range b.reg.Available() {
 		b.sendTo(s, el.With("to", s.JID.String()))
 	}

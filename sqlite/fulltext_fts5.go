@@ -71,7 +71,9 @@ func setupFullText(ctx context.Context, w *sql.DB) error {
 // prefixes and NEAR() in user input are plain text. ok is false when text
 // has no terms.
 func fullTextClause(text string) (clause string, args []any, ok bool) {
-	terms := strings.Fields(text)
+	// FTS5 reads the query as a C string, so a NUL would cut it inside a
+	// quoted term; XML (and so XMPP) cannot carry NUL anyway.
+	terms := strings.Fields(strings.ReplaceAll(text, "\x00", ""))
 	if len(terms) == 0 {
 		return "", nil, false
 	}

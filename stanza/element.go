@@ -22,6 +22,10 @@ type Element struct {
 	Name     xml.Name
 	Attr     []xml.Attr
 	Children []Node
+
+	// inner caches the serialised children (see Freeze). Only With copies
+	// it, because only With is guaranteed to leave the children alone.
+	inner []byte
 }
 
 // Node is one child of an Element: an element or character data.
@@ -70,6 +74,31 @@ func (e *Element) Has(local string) bool {
 	return false
 }
 
+// Freeze serialises e's children once, so that the copies made from it
+// with With (one per recipient of a fan-out) each serialise only their own
+// start tag. Call it before e is shared; e's children must not change
+// afterwards.
+func (e *Element) Freeze() {
+	if e.inner != nil || len(e.Children) == 0 {
+		return
+	}
+	var sc scope
+	for _, a := range e.Attr {
+		if a.Name.Space == "xmlns" {
+			sc = append(sc, prefixDecl{a.Name.Local, a.Value})
+		}
+	}
+	var b []byte
+	for _, n := range e.Children {
+		if n.El != nil {
+			b = n.El.appendXML(b, e.Name.Space, &sc)
+		} else {
+			b = appendEscaped(b, n.Text, false)
+		}
+	}
+	e.inner = b
+}
+
 // Set sets (or with value "" removes) the un-namespaced attribute local in
 // place and returns e. Only use it on elements not yet shared.
 func (e *Element) Set(local, value string) *Element {
@@ -99,9 +128,11 @@ func (e *Element) ShallowCopy() *Element {
 }
 
 // With returns a shallow copy of e with attributes set as name/value pairs;
-// an empty value removes the attribute.
+// an empty value removes the attribute. Pass only plain attributes such as
+// to, from, id and type, never namespace declarations.
 func (e *Element) With(attrs ...string) *Element {
 	c := e.ShallowCopy()
+	c.inner = e.inner
 	for i := 0; i+1 < len(attrs); i += 2 {
 		c.Set(attrs[i], attrs[i+1])
 	}
@@ -126,6 +157,7 @@ func (e *Element) DeepCopy() *Element {
 
 // Append adds child elements and returns e.
 func (e *Element) Append(children ...*Element) *Element {
+	e.inner = nil
 	for _, c := range children {
 		if c != nil {
 			e.Children = append(e.Children, Node{El: c})
@@ -137,6 +169,7 @@ func (e *Element) Append(children ...*Element) *Element {
 // AppendText adds character data and returns e.
 func (e *Element) AppendText(s string) *Element {
 	if s != "" {
+		e.inner = nil
 		e.Children = append(e.Children, Node{Text: s})
 	}
 	return e

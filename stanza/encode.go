@@ -88,6 +88,10 @@ func (e *Element) appendXML(b []byte, parentNS string, sc *scope) []byte {
 		b = append(b, "/>"...)
 	} else {
 		b = append(b, '>')
+		if e.inner != nil {
+			b = append(b, e.inner...)
+			goto end
+		}
 		for _, n := range e.Children {
 			if n.El != nil {
 				b = n.El.appendXML(b, e.Name.Space, sc)
@@ -95,6 +99,7 @@ func (e *Element) appendXML(b []byte, parentNS string, sc *scope) []byte {
 				b = appendEscaped(b, n.Text, false)
 			}
 		}
+	end:
 		b = append(b, "</"...)
 		b = append(b, e.Name.Local...)
 		b = append(b, '>')
@@ -103,13 +108,40 @@ func (e *Element) appendXML(b []byte, parentNS string, sc *scope) []byte {
 	return b
 }
 
+// escText and escAttr mark the ASCII bytes that need escaping (or
+// replacing) in text and attribute content; bytes >= 0x80 are checked as
+// UTF-8 separately.
+var escText, escAttr [256]bool
+
+func init() {
+	for c := 0; c < 0x20; c++ {
+		escText[c], escAttr[c] = true, true
+	}
+	escText['\n'], escText['\t'] = false, false
+	for _, c := range "&<>\r" {
+		escText[c], escAttr[c] = true, true
+	}
+	escAttr['"'] = true
+	for c := 0x80; c < 0x100; c++ {
+		escText[c], escAttr[c] = true, true
+	}
+}
+
 // appendEscaped escapes s for XML text or attribute content. Characters that
 // XML 1.0 does not allow are replaced by U+FFFD, so whatever we generate
 // stays well-formed.
 func appendEscaped(b []byte, s string, attr bool) []byte {
+	tbl := &escText
+	if attr {
+		tbl = &escAttr
+	}
 	last := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if !tbl[c] {
+			i++
+			continue
+		}
 		var esc string
 		width := 1
 		switch {
@@ -119,17 +151,17 @@ func appendEscaped(b []byte, s string, attr bool) []byte {
 			esc = "&lt;"
 		case c == '>':
 			esc = "&gt;"
-		case c == '"' && attr:
+		case c == '"':
 			esc = "&quot;"
 		case c == '\r':
 			esc = "&#xD;"
-		case c == '\n' && attr:
+		case c == '\n':
 			esc = "&#xA;"
-		case c == '\t' && attr:
+		case c == '\t':
 			esc = "&#x9;"
-		case c < 0x20 && c != '\n' && c != '\t':
+		case c < 0x20:
 			esc = "\uFFFD"
-		case c >= utf8.RuneSelf:
+		default:
 			r, w := utf8.DecodeRuneInString(s[i:])
 			width = w
 			if (r == utf8.RuneError && w == 1) || r == 0xFFFE || r == 0xFFFF {

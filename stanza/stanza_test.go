@@ -85,3 +85,16 @@ func TestErrorReply(t *testing.T) {
 		t.Fatalf("bad error reply %s", r)
 	}
 }
+
+func TestFreezeMatchesPlainEncoding(t *testing.T) {
+	e := reparse(t, `<message to="a@b/c"><body>x &amp; y</body><foo:bar xmlns:foo="urn:foo" foo:a="1"><foo:baz/></foo:bar></message>`)
+	want := e.With("to", "a@b/d").String()
+	e.Freeze()
+	if got := e.With("to", "a@b/d").String(); got != want {
+		t.Fatalf("frozen copy differs:\n got %s\nwant %s", got, want)
+	}
+	e.Append(New(NSClient, "subject"))
+	if got := e.String(); !strings.Contains(got, "<subject/>") {
+		t.Fatalf("Append after Freeze was ignored: %s", got)
+	}
+}

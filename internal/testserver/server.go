@@ -127,6 +127,32 @@ func (s *Server) Kill(t testing.TB) {
 	}
 }
 
+// Freeze stops the server process (SIGSTOP) without closing its sockets:
+// connections stay open but nothing is answered, as with a hung server or
+// a dead network path. Thaw resumes it.
+func (s *Server) Freeze(t testing.TB) {
+	t.Helper()
+	s.signal(t, syscall.SIGSTOP)
+}
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw(t testing.TB) {
+	t.Helper()
+	s.signal(t, syscall.SIGCONT)
+}
+
+func (s *Server) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		t.Fatalf("testserver: %v: the server is not running", sig)
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("testserver: %v: %v", sig, err)
+	}
+}
+
 // Register creates an account (or changes its password) with prosodyctl.
 // It works whether or not the server is running: Prosody's internal
 // storage reads account files on each login.
@@ -218,6 +244,7 @@ func (s *Server) shutdown(sig syscall.Signal) error {
 		logStart = st.Size()
 	}
 	_ = cmd.Process.Signal(sig)
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a frozen server must see it
 	// Prosody logs "Shutdown complete" once every module has saved its
 	// state; its event loop then idles up to a second before exiting, which
 	// is not worth waiting for.

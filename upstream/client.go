@@ -1,0 +1,274 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"xmppbouncer/stanza"
+	"xmppbouncer/wire"
+)
+
+// Handler receives what happens on the upstream session. Its methods are
+// called from the Client's Run goroutine, one at a time: Online before any
+// Stanza of that session, Offline exactly once after each Online.
+type Handler interface {
+	// Online: the session is negotiated, the resource bound and carbons
+	// requested; Send works from now on. Initial presence is the
+	// handler's to send.
+	Online(bound jid.JID)
+	// Stanza is every inbound stanza in order, except answers to the
+	// Client's own keepalive and carbons IQs (ids starting "xb-").
+	Stanza(el *stanza.Element)
+	// Offline: the session ended for err; Run reconnects by itself.
+	Offline(err error)
+}
+
+// Reconnect timing.
+const (
+	defaultMinBackoff  = time.Second
+	defaultMaxBackoff  = 5 * time.Minute
+	defaultStableAfter = time.Minute // a session up this long resets the backoff
+)
+
+// idPrefix marks IQs the Client sends for itself; their answers are not
+// passed to the Handler.
+const idPrefix = "xb-"
+
+var errReconnect = errors.New("reconnect requested")
+
+// Client keeps the one upstream session alive.
+type Client struct {
+	cfg Config
+	h   Handler
+	log *slog.Logger
+
+	minBackoff, maxBackoff, stableAfter time.Duration
+
+	mu     sync.Mutex
+	conn   *wire.Conn // the live session, nil while offline
+	reason error      // why we are dropping conn ourselves, if we are
+	wake   chan struct{}
+	pings  atomic.Uint64
+}
+
+// New returns a Client; nothing happens until Run.
+func New(cfg Config, h Handler) *Client {
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 60 * time.Second
+	}
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = 30 * time.Second
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = 1000
+	}
+	return &Client{
+		cfg: cfg, h: h, log: cfg.logger(),
+		minBackoff: defaultMinBackoff, maxBackoff: defaultMaxBackoff, stableAfter: defaultStableAfter,
+		wake: make(chan struct{}, 1),
+	}
+}
+
+// Run connects and keeps reconnecting, with exponential backoff and jitter
+// between attempts, until ctx is done; then it closes the stream cleanly
+// and returns.
+func (c *Client) Run(ctx context.Context) {
+	backoff := c.minBackoff
+	for attempt := 1; ; attempt++ {
+		if ctx.Err() != nil {
+			return
+		}
+		// Drop a wake-up requested while no session was up.
+		select {
+		case <-c.wake:
+		default:
+		}
+		upFor, err := c.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if upFor >= c.stableAfter {
+			backoff = c.minBackoff
+			attempt = 1
+		}
+		if errors.Is(err, errReconnect) {
+			c.log.Info("upstream: reconnecting on request")
+			continue
+		}
+		wait := jitter(backoff)
+		level := slog.LevelWarn
+		var ae *AuthError
+		if errors.As(err, &ae) {
+			level = slog.LevelError
+		}
+		c.log.Log(ctx, level, "upstream session ended; reconnecting", "err", err, "attempt", attempt, "wait", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-c.wake:
+			t.Stop()
+		case <-t.C:
+		}
+		backoff = min(backoff*2, c.maxBackoff)
+	}
+}
+
+// jitter spreads reconnects ±20% so many bouncers do not hit a restarted
+// server in lockstep.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// session runs one connection to its end. It returns how long the session
+// was online and why it ended.
+func (c *Client) session(ctx context.Context) (time.Duration, error) {
+	dctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
+	conn, bound, err := Dial(dctx, c.cfg, wire.Options{
+		QueueLen:       c.cfg.QueueLen,
+		MaxStanzaBytes: 16 << 20, // memory bound only; servers cap far lower
+		MaxDepth:       128,
+		WriteTimeout:   c.cfg.PingTimeout,
+	})
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	c.mu.Lock()
+	c.conn, c.reason = conn, nil
+	c.mu.Unlock()
+
+	// XEP-0280 §4: have the server copy our account's chats with other
+	// resources to this one, so local clients see them too.
+	conn.Send(stanza.New(stanza.NSClient, "iq", "type", "set", "id", idPrefix+"carbons").
+		Append(stanza.New(stanza.NSCarbons, "enable")))
+	c.h.Online(bound)
+
+	var lastIn atomic.Int64
+	lastIn.Store(time.Now().UnixNano())
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.keepalive(conn, &lastIn, stop)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+			c.drop(conn, errors.New("shutting down"))
+		case <-stop:
+		}
+	}()
+	err = conn.Read(func(el *stanza.Element) {
+		lastIn.Store(time.Now().UnixNano())
+		if c.own(el) {
+			return
+		}
+		c.h.Stanza(el)
+	})
+	close(stop)
+	wg.Wait()
+	c.mu.Lock()
+	c.conn = nil
+	if c.reason != nil {
+		err = c.reason
+	}
+	c.mu.Unlock()
+	if err == nil {
+		err = errors.New("the server closed the stream")
+	}
+	c.h.Offline(err)
+	return time.Since(start), err
+}
+
+// own consumes the answers to the Client's own IQs.
+func (c *Client) own(el *stanza.Element) bool {
+	if el.Kind() != "iq" || !strings.HasPrefix(el.ID(), idPrefix) || (el.Type() != "result" && el.Type() != "error") {
+		return false
+	}
+	if el.Type() == "error" && el.ID() == idPrefix+"carbons" {
+		c.log.Warn("upstream server refused message carbons (XEP-0280); chats from your other clients will not reach local clients", "condition", stanza.ErrorCondition(el))
+	}
+	return true
+}
+
+// keepalive sends an XEP-0199 ping every PingInterval and drops the
+// session when nothing at all arrives within PingTimeout of one. Any
+// answer, even an error, proves the stream is alive.
+func (c *Client) keepalive(conn *wire.Conn, lastIn *atomic.Int64, stop <-chan struct{}) {
+	tick := time.NewTicker(c.cfg.PingInterval)
+	defer tick.Stop()
+	var deadline <-chan time.Time
+	var sentAt time.Time
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+			if deadline != nil {
+				continue // a ping is still outstanding
+			}
+			id := idPrefix + "ka-" + strconv.FormatUint(c.pings.Add(1), 10)
+			sentAt = time.Now()
+			conn.Send(stanza.New(stanza.NSClient, "iq", "type", "get", "id", id, "to", c.cfg.JID.Domainpart()).
+				Append(stanza.New(stanza.NSPing, "ping")))
+			deadline = time.After(c.cfg.PingTimeout)
+		case <-deadline:
+			deadline = nil
+			if time.Unix(0, lastIn.Load()).Before(sentAt) {
+				c.drop(conn, fmt.Errorf("no data from the server within %v of a ping", c.cfg.PingTimeout))
+				return
+			}
+		}
+	}
+}
+
+// drop closes conn, recording why, unless it is no longer the live one.
+func (c *Client) drop(conn *wire.Conn, reason error) {
+	c.mu.Lock()
+	if c.conn == conn && c.reason == nil {
+		c.reason = reason
+	}
+	c.mu.Unlock()
+	conn.Close(nil)
+}
+
+// Send queues el on the live session without blocking. It returns false
+// when there is no session or its queue is full.
+func (c *Client) Send(el *stanza.Element) bool {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	return conn != nil && conn.Send(el)
+}
+
+// Reconnect drops the current session and has Run connect again at once,
+// or cuts short the wait before the next attempt.
+func (c *Client) Reconnect() {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		c.drop(conn, errReconnect)
+		return
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
