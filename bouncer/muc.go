@@ -30,12 +30,22 @@ type Room struct {
 	Subject   *stanza.Element            // last subject message; nil if none seen
 
 	pending    []joinRequest              // local joins waiting for the upstream join
-	syncing    []uint64                   // sessions that joined in this upstream join
+	syncing    []joinRequest              // joined in this round; history and subject follow
 	prev       map[string]*stanza.Element // occupants before an upstream outage
 	nickBy     uint64                     // session that asked for a nick change
 	lastPres   string                     // our last occupant presence upstream
 	hasMAM     bool                       // the room advertises urn:xmpp:mam:2
 	rejoinWait int                        // backoff exponent for 332/333 rejoins
+}
+
+// fresh reports whether session id joined in the current sync round.
+func (r *Room) fresh(id uint64) bool {
+	for _, jr := range r.syncing {
+		if jr.session == id {
+			return true
+		}
+	}
+	return false
 }
 
 // joinRequest is a local client's join waiting for the upstream occupancy.

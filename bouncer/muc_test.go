@@ -70,6 +70,9 @@ func TestMUC(t *testing.T) {
 	if i := selfIndex(seqA); i < 0 || seqA[i].Child(stanza.NSMUCUser, "x").Child(stanza.NSMUCUser, "item").Get("jid") != a.JID().String() {
 		t.Fatalf("first join: no self-presence naming the client: %v", seqA)
 	}
+	if got := bodies(seqA); len(got) != 0 {
+		t.Fatalf("maxchars=0 first join replayed history: %v", got)
+	}
 	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
 
 	// A second client's join is emulated: nothing new upstream.

@@ -64,7 +64,14 @@ func (b *Bouncer) selfUnavailable(r *Room, el *stanza.Element, codes map[string]
 		return
 	}
 	if r.State == roomLeaving {
-		delete(b.rooms, r.JID)
+		if len(r.pending) == 0 {
+			delete(b.rooms, r.JID)
+			return
+		}
+		// A client asked to join while we were leaving: join afresh.
+		r.reset()
+		r.Nick = r.pending[0].nick
+		b.joinUpstream(r)
 		return
 	}
 	// Removed from the room: every claimant gets the room's own words.
@@ -127,7 +134,7 @@ func (b *Bouncer) joinSucceeded(r *Room, self *stanza.Element, codes map[string]
 		b.sendOccupantDiff(r, s)
 	}
 	r.prev = nil
-	r.syncing = r.syncing[:0]
+	r.syncing = nil
 	for _, jr := range r.pending {
 		s := b.reg.ByID(jr.session)
 		if s == nil {
@@ -136,8 +143,9 @@ func (b *Bouncer) joinSucceeded(r *Room, self *stanza.Element, codes map[string]
 		b.reg.Claim(r.JID, s, jr.nick)
 		b.sendOccupants(r, s)
 		b.sendTo(s, b.selfFor(r, s, jr.nick))
-		b.sendHistory(r, s, historyOf(jr.presence), false)
-		r.syncing = append(r.syncing, s.ID)
+		// History and subject follow once the room's own history is in
+		// the archive, so the replay honours exactly what the client asked.
+		r.syncing = append(r.syncing, jr)
 	}
 	r.pending = nil
 	b.roomPresenceUpdate(r)
@@ -185,12 +193,14 @@ func (b *Bouncer) subjectIn(r *Room, el *stanza.Element) {
 	}
 	r.State = roomJoined
 	changed := old == nil || old.ChildText(stanza.NSClient, "subject") != el.ChildText(stanza.NSClient, "subject")
-	fresh := map[uint64]bool{}
-	for _, id := range r.syncing {
-		fresh[id] = true
-	}
 	for _, s := range b.reg.Claimants(r.JID) {
-		if fresh[s.ID] || changed {
+		if !r.fresh(s.ID) && changed {
+			b.sendTo(s, el.With("to", s.JID.String()))
+		}
+	}
+	for _, jr := range r.syncing {
+		if s := b.reg.ByID(jr.session); s != nil && b.reg.ClaimOf(r.JID, s) != nil {
+			b.sendHistory(r, s, historyOf(jr.presence), false)
 			b.sendTo(s, el.With("to", s.JID.String()))
 		}
 	}
@@ -198,10 +208,12 @@ func (b *Bouncer) subjectIn(r *Room, el *stanza.Element) {
 }
 
 // toClaimants forks a room stanza to every claimant, each with its own to.
+// Clients joining in the current sync round are skipped: they get the
+// archive's replay when the sync completes.
 func (b *Bouncer) toClaimants(r *Room, el *stanza.Element, except uint64) {
 	el.Freeze()
 	for _, s := range b.reg.Claimants(r.JID) {
-		if s.ID != except {
+		if s.ID != except && !r.fresh(s.ID) {
 			b.sendTo(s, el.With("to", s.JID.String()))
 		}
 	}

@@ -59,12 +59,11 @@ func (b *Bouncer) joinRoom(s *sessions.Session, room, nick string, el *stanza.El
 		if pw := el.Child(stanza.NSMUC, "x").ChildText(stanza.NSMUC, "password"); pw != "" {
 			r.Password = pw
 		}
-		r.Nick = nick
 		r.pending = append(r.pending, joinRequest{session: s.ID, nick: nick, presence: el})
 		if r.State == roomLeaving {
-			// The account is on its way out; join again once it is out.
-			r.State = roomIdle
+			return // the account is on its way out; it rejoins once out
 		}
+		r.Nick = nick
 		b.joinUpstream(r)
 	}
 }
@@ -74,11 +73,13 @@ func (b *Bouncer) joinRoom(s *sessions.Session, room, nick string, el *stanza.El
 func (b *Bouncer) emulateJoin(r *Room, s *sessions.Session, nick string, el *stanza.Element) {
 	b.sendOccupants(r, s)
 	b.sendTo(s, b.selfFor(r, s, nick))
-	b.sendHistory(r, s, historyOf(el), true)
 	if r.State == roomSyncing {
-		r.syncing = append(r.syncing, s.ID)
-		return // the subject is on its way and completes this join too
+		// The room's history is still arriving: history and subject follow
+		// with the others of this round.
+		r.syncing = append(r.syncing, joinRequest{session: s.ID, nick: nick, presence: el})
+		return
 	}
+	b.sendHistory(r, s, historyOf(el), true)
 	subj := r.Subject
 	if subj == nil {
 		// Gajim and slixmpp wait for the subject: send an empty one.

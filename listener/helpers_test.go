@@ -195,11 +195,12 @@ func startServer(t *testing.T, cfg Config, h Handler) *Server {
 }
 
 type login struct {
-	direct   bool
-	mech     sasl.Mechanism
-	user     string
-	password string
-	resource string
+	direct    bool
+	mech      sasl.Mechanism
+	user      string
+	password  string
+	resource  string
+	keepAlive time.Duration // client-side whitespace pings
 }
 
 // testClient is a mellium client session read through wire.Conn, like the
@@ -253,7 +254,7 @@ func dialLogin(t *testing.T, srv *Server, l login) (*testClient, error) {
 	tc := &testClient{
 		jid:  bound,
 		sess: sess,
-		conn: wire.New(sess, meter, wire.Options{QueueLen: 16}),
+		conn: wire.New(sess, meter, wire.Options{QueueLen: 16, KeepAlive: l.keepAlive}),
 		in:   make(chan *stanza.Element, 64),
 		end:  make(chan error, 1),
 	}
@@ -273,11 +274,13 @@ func mustLogin(t *testing.T, srv *Server, l login) *testClient {
 	return tc
 }
 
-// writeRaw bypasses the client's queue, for bytes no well-behaved client sends.
+// writeRaw bypasses the client's queue, for bytes no well-behaved client
+// sends. The server may close before it has read them all, so a write error
+// is not a failure by itself.
 func (tc *testClient) writeRaw(t *testing.T, s string) {
 	t.Helper()
 	if _, err := tc.sess.Conn().Write([]byte(s)); err != nil {
-		t.Fatalf("write: %v", err)
+		t.Logf("write: %v", err)
 	}
 }
 

@@ -27,9 +27,9 @@ func TestBadInputEndsOnlyThatStream(t *testing.T) {
 		{"idle", "", "connection-timeout"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			// A well-behaved client stays connected next to the bad one; it
-			// pings itself with whitespace so it is not idle itself.
-			good := mustLogin(t, srv, login{resource: "good-" + c.name})
+			// A well-behaved client stays connected next to the bad one; its
+			// whitespace keepalives keep it from being idle itself.
+			good := mustLogin(t, srv, login{resource: "good-" + c.name, keepAlive: 100 * time.Millisecond})
 			goodC := rec.waitBound(t)
 			bad := mustLogin(t, srv, login{resource: "bad-" + c.name})
 			badC := rec.waitBound(t)

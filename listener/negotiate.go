@@ -44,6 +44,7 @@ var errPeerStreamError = errors.New("listener: client sent a stream error")
 // and echoes the client's 'from' into our header unescaped.
 type negotiation struct {
 	srv    *Server
+	ctx    context.Context // ends at the negotiation deadline or shutdown
 	remote string
 	ip     string
 	direct bool
@@ -57,7 +58,8 @@ type negotiation struct {
 	jid          jid.JID
 }
 
-func (n *negotiation) negotiate(ctx context.Context, in, out *stream.Info, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, interface{}, error) {
+func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, interface{}, error) {
+	ctx := n.ctx
 	if !n.headerSent {
 		if err := n.openStream(s, in, out); err != nil {
 			return 0, nil, nil, err

@@ -364,21 +364,29 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 	_ = meter.SetDeadline(deadline)
 	nctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	var rw io.ReadWriter = &xmlStart{Meter: meter}
+	// Shutdown interrupts a pending read through the deadline. mellium's own
+	// context watch is not used: it clears the deadline right after setting
+	// it, which can leave the read blocked.
+	stopWatch := context.AfterFunc(nctx, func() { _ = meter.SetDeadline(time.Unix(1, 0)) })
+	defer stopWatch()
+	tr := &transport{Meter: meter, checkStart: !direct}
+	var rw io.ReadWriter = tr
 	if direct {
 		// XEP-0368: TLS from the first byte; the session starts out Secure.
-		rw = tls.Server(meter, s.directTLS)
+		rw = tls.Server(tr, s.directTLS)
 	}
 	ip, _, _ := net.SplitHostPort(remote)
-	n := &negotiation{srv: s, remote: remote, ip: ip, direct: direct}
-	sess, err := xmpp.ReceiveSession(nctx, rw, 0, n.negotiate)
+	n := &negotiation{srv: s, ctx: nctx, remote: remote, ip: ip, direct: direct}
+	sess, err := xmpp.ReceiveSession(context.Background(), rw, 0, n.negotiate)
 	if err != nil {
 		se := n.abort(ctx, sess, raw, meter, err)
 		s.log.Debug("listener: negotiation ended", "remote", remote, "err", err, "stream_error", se)
 		return
 	}
+	stopWatch()
 	cancel()
 	_ = meter.SetDeadline(time.Time{})
+	tr.idle.Store(int64(s.cfg.Limits.IdleTimeout))
 
 	c := &Client{
 		JID:       n.jid,
@@ -397,6 +405,10 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 	reason := errors.New("listener: connection handler panicked")
 	defer func() {
 		c.conn.Close(&stanza.StreamError{Condition: "internal-server-error"}) // no-op unless we panicked
+		select {
+		case <-c.conn.Done():
+		case <-time.After(closeTimeout):
+		}
 		s.unregister(c)
 		s.log.Info("listener: client ended", "jid", c.JID.String(), "remote", remote, "id", c.ID, "reason", reason)
 		s.h.Closed(c, reason)
@@ -421,24 +433,33 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 	}
 }
 
-// xmlStart fails fast when a plaintext stream does not begin like XML (an
-// HTTP request, a TLS ClientHello sent to the STARTTLS port): the XML
-// decoder would otherwise wait for a '<' until the negotiation deadline.
-type xmlStart struct {
+// transport sits between the meter and TLS/mellium. On a plaintext stream
+// it fails fast when the first bytes are not XML (an HTTP request, a TLS
+// ClientHello sent to the STARTTLS port): the XML decoder would otherwise
+// wait for a '<' until the negotiation deadline. Once the client is bound,
+// any input extends the idle deadline: whitespace keepalives (RFC 6120
+// §4.6.1) yield no token until the next element starts, so the per-token
+// deadline in wire.Conn.Read alone would time out clients that only ping
+// with whitespace.
+type transport struct {
 	*wire.Meter
-	seen bool
+	checkStart bool
+	idle       atomic.Int64 // time.Duration; 0 until bound
 }
 
-func (c *xmlStart) Read(p []byte) (int, error) {
-	n, err := c.Meter.Read(p)
-	for i := 0; i < n && !c.seen; i++ {
+func (t *transport) Read(p []byte) (int, error) {
+	n, err := t.Meter.Read(p)
+	for i := 0; i < n && t.checkStart; i++ {
 		switch p[i] {
 		case ' ', '\t', '\r', '\n':
 		case '<', 0xEF: // 0xEF starts a UTF-8 byte order mark
-			c.seen = true
+			t.checkStart = false
 		default:
 			return 0, &xml.SyntaxError{Msg: "the stream does not begin with XML", Line: 1}
 		}
+	}
+	if d := time.Duration(t.idle.Load()); n > 0 && d > 0 {
+		_ = t.Meter.SetReadDeadline(time.Now().Add(d))
 	}
 	return n, err
 }

@@ -122,17 +122,22 @@ func appendOne(ctx context.Context, tx *sql.Tx, roomID int64, m *Message) (seq i
 	}
 
 	if m.StanzaID != "" {
-		err := tx.QueryRowContext(ctx, `INSERT INTO messages
+		res, err := tx.ExecContext(ctx, `INSERT INTO messages
 			(room_id, stamp, stanza_id, origin_id, msg_id, nick, real_jid, body, xml)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (room_id, stanza_id) WHERE stanza_id IS NOT NULL DO NOTHING
-			RETURNING seq`,
-			roomID, us, m.StanzaID, m.OriginID, m.ID, m.Nick, m.RealJID, body, m.XML).Scan(&seq)
-		if err == nil {
-			return seq, true, nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
+			ON CONFLICT (room_id, stanza_id) WHERE stanza_id IS NOT NULL DO NOTHING`,
+			roomID, us, m.StanzaID, m.OriginID, m.ID, m.Nick, m.RealJID, body, m.XML)
+		if err != nil {
 			return 0, false, fmt.Errorf("insert: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return 0, false, fmt.Errorf("insert: %w", err)
+		} else if n == 1 {
+			seq, err = res.LastInsertId()
+			if err != nil {
+				return 0, false, fmt.Errorf("insert: %w", err)
+			}
+			return seq, true, nil
 		}
 		err = tx.QueryRowContext(ctx, `SELECT seq FROM messages WHERE room_id = ? AND stanza_id = ?`,
 			roomID, m.StanzaID).Scan(&seq)
@@ -157,11 +162,14 @@ func appendOne(ctx context.Context, tx *sql.Tx, roomID int64, m *Message) (seq i
 	if !errors.Is(err, sql.ErrNoRows) {
 		return 0, false, fmt.Errorf("find duplicate: %w", err)
 	}
-	err = tx.QueryRowContext(ctx, `INSERT INTO messages
+	res, err := tx.ExecContext(ctx, `INSERT INTO messages
 		(room_id, stamp, fkey, origin_id, msg_id, nick, real_jid, body, xml)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
-		roomID, us, key, m.OriginID, m.ID, m.Nick, m.RealJID, body, m.XML).Scan(&seq)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		roomID, us, key, m.OriginID, m.ID, m.Nick, m.RealJID, body, m.XML)
 	if err != nil {
+		return 0, false, fmt.Errorf("insert: %w", err)
+	}
+	if seq, err = res.LastInsertId(); err != nil {
 		return 0, false, fmt.Errorf("insert: %w", err)
 	}
 	return seq, true, nil

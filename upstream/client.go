@@ -220,14 +220,15 @@ func (c *Client) keepalive(conn *wire.Conn, lastIn *atomic.Int64, stop <-chan st
 		case <-stop:
 			return
 		case <-tick.C:
-			if deadline != nil {
-				continue // a ping is still outstanding
-			}
 			id := idPrefix + "ka-" + strconv.FormatUint(c.pings.Add(1), 10)
-			sentAt = time.Now()
 			conn.Send(stanza.New(stanza.NSClient, "iq", "type", "get", "id", id, "to", c.cfg.JID.Domainpart()).
 				Append(stanza.New(stanza.NSPing, "ping")))
-			deadline = time.After(c.cfg.PingTimeout)
+			// One check at a time: when it fires, any input since its
+			// ping counts, and the next tick arms a new one.
+			if deadline == nil {
+				sentAt = time.Now()
+				deadline = time.After(c.cfg.PingTimeout)
+			}
 		case <-deadline:
 			deadline = nil
 			if time.Unix(0, lastIn.Load()).Before(sentAt) {
