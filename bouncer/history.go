@@ -37,7 +37,10 @@ func (b *Bouncer) archive(r *Room, el *stanza.Element) bool {
 // archiveMessage extracts what the archive indexes from a stanza.
 func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
 	_, nick := splitJID(el.From())
-	m := &sqlite.Message{Room: r.JID, ID: el.ID(), Nick: nick, Stamp: time.Now().UTC()}
+	// Rooms stamp history in whole seconds (XEP-0203 as Prosody writes it);
+	// live arrivals get the same precision so that a live message and the
+	// room's replay of its neighbours sort by arrival within a second.
+	m := &sqlite.Message{Room: r.JID, ID: el.ID(), Nick: nick, Stamp: time.Now().UTC().Truncate(time.Second)}
 	for _, c := range el.ChildrenNamed(stanza.NSStanzaID, "stanza-id") {
 		// XEP-0359 §3.1: only a stanza-id whose by is the room is the room's.
 		if c.Get("by") == r.JID {
