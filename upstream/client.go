@@ -88,11 +88,6 @@ func (c *Client) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		// Drop a wake-up requested while no session was up.
-		select {
-		case <-c.wake:
-		default:
-		}
 		upFor, err := c.session(ctx)
 		if ctx.Err() != nil {
 			return
@@ -149,6 +144,11 @@ func (c *Client) session(ctx context.Context) (time.Duration, error) {
 	c.mu.Lock()
 	c.conn, c.reason = conn, nil
 	c.mu.Unlock()
+	// A Reconnect asked for while dialling is satisfied by this session.
+	select {
+	case <-c.wake:
+	default:
+	}
 
 	// XEP-0280 §4: have the server copy our account's chats with other
 	// resources to this one, so local clients see them too.

@@ -10,9 +10,9 @@ import (
 
 	"mellium.im/xmpp/jid"
 
-	"xmppbouncer/wire"
 	"xmppbouncer/internal/testserver"
 	"xmppbouncer/stanza"
+	"xmppbouncer/wire"
 )
 
 // event is one Handler call.

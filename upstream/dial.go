@@ -268,10 +268,12 @@ type TLSVerifyError struct {
 	Err    error
 }
 
+// Error explains the failure and the settings that can fix it.
 func (e *TLSVerifyError) Error() string {
 	return fmt.Sprintf("TLS certificate verification failed for %s: %v; if the server uses a private CA, set upstream.ca_file to its certificate (or, unsafely, upstream.tls_insecure_skip_verify = true)", e.Server, e.Err)
 }
 
+// Unwrap returns the crypto/tls or crypto/x509 error.
 func (e *TLSVerifyError) Unwrap() error { return e.Err }
 
 // nextElement skips whitespace and reads the next whole element.

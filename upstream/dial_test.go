@@ -15,6 +15,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"xmppbouncer/config"
 	"xmppbouncer/internal/testserver"
 	"xmppbouncer/stanza"
 	"xmppbouncer/wire"
@@ -267,5 +268,27 @@ func TestTargets(t *testing.T) {
 	cfg.Address = "127.0.0.1:5"
 	if got := cfg.targets(context.Background(), lookup); len(got) != 1 || got[0] != (target{"127.0.0.1:5", true}) {
 		t.Fatalf("explicit address: %v", got)
+	}
+}
+
+func TestConfigFrom(t *testing.T) {
+	s := testserver.Start(t)
+	u := config.Upstream{JID: "alice@localhost", Password: "alicepw", Address: s.DirectTLSAddr, TLS: "direct",
+		CAFile: s.CAFile, Resource: "res", QueueLimit: 7}
+	u.PingInterval.Duration = time.Minute
+	cfg, err := ConfigFrom(&u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.QueueLen != 7 || cfg.PingInterval != time.Minute || cfg.Resource != "res" {
+		t.Fatalf("fields not carried over: %+v", cfg)
+	}
+	// The CA file is what lets verification succeed.
+	if _, bound, err := dial(t, cfg); err != nil || bound.String() != "alice@localhost/res" {
+		t.Fatalf("Dial with the config's CA: %v (%s)", err, bound)
+	}
+	u.CAFile = s.Dir + "/prosody.cfg.lua" // not PEM
+	if _, err := ConfigFrom(&u); err == nil || !strings.Contains(err.Error(), "upstream.ca_file") {
+		t.Fatalf("bad ca_file: err = %v", err)
 	}
 }

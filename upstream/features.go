@@ -139,6 +139,7 @@ type AuthError struct {
 	Text      string // the server's explanation, may be empty
 }
 
+// Error says the credentials were rejected, naming the account.
 func (e *AuthError) Error() string {
 	msg := fmt.Sprintf("the server rejected the credentials for %s (SASL %s", e.JID, e.Condition)
 	if e.Text != "" {

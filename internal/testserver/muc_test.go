@@ -69,3 +69,13 @@ func TestMUCConfiguration(t *testing.T) {
 		t.Fatalf("archive id %s differs from the live stanza-id %s", id, sid.Get("id"))
 	}
 }
+
+func TestRegisterWhileRunning(t *testing.T) {
+	s := testserver.Start(t)
+	s.Register(t, "dave", "davepw")
+	pool, _ := upstream.LoadCAFile(s.CAFile)
+	d := testclient.Dial(t, testclient.Options{Addr: s.Addr, JID: "dave@localhost", Password: "davepw", Resource: "x", RootCAs: pool})
+	if d.JID().String() != "dave@localhost/x" {
+		t.Fatalf("bound %s", d.JID())
+	}
+}
