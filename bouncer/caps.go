@@ -16,6 +16,9 @@ const capsNode = "https://xmppbouncer.invalid/caps"
 var ownFeatures = []string{
 	stanza.NSDiscoInfo, stanza.NSCaps, stanza.NSPing, stanza.NSVersion,
 	stanza.NSMUC, stanza.NSCarbons,
+	// XEP-0402 §5: the bouncer follows bookmarks itself, so PEP must
+	// notify it whatever the clients support.
+	stanza.NSBookmarks2 + "+notify",
 }
 
 // capsCache learns local clients' features (XEP-0115) so that upstream sees

@@ -77,7 +77,10 @@ func TestInteropGoXMPP(t *testing.T) {
 		return ok && p.From == room+"/alice"
 	})
 	bob.Send(t, `<message to="`+room+`" type="groupchat" id="gx-2"><body>room says hi</body></message>`)
-	wait("groupchat", func(st any) bool { m, ok := st.(goxmpp.Chat); return ok && m.Type == "groupchat" && m.Text == "room says hi" })
+	wait("groupchat", func(st any) bool {
+		m, ok := st.(goxmpp.Chat)
+		return ok && m.Type == "groupchat" && m.Text == "room says hi"
+	})
 	// The room still sees alice once.
 	bob.ExpectNone(t, 300*time.Millisecond, presenceFrom(room+"/alice"))
 }

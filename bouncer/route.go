@@ -112,6 +112,9 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 	if room := b.rooms[fromBare]; room != nil && b.roomInbound(room, el) {
 		return
 	}
+	if el.Child(stanza.NSPubSubEvent, "event") != nil {
+		b.bookmarkEvent(el)
+	}
 	if c := carbonOf(el); c != nil {
 		b.upstreamCarbon(el)
 		return

@@ -134,6 +134,9 @@ func Load(path string) (*Config, error) {
 	md, err := toml.DecodeFile(path, &c)
 	if err != nil {
 		var perr toml.ParseError
+		if errors.As(err, &perr) && perr.LastKey != "" {
+			return nil, fmt.Errorf("%s: line %d: %s: %s", path, perr.Position.Line, perr.LastKey, perr.Message)
+		}
 		if errors.As(err, &perr) {
 			return nil, fmt.Errorf("%s: line %d: %s", path, perr.Position.Line, perr.Message)
 		}

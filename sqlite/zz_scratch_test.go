@@ -2,42 +2,50 @@ package sqlite
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
-func BenchmarkZZVariants(b *testing.B) {
-	variants := map[string][]string{
-		"full":    nil,
-		"nofts":   {"DROP TRIGGER messages_fts_ai"},
-		"nonick":  {"DROP INDEX messages_room_nick"},
-		"nosid":   {"DROP INDEX messages_room_stanza_id"},
-		"bare":    {"DROP TRIGGER messages_fts_ai", "DROP INDEX messages_room_nick", "DROP INDEX messages_room_stanza_id", "DROP INDEX messages_room_stamp"},
+func TestZZScale(t *testing.T) {
+	v := os.Getenv("ZZ")
+	if v == "" {
+		return
 	}
-	for name, stmts := range variants {
-		b.Run(name, func(b *testing.B) {
-			db, _ := openTest(b)
-			for _, s := range stmts {
-				if _, err := db.w.Exec(s); err != nil {
-					b.Skip(err)
-				}
+	db, _ := openTest(t)
+	for _, s := range strings.Split(v, ";") {
+		if s == "x" {
+			continue
+		}
+		if _, err := db.w.Exec(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	zipf := rand.NewZipf(rng, 1.1, 1, benchVocab-1)
+	ms := make([]*Message, 0, 1000)
+	start := time.Now()
+	var ru0 syscall.Rusage
+	syscall.Getrusage(0, &ru0)
+	for i := range 400_000 {
+		ms = append(ms, benchMessage(rng, zipf, i))
+		if len(ms) == 1000 {
+			if _, err := db.AppendBatch(context.Background(), ms); err != nil {
+				t.Fatal(err)
 			}
-			rng := rand.New(rand.NewPCG(5, 6))
-			zipf := rand.NewZipf(rng, 1.1, 1, benchVocab-1)
-			size := 1000
-			ms := make([]*Message, b.N*size)
-			for i := range ms {
-				ms[i] = benchMessage(rng, zipf, i)
-			}
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if _, err := db.AppendBatch(context.Background(), ms[i*size:(i+1)*size]); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "msgs/s")
-			_ = fmt.Sprint()
-		})
+			ms = ms[:0]
+		}
+		if (i+1)%100_000 == 0 {
+			var ru syscall.Rusage
+			syscall.Getrusage(0, &ru)
+			el := time.Since(start)
+			t.Logf("%d: %.0f msgs/s real; user %.1fs sys %.1fs; inblock %d outblock %d", i+1, 100000/el.Seconds(),
+				time.Duration(ru.Utime.Nano()-ru0.Utime.Nano()).Seconds(), time.Duration(ru.Stime.Nano()-ru0.Stime.Nano()).Seconds(), ru.Inblock-ru0.Inblock, ru.Oublock-ru0.Oublock)
+			start = time.Now()
+			ru0 = ru
+		}
 	}
 }

@@ -54,8 +54,12 @@ func (e *Element) Is(space, local string) bool {
 	return e != nil && e.Name.Local == local && e.Name.Space == space
 }
 
-// Get returns the value of the un-namespaced attribute local, or "".
+// Get returns the value of the un-namespaced attribute local, or "" (also
+// for a nil element, so lookups can be chained through Child).
 func (e *Element) Get(local string) string {
+	if e == nil {
+		return ""
+	}
 	for _, a := range e.Attr {
 		if a.Name.Local == local && a.Name.Space == "" {
 			return a.Value
@@ -190,6 +194,9 @@ func (e *Element) Child(space, local string) *Element {
 
 // ChildrenNamed returns every child element with the given name.
 func (e *Element) ChildrenNamed(space, local string) []*Element {
+	if e == nil {
+		return nil
+	}
 	var out []*Element
 	for _, n := range e.Children {
 		if n.El != nil && n.El.Name.Local == local && n.El.Name.Space == space {

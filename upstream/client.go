@@ -84,21 +84,28 @@ func New(cfg Config, h Handler) *Client {
 // and returns.
 func (c *Client) Run(ctx context.Context) {
 	backoff := c.minBackoff
-	for attempt := 1; ; attempt++ {
-		if ctx.Err() != nil {
-			return
-		}
+	failures := 0 // connection attempts that failed since the last session
+	for ctx.Err() == nil {
 		upFor, err := c.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		if upFor >= c.stableAfter {
-			backoff = c.minBackoff
-			attempt = 1
-		}
 		if errors.Is(err, errReconnect) {
 			c.log.Info("upstream: reconnecting on request")
 			continue
+		}
+		msg := "upstream session ended; reconnecting"
+		if upFor == 0 {
+			failures++
+			msg = "upstream connection failed; retrying"
+		} else {
+			failures = 0
+		}
+		// A session that stayed up a while was a success; one that the
+		// server ends right away (a conflict loop, a misconfiguration)
+		// keeps backing off.
+		if upFor >= c.stableAfter {
+			backoff = c.minBackoff
 		}
 		wait := jitter(backoff)
 		level := slog.LevelWarn
@@ -106,7 +113,7 @@ func (c *Client) Run(ctx context.Context) {
 		if errors.As(err, &ae) {
 			level = slog.LevelError
 		}
-		c.log.Log(ctx, level, "upstream session ended; reconnecting", "err", err, "attempt", attempt, "wait", wait.Round(time.Millisecond))
+		c.log.Log(ctx, level, msg, "err", err, "failures", failures, "wait", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

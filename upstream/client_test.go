@@ -207,7 +207,7 @@ func TestBackoffGrowsWhileServerIsDown(t *testing.T) {
 	rec.next("online", 5*time.Second)
 	s.Stop(t)
 	rec.next("offline", 5*time.Second)
-	// Attempts at about 0.1, 0.3, 0.7, 1.5 s: waits double.
+	// Attempts after about 0.1, 0.3, 0.7 and 1.5 s.
 	time.Sleep(1800 * time.Millisecond)
 	var waits []time.Duration
 	for _, line := range strings.Split(lb.String(), "\n") {
@@ -225,9 +225,11 @@ func TestBackoffGrowsWhileServerIsDown(t *testing.T) {
 	if len(waits) < 4 {
 		t.Fatalf("only %d attempts logged:\n%s", len(waits), lb.String())
 	}
-	for i := 1; i < 4; i++ {
-		if waits[i] < waits[i-1]*3/2 {
-			t.Errorf("waits %v do not grow exponentially", waits)
+	// Each wait is the doubled backoff ±20% jitter.
+	for i := 0; i < 4; i++ {
+		base := c.minBackoff << i
+		if waits[i] < base*8/10-time.Millisecond || waits[i] > base*12/10+time.Millisecond {
+			t.Errorf("wait %d is %v, want %v ±20%% (all: %v)", i, waits[i], base, waits)
 		}
 	}
 	if !strings.Contains(lb.String(), "connection refused") {

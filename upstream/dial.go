@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"mellium.im/xmlstream"
@@ -237,8 +238,13 @@ func dialTarget(ctx context.Context, cfg *Config, t target, opts wire.Options) (
 	features = append(features, wire.ClientBind(cfg.Resource, &bound))
 	sess, err := xmpp.NewClientSession(ctx, cfg.JID.Bare(), rw, features...)
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		case cfg.tlsMode() == TLSPlaintext && strings.Contains(err.Error(), "features advertised out of order"):
+			// mellium's words for "nothing we may negotiate": the server
+			// offers SASL only after TLS.
+			err = fmt.Errorf("the server requires TLS before login; use tls = \"starttls\" (%w)", err)
 		}
 		return fail(fmt.Errorf("negotiate with %s at %s: %w", cfg.JID.Domainpart(), t.addr, err))
 	}
@@ -258,6 +264,10 @@ func tlsError(server string, err error) error {
 	var ie x509.CertificateInvalidError
 	if errors.As(err, &ve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ie) {
 		return &TLSVerifyError{Server: server, Err: err}
+	}
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) {
+		return fmt.Errorf("TLS handshake with %s: %w (the port does not speak direct TLS; for port 5222 use tls = \"starttls\")", server, err)
 	}
 	return fmt.Errorf("TLS handshake with %s: %w", server, err)
 }

@@ -292,3 +292,16 @@ func TestConfigFrom(t *testing.T) {
 		t.Fatalf("bad ca_file: err = %v", err)
 	}
 }
+
+func TestDialWrongTLSModeIsExplained(t *testing.T) {
+	s := testserver.Start(t)
+	cfg := testConfig(t, s, testserver.Alice)
+	cfg.TLS = TLSPlaintext
+	if _, _, err := dial(t, cfg); err == nil || !strings.Contains(err.Error(), "requires TLS") {
+		t.Errorf("plaintext to a TLS-only server: %v", err)
+	}
+	cfg.TLS = TLSDirect
+	if _, _, err := dial(t, cfg); err == nil || !strings.Contains(err.Error(), "starttls") {
+		t.Errorf("direct TLS to a STARTTLS port: %v", err)
+	}
+}
