@@ -30,7 +30,7 @@ func TestZZScale(t *testing.T) {
 	start := time.Now()
 	var ru0 syscall.Rusage
 	syscall.Getrusage(0, &ru0)
-	for i := range 400_000 {
+	for i := range 200_000 {
 		ms = append(ms, benchMessage(rng, zipf, i))
 		if len(ms) == 1000 {
 			if _, err := db.AppendBatch(context.Background(), ms); err != nil {

@@ -79,7 +79,7 @@ func StartWith(t testing.TB, o Options) *Server {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("testserver: tail of %s:\n%s", s.LogFile, s.logTail(60))
+			t.Logf("testserver: tail of %s:\n%s", s.LogFile, s.logTail(80))
 		}
 		// The data dies with the test: no need for a clean shutdown.
 		s.shutdown(syscall.SIGKILL)
