@@ -17,13 +17,7 @@ func (b *Bouncer) catchUp(r *Room) {
 	if b.opt.Archive == nil {
 		return
 	}
-	ctx, cancel := b.dbCtx()
-	last, err := b.opt.Archive.Last(ctx, r.JID)
-	cancel()
-	if err != nil {
-		b.log.Error("gap fill: reading the archive failed", "room", r.JID, "err", err)
-		return
-	}
+	last := r.catchFrom
 	after := ""
 	start := time.Now().Add(-b.opt.Config.History.CatchupStart.Duration)
 	if last != nil && last.StanzaID != "" {

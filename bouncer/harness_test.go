@@ -263,3 +263,5 @@ func (p *cutProxy) setCut(cut bool) {
 		p.conns = nil
 	}
 }
+
+type testclientT = testclient.Client

@@ -126,7 +126,8 @@ func withDelay(el *stanza.Element, room string, stamp time.Time) *stanza.Element
 }
 
 // joinHistory is the <history/> of the account's upstream join: only what
-// the archive lacks. A room with MAM is filled by catchUp afterwards.
+// the archive lacks. A room with MAM sends none; catchUp pages through its
+// archive after the newest message we had when joining.
 func (b *Bouncer) joinHistory(r *Room) *stanza.Element {
 	if b.opt.Archive == nil {
 		return stanza.New(stanza.NSMUC, "history", "maxstanzas", "0")
@@ -134,10 +135,18 @@ func (b *Bouncer) joinHistory(r *Room) *stanza.Element {
 	ctx, cancel := b.dbCtx()
 	defer cancel()
 	last, err := b.opt.Archive.Last(ctx, r.JID)
-	if err != nil || last == nil {
-		return stanza.New(stanza.NSMUC, "history", "seconds", strconv.Itoa(int(b.opt.Config.History.CatchupStart.Seconds())))
+	if err != nil {
+		b.log.Error("reading the archive before a join", "room", r.JID, "err", err)
 	}
-	return stanza.New(stanza.NSMUC, "history", "since", last.Stamp.UTC().Format(time.RFC3339))
+	r.catchFrom = last
+	switch {
+	case r.hasMAM:
+		return stanza.New(stanza.NSMUC, "history", "maxstanzas", "0")
+	case last == nil:
+		return stanza.New(stanza.NSMUC, "history", "seconds", strconv.Itoa(int(b.opt.Config.History.CatchupStart.Seconds())), "maxstanzas", "1000")
+	default:
+		return stanza.New(stanza.NSMUC, "history", "since", last.Stamp.UTC().Format(time.RFC3339), "maxstanzas", "1000")
+	}
 }
 
 // decorateRoomDisco makes an archived room advertise MAM to local clients,

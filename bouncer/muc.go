@@ -1,6 +1,7 @@
 package bouncer
 
 import (
+	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
 )
 
@@ -35,6 +36,8 @@ type Room struct {
 	nickBy     uint64                     // session that asked for a nick change
 	lastPres   string                     // our last occupant presence upstream
 	hasMAM     bool                       // the room advertises urn:xmpp:mam:2
+	discovered bool                       // hasMAM is known
+	catchFrom  *sqlite.Message            // newest archived message when the join was sent
 	rejoinWait int                        // backoff exponent for 332/333 rejoins
 }
 

@@ -8,12 +8,39 @@ import (
 	"xmppbouncer/stanza"
 )
 
-// joinUpstream sends the account's one join presence for a room, asking
-// for only the history the archive lacks (XEP-0045 §7.2.14).
+// joinUpstream starts the account's one join of a room. With an archive
+// it first learns whether the room keeps MAM (XEP-0313 §7), because that
+// decides what history to ask for.
 func (b *Bouncer) joinUpstream(r *Room) {
 	if !b.online {
 		return // joined when upstream comes back
 	}
+	r.State = roomJoining
+	r.lastPres = ""
+	if b.opt.Archive == nil || r.discovered {
+		b.sendJoin(r)
+		return
+	}
+	q := stanza.New(stanza.NSClient, "iq", "type", "get", "to", r.JID)
+	q.Append(stanza.New(stanza.NSDiscoInfo, "query"))
+	b.sendInternal(q, func(resp *stanza.Element) {
+		if resp.Type() == "result" {
+			r.discovered = true
+			for _, f := range resp.Child(stanza.NSDiscoInfo, "query").ChildrenNamed(stanza.NSDiscoInfo, "feature") {
+				if f.Get("var") == stanza.NSMAM {
+					r.hasMAM = true
+				}
+			}
+		}
+		if b.rooms[r.JID] == r && r.State == roomJoining && b.online {
+			b.sendJoin(r)
+		}
+	})
+}
+
+// sendJoin sends the join presence, asking only for the history the
+// archive lacks (XEP-0045 §7.2.14).
+func (b *Bouncer) sendJoin(r *Room) {
 	p := b.occupantPresence(r.JID + "/" + r.Nick)
 	x := stanza.New(stanza.NSMUC, "x")
 	x.Append(b.joinHistory(r))
@@ -21,10 +48,8 @@ func (b *Bouncer) joinUpstream(r *Room) {
 		x.Append(stanza.New(stanza.NSMUC, "password").AppendText(r.Password))
 	}
 	p.Append(x)
-	r.State = roomJoining
-	r.lastPres = ""
 	b.sendUp(p)
-	b.log.Info("joining room", "room", r.JID, "nick", r.Nick)
+	b.log.Info("joining room", "room", r.JID, "nick", r.Nick, "mam", r.hasMAM)
 }
 
 // roomsStartup creates the configured autojoin rooms.
@@ -86,24 +111,12 @@ func (b *Bouncer) scheduleRejoin(r *Room) {
 	})
 }
 
-// afterJoin learns whether the room keeps a MAM archive, then fills the
-// gap since our last archived message.
+// afterJoin fills the gap since our last archived message from the room's
+// MAM archive, when it has one.
 func (b *Bouncer) afterJoin(r *Room) {
-	q := stanza.New(stanza.NSClient, "iq", "type", "get", "to", r.JID)
-	q.Append(stanza.New(stanza.NSDiscoInfo, "query"))
-	b.sendInternal(q, func(resp *stanza.Element) {
-		if resp.Type() != "result" {
-			return
-		}
-		for _, f := range resp.Child(stanza.NSDiscoInfo, "query").ChildrenNamed(stanza.NSDiscoInfo, "feature") {
-			if f.Get("var") == stanza.NSMAM {
-				r.hasMAM = true
-			}
-		}
-		if r.hasMAM && b.rooms[r.JID] == r {
-			b.catchUp(r)
-		}
-	})
+	if r.hasMAM {
+		b.catchUp(r)
+	}
 }
 
 // fetchBookmarks reads XEP-0402 bookmarks, falling back to XEP-0048

@@ -24,6 +24,7 @@ func TestBadInputEndsOnlyThatStream(t *testing.T) {
 		{"garbage", "\x00\x01<<>>&&;", "not-well-formed"},
 		{"bad close tag", "<message><body></message>", "not-well-formed"},
 		{"comment", "<!-- c -->", "restricted-xml"},
+		{"not an NCName", "<message id='x'><a:0/></message><message id='y'/>", "not-well-formed"},
 		{"idle", "", "connection-timeout"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,10 +1,15 @@
 package listener
 
 import (
+	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/xml"
+	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -317,5 +322,110 @@ func TestAuthFailureDelayGrowsPerIP(t *testing.T) {
 	mustLogin(t, srv, login{mech: sasl.ScramSha1})
 	if d := time.Since(start); d > 500*time.Millisecond {
 		t.Fatalf("concurrent good login took %v", d)
+	}
+}
+
+func TestDirectTLSALPN(t *testing.T) {
+	srv := startServer(t, testConfig(t), newRecorder())
+	for _, c := range []struct {
+		offer []string
+		want  string
+	}{
+		{[]string{"xmpp-client"}, "xmpp-client"},
+		{nil, ""},
+		// XEP-0368 §4 asks for xmpp-client, but a client offering something
+		// else still gets a session rather than a handshake failure.
+		{[]string{"h2", "http/1.1"}, ""},
+	} {
+		conn, err := tls.Dial("tcp", srv.DirectTLSAddr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: c.offer})
+		if err != nil {
+			t.Fatalf("ALPN %v: %v", c.offer, err)
+		}
+		if got := conn.ConnectionState().NegotiatedProtocol; got != c.want {
+			t.Errorf("ALPN %v: negotiated %q, want %q", c.offer, got, c.want)
+		}
+		conn.Close()
+	}
+}
+
+// lockedBuffer collects log output from connection goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestMalformedSASLIsRefusedNotPanicked(t *testing.T) {
+	var logs lockedBuffer
+	cfg := testConfig(t)
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	cfg.MaxConnections = 64
+	rec := newRecorder()
+	srv := startServer(t, cfg, rec)
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	auth := func(mech, data string) string {
+		return `<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='` + mech + `'>` + data + `</auth>`
+	}
+	for _, first := range []string{
+		b64("n,,n=,r=abc"), b64("p=tls-unique,,n=alice,r=abc"), b64("n,,m=ext,n=alice,r=b"),
+		b64(",,,,"), b64("n,a=,n=alice"), b64("x"), "=", "!!!not base64",
+	} {
+		r, _ := secureRaw(t, srv)
+		r.send(t, auth("SCRAM-SHA-256", first))
+		if f := r.mustNext(t); !f.Is(nsSASL, "failure") {
+			t.Fatalf("client-first %q: got %s", first, f)
+		}
+		r.Close()
+	}
+	for _, final := range []string{
+		"c=eSws,r=%s,p=AAAA", "c=biws,r=%s,p=", "c=biws,r=%s", "c=biws,r=%s,p=!!!",
+		"c=biws,r=%s,x=1,p=AAAA", "c=biws,r=other,p=AAAA", "", "p=AAAA,c=biws,r=%s",
+	} {
+		r, _ := secureRaw(t, srv)
+		r.send(t, auth("SCRAM-SHA-1", b64("n,,n=alice,r=clientnonce")))
+		ch := r.mustNext(t)
+		if !ch.Is(nsSASL, "challenge") {
+			t.Fatalf("want challenge, got %s", ch)
+		}
+		sf, _ := base64.StdEncoding.DecodeString(ch.Text())
+		nonce := strings.TrimPrefix(strings.Split(string(sf), ",")[0], "r=")
+		msg := final
+		if strings.Contains(final, "%s") {
+			msg = fmt.Sprintf(final, nonce)
+		}
+		r.send(t, `<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>`+b64(msg)+`</response>`)
+		if f := r.mustNext(t); !f.Is(nsSASL, "failure") {
+			t.Fatalf("client-final %q: got %s", msg, f)
+		}
+		r.Close()
+	}
+	// Unknown and channel-binding mechanisms are not offered, so refused.
+	r, _ := secureRaw(t, srv)
+	r.send(t, auth("SCRAM-SHA-1-PLUS", b64("p=tls-exporter,,n=alice,r=x")))
+	if f := r.mustNext(t); condition(f, nsSASL) != "invalid-mechanism" {
+		t.Fatalf("PLUS: got %s", f)
+	}
+	// PLAIN without an initial response gets an empty challenge first.
+	r.send(t, auth("PLAIN", ""))
+	if ch := r.mustNext(t); !ch.Is(nsSASL, "challenge") || strings.TrimSpace(ch.Text()) != "=" && ch.Text() != "" {
+		t.Fatalf("want empty challenge, got %s", ch)
+	}
+	r.send(t, `<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>`+b64("\x00alice\x00"+testPassword)+`</response>`)
+	if s := r.mustNext(t); !s.Is(nsSASL, "success") {
+		t.Fatalf("PLAIN after empty challenge: %s", s)
+	}
+	if strings.Contains(logs.String(), "panic") {
+		t.Fatalf("a connection panicked:\n%s", logs.String())
 	}
 }

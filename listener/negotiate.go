@@ -47,7 +47,6 @@ type negotiation struct {
 	ctx    context.Context // ends at the negotiation deadline or shutdown
 	remote string
 	ip     string
-	direct bool
 
 	headerSent   bool // our header for the current stream is out
 	steps        int

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"database/sql"
 	"context"
 	"math/rand/v2"
 	"os"
@@ -15,7 +16,20 @@ func TestZZScale(t *testing.T) {
 	if v == "" {
 		return
 	}
-	db, _ := openTest(t)
+	path := t.TempDir() + "/x.db"
+	if ps := os.Getenv("PS"); ps != "" {
+		registerDriver()
+		w, _ := sql.Open(driverName, "file:"+path)
+		if _, err := w.Exec("PRAGMA page_size=" + ps + "; CREATE TABLE zz(x); DROP TABLE zz"); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+	}
+	db, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
 	for _, s := range strings.Split(v, ";") {
 		if s == "x" {
 			continue

@@ -1,0 +1,211 @@
+package bouncer
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"xmppbouncer/internal/testserver"
+	"xmppbouncer/sqlite"
+	"xmppbouncer/stanza"
+)
+
+// The real binary is killed with SIGKILL in the middle of a 2,000-message
+// flood. After a restart and the gap fill, its archive holds exactly the
+// stanza-ids of the room's own MAM archive.
+func TestKillDuringFlood(t *testing.T) {
+	srv := testserver.Start(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "xmppbouncer")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/xmppbouncer")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	room := "flood@" + srv.MUC
+	cfgPath := filepath.Join(dir, "xmppbouncer.toml")
+	cfg := fmt.Sprintf(`
+[upstream]
+jid = "alice@localhost"
+password = "alicepw"
+address = %q
+ca_file = %q
+[listen]
+address = "127.0.0.1:0"
+[auth]
+password = "x"
+[storage]
+path = %q
+[log]
+level = "debug"
+[[rooms]]
+jid = %q
+nick = "alice"
+autojoin = true
+`, srv.Addr, srv.CAFile, filepath.Join(dir, "archive.db"), room)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bob := testclientUser(t, srv, "bob")
+	join(t, bob, room, "bob", "")
+
+	start := func() (*exec.Cmd, *logWatch) {
+		cmd := exec.Command(bin, "-config", cfgPath)
+		stderr, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, watchLog(stderr)
+	}
+	cmd, log := start()
+	log.wait(t, "joined room", 20*time.Second)
+	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+
+	const total = 2000
+	killed := false
+	for i := 0; i < total; i++ {
+		bob.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="f-%d"><body>flood %d</body></message>`, room, i, i))
+		if i == total/2 {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+			killed = true
+		}
+	}
+	if !killed {
+		t.Fatal("never killed")
+	}
+	// Prosody logs every stanza at debug level here, so the flood takes a while.
+	bob.Timeout = 2 * time.Minute
+	bob.Expect(t, "last echo", hasBody(fmt.Sprintf("flood %d", total-1)))
+	bob.Timeout = 10 * time.Second
+	cmd, log = start()
+	log.wait(t, "gap fill complete", 2*time.Minute)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+
+	roomIDs := roomArchiveIDs(t, bob, room)
+	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "archive.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ours := map[string]bool{}
+	for after := ""; ; {
+		page, err := db.Query(context.Background(), sqlite.Query{Room: room, Max: 500, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range page.Messages {
+			if ours[m.StanzaID] {
+				t.Fatalf("stanza-id %s archived twice", m.StanzaID)
+			}
+			ours[m.StanzaID] = true
+		}
+		if page.Complete || page.Last == "" {
+			break
+		}
+		after = page.Last
+	}
+	if len(roomIDs) < total {
+		t.Fatalf("room MAM has only %d messages", len(roomIDs))
+	}
+	for id := range roomIDs {
+		if !ours[id] {
+			t.Fatalf("archive misses %s (ours %d, room %d)", id, len(ours), len(roomIDs))
+		}
+	}
+	if len(ours) != len(roomIDs) {
+		t.Fatalf("archive has %d messages, room MAM %d", len(ours), len(roomIDs))
+	}
+}
+
+func testclientUser(t *testing.T, srv *testserver.Server, name string) *testclientT {
+	e := &env{t: t, srv: srv}
+	c := e.user(name, "desk")
+	c.Send(t, `<presence/>`)
+	return c
+}
+
+// roomArchiveIDs pages through the room's own MAM archive as bob.
+func roomArchiveIDs(t *testing.T, bob *testclientT, room string) map[string]bool {
+	ids := map[string]bool{}
+	after := ""
+	for page := 0; page < 100; page++ {
+		qid := fmt.Sprintf("r%d", page)
+		set := `<set xmlns="http://jabber.org/protocol/rsm"><max>250</max>`
+		if after != "" {
+			set += `<after>` + after + `</after>`
+		}
+		bob.Send(t, `<iq type="set" id="`+qid+`" to="`+room+`"><query xmlns="urn:xmpp:mam:2" queryid="`+qid+`">`+set+`</set></query></iq>`)
+		for {
+			el := bob.Expect(t, "room MAM", func(el *stanza.Element) bool {
+				return el.ID() == qid || el.Child(stanza.NSMAM, "result").Get("queryid") == qid
+			})
+			if el.Kind() == "iq" {
+				fin := el.Child(stanza.NSMAM, "fin")
+				if fin == nil {
+					t.Fatalf("room MAM failed: %s", el)
+				}
+				if fin.Get("complete") == "true" {
+					return ids
+				}
+				after = fin.Child(stanza.NSRSM, "set").ChildText(stanza.NSRSM, "last")
+				break
+			}
+			ids[el.Child(stanza.NSMAM, "result").Get("id")] = true
+		}
+	}
+	t.Fatal("room MAM paging did not complete")
+	return nil
+}
+
+// logWatch collects a subprocess's log lines.
+type logWatch struct {
+	lines chan string
+}
+
+func watchLog(r interface{ Read([]byte) (int, error) }) *logWatch {
+	w := &logWatch{lines: make(chan string, 100000)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			w.lines <- sc.Text()
+		}
+		close(w.lines)
+	}()
+	return w
+}
+
+func (w *logWatch) wait(t *testing.T, what string, d time.Duration) {
+	t.Helper()
+	deadline := time.After(d)
+	var seen []string
+	for {
+		select {
+		case l, ok := <-w.lines:
+			if !ok {
+				t.Fatalf("bouncer exited before %q; log tail:\n%s", what, tail(seen))
+			}
+			seen = append(seen, l)
+			if strings.Contains(l, what) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no %q in the bouncer's log within %s; tail:\n%s", what, d, tail(seen))
+		}
+	}
+}
+
+func tail(lines []string) string {
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	return strings.Join(lines, "\n")
+}
