@@ -68,6 +68,7 @@ func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
 				return
 			}
 			b.log.Warn("gap fill stopped", "room", r.JID, "condition", stanza.ErrorCondition(resp))
+			b.catchUpDone(r)
 			return
 		}
 		st.pages++
@@ -83,6 +84,7 @@ func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
 		rate := float64(st.fetched) / time.Since(st.started).Seconds()
 		if fin.Get("complete") == "true" || lastID == "" || len(batch) == 0 {
 			b.log.Info("gap fill complete", "room", r.JID, "pages", st.pages, "messages", st.fetched, "new", st.stored, "per_second", int(rate))
+			b.catchUpDone(r)
 			return
 		}
 		b.log.Info("gap fill progress", "room", r.JID, "pages", st.pages, "messages", st.fetched, "new", st.stored, "per_second", int(rate))
@@ -90,6 +92,7 @@ func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
 	})
 	if !sent {
 		delete(b.internalMAM, qid)
+		b.catchUpDone(r)
 	}
 }
 
@@ -112,8 +115,9 @@ func catchUpResult(room string, result *stanza.Element) *stanza.Element {
 		msg.Append(stanza.New(stanza.NSStanzaID, "stanza-id", "by", room, "id", result.Get("id")))
 	}
 	if msg.Child(stanza.NSDelay, "delay") == nil {
+		// XEP-0045 §7.2.13: history carries a delay from the room.
 		if d := fw.Child(stanza.NSDelay, "delay"); d != nil {
-			msg.Append(d)
+			msg.Append(stanza.New(stanza.NSDelay, "delay", "from", room, "stamp", d.Get("stamp")))
 		}
 	}
 	return msg

@@ -37,6 +37,9 @@ type Room struct {
 	lastPres   string                     // our last occupant presence upstream
 	hasMAM     bool                       // the room advertises urn:xmpp:mam:2
 	discovered bool                       // hasMAM is known
+	catching   bool                       // a gap fill is running in this sync round
+	subjectNew bool                       // the subject arrived in this sync round
+	subjectChg bool                       // ... and differs from the one we had
 	catchFrom  *sqlite.Message            // newest archived message when the join was sent
 	rejoinWait int                        // backoff exponent for 332/333 rejoins
 }
@@ -90,6 +93,7 @@ func (r *Room) reset() {
 	r.Self = nil
 	r.syncing = nil
 	r.lastPres = ""
+	r.catching, r.subjectNew, r.subjectChg = false, false, false
 }
 
 // mucUser returns the <x xmlns=muc#user/> of a stanza, or nil.

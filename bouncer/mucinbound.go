@@ -181,9 +181,9 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 	}
 }
 
-// subjectIn handles a subject message. During a join it completes the
-// sequence (XEP-0045 §7.2.15): joiners of this round get it, earlier
-// claimants only if it changed.
+// subjectIn handles a subject message. During a join it marks the end of
+// the room's own sequence (XEP-0045 §7.2.15); the round completes once the
+// gap fill is done too.
 func (b *Bouncer) subjectIn(r *Room, el *stanza.Element) {
 	old := r.Subject
 	r.Subject = el
@@ -191,17 +191,30 @@ func (b *Bouncer) subjectIn(r *Room, el *stanza.Element) {
 		b.toClaimants(r, el, 0)
 		return
 	}
+	r.subjectNew = true
+	r.subjectChg = old == nil || old.ChildText(stanza.NSClient, "subject") != el.ChildText(stanza.NSClient, "subject")
+	b.finishSync(r)
+}
+
+// finishSync completes a join round once the room's subject is in and the
+// gap fill is done: joiners of this round get their history from the
+// archive, then the subject; earlier claimants get the subject only if it
+// changed.
+func (b *Bouncer) finishSync(r *Room) {
+	if r.State != roomSyncing || !r.subjectNew || r.catching {
+		return
+	}
 	r.State = roomJoined
-	changed := old == nil || old.ChildText(stanza.NSClient, "subject") != el.ChildText(stanza.NSClient, "subject")
+	r.subjectNew = false
 	for _, s := range b.reg.Claimants(r.JID) {
-		if !r.fresh(s.ID) && changed {
-			b.sendTo(s, el.With("to", s.JID.String()))
+		if !r.fresh(s.ID) && r.subjectChg {
+			b.sendTo(s, r.Subject.With("to", s.JID.String()))
 		}
 	}
 	for _, jr := range r.syncing {
 		if s := b.reg.ByID(jr.session); s != nil && b.reg.ClaimOf(r.JID, s) != nil {
 			b.sendHistory(r, s, historyOf(jr.presence), false)
-			b.sendTo(s, el.With("to", s.JID.String()))
+			b.sendTo(s, r.Subject.With("to", s.JID.String()))
 		}
 	}
 	r.syncing = nil

@@ -114,8 +114,17 @@ func (b *Bouncer) scheduleRejoin(r *Room) {
 // afterJoin fills the gap since our last archived message from the room's
 // MAM archive, when it has one.
 func (b *Bouncer) afterJoin(r *Room) {
-	if r.hasMAM {
+	if r.hasMAM && b.opt.Archive != nil {
+		r.catching = true
 		b.catchUp(r)
+	}
+}
+
+// catchUpDone ends a gap fill and lets the join round complete.
+func (b *Bouncer) catchUpDone(r *Room) {
+	r.catching = false
+	if b.rooms[r.JID] == r {
+		b.finishSync(r)
 	}
 }
 

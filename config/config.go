@@ -205,7 +205,7 @@ func (c *Config) Defaults() {
 		l.MaxDepth = 64
 	}
 	if l.IdleTimeout.Duration == 0 {
-		l.IdleTimeout.Duration = 5 * time.Minute
+		l.IdleTimeout.Duration = 15 * time.Minute
 	}
 	if l.KeepAlive.Duration == 0 {
 		l.KeepAlive.Duration = 60 * time.Second

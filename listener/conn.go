@@ -87,6 +87,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 		s.h.Closed(c, reason)
 	}()
 	s.h.Bound(c)
+	c.conn.Send(n.bindReply)
 	refused := false
 	reason = c.conn.Read(func(el *stanza.Element) {
 		if refused {
@@ -123,7 +124,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 // ClientHello sent to the STARTTLS port): the XML decoder would otherwise
 // wait for a '<' until the negotiation deadline. Once the client is bound,
 // any input extends the idle deadline: whitespace keepalives (RFC 6120
-// §4.6.1) yield no token until the next element starts, so the per-token
+// §4.6) yield no token until the next element starts, so the per-token
 // deadline in wire.Conn.Read alone would time out clients that only ping
 // with whitespace.
 type transport struct {
@@ -227,7 +228,7 @@ func (n *negotiation) abort(srvCtx context.Context, sess *xmpp.Session, raw net.
 }
 
 // reject tells a connection over MaxConnections why it is refused (RFC 6120
-// §4.9.3.17 policy-violation) and closes it, in the background so the accept
+// §4.9.3.14 policy-violation) and closes it, in the background so the accept
 // loop and the other clients never wait for it.
 func (s *Server) reject(raw net.Conn, direct bool) {
 	s.log.Warn("listener: connection refused: too many connections", "remote", raw.RemoteAddr().String(), "max", s.cfg.MaxConnections)

@@ -230,6 +230,11 @@ func TestResourceChosenOrGenerated(t *testing.T) {
 	if a.jid.Bare().String() != testUser+"@"+testDomain {
 		t.Fatalf("bound bare JID %s", a.jid.Bare())
 	}
+	// A resource no JID can hold (over 1023 bytes, RFC 7622 §3.4) is replaced.
+	long := mustLogin(t, srv, login{resource: strings.Repeat("r", 1100)})
+	if res := long.jid.Resourcepart(); !strings.HasPrefix(res, "xb-") {
+		t.Fatalf("invalid resource kept as %q", res)
+	}
 }
 
 func TestLegacySessionAnsweredLocally(t *testing.T) {
@@ -333,7 +338,7 @@ func TestDirectTLSALPN(t *testing.T) {
 	}{
 		{[]string{"xmpp-client"}, "xmpp-client"},
 		{nil, ""},
-		// XEP-0368 §4 asks for xmpp-client, but a client offering something
+		// XEP-0368 asks for xmpp-client, but a client offering something
 		// else still gets a session rather than a handshake failure.
 		{[]string{"h2", "http/1.1"}, ""},
 	} {

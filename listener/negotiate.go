@@ -55,6 +55,7 @@ type negotiation struct {
 	failReason   string // for the log only; never the secret itself
 	mechanism    string
 	jid          jid.JID
+	bindReply    *stanza.Element // sent once the Handler knows the client
 }
 
 func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, interface{}, error) {
@@ -256,7 +257,7 @@ func (n *negotiation) features(state xmpp.SessionState) []byte {
 			// RFC 6121 was amended (draft-cridland-xmpp-session): an optional
 			// session tells clients to skip the legacy session IQ.
 			stanza.New(stanza.NSSession, "session").Append(stanza.New(stanza.NSSession, "optional")),
-			// XEP-0352 §3: the bouncer core implements client state indication.
+			// XEP-0352: the bouncer core implements client state indication.
 			stanza.New(stanza.NSCSI, "csi"),
 		)
 	}
@@ -308,13 +309,13 @@ func (n *negotiation) nextElement(s *xmpp.Session) (*stanza.Element, error) {
 // it learns of the client; here the client's choice is kept as it is.
 func (n *negotiation) bind(s *xmpp.Session, in *stream.Info, iq *stanza.Element) (xmpp.SessionState, error) {
 	if iq.Type() != "set" || iq.ID() == "" {
-		// RFC 6120 §7.6.1: a bind request is an IQ set with an id.
+		// RFC 6120 §7: binding is an IQ of type set, with an id.
 		return 0, n.write(s, stanza.ErrorReply(iq, stanza.ErrModify, "bad-request", "").AppendXML(nil, stanza.NSClient))
 	}
 	res := iq.Child(stanza.NSBind, "bind").ChildText(stanza.NSBind, "resource")
 	full, err := jid.New(n.srv.username, n.srv.domain.Domainpart(), res)
 	if res == "" || err != nil || full.Resourcepart() == "" {
-		// RFC 6120 §7.6.2.1: the server generates a resource when the client
+		// RFC 6120 §7.6: the server generates a resource when the client
 		// gives none; an unusable one is replaced the same way.
 		full, err = jid.New(n.srv.username, n.srv.domain.Domainpart(), randomResource())
 		if err != nil {
@@ -323,9 +324,10 @@ func (n *negotiation) bind(s *xmpp.Session, in *stream.Info, iq *stanza.Element)
 	}
 	reply := stanza.New(stanza.NSClient, "iq", "type", "result", "id", iq.ID())
 	reply.Append(stanza.New(stanza.NSBind, "bind").Append(stanza.New(stanza.NSBind, "jid").AppendText(full.String())))
-	if err := n.write(s, reply.AppendXML(nil, stanza.NSClient)); err != nil {
-		return 0, err
-	}
+	// The result goes out through the client's queue right after the core
+	// has registered the session (see serveConn), so a client that acts on
+	// it at once, e.g. with an IQ to a sibling, is already routable.
+	n.bindReply = reply
 	n.jid = full
 	in.From = full
 	return xmpp.Ready, nil

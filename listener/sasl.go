@@ -176,7 +176,7 @@ var saslnameUnescaper = strings.NewReplacer("=2C", ",", "=3D", "=")
 
 // scramCredentials is the SCRAM server's credential lookup. For a wrong
 // username it returns a random key, so the exchange fails at the proof like
-// a wrong password does (RFC 5802 §5.1 advises not revealing which).
+// a wrong password does and the two cannot be told apart.
 func (n *negotiation) scramCredentials(user, authz []byte, mech string) ([]byte, []byte, int64, error) {
 	if !n.srv.authzOK(saslnameUnescaper.Replace(string(authz))) {
 		n.failCond, n.failReason = "invalid-authzid", "authorization identity is not the account"

@@ -133,7 +133,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	return s, nil
 }
 
-// directTLSConfig adds the XEP-0368 §4 ALPN protocol. A client that offers
+// directTLSConfig adds the XEP-0368 ALPN protocol. A client that offers
 // ALPN without it still gets in: Go would otherwise fail the handshake.
 func directTLSConfig(base *tls.Config) *tls.Config {
 	c := base.Clone()

@@ -27,20 +27,21 @@ func setupFullText(ctx context.Context, w *sql.DB) error {
 
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
-// fullTextClause returns an SQL condition on messages m requiring every
-// whitespace-separated term of text as a substring of the body (ASCII
-// case-insensitive, SQLite LIKE). LIKE wildcards in the input are escaped.
-// ok is false when text has no terms.
-func fullTextClause(text string) (clause string, args []any, ok bool) {
+// fullTextFilter turns text into a condition on messages m requiring every
+// whitespace-separated term as a substring of the body (ASCII
+// case-insensitive, SQLite LIKE), with LIKE wildcards in the input escaped.
+// It returns nil when text has no terms. This scans the room.
+func (db *DB) fullTextFilter(_ context.Context, _ int64, text string) (*textFilter, error) {
 	terms := strings.Fields(text)
 	if len(terms) == 0 {
-		return "", nil, false
+		return nil, nil
 	}
+	f := &textFilter{count: -1}
 	conds := make([]string, len(terms))
-	args = make([]any, len(terms))
 	for i, t := range terms {
 		conds[i] = `m.body LIKE ? ESCAPE '\'`
-		args[i] = "%" + likeEscaper.Replace(t) + "%"
+		f.args = append(f.args, "%"+likeEscaper.Replace(t)+"%")
 	}
-	return "(" + strings.Join(conds, " AND ") + ")", args, true
+	f.clause = "(" + strings.Join(conds, " AND ") + ")"
+	return f, nil
 }

@@ -23,11 +23,16 @@ func strp(s string) *string { return &s }
 
 var t0 = time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// msg builds a body message from nick in room at t0+sec seconds.
+// msg builds a body message from nick in room at t0+sec seconds; without a
+// stanza-id its id attribute is unique per second.
 func msg(room, sid, nick, body string, sec int) *Message {
 	x := fmt.Sprintf("<message from='%s/%s' type='groupchat'><body>%s</body></message>", room, nick, body)
+	id := "id-" + sid
+	if sid == "" {
+		id = fmt.Sprintf("at-%d", sec) // distinct, so fallback dedup keeps them apart
+	}
 	return &Message{
-		Room: room, StanzaID: sid, ID: "id-" + sid, Nick: nick,
+		Room: room, StanzaID: sid, ID: id, Nick: nick,
 		Stamp: t0.Add(time.Duration(sec) * time.Second), Body: strp(body), XML: x,
 	}
 }

@@ -117,6 +117,9 @@ func TestMigrationsFromEveryVersion(t *testing.T) {
 			if p, err := db.Query(ctx, Query{Room: "old@muc", FullText: "kept"}); err != nil || p.Count != 1 {
 				t.Errorf("full text over upgraded data: %+v, %v", p, err)
 			}
+			if p, err := db.Query(ctx, Query{Room: "old@muc"}); err != nil || p.Count != 2 {
+				t.Errorf("room count after upgrade: %+v, %v", p, err)
+			}
 			if v, ok, _ := db.GetState(ctx, "k"); !ok || v != "v" {
 				t.Errorf("state after upgrade: %q %v", v, ok)
 			}
@@ -125,6 +128,9 @@ func TestMigrationsFromEveryVersion(t *testing.T) {
 			mustAppend(t, db, m)
 			if m.Seq <= 2 {
 				t.Errorf("new seq %d collides with old rows", m.Seq)
+			}
+			if p, err := db.Query(ctx, Query{Room: "old@muc"}); err != nil || p.Count != 3 {
+				t.Errorf("room count after a new message: %+v, %v", p, err)
 			}
 		})
 	}

@@ -50,6 +50,16 @@ type Page struct {
 	Complete    bool
 }
 
+// textFilter is a full-text condition on messages m. count is the number of
+// matches in the room when known cheaply (else -1); drive says whether
+// queries should start from the matches rather than from the room index.
+type textFilter struct {
+	clause string
+	args   []any
+	count  int
+	drive  bool
+}
+
 // position is a message's place in archive order.
 type position struct{ stamp, seq int64 }
 
@@ -112,8 +122,9 @@ func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
 		return &Page{Complete: true}, nil
 	}
 
-	where := []string{"m.room_id = ?"}
-	args := []any{roomID}
+	// Filters other than the room and the full-text search.
+	var where []string
+	var args []any
 	if !q.Start.IsZero() {
 		where = append(where, "m.stamp >= ?")
 		args = append(args, ceilMicro(q.Start))
@@ -157,14 +168,35 @@ func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
 		}
 		where = append(where, "m.seq IN ("+strings.Join(seqs, ",")+")")
 	}
-	if c, a, ok := fullTextClause(q.FullText); ok {
-		where = append(where, c)
-		args = append(args, a...)
+	ft, err := db.fullTextFilter(ctx, roomID, q.FullText)
+	if err != nil {
+		return nil, err
 	}
 
-	page := &Page{}
-	filter := strings.Join(where, " AND ")
-	if err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM messages m WHERE `+filter, args...).Scan(&page.Count); err != nil {
+	page := &Page{Count: -1}
+	switch {
+	case len(where) == 0 && ft == nil:
+		err = db.r.QueryRowContext(ctx, `SELECT msg_count FROM rooms WHERE id = ?`, roomID).Scan(&page.Count)
+	case len(where) == 0 && ft.count >= 0:
+		page.Count = ft.count
+	}
+	// With few full-text matches, fetch them by seq ("+" keeps SQLite from
+	// walking the room index instead); otherwise walk the room in archive
+	// order and test each message against the match set.
+	roomCond := "m.room_id = ?"
+	if ft != nil {
+		if ft.drive {
+			roomCond = "+m.room_id = ?"
+		}
+		where = append(where, ft.clause)
+		args = append(args, ft.args...)
+	}
+	filter := strings.Join(append([]string{roomCond}, where...), " AND ")
+	args = append([]any{roomID}, args...)
+	if err == nil && page.Count < 0 {
+		err = db.r.QueryRowContext(ctx, `SELECT count(*) FROM messages m WHERE `+filter, args...).Scan(&page.Count)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: count archive of %s: %w", q.Room, err)
 	}
 	if q.Max <= 0 {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+	"unicode"
 )
 
 // ErrTooDeep is returned by Read when an element nests deeper than allowed.
@@ -16,7 +18,10 @@ var ErrTooDeep = errors.New("stanza: element nesting too deep")
 // no bound. Comments, processing instructions and directives are refused:
 // RFC 6120 §11.1 restricts them.
 func ReadElement(r xml.TokenReader, start xml.StartElement, maxDepth int) (*Element, error) {
-	root := fromStart(start)
+	root, err := fromStart(start)
+	if err != nil {
+		return nil, err
+	}
 	stack := []*Element{root}
 	for len(stack) > 0 {
 		tok, err := r.Token()
@@ -32,12 +37,18 @@ func ReadElement(r xml.TokenReader, start xml.StartElement, maxDepth int) (*Elem
 			if maxDepth > 0 && len(stack) >= maxDepth {
 				return nil, ErrTooDeep
 			}
-			el := fromStart(t)
+			el, err := fromStart(t)
+			if err != nil {
+				return nil, err
+			}
 			top.Children = append(top.Children, Node{El: el})
 			stack = append(stack, el)
 		case xml.EndElement:
 			stack = stack[:len(stack)-1]
 		case xml.CharData:
+			if len(t) == 0 {
+				continue
+			}
 			n := len(top.Children)
 			if n > 0 && top.Children[n-1].El == nil {
 				top.Children[n-1].Text += string(t)
@@ -51,7 +62,34 @@ func ReadElement(r xml.TokenReader, start xml.StartElement, maxDepth int) (*Elem
 	return root, nil
 }
 
-func fromStart(t xml.StartElement) *Element {
+// validName reports whether s is an XML NCName (Namespaces in XML §3):
+// encoding/xml accepts names such as "0" in <a:0/>, which re-serialised
+// would be invalid XML on a stream shared with others.
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r == '_' || unicode.IsLetter(r):
+		case i > 0 && (r == '-' || r == '.' || unicode.IsDigit(r) || unicode.In(r, unicode.Mn, unicode.Mc, unicode.Nd, unicode.Pc)):
+		case r == 0xB7:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func fromStart(t xml.StartElement) (*Element, error) {
+	if !validName(t.Name.Local) {
+		return nil, &xml.SyntaxError{Msg: "invalid element name " + strconv.Quote(t.Name.Local)}
+	}
+	for _, a := range t.Attr {
+		if !validName(a.Name.Local) && !(a.Name.Space == "" && a.Name.Local == "xmlns") {
+			return nil, &xml.SyntaxError{Msg: "invalid attribute name " + strconv.Quote(a.Name.Local)}
+		}
+	}
 	el := &Element{Name: t.Name}
 	if len(t.Attr) > 0 {
 		el.Attr = make([]xml.Attr, 0, len(t.Attr))
@@ -65,7 +103,7 @@ func fromStart(t xml.StartElement) *Element {
 			el.Attr = nil
 		}
 	}
-	return el
+	return el, nil
 }
 
 // Parse parses one element from a string. Its top-level namespace defaults to

@@ -98,3 +98,11 @@ func TestFreezeMatchesPlainEncoding(t *testing.T) {
 		t.Fatalf("Append after Freeze was ignored: %s", got)
 	}
 }
+
+func TestInvalidNamesRefused(t *testing.T) {
+	for _, s := range []string{`<message><a:0 xmlns:a="urn:a"/></message>`, `<message><x xmlns:a="urn:a" a:1="v"/></message>`} {
+		if _, err := Parse(s); err == nil {
+			t.Errorf("accepted %s", s)
+		}
+	}
+}

@@ -259,6 +259,8 @@ func Classify(err error) *stanza.StreamError {
 		return nil
 	case errors.As(err, &peer):
 		return nil
+	case errors.As(err, &synErr) && synErr.Msg == "unexpected EOF":
+		return nil // the peer dropped the transport without </stream:stream>
 	case errors.Is(err, ErrStanzaTooLarge):
 		return &stanza.StreamError{Condition: "policy-violation", Text: "stanza too large"}
 	case errors.Is(err, stanza.ErrTooDeep):
