@@ -2,8 +2,12 @@ package bouncer
 
 import (
 	"bufio"
+	"context"
 	"encoding/xml"
+	"fmt"
 	"io"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +15,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"xmppbouncer/sessions"
+	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
 )
 
@@ -105,4 +110,61 @@ func BenchmarkForward(b *testing.B) {
 		close(c.q)
 		<-c.done
 	}
+}
+
+// BenchmarkEmulatedJoin500: a second client joins a room with 500 occupants
+// that the account is already in. One op is the whole emulated join, from
+// the join presence to the subject written out (occupants, self-presence,
+// 20 archived messages, subject). It also reports the heap held per room.
+func BenchmarkEmulatedJoin500(b *testing.B) {
+	db := benchArchive(b)
+	bn := New(Options{Account: jid.MustParse("alice@example.org"), Logger: testLogger(), Archive: db})
+	bn.online = true
+	bn.upFull = "alice@example.org/bouncer"
+	room := "big@conference.example.org"
+	for i := 0; i < 50; i++ {
+		el := stanza.MustParse(fmt.Sprintf(`<message from="%s/u%d" type="groupchat" id="h%d"><body>history line %d</body><stanza-id xmlns="urn:xmpp:sid:0" by="%s" id="sid-%d"/></message>`, room, i, i, i, room, i))
+		r := &Room{JID: room, Occupants: map[string]*stanza.Element{}}
+		bn.archive(r, el)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r := newRoom(room)
+	for i := 0; i < 500; i++ {
+		p := stanza.MustParse(fmt.Sprintf(`<presence from="%s/user%d" to="alice@example.org/bouncer"><c xmlns="http://jabber.org/protocol/caps" hash="sha-1" node="https://gajim.org" ver="abcdefghijklmnopqrstuvwxyz0="/><occupant-id xmlns="urn:xmpp:occupant-id:0" id="occ%d"/><x xmlns="http://jabber.org/protocol/muc#user"><item affiliation="member" role="participant" jid="user%d@example.net/res"/></x></presence>`, room, i, i, i))
+		r.setOccupant(fmt.Sprintf("user%d", i), p)
+	}
+	r.Nick = "alice"
+	r.Self = stanza.MustParse(`<presence from="` + room + `/alice"><x xmlns="http://jabber.org/protocol/muc#user"><item affiliation="member" role="participant" jid="alice@example.org/bouncer"/><status code="110"/></x></presence>`)
+	r.Subject = stanza.MustParse(`<message from="` + room + `" type="groupchat"><subject>big room</subject></message>`)
+	r.State = roomJoined
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	bn.rooms[room] = r
+	var wg sync.WaitGroup
+	pc := newPipeConn(&wg)
+	s := &sessions.Session{ID: 1, JID: jid.MustParse("alice@example.org/dino"), Conn: pc, Presence: stanza.New(stanza.NSClient, "presence")}
+	bn.reg.Add(s)
+	join := stanza.MustParse(`<presence to="` + room + `/alice"><x xmlns="http://jabber.org/protocol/muc"/></presence>`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		wg.Add(500 + 1 + 20 + 1)
+		bn.handleClient(s, join)
+		wg.Wait()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc), "room-bytes")
+	close(pc.q)
+	<-pc.done
+}
+
+func benchArchive(b *testing.B) *sqlite.DB {
+	db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db
 }
