@@ -136,6 +136,27 @@ func TestMUC(t *testing.T) {
 		bob.ExpectNone(t, 300*time.Millisecond, presenceFrom(room+"/alice"))
 	})
 
+	t.Run("NickConflict", func(t *testing.T) {
+		b.Send(t, `<presence to="`+room+`/bob"/>`)
+		e409 := b.Expect(t, "conflict", func(el *stanza.Element) bool { return el.Kind() == "presence" && el.Type() == "error" })
+		if stanza.ErrorCondition(e409) != "conflict" {
+			t.Fatalf("want conflict: %s", e409)
+		}
+		a.ExpectNone(t, 300*time.Millisecond, func(el *stanza.Element) bool { return el.Kind() == "presence" && el.Type() == "error" })
+	})
+
+	t.Run("JoinWithOtherNick", func(t *testing.T) {
+		c := e.availableClient("third")
+		seq := join(t, c, room, "somebody", `<history maxchars="0"/>`)
+		self := seq[selfIndex(seq)]
+		if self.From() != room+"/alice2" || !statusCodes(self)["210"] {
+			t.Fatalf("want current nick with 210: %s", self)
+		}
+		c.Send(t, `<presence type="unavailable" to="`+room+`/alice2"/>`)
+		c.Expect(t, "own leave", func(el *stanza.Element) bool { return el.Type() == "unavailable" })
+		bob.ExpectNone(t, 300*time.Millisecond, presenceFrom(room+"/somebody"))
+	})
+
 	t.Run("LeaveOneThenOther", func(t *testing.T) {
 		b.Send(t, `<presence type="unavailable" to="`+room+`/alice2"/>`)
 		un := b.Expect(t, "own leave", func(el *stanza.Element) bool { return el.Type() == "unavailable" && statusCodes(el)["110"] })

@@ -248,7 +248,7 @@ func (b *Bouncer) roomPresenceUpdate(r *Room) {
 		return
 	}
 	p := b.occupantPresence(r.JID + "/" + r.Nick)
-	key := p.String()
+	key := p.With("to", "").String() // the nick may change; the state is what counts
 	if key == r.lastPres {
 		return
 	}

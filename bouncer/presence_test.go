@@ -1,0 +1,37 @@
+package bouncer
+
+import (
+	"testing"
+	"time"
+
+	"xmppbouncer/stanza"
+)
+
+// Contacts' presence and pending subscription requests reach a client that
+// comes online later, from the bouncer's cache (RFC 6121 §4.4.2).
+func TestContactPresenceCache(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	a := e.availableClient("a")
+	bob := e.user("bob", "desk")
+	bob.Send(t, `<presence/>`)
+	a.Send(t, `<presence to="bob@localhost" type="subscribe"/>`)
+	bob.Expect(t, "subscription request", func(el *stanza.Element) bool { return el.Type() == "subscribe" })
+	bob.Send(t, `<presence to="alice@localhost" type="subscribed"/>`)
+	a.Expect(t, "bob's presence", func(el *stanza.Element) bool {
+		return el.Kind() == "presence" && el.From() == "bob@localhost/desk" && el.Type() == ""
+	})
+	carol := e.user("carol", "home")
+	carol.Send(t, `<presence to="alice@localhost" type="subscribe"/>`)
+	a.Expect(t, "carol's request", func(el *stanza.Element) bool { return el.Type() == "subscribe" })
+
+	c := e.client("late")
+	c.Send(t, `<presence/>`)
+	c.Expect(t, "cached presence of bob", func(el *stanza.Element) bool {
+		return el.Kind() == "presence" && el.From() == "bob@localhost/desk" && el.Type() == "" && el.To() == c.JID().String()
+	})
+	c.Expect(t, "pending request of carol", func(el *stanza.Element) bool {
+		return el.Type() == "subscribe" && el.From() == "carol@localhost"
+	})
+	// The bouncer's own upstream resource is never shown.
+	c.ExpectNone(t, 300*time.Millisecond, presenceFrom("alice@localhost/bouncer"))
+}
