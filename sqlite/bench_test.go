@@ -83,10 +83,15 @@ func bigArchive(b *testing.B) *DB {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { db.Close() })
+	return db
+}
+
+// reportSize reports the archive file size per million messages. It runs
+// after the timed loop, since ResetTimer drops reported metrics.
+func reportSize(b *testing.B) {
 	if fi, err := os.Stat(bigPath); err == nil {
 		b.ReportMetric(float64(fi.Size())/(1<<20)*1e6/benchMessages, "MB/1M-msgs")
 	}
-	return db
 }
 
 func buildBigArchive(b *testing.B, path string) error {
@@ -179,24 +184,35 @@ func BenchmarkHistory50(b *testing.B) {
 			b.Fatalf("History: %d, %v", len(ms), err)
 		}
 	}
+	reportSize(b)
 }
 
 func BenchmarkMAMPageRandom(b *testing.B) {
 	db := bigArchive(b)
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(7, 8))
-	for _, dir := range []string{"after", "before"} {
-		b.Run(dir, func(b *testing.B) {
+	for _, kind := range []string{"after", "before", "with-nick", "start"} {
+		b.Run(kind, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				k := rng.IntN(benchMessages)
-				q := Query{Room: benchRoom(k % benchRooms), Max: 50}
-				if dir == "after" {
+				room := benchRoom(k % benchRooms)
+				q := Query{Room: room, Max: 50}
+				switch kind {
+				case "after":
 					q.After = benchSID(k)
-				} else {
+				case "before":
 					q.Before, q.BeforeSet = benchSID(k), true
+				case "with-nick":
+					q.With = room + "/user7"
+					q.After = benchSID(k)
+				case "start":
+					// The usual catch-up query: everything since a
+					// recent instant (the count covers that range).
+					q.Start = benchStart.Add(time.Duration(k) * 31 * time.Second)
+					q.Max = 50
 				}
 				p, err := db.Query(ctx, q)
-				if err != nil || p.Count != benchMessages/benchRooms {
+				if err != nil || (kind == "after" && p.Count != benchMessages/benchRooms) {
 					b.Fatalf("Query: %v count %d", err, p.Count)
 				}
 			}
@@ -220,6 +236,7 @@ func BenchmarkFullText(b *testing.B) {
 				hits = p.Count
 			}
 			b.ReportMetric(float64(hits), "hits/room")
+			reportSize(b)
 		})
 	}
 }

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -120,5 +121,62 @@ func TestContextCancelled(t *testing.T) {
 	}
 	if _, err := db.History(context.Background(), "r@muc", NoHistoryLimit, 5); err != nil {
 		t.Errorf("History: %v", err)
+	}
+}
+
+// Writers and readers run concurrently without errors (WAL readers beside
+// the single writer connection) and every message lands once.
+func TestConcurrentUse(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	const writers, per = 4, 100
+	errs := make(chan error, writers*2)
+	done := make(chan struct{})
+	for w := range writers {
+		go func() {
+			room := fmt.Sprintf("c%d@muc", w)
+			for i := range per {
+				if _, err := db.Append(ctx, msg(room, fmt.Sprint(i), "n", "x", i)); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+		go func() {
+			room := fmt.Sprintf("c%d@muc", w)
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				if _, err := db.Query(ctx, Query{Room: room, Max: 10, BeforeSet: true}); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := db.History(ctx, room, NoHistoryLimit, 5); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for w := range writers {
+		if p, err := db.Query(ctx, Query{Room: fmt.Sprintf("c%d@muc", w)}); err != nil || p.Count != per {
+			t.Errorf("room %d: count %d, %v", w, p.Count, err)
+		}
 	}
 }

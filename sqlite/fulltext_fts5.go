@@ -106,7 +106,7 @@ var ftsDriveLimit = 2000
 // FTS5 string (double-quoted, inner quotes doubled) restricted to the body
 // column, so operators, column filters, prefixes and NEAR() in user input
 // are plain text. It returns nil when text has no terms.
-func (db *DB) fullTextFilter(ctx context.Context, roomID int64, text string) (*textFilter, error) {
+func (db *DB) fullTextFilter(ctx context.Context, qr querier, roomID int64, text string) (*textFilter, error) {
 	// FTS5 reads the query as a C string, so a NUL would cut it inside a
 	// quoted term; XML (and so XMPP) cannot carry NUL anyway.
 	terms := strings.Fields(strings.ReplaceAll(text, "\x00", ""))
@@ -122,7 +122,7 @@ func (db *DB) fullTextFilter(ctx context.Context, roomID int64, text string) (*t
 		clause: `m.seq IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)`,
 		args:   []any{match},
 	}
-	if err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?`, match).Scan(&f.count); err != nil {
+	if err := qr.QueryRowContext(ctx, `SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?`, match).Scan(&f.count); err != nil {
 		return nil, fmt.Errorf("sqlite: full-text count: %w", err)
 	}
 	f.drive = f.count <= ftsDriveLimit

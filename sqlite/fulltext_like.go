@@ -31,7 +31,7 @@ var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 // whitespace-separated term as a substring of the body (ASCII
 // case-insensitive, SQLite LIKE), with LIKE wildcards in the input escaped.
 // It returns nil when text has no terms. This scans the room.
-func (db *DB) fullTextFilter(_ context.Context, _ int64, text string) (*textFilter, error) {
+func (db *DB) fullTextFilter(_ context.Context, _ querier, _ int64, text string) (*textFilter, error) {
 	terms := strings.Fields(text)
 	if len(terms) == 0 {
 		return nil, nil

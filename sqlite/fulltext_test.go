@@ -7,15 +7,15 @@ import (
 )
 
 var ftCorpus = []string{
-	"the quick brown fox",      // 0
-	"lazy dog sleeps",          // 1
-	"Fox hunting is cruel",     // 2
-	"100% sure about a_b",      // 3
-	`she said "hello" loudly`,  // 4
-	"NEAR( lookup OR star*",    // 5
-	"quick thinking",           // 6
-	`a" OR b* tricky`,          // 7
-	"nothing to see here",      // 8
+	"the quick brown fox",     // 0
+	"lazy dog sleeps",         // 1
+	"Fox hunting is cruel",    // 2
+	"100% sure about a_b",     // 3
+	`she said "hello" loudly`, // 4
+	"NEAR( lookup OR star*",   // 5
+	"quick thinking",          // 6
+	`a" OR b* tricky`,         // 7
+	"nothing to see here",     // 8
 }
 
 func ftArchive(t *testing.T) *DB {
@@ -82,20 +82,20 @@ func TestFullTextFinds(t *testing.T) {
 func TestFullTextHostileInput(t *testing.T) {
 	db := ftArchive(t)
 	cases := map[string][]string{
-		`fox OR dog`:   nil,          // OR is a word here: no message has fox, OR and dog
-		`fox NOT fox`:  nil,          // likewise NOT
-		`a" OR b*`:     corpus(7),    // the literal text only
-		`NEAR(`:        corpus(5),    // no syntax error
-		`NEAR(fox dog)`: nil,
-		`body:fox`:     nil,          // not a column filter
-		`-fox`:         corpus(0, 2), // FTS: "-fox" tokenises to fox; LIKE: no body has "-fox"... see below
-		`star*`:        corpus(5),
+		`fox OR dog`:                 nil,       // OR is a word here: no message has fox, OR and dog
+		`fox NOT fox`:                nil,       // likewise NOT
+		`a" OR b*`:                   corpus(7), // the literal text only
+		`NEAR(`:                      corpus(5), // no syntax error
+		`NEAR(fox dog)`:              nil,
+		`body:fox`:                   nil,          // not a column filter
+		`-fox`:                       corpus(0, 2), // not negation; FTS5 tokenises it to fox (LIKE: below)
+		`star*`:                      corpus(5),
 		`'; DROP TABLE messages; --`: nil,
 	}
 	for q, want := range cases {
 		got := ftSearch(t, db, q)
 		if q == `-fox` && !FullTextFTS5 {
-			want = nil
+			want = nil // no body has the substring "-fox"
 		}
 		if !slices.Equal(got, want) {
 			t.Errorf("fulltext %q = %q, want %q", q, got, want)

@@ -60,14 +60,20 @@ type textFilter struct {
 	drive  bool
 }
 
+// querier is what the read paths need from a *sql.DB or *sql.Tx.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
 // position is a message's place in archive order.
 type position struct{ stamp, seq int64 }
 
 // resolveID finds the archive id in the room. Room-assigned stanza-ids win
 // over the synthetic "xb-<seq>" form, which only names rows without one.
-func (db *DB) resolveID(ctx context.Context, roomID int64, id string) (position, error) {
+func resolveID(ctx context.Context, qr querier, roomID int64, id string) (position, error) {
 	var p position
-	err := db.r.QueryRowContext(ctx, `SELECT stamp, seq FROM messages WHERE room_id = ? AND stanza_id = ?`,
+	err := qr.QueryRowContext(ctx, `SELECT stamp, seq FROM messages WHERE room_id = ? AND stanza_id = ?`,
 		roomID, id).Scan(&p.stamp, &p.seq)
 	if err == nil {
 		return p, nil
@@ -78,7 +84,7 @@ func (db *DB) resolveID(ctx context.Context, roomID int64, id string) (position,
 	if rest, ok := strings.CutPrefix(id, syntheticPrefix); ok {
 		seq, perr := strconv.ParseInt(rest, 10, 64)
 		if perr == nil && seq > 0 && strconv.FormatInt(seq, 10) == rest {
-			err = db.r.QueryRowContext(ctx, `SELECT stamp, seq FROM messages
+			err = qr.QueryRowContext(ctx, `SELECT stamp, seq FROM messages
 				WHERE seq = ? AND room_id = ? AND stanza_id IS NULL`, seq, roomID).Scan(&p.stamp, &p.seq)
 			if err == nil {
 				return p, nil
@@ -122,6 +128,30 @@ func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
 		return &Page{Complete: true}, nil
 	}
 
+	// One read transaction, so the count, the cursors and the page all see
+	// the same snapshot of the archive.
+	tx, err := db.r.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: query archive of %s: %w", q.Room, err)
+	}
+	defer tx.Rollback()
+
+	// RSM paging cursor (XEP-0059 §2.2, §2.3), resolved first so that an
+	// unknown id is reported even for a count-only query.
+	backward := q.BeforeSet
+	cursorID := q.After
+	if backward {
+		cursorID = q.Before
+	}
+	var cursor *position
+	if cursorID != "" {
+		p, err := resolveID(ctx, tx, roomID, cursorID)
+		if err != nil {
+			return nil, err
+		}
+		cursor = &p
+	}
+
 	// Filters other than the room and the full-text search.
 	var where []string
 	var args []any
@@ -140,7 +170,7 @@ func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
 		}
 	}
 	if q.AfterID != "" {
-		p, err := db.resolveID(ctx, roomID, q.AfterID)
+		p, err := resolveID(ctx, tx, roomID, q.AfterID)
 		if err != nil {
 			return nil, err
 		}
@@ -148,7 +178,7 @@ func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
 		args = append(args, p.stamp, p.seq)
 	}
 	if q.BeforeID != "" {
-		p, err := db.resolveID(ctx, roomID, q.BeforeID)
+		p, err := resolveID(ctx, tx, roomID, q.BeforeID)
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +188,7 @@ func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
 	if len(q.IDs) > 0 {
 		seqs := make([]string, 0, len(q.IDs))
 		for _, id := range q.IDs {
-			p, err := db.resolveID(ctx, roomID, id)
+			p, err := resolveID(ctx, tx, roomID, id)
 			if err != nil {
 				return nil, err
 			}
@@ -168,7 +198,7 @@ func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
 		}
 		where = append(where, "m.seq IN ("+strings.Join(seqs, ",")+")")
 	}
-	ft, err := db.fullTextFilter(ctx, roomID, q.FullText)
+	ft, err := db.fullTextFilter(ctx, tx, roomID, q.FullText)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +206,7 @@ func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
 	page := &Page{Count: -1}
 	switch {
 	case len(where) == 0 && ft == nil:
-		err = db.r.QueryRowContext(ctx, `SELECT msg_count FROM rooms WHERE id = ?`, roomID).Scan(&page.Count)
+		err = tx.QueryRowContext(ctx, `SELECT msg_count FROM rooms WHERE id = ?`, roomID).Scan(&page.Count)
 	case len(where) == 0 && ft.count >= 0:
 		page.Count = ft.count
 	}
@@ -194,7 +224,7 @@ func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
 	filter := strings.Join(append([]string{roomCond}, where...), " AND ")
 	args = append([]any{roomID}, args...)
 	if err == nil && page.Count < 0 {
-		err = db.r.QueryRowContext(ctx, `SELECT count(*) FROM messages m WHERE `+filter, args...).Scan(&page.Count)
+		err = tx.QueryRowContext(ctx, `SELECT count(*) FROM messages m WHERE `+filter, args...).Scan(&page.Count)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: count archive of %s: %w", q.Room, err)
@@ -204,31 +234,20 @@ func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
 		return page, nil
 	}
 
-	backward := q.BeforeSet
-	cursor := ""
-	if backward && q.Before != "" {
-		cursor = q.Before
-	} else if !backward && q.After != "" {
-		cursor = q.After
-	}
-	if cursor != "" {
-		p, err := db.resolveID(ctx, roomID, cursor)
-		if err != nil {
-			return nil, err
-		}
+	if cursor != nil {
 		if backward {
 			filter += " AND (m.stamp, m.seq) < (?, ?)"
 		} else {
 			filter += " AND (m.stamp, m.seq) > (?, ?)"
 		}
-		args = append(args, p.stamp, p.seq)
+		args = append(args, cursor.stamp, cursor.seq)
 	}
 	order := "m.stamp, m.seq"
 	if backward {
 		order = "m.stamp DESC, m.seq DESC"
 	}
 	args = append(args, q.Max+1)
-	rows, err := db.r.QueryContext(ctx, `SELECT `+msgColumns+` FROM messages m JOIN rooms r ON r.id = m.room_id
+	rows, err := tx.QueryContext(ctx, `SELECT `+msgColumns+` FROM messages m JOIN rooms r ON r.id = m.room_id
 		WHERE `+filter+` ORDER BY `+order+` LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: query archive of %s: %w", q.Room, err)

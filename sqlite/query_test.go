@@ -212,6 +212,10 @@ func TestMAMItemNotFound(t *testing.T) {
 			t.Errorf("%+v: err = %v, want ErrItemNotFound", q, err)
 		}
 	}
+	// Also when only the count is asked for.
+	if _, err := db.Query(ctx, Query{Room: mamRoom, After: "nope"}); !errors.Is(err, ErrItemNotFound) {
+		t.Errorf("count-only query with unknown after: %v", err)
+	}
 	// An id from another room is unknown here.
 	other, _ := db.Last(ctx, "other@muc")
 	if other == nil || other.StanzaID != "" {
