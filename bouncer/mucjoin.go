@@ -252,11 +252,6 @@ func (b *Bouncer) roomPresenceUpdate(r *Room) {
 	if key == r.lastPres {
 		return
 	}
-	if r.lastPres == "" {
-		// The join presence already carried this state.
-		r.lastPres = key
-		return
-	}
 	r.lastPres = key
 	b.sendUp(p)
 }

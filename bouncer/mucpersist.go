@@ -16,7 +16,6 @@ func (b *Bouncer) joinUpstream(r *Room) {
 		return // joined when upstream comes back
 	}
 	r.State = roomJoining
-	r.lastPres = ""
 	if b.opt.Archive == nil || r.discovered {
 		b.sendJoin(r)
 		return
@@ -42,6 +41,7 @@ func (b *Bouncer) joinUpstream(r *Room) {
 // archive lacks (XEP-0045 §7.2.14).
 func (b *Bouncer) sendJoin(r *Room) {
 	p := b.occupantPresence(r.JID + "/" + r.Nick)
+	r.lastPres = p.With("to", "").String() // what the room now knows of us
 	x := stanza.New(stanza.NSMUC, "x")
 	x.Append(b.joinHistory(r))
 	if r.Password != "" {
