@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -19,12 +18,10 @@ import (
 	"strings"
 	"time"
 
-	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 
 	"xmppbouncer/config"
-	"xmppbouncer/stanza"
 	"xmppbouncer/wire"
 )
 
@@ -285,16 +282,3 @@ func (e *TLSVerifyError) Error() string {
 
 // Unwrap returns the crypto/tls or crypto/x509 error.
 func (e *TLSVerifyError) Unwrap() error { return e.Err }
-
-// nextElement skips whitespace and reads the next whole element.
-func nextElement(r xmlstream.TokenReadCloser) (*stanza.Element, error) {
-	for {
-		tok, err := r.Token()
-		if err != nil {
-			return nil, err
-		}
-		if start, ok := tok.(xml.StartElement); ok {
-			return stanza.ReadElement(r, start, 64)
-		}
-	}
-}

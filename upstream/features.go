@@ -17,6 +17,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"xmppbouncer/stanza"
+	"xmppbouncer/wire"
 )
 
 const (
@@ -41,7 +42,7 @@ func startTLS(cfg *tls.Config) xmpp.StreamFeature {
 				return 0, nil, fmt.Errorf("starttls: %w", err)
 			}
 			r := s.TokenReader()
-			resp, err := nextElement(r)
+			resp, err := wire.NextElement(r)
 			r.Close()
 			if err != nil {
 				return 0, nil, fmt.Errorf("starttls: %w", err)
@@ -218,7 +219,7 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 	r := s.TokenReader()
 	defer r.Close()
 	for {
-		el, err := nextElement(r)
+		el, err := wire.NextElement(r)
 		if err != nil {
 			return fmt.Errorf("SASL: %w", err)
 		}

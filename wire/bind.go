@@ -42,7 +42,7 @@ func ClientBind(resource string, bound *jid.JID) xmpp.StreamFeature {
 			}
 			r := s.TokenReader()
 			defer r.Close()
-			resp, err := nextElement(r)
+			resp, err := NextElement(r)
 			if err != nil {
 				return 0, nil, fmt.Errorf("bind: %w", err)
 			}
@@ -63,8 +63,9 @@ func ClientBind(resource string, bound *jid.JID) xmpp.StreamFeature {
 	}
 }
 
-// nextElement skips whitespace and reads the next whole element.
-func nextElement(r xmlstream.TokenReadCloser) (*stanza.Element, error) {
+// NextElement skips whitespace and reads the next whole element; for
+// negotiation steps, before a Conn exists.
+func NextElement(r xmlstream.TokenReadCloser) (*stanza.Element, error) {
 	for {
 		tok, err := r.Token()
 		if err != nil {
