@@ -73,6 +73,8 @@ type Bouncer struct {
 	clientQueries map[string]func(*stanza.Element)
 	// queryids of the core's own MAM queries upstream (gap fill)
 	internalMAM map[string]func(*stanza.Element)
+	// groupchat stanzas of the current burst, committed in one transaction
+	prearchived map[*stanza.Element]*sqlite.Message
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -117,6 +119,7 @@ func New(opt Options) *Bouncer {
 
 		clientQueries: map[string]func(*stanza.Element){},
 		internalMAM:   map[string]func(*stanza.Element){},
+		prearchived:   map[*stanza.Element]*sqlite.Message{},
 	}
 	return b
 }
@@ -134,6 +137,10 @@ func (b *Bouncer) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case ev := <-b.events:
+			if _, ok := ev.(upStanza); ok {
+				b.handleUpstreamBurst(ev)
+				continue
+			}
 			b.handle(ev)
 		case now := <-sweep.C:
 			b.sweepIQs(now)

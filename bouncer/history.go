@@ -23,6 +23,12 @@ func (b *Bouncer) archive(r *Room, el *stanza.Element) bool {
 	if b.opt.Archive == nil {
 		return true
 	}
+	if m, ok := b.prearchived[el]; ok {
+		delete(b.prearchived, el)
+		if m != nil {
+			return m.Inserted
+		}
+	}
 	m := b.archiveMessage(r, el)
 	ctx, cancel := b.dbCtx()
 	defer cancel()
@@ -32,6 +38,72 @@ func (b *Bouncer) archive(r *Room, el *stanza.Element) bool {
 		return true
 	}
 	return inserted
+}
+
+// burstMax bounds how many queued upstream stanzas share one transaction.
+const burstMax = 256
+
+// handleUpstreamBurst handles an upstream stanza together with the ones
+// queued behind it. Their groupchat messages are committed in one
+// transaction first (group commit), then each stanza is handled in order as
+// usual; archive() then only looks the result up. Under a flood this turns
+// one commit per message into one per burst.
+func (b *Bouncer) handleUpstreamBurst(first event) {
+	burst := []event{first}
+	var next event
+collect:
+	for len(burst) < burstMax {
+		select {
+		case ev := <-b.events:
+			if _, ok := ev.(upStanza); !ok {
+				next = ev
+				break collect
+			}
+			burst = append(burst, ev)
+		default:
+			break collect
+		}
+	}
+	b.prearchive(burst)
+	for _, ev := range burst {
+		b.handle(ev)
+	}
+	clear(b.prearchived)
+	if next != nil {
+		b.handle(next)
+	}
+}
+
+// prearchive commits the burst's room messages in one transaction.
+func (b *Bouncer) prearchive(burst []event) {
+	if b.opt.Archive == nil || len(burst) < 2 {
+		return
+	}
+	var ms []*sqlite.Message
+	for _, ev := range burst {
+		el := ev.(upStanza).el
+		if el.Kind() != "message" || el.Type() != "groupchat" || isSubject(el) {
+			continue
+		}
+		bare, _ := splitJID(el.From())
+		r := b.rooms[bare]
+		if r == nil || (r.State != roomJoined && r.State != roomSyncing) {
+			continue
+		}
+		m := b.archiveMessage(r, el)
+		ms = append(ms, m)
+		b.prearchived[el] = m
+	}
+	if len(ms) == 0 {
+		return
+	}
+	ctx, cancel := b.dbCtx()
+	defer cancel()
+	if _, err := b.opt.Archive.AppendBatch(ctx, ms); err != nil {
+		// Nothing was committed: archive() retries one by one.
+		b.log.Error("archive batch failed; retrying one by one", "messages", len(ms), "err", err)
+		clear(b.prearchived)
+	}
 }
 
 // archiveMessage extracts what the archive indexes from a stanza.

@@ -22,6 +22,7 @@ type Message struct {
 	Body     *string   // nil for non-body stanzas (reactions, retractions, markers, subject-only)
 	XML      string    // the whole stanza as XML
 	Seq      int64     // set by the archive: monotonic row id
+	Inserted bool      // set by Append/AppendBatch: false for a duplicate
 }
 
 // syntheticPrefix starts the archive id of a message the room gave no
@@ -85,6 +86,7 @@ func (db *DB) AppendBatch(ctx context.Context, ms []*Message) (int, error) {
 	defer tx.Rollback()
 	created := make(map[string]int64)
 	seqs := make([]int64, len(ms))
+	newRow := make([]bool, len(ms))
 	inserted := 0
 	for i, m := range ms {
 		roomID, err := db.roomIDTx(ctx, tx, m.Room, created)
@@ -96,6 +98,7 @@ func (db *DB) AppendBatch(ctx context.Context, ms []*Message) (int, error) {
 			return 0, fmt.Errorf("sqlite: append to %s: %w", m.Room, err)
 		}
 		seqs[i] = seq
+		newRow[i] = ins
 		if ins {
 			inserted++
 		}
@@ -106,6 +109,7 @@ func (db *DB) AppendBatch(ctx context.Context, ms []*Message) (int, error) {
 	db.cacheRooms(created)
 	for i, m := range ms {
 		m.Seq = seqs[i]
+		m.Inserted = newRow[i]
 	}
 	return inserted, nil
 }
