@@ -167,7 +167,7 @@ func historyOf(p *stanza.Element) sqlite.HistoryLimit {
 
 // sendHistory replays archived messages to one joining client, each with
 // <delay from=room/> (XEP-0045 §7.2.13).
-func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLimit, _ bool) {
+func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLimit) {
 	if b.opt.Archive == nil {
 		return
 	}

@@ -21,7 +21,8 @@ func (b *Bouncer) clientBound(ev clientBound) {
 }
 
 // clientClosed forgets a session whose stream ended. Disconnecting is not
-// leaving: its room claims end, but the account's occupancy stays.
+// leaving: its room claims end (with the session), but the account's
+// occupancy stays, and a client coming back resyncs by joining.
 func (b *Bouncer) clientClosed(id uint64, err error) {
 	s := b.reg.ByID(id)
 	if s == nil {
@@ -33,7 +34,6 @@ func (b *Bouncer) clientClosed(id uint64, err error) {
 
 func (b *Bouncer) sessionEnded(s *sessions.Session) {
 	wasAvailable := s.Available()
-	rooms := b.reg.RoomsOf(s)
 	b.clientGone(s)
 	b.reg.Remove(s)
 	for id, p := range b.pendingIn {
@@ -42,9 +42,6 @@ func (b *Bouncer) sessionEnded(s *sessions.Session) {
 			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", b.upFull, "to", p.from)
 			b.sendUp(upstreamError(req, stanza.ErrCancel, "service-unavailable"))
 		}
-	}
-	for _, room := range rooms {
-		b.claimEnded(room)
 	}
 	if wasAvailable {
 		b.updateAggregate()

@@ -82,19 +82,18 @@ func (b *Bouncer) selfUnavailable(r *Room, el *stanza.Element, codes map[string]
 		}
 	}
 	b.reg.ClearRoom(r.JID)
-	kicked := endsOccupancy(el, codes)
 	b.log.Info("removed from room", "room", r.JID, "codes", keys(codes))
 	r.reset()
 	r.pending = nil
-	if kicked && (codes["332"] || codes["333"]) && r.Kept && b.online {
+	switch {
+	case (codes["332"] || codes["333"]) && r.Kept && b.online:
+		// Shutdown or error: the room may come back; kept rooms rejoin.
 		b.scheduleRejoin(r)
-		return
-	}
-	if !r.Kept || kicked {
-		r.Kept = r.Kept && !codes["307"] && !codes["301"]
-		if !r.Kept {
-			delete(b.rooms, r.JID)
-		}
+	case r.Kept && !codes["307"] && !codes["301"] && mucUser(el).Child(stanza.NSMUCUser, "destroy") == nil:
+		// Still wanted (e.g. an affiliation change): rejoined with the next
+		// upstream session. Kicks and bans are never retried.
+	default:
+		delete(b.rooms, r.JID)
 	}
 }
 
@@ -213,7 +212,7 @@ func (b *Bouncer) finishSync(r *Room) {
 	}
 	for _, jr := range r.syncing {
 		if s := b.reg.ByID(jr.session); s != nil && b.reg.ClaimOf(r.JID, s) != nil {
-			b.sendHistory(r, s, historyOf(jr.presence), false)
+			b.sendHistory(r, s, historyOf(jr.presence))
 			b.sendTo(s, r.Subject.With("to", s.JID.String()))
 		}
 	}

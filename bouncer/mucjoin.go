@@ -79,7 +79,7 @@ func (b *Bouncer) emulateJoin(r *Room, s *sessions.Session, nick string, el *sta
 		r.syncing = append(r.syncing, joinRequest{session: s.ID, nick: nick, presence: el})
 		return
 	}
-	b.sendHistory(r, s, historyOf(el), true)
+	b.sendHistory(r, s, historyOf(el))
 	subj := r.Subject
 	if subj == nil {
 		// Gajim and slixmpp wait for the subject: send an empty one.
@@ -213,10 +213,6 @@ func (b *Bouncer) maybeLeaveUpstream(r *Room) {
 		delete(b.rooms, r.JID)
 	}
 }
-
-// claimEnded runs when a claimant disconnected. Disconnecting is not
-// leaving: the occupancy stays (a client coming back resyncs by joining).
-func (b *Bouncer) claimEnded(room string) {}
 
 // changeNick asks the room once for a new nick (XEP-0045 §7.6); the 303
 // pair then reaches every claimant, a 409 only the requester.
