@@ -127,7 +127,7 @@ func (b *Bouncer) roomPresenceError(r *Room, nick string, el *stanza.Element) {
 func (b *Bouncer) joinSucceeded(r *Room, self *stanza.Element, codes map[string]bool) {
 	r.State = roomSyncing
 	r.rejoinWait = 0
-	b.log.Info("joined room", "room", r.JID, "nick", r.Nick, "occupants", len(r.Occupants))
+	b.log.Info("joined room", "room", r.JID, "nick", r.Nick, "others", len(r.Occupants))
 	// Claimants from before an upstream outage get only what changed.
 	for _, s := range b.reg.Claimants(r.JID) {
 		b.sendOccupantDiff(r, s)

@@ -245,7 +245,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	checks := []struct {
-		key      string
+		key       string
 		got, want any
 	}{
 		{"upstream.tls", c.Upstream.TLS, "starttls"},
@@ -264,7 +264,7 @@ func TestDefaults(t *testing.T) {
 		{"history.catchup_start", c.History.CatchupStart.Duration, 24 * time.Hour},
 		{"limits.max_stanza_bytes", c.Limits.MaxStanzaBytes, int64(256 << 10)},
 		{"limits.max_depth", c.Limits.MaxDepth, 64},
-		{"limits.idle_timeout", c.Limits.IdleTimeout.Duration, 5 * time.Minute},
+		{"limits.idle_timeout", c.Limits.IdleTimeout.Duration, 15 * time.Minute},
 		{"limits.keepalive", c.Limits.KeepAlive.Duration, 60 * time.Second},
 		{"limits.max_connections", c.Limits.MaxConnections, 64},
 		{"limits.queue_len", c.Limits.QueueLen, 1024},
