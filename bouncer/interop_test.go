@@ -63,6 +63,13 @@ func TestInteropGoXMPP(t *testing.T) {
 			}
 		}
 	}
+	// Chat to the bare JID goes to available resources: wait for go-xmpp's
+	// initial presence to reach the core.
+	e.waitFor("go-xmpp available", func() bool {
+		var ok bool
+		e.b.Do(func() { s := e.b.reg.ByResource("goxmpp"); ok = s != nil && s.Available() })
+		return ok
+	})
 	bob.Send(t, `<message to="alice@localhost" type="chat" id="gx-1"><body>hi go-xmpp</body></message>`)
 	wait("bob's chat", func(st any) bool { m, ok := st.(goxmpp.Chat); return ok && m.Text == "hi go-xmpp" })
 	if _, err := c.Send(goxmpp.Chat{Remote: "bob@localhost", Type: "chat", Text: "hi bob from go-xmpp"}); err != nil {
