@@ -260,7 +260,7 @@ cat <<EOF
 
   Set host and port by hand (Gajim: Account > Advanced > "Use custom
   hostname/port"; Profanity:
-    /connect alice@localhost server 127.0.0.1 port $bouncer_port tls force
+    /connect alice@localhost server 127.0.0.1 port $bouncer_port tls trust
   ) and accept the self-signed certificate when asked. Its SHA-256
   fingerprint is
     $fingerprint
