@@ -89,7 +89,9 @@ func (b *Bouncer) roomsOffline() {
 		case roomJoined, roomSyncing:
 			r.prev = r.Occupants
 		}
-		pending := r.pending
+		// Joiners whose round did not finish get the whole sequence again
+		// on rejoin (the XEP-0045 resync rule makes the repeat harmless).
+		pending := append(r.pending, r.syncing...)
 		r.reset()
 		r.pending = pending
 	}
