@@ -164,6 +164,13 @@ func TestProxy(t *testing.T) {
 		a.Expect(t, "message after another client's garbage", hasBody("still here"))
 	})
 
+	t.Run("UpstreamResourceReserved", func(t *testing.T) {
+		c := e.client("bouncer")
+		if c.JID().Resourcepart() == "bouncer" {
+			t.Fatal("a local client got the upstream session's resource")
+		}
+	})
+
 	t.Run("ResourceConflict", func(t *testing.T) {
 		old := e.client("twin")
 		e.client("twin")

@@ -22,8 +22,12 @@ import (
 type Config struct {
 	Domain   string // the upstream account's domain: the one domain we serve
 	Username string // the upstream account's localpart: the only login accepted
-	Creds    *Credentials
-	TLS      *tls.Config // server certificate(s)
+	// ReservedResource is the bouncer's own upstream resource: a client
+	// asking for it gets a generated one, so its address never collides
+	// with the upstream session's.
+	ReservedResource string
+	Creds            *Credentials
+	TLS              *tls.Config // server certificate(s)
 
 	// Listening addresses; "" disables. Address offers STARTTLS (RFC 6120
 	// §5), DirectTLSAddress is XEP-0368 direct TLS.
@@ -79,9 +83,10 @@ func ConfigFrom(c *config.Config, dataDir string, log *slog.Logger) (Config, err
 	log.Info("listener: TLS certificate", "sha256", fp, "subject", cert.Leaf.Subject.CommonName)
 	l := c.Limits
 	return Config{
-		Domain:   account.Domainpart(),
-		Username: account.Localpart(),
-		Creds:    creds,
+		Domain:           account.Domainpart(),
+		Username:         account.Localpart(),
+		ReservedResource: c.Upstream.Resource,
+		Creds:            creds,
 		TLS: &tls.Config{
 			Certificates: []tls.Certificate{cert},
 			MinVersion:   tls.VersionTLS12,

@@ -314,7 +314,7 @@ func (n *negotiation) bind(s *xmpp.Session, in *stream.Info, iq *stanza.Element)
 	}
 	res := iq.Child(stanza.NSBind, "bind").ChildText(stanza.NSBind, "resource")
 	full, err := jid.New(n.srv.username, n.srv.domain.Domainpart(), res)
-	if res == "" || err != nil || full.Resourcepart() == "" {
+	if res == "" || err != nil || full.Resourcepart() == "" || full.Resourcepart() == n.srv.cfg.ReservedResource {
 		// RFC 6120 §7.6: the server generates a resource when the client
 		// gives none; an unusable one is replaced the same way.
 		full, err = jid.New(n.srv.username, n.srv.domain.Domainpart(), randomResource())
