@@ -170,66 +170,47 @@ func TestRoomMAM(t *testing.T) {
 			res = append(res, el)
 		}
 	}
-	seen := map[string]int{}
-	after := ""
-	for page := 0; ; page++ {
-		set := `<set xmlns="http://jabber.org/protocol/rsm"><max>50</max>`
-		if after != "" {
-			set += `<after>` + after + `</after>`
+	// pageAll pages through the whole archive, forward (RSM after=last) or
+	// backward (before=first, starting with an empty <before/>), and checks
+	// that every message comes exactly once and the count is right.
+	pageAll := func(dir, cursorTag, nextFrom string) {
+		seen := map[string]int{}
+		cursor := ""
+		for page := 0; ; page++ {
+			set := `<set xmlns="http://jabber.org/protocol/rsm"><max>50</max>`
+			if cursor != "" || cursorTag == "before" {
+				set += `<` + cursorTag + `>` + cursor + `</` + cursorTag + `>`
+			}
+			res, fin := query(fmt.Sprintf("%s%d", dir, page), set+`</set>`)
+			if page == 0 && cursorTag == "before" && (len(res) != 50 || !strings.Contains(res[49].String(), fmt.Sprintf("msg %d ", n-1))) {
+				t.Fatalf("last page wrong: %d results", len(res))
+			}
+			f := fin.Child(stanza.NSMAM, "fin")
+			if cnt := f.Child(stanza.NSRSM, "set").ChildText(stanza.NSRSM, "count"); cnt != fmt.Sprint(n) {
+				t.Fatalf("%s: count %s", dir, cnt)
+			}
+			for _, r := range res {
+				seen[r.Child(stanza.NSMAM, "result").Child(stanza.NSForward, "forwarded").Child(stanza.NSClient, "message").ChildText(stanza.NSClient, "body")]++
+			}
+			if f.Get("complete") == "true" {
+				break
+			}
+			cursor = f.Child(stanza.NSRSM, "set").ChildText(stanza.NSRSM, nextFrom)
+			if page > 20 {
+				t.Fatalf("%s paging never completed", dir)
+			}
 		}
-		res, fin := query(fmt.Sprintf("fw%d", page), set+`</set>`)
-		for _, r := range res {
-			body := r.Child(stanza.NSMAM, "result").Child(stanza.NSForward, "forwarded").Child(stanza.NSClient, "message").ChildText(stanza.NSClient, "body")
-			seen[body]++
+		if len(seen) != n {
+			t.Fatalf("%s paging saw %d distinct messages, want %d", dir, len(seen), n)
 		}
-		f := fin.Child(stanza.NSMAM, "fin")
-		if f.Get("complete") == "true" {
-			break
-		}
-		after = f.Child(stanza.NSRSM, "set").ChildText(stanza.NSRSM, "last")
-		if page > 20 {
-			t.Fatal("forward paging never completed")
-		}
-	}
-	if len(seen) != n {
-		t.Fatalf("forward paging saw %d distinct messages, want %d", len(seen), n)
-	}
-	for b, c := range seen {
-		if c != 1 {
-			t.Fatalf("%q seen %d times", b, c)
-		}
-	}
-	// Backward from the end with an empty <before/>, then before=first.
-	back := map[string]int{}
-	before := ""
-	for page := 0; ; page++ {
-		res, fin := query(fmt.Sprintf("bw%d", page), `<set xmlns="http://jabber.org/protocol/rsm"><max>50</max><before>`+before+`</before></set>`)
-		if page == 0 && (len(res) != 50 || !strings.Contains(res[49].String(), fmt.Sprintf("msg %d ", n-1))) {
-			t.Fatalf("last page wrong: %d results", len(res))
-		}
-		f := fin.Child(stanza.NSMAM, "fin")
-		if cnt := f.Child(stanza.NSRSM, "set").ChildText(stanza.NSRSM, "count"); cnt != fmt.Sprint(n) {
-			t.Fatalf("count %s", cnt)
-		}
-		for _, r := range res {
-			back[r.Child(stanza.NSMAM, "result").Child(stanza.NSForward, "forwarded").Child(stanza.NSClient, "message").ChildText(stanza.NSClient, "body")]++
-		}
-		if f.Get("complete") == "true" {
-			break
-		}
-		before = f.Child(stanza.NSRSM, "set").ChildText(stanza.NSRSM, "first")
-		if page > 20 {
-			t.Fatal("backward paging never completed")
+		for body, c := range seen {
+			if c != 1 {
+				t.Fatalf("%s: %q seen %d times", dir, body, c)
+			}
 		}
 	}
-	if len(back) != n {
-		t.Fatalf("backward paging saw %d distinct messages, want %d", len(back), n)
-	}
-	for body, c := range back {
-		if c != 1 {
-			t.Fatalf("backward: %q seen %d times", body, c)
-		}
-	}
+	pageAll("forward", "after", "last")
+	pageAll("backward", "before", "first")
 	var res []*stanza.Element
 	var fin *stanza.Element
 	// Full text.
