@@ -64,9 +64,7 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 // BenchmarkForward: an upstream chat message (1 KiB) parsed, routed and
 // written to 5 local sessions.
 func BenchmarkForward(b *testing.B) {
-	bn := New(Options{Account: jid.MustParse("alice@example.org"), Logger: testLogger()})
-	bn.online = true
-	bn.upFull = "alice@example.org/bouncer"
+	bn := benchBouncer(nil)
 	var wg sync.WaitGroup
 	var conns []*pipeConn
 	for i := 0; i < 5; i++ {
@@ -117,10 +115,7 @@ func BenchmarkForward(b *testing.B) {
 // the join presence to the subject written out (occupants, self-presence,
 // 20 archived messages, subject). It also reports the heap held per room.
 func BenchmarkEmulatedJoin500(b *testing.B) {
-	db := benchArchive(b)
-	bn := New(Options{Account: jid.MustParse("alice@example.org"), Logger: testLogger(), Archive: db})
-	bn.online = true
-	bn.upFull = "alice@example.org/bouncer"
+	bn := benchBouncer(benchArchive(b))
 	room := "big@conference.example.org"
 	for i := 0; i < 50; i++ {
 		el := stanza.MustParse(fmt.Sprintf(`<message from="%s/u%d" type="groupchat" id="h%d"><body>history line %d</body><stanza-id xmlns="urn:xmpp:sid:0" by="%s" id="sid-%d"/></message>`, room, i, i, i, room, i))
@@ -160,6 +155,15 @@ func BenchmarkEmulatedJoin500(b *testing.B) {
 	<-pc.done
 }
 
+// benchBouncer is a core that believes it is online upstream, with nothing
+// behind its upstream: the benchmarks drive its handlers directly.
+func benchBouncer(db *sqlite.DB) *Bouncer {
+	bn := New(Options{Account: jid.MustParse("alice@example.org"), Logger: testLogger(), Archive: db})
+	bn.online = true
+	bn.upFull = "alice@example.org/bouncer"
+	return bn
+}
+
 func benchArchive(b *testing.B) *sqlite.DB {
 	db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"))
 	if err != nil {
@@ -173,10 +177,7 @@ func benchArchive(b *testing.B) *sqlite.DB {
 // room, each committed to the archive (WAL) before it is forked to two
 // claimants. Reports durable messages per second through the whole loop.
 func BenchmarkGroupchatArchived(b *testing.B) {
-	db := benchArchive(b)
-	bn := New(Options{Account: jid.MustParse("alice@example.org"), Logger: testLogger(), Archive: db})
-	bn.online = true
-	bn.upFull = "alice@example.org/bouncer"
+	bn := benchBouncer(benchArchive(b))
 	room := "flood@conference.example.org"
 	r := newRoom(room)
 	r.Nick, r.State = "alice", roomJoined

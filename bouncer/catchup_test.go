@@ -23,9 +23,7 @@ func TestGapFillAfterCut(t *testing.T) {
 		c.Upstream.PingInterval.Duration = time.Second
 		c.Upstream.PingTimeout.Duration = time.Second
 	})
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
-	join(t, bob, room, "bob", "")
+	bob := e.bobInRoom(room)
 	a := e.availableClient("a")
 	join(t, a, room, "alice", `<history maxchars="0"/>`)
 	bob.Send(t, `<message to="`+room+`" type="groupchat" id="before"><body>before the cut</body></message>`)

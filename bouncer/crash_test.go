@@ -52,8 +52,7 @@ autojoin = true
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bob := testclientUser(t, srv, "bob")
-	join(t, bob, room, "bob", "")
+	bob := (&env{t: t, srv: srv}).bobInRoom(room)
 
 	start := func() (*exec.Cmd, *logWatch) {
 		cmd := exec.Command(bin, "-config", cfgPath)
@@ -123,13 +122,6 @@ autojoin = true
 	if len(ours) != len(roomIDs) {
 		t.Fatalf("archive has %d messages, room MAM %d", len(ours), len(roomIDs))
 	}
-}
-
-func testclientUser(t *testing.T, srv *testserver.Server, name string) *testclientT {
-	e := &env{t: t, srv: srv}
-	c := e.user(name, "desk")
-	c.Send(t, `<presence/>`)
-	return c
 }
 
 // roomArchiveIDs pages through the room's own MAM archive as bob.

@@ -265,3 +265,20 @@ func (p *cutProxy) setCut(cut bool) {
 }
 
 type testclientT = testclient.Client
+
+// availableUser logs a user in directly to Prosody and sends initial presence.
+func (e *env) availableUser(name, resource string) *testclient.Client {
+	e.t.Helper()
+	c := e.user(name, resource)
+	c.Send(e.t, `<presence/>`)
+	return c
+}
+
+// bobInRoom makes bob (directly on Prosody) create and join room, so he is
+// its owner and sees everything alice does there.
+func (e *env) bobInRoom(room string) *testclient.Client {
+	e.t.Helper()
+	bob := e.availableUser("bob", "desk")
+	join(e.t, bob, room, "bob", "")
+	return bob
+}

@@ -17,9 +17,7 @@ import (
 func TestInteropGoXMPP(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	room := "interop@" + e.srv.MUC
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
-	join(t, bob, room, "bob", "")
+	bob := e.bobInRoom(room)
 	a := e.availableClient("first")
 	join(t, a, room, "alice", `<history maxchars="0"/>`)
 	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
@@ -132,9 +130,7 @@ func TestInteropSlixmppJoinWait(t *testing.T) {
 	}
 	e := newEnv(t, nil, nil)
 	room := "slix@" + e.srv.MUC
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
-	join(t, bob, room, "bob", "")
+	bob := e.bobInRoom(room)
 	a := e.availableClient("first")
 	join(t, a, room, "alice", "")
 	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))

@@ -57,9 +57,7 @@ func bodies(seq []*stanza.Element) []string {
 func TestMUC(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	room := "lounge@" + e.srv.MUC
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
-	join(t, bob, room, "bob", "")
+	bob := e.bobInRoom(room)
 	for i := 1; i <= 5; i++ {
 		bob.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="pre-%d"><body>early %d</body></message>`, room, i, i))
 		bob.Expect(t, "own echo", hasBody(fmt.Sprintf("early %d", i)))
@@ -197,9 +195,7 @@ func TestHistoryAcrossRestart(t *testing.T) {
 	e := newEnv(t, nil, func(c *configT) {
 		c.Rooms = append(c.Rooms, roomT{JID: room, Nick: "alice", Autojoin: true})
 	})
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
-	join(t, bob, room, "bob", "")
+	bob := e.bobInRoom(room)
 	e.waitFor("alice in the room", func() bool {
 		var ok bool
 		e.b.Do(func() { r := e.b.rooms[room]; ok = r != nil && r.State == roomJoined })

@@ -15,9 +15,7 @@ import (
 func TestMUCPresencePMReconnect(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	room := "rules@" + e.srv.MUC
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
-	join(t, bob, room, "bob", "")
+	bob := e.bobInRoom(room)
 	a := e.availableClient("a")
 	b := e.availableClient("b")
 	b.IQ(t, `<iq type="set"><enable xmlns="urn:xmpp:carbons:2"/></iq>`)
@@ -87,9 +85,7 @@ func TestMUCPresencePMReconnect(t *testing.T) {
 func TestMUCBookmarks(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	room := "marked@" + e.srv.MUC
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
-	join(t, bob, room, "bob", "")
+	bob := e.bobInRoom(room)
 	a := e.availableClient("a")
 	a.IQ(t, `<iq type="set"><pubsub xmlns="http://jabber.org/protocol/pubsub"><publish node="urn:xmpp:bookmarks:1"><item id="`+room+`"><conference xmlns="urn:xmpp:bookmarks:1" autojoin="true" name="Marked"><nick>alice</nick></conference></item></publish><publish-options><x xmlns="jabber:x:data" type="submit"><field var="FORM_TYPE" type="hidden"><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var="pubsub#persist_items"><value>true</value></field><field var="pubsub#access_model"><value>whitelist</value></field></x></publish-options></pubsub></iq>`)
 	bob.Expect(t, "alice joins through the bookmark", presenceFrom(room+"/alice"))
@@ -111,9 +107,7 @@ func TestMUCBookmarks(t *testing.T) {
 func TestMUCDestroy(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	room := "doomed@" + e.srv.MUC
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
-	join(t, bob, room, "bob", "")
+	bob := e.bobInRoom(room)
 	a := e.availableClient("a")
 	b := e.availableClient("b")
 	join(t, a, room, "alice", "")
@@ -140,9 +134,7 @@ func TestMUCDestroy(t *testing.T) {
 func TestRoomMAM(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	room := "mam@" + e.srv.MUC
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
-	join(t, bob, room, "bob", "")
+	bob := e.bobInRoom(room)
 	a := e.availableClient("a")
 	join(t, a, room, "alice", `<history maxchars="0"/>`)
 	const n = 500

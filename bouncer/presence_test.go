@@ -12,8 +12,7 @@ import (
 func TestContactPresenceCache(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	a := e.availableClient("a")
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
+	bob := e.availableUser("bob", "desk")
 	a.Send(t, `<presence to="bob@localhost" type="subscribe"/>`)
 	bob.Expect(t, "subscription request", func(el *stanza.Element) bool { return el.Type() == "subscribe" })
 	bob.Send(t, `<presence to="alice@localhost" type="subscribed"/>`)

@@ -14,8 +14,7 @@ import (
 // its own resources so they do not see each other's traffic.
 func TestProxy(t *testing.T) {
 	e := newEnv(t, nil, nil)
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
+	bob := e.availableUser("bob", "desk")
 
 	t.Run("LoginBadPassword", func(t *testing.T) {
 		o := e.clientOpts("bad")
@@ -198,8 +197,7 @@ func TestUpstreamRestart(t *testing.T) {
 	}
 	a.Send(t, `<message to="bob@localhost" type="chat" id="queued-1"><body>sent while down</body></message>`)
 	e.srv.Start(t)
-	bob := e.user("bob", "desk")
-	bob.Send(t, `<presence/>`)
+	bob := e.availableUser("bob", "desk")
 	got := bob.Expect(t, "queued message", hasBody("sent while down"))
 	if got.ID() != "queued-1" {
 		t.Fatalf("queued message lost its id: %s", got)
