@@ -43,6 +43,8 @@ func newPipeConn(wg *sync.WaitGroup) *pipeConn {
 }
 
 func (p *pipeConn) Send(el *stanza.Element) bool { p.q <- el; return true }
+func (p *pipeConn) Sent() uint64                 { return 0 }
+func (p *pipeConn) Delivered() uint64            { return 0 }
 func (p *pipeConn) Close(*stanza.StreamError)    {}
 
 // repeatReader yields the same stanza forever, like a busy upstream stream.

@@ -17,6 +17,8 @@ type recorder struct {
 
 func (r *recorder) Send(el *stanza.Element) bool { r.got = append(r.got, el); return true }
 func (r *recorder) Close(se *stanza.StreamError) { r.closed = se }
+func (r *recorder) Sent() uint64                 { return uint64(len(r.got)) }
+func (r *recorder) Delivered() uint64            { return uint64(len(r.got)) }
 
 type upRecorder struct{ got []*stanza.Element }
 

@@ -58,6 +58,13 @@ type Client struct {
 // client is gone.
 func (c *Client) Send(el *stanza.Element) bool { return c.conn.Send(el) }
 
+// Sent is how many stanzas the client's queue has accepted.
+func (c *Client) Sent() uint64 { return c.conn.Sent() }
+
+// Delivered is how many of them, in order, are known to have reached the
+// client: written to its socket.
+func (c *Client) Delivered() uint64 { return c.conn.Delivered() }
+
 // Close ends the client's stream, with se if it is not nil.
 func (c *Client) Close(se *stanza.StreamError) { c.conn.Close(se) }
 

@@ -15,6 +15,12 @@ import (
 type Conn interface {
 	Send(el *stanza.Element) bool
 	Close(se *stanza.StreamError)
+	// Sent counts the stanzas Send accepted; Delivered counts how many of
+	// them, in the same order, are known to have reached the client. The
+	// bouncer moves per-client room cursors by comparing the two, so a
+	// client cut off with stanzas still queued can get them back.
+	Sent() uint64
+	Delivered() uint64
 }
 
 // Session is one local client, bound to one resource of the account.

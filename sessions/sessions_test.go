@@ -12,6 +12,8 @@ type nopConn struct{}
 
 func (nopConn) Send(*stanza.Element) bool { return true }
 func (nopConn) Close(*stanza.StreamError) {}
+func (nopConn) Sent() uint64              { return 0 }
+func (nopConn) Delivered() uint64         { return 0 }
 
 func session(id uint64, res string) *Session {
 	return &Session{ID: id, JID: jid.MustParse("alice@example.org/" + res), Conn: nopConn{}}

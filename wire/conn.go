@@ -16,6 +16,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp"
@@ -42,6 +43,8 @@ type Conn struct {
 	opts  Options
 
 	out       chan *stanza.Element
+	sent      atomic.Uint64 // stanzas accepted by Send
+	written   atomic.Uint64 // stanzas flushed to the transport, in order
 	closeOnce sync.Once
 	closing   chan *stanza.StreamError
 	done      chan struct{}
@@ -80,11 +83,20 @@ func (c *Conn) Send(el *stanza.Element) bool {
 	}
 	select {
 	case c.out <- el:
+		c.sent.Add(1)
 		return true
 	default:
 		return false
 	}
 }
+
+// Sent is how many stanzas Send has accepted so far.
+func (c *Conn) Sent() uint64 { return c.sent.Load() }
+
+// Delivered is how many of the stanzas Send accepted, counted in order,
+// have been flushed to the transport. The rest were still queued when the
+// connection ended, or are queued now.
+func (c *Conn) Delivered() uint64 { return c.written.Load() }
 
 // Close ends the stream: queued stanzas are flushed, then the stream error
 // (if any) and </stream:stream> are written and the transport is closed.
@@ -133,11 +145,13 @@ func (c *Conn) writer() {
 	}
 	finish := func(se *stanza.StreamError) {
 		// Flush what was queued before the close.
+		n := uint64(0)
 		for drained := false; !drained; {
 			select {
 			case el := <-c.out:
 				buf = el.AppendXML(buf[:0], stanza.NSClient)
 				write(buf)
+				n++
 			default:
 				drained = true
 			}
@@ -147,6 +161,9 @@ func (c *Conn) writer() {
 		}
 		write([]byte("</stream:stream>"))
 		flush()
+		if err == nil {
+			c.written.Add(n)
+		}
 		if tc, ok := conn.(interface{ CloseWrite() error }); ok {
 			_ = tc.CloseWrite()
 		}
@@ -168,17 +185,22 @@ func (c *Conn) writer() {
 		case el := <-c.out:
 			buf = el.AppendXML(buf[:0], stanza.NSClient)
 			write(buf)
+			n := uint64(1)
 			// Batch whatever else is queued into one flush.
 			for more := true; more && err == nil; {
 				select {
 				case el = <-c.out:
 					buf = el.AppendXML(buf[:0], stanza.NSClient)
 					write(buf)
+					n++
 				default:
 					more = false
 				}
 			}
 			flush()
+			if err == nil {
+				c.written.Add(n)
+			}
 			if err != nil {
 				c.err = err
 				c.Close(nil)
