@@ -38,6 +38,9 @@ type Session struct {
 	Carbons         bool // XEP-0280 enabled by this client
 	RosterRequested bool // RFC 6121 §2.1.6: pushes go only to interested resources
 	Inactive        bool // XEP-0352
+	// Hibernated is set while an XEP-0198 session waits for a resume: it
+	// stays bound and keeps its claims, but nothing reaches the client.
+	Hibernated bool
 }
 
 // Available reports whether the client has sent initial presence.
