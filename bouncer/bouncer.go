@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -55,8 +56,9 @@ type Bouncer struct {
 
 	// Upstream session state.
 	online bool
-	upFull string // bound full JID upstream, "" when offline
-	outbox []*stanza.Element
+	upFull string   // bound full JID upstream, "" when offline
+	outbox []queued // messages for upstream while it is down, not for rooms
+	queued int      // messages waiting in outbox and every room's outbox
 
 	reg *sessions.Registry
 
@@ -75,6 +77,11 @@ type Bouncer struct {
 	internalMAM map[string]func(*stanza.Element)
 	// groupchat stanzas of the current burst, committed in one transaction
 	prearchived map[*stanza.Element]*sqlite.Message
+
+	dlv       *delivery      // per-client output, cursors, offline feed
+	bg        sync.WaitGroup // work running beside the loop
+	stopped   chan struct{}  // closed when Run returns
+	lastPrune time.Time
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -120,6 +127,8 @@ func New(opt Options) *Bouncer {
 		clientQueries: map[string]func(*stanza.Element){},
 		internalMAM:   map[string]func(*stanza.Element){},
 		prearchived:   map[*stanza.Element]*sqlite.Message{},
+		dlv:           newDelivery(),
+		stopped:       make(chan struct{}),
 	}
 	return b
 }
@@ -135,6 +144,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			b.shutdown()
 			return
 		case ev := <-b.events:
 			if _, ok := ev.(upStanza); ok {
@@ -144,6 +154,11 @@ func (b *Bouncer) Run(ctx context.Context) {
 			b.handle(ev)
 		case now := <-sweep.C:
 			b.sweepIQs(now)
+			b.sweepDelivery()
+			if now.Sub(b.lastPrune) > time.Hour {
+				b.lastPrune = now
+				b.pruneOffline()
+			}
 		}
 	}
 }
@@ -192,13 +207,10 @@ func (b *Bouncer) sendUp(el *stanza.Element) bool {
 	return b.up.Send(el)
 }
 
-// sendTo queues el for a local session. A client whose queue is full is
-// disconnected rather than allowed to block everyone.
+// sendTo sends el to a local session (see delivery.go). A client whose
+// queue is full is disconnected rather than allowed to block everyone.
 func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) {
-	if !s.Conn.Send(el) {
-		b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String())
-		s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
-	}
+	b.send(s, outItem{el: el})
 }
 
 // localJID returns the full JID local clients use for resource res.

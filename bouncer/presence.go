@@ -60,7 +60,7 @@ func (b *Bouncer) clientPresence(s *sessions.Session, el *stanza.Element) {
 		tb, _ := splitJID(t.to)
 		delete(b.presence.subs, tb)
 	}
-	b.forwardUp(s, el.With("from", "", "to", t.to))
+	b.forwardUp(s, t, el.With("from", "", "to", t.to))
 }
 
 // broadcastPresence handles a client's presence without "to" (RFC 6121
@@ -82,6 +82,8 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 			for _, p := range b.presence.subs {
 				b.sendTo(s, p.With("to", s.JID.String()))
 			}
+			// XEP-0160 §3: offline messages follow initial presence.
+			b.feedOffline(s)
 		}
 		b.learnCaps(s, el)
 	case "unavailable":
