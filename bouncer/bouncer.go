@@ -82,6 +82,9 @@ type Bouncer struct {
 	bg        sync.WaitGroup // work running beside the loop
 	stopped   chan struct{}  // closed when Run returns
 	lastPrune time.Time
+
+	inBurst      bool        // handling a burst of upstream stanzas
+	offlineBatch []offlineIn // offline messages of the burst, not yet committed
 }
 
 // New creates a bouncer. Call SetUpstream before Run.

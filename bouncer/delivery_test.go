@@ -352,7 +352,7 @@ type pauseProxy struct {
 	cond   *sync.Cond
 }
 
-func newPauseProxy(t *testing.T, target string) *pauseProxy {
+func newPauseProxy(t testing.TB, target string) *pauseProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

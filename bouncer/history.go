@@ -72,9 +72,12 @@ collect:
 		}
 	}
 	b.prearchive(burst)
+	b.inBurst = true
 	for _, ev := range burst {
 		b.handle(ev)
 	}
+	b.inBurst = false
+	b.commitOffline()
 	clear(b.prearchived)
 	if next != nil {
 		b.handle(next)

@@ -2,7 +2,6 @@ package bouncer
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"xmppbouncer/sessions"
@@ -20,10 +19,9 @@ import (
 // ever gets one twice. Rows are deleted only once the connection delivered
 // them; a client that drops mid-way leaves the rest for the next one.
 
-// storeOffline keeps el for the next client and reports whether it did.
-// A full store refuses the message with an error to its sender (XEP-0160
-// §4: a server may bounce what it cannot store), so nothing is lost
-// silently.
+// storeOffline keeps el for the next client and reports whether it took
+// it. Within a burst of upstream stanzas the writes are committed together
+// (group commit) before any other event is handled; otherwise at once.
 func (b *Bouncer) storeOffline(el *stanza.Element) bool {
 	if b.opt.Archive == nil {
 		return false
@@ -34,21 +32,50 @@ func (b *Bouncer) storeOffline(el *stanza.Element) bool {
 		stored = stored.DeepCopy()
 		stored.Append(stanza.New(stanza.NSDelay, "delay", "from", b.domain, "stamp", stamp.Format(stampFormat)))
 	}
+	b.offlineBatch = append(b.offlineBatch, offlineIn{el: el, row: sqlite.Offline{Stamp: stamp, XML: stored.String()}})
+	if !b.inBurst {
+		b.commitOffline()
+	}
+	return true
+}
+
+// offlineIn is a message on its way into the offline store.
+type offlineIn struct {
+	el  *stanza.Element
+	row sqlite.Offline
+}
+
+// commitOffline commits the offline messages taken so far. What the store
+// cannot take (it is full, or the disk fails) is refused with an error to
+// its sender (XEP-0160: a server may bounce what it cannot store), so
+// nothing is lost silently.
+func (b *Bouncer) commitOffline() {
+	batch := b.offlineBatch
+	b.offlineBatch = nil
+	if len(batch) == 0 {
+		return
+	}
+	rows := make([]sqlite.Offline, len(batch))
+	for i := range batch {
+		rows[i] = batch[i].row
+	}
 	ctx, cancel := b.dbCtx()
 	defer cancel()
-	_, err := b.opt.Archive.StoreOffline(ctx, stamp, stored.String(), b.opt.Config.Offline.MaxMessages)
+	n, err := b.opt.Archive.StoreOffline(ctx, rows, b.opt.Config.Offline.MaxMessages)
+	cond := "resource-constraint"
 	switch {
-	case errors.Is(err, sqlite.ErrOfflineFull):
-		b.log.Warn("offline store full: message refused with an error to its sender", "from", el.From(), "max", b.opt.Config.Offline.MaxMessages)
-		b.sendUp(upstreamError(el, stanza.ErrWait, "resource-constraint"))
-		return true
 	case err != nil:
-		b.log.Error("offline store failed: message refused with an error to its sender", "from", el.From(), "err", err)
-		b.sendUp(upstreamError(el, stanza.ErrWait, "internal-server-error"))
-		return true
+		n, cond = 0, "internal-server-error"
+		b.log.Error("offline store failed: messages refused with an error to their senders", "count", len(batch), "err", err)
+	case n < len(batch):
+		b.log.Warn("offline store full: messages refused with an error to their senders", "count", len(batch)-n, "max", b.opt.Config.Offline.MaxMessages)
 	}
-	b.log.Debug("stored offline", "from", el.From())
-	return true
+	for _, in := range batch[n:] {
+		b.sendUp(upstreamError(in.el, stanza.ErrWait, cond))
+	}
+	if n > 0 {
+		b.log.Debug("stored offline", "count", n)
+	}
 }
 
 // stampFormat is how the bouncer writes XEP-0082 timestamps.

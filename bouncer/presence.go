@@ -160,6 +160,11 @@ func (b *Bouncer) updateAggregate() {
 		return
 	}
 	show, status, prio := b.aggregate()
+	// RFC 6121 §8.5.2.1.1: the server would hold bare-JID messages back
+	// from a negative priority. The bouncer must receive them to apply the
+	// priorities of its own clients (and store offline), so upstream never
+	// sees one below zero.
+	prio = max(prio, 0)
 	p := stanza.New(stanza.NSClient, "presence")
 	if show != "" {
 		p.Append(stanza.New(stanza.NSClient, "show").AppendText(show))

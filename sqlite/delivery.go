@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -14,40 +13,38 @@ type Offline struct {
 	XML   string
 }
 
-// StoreOffline commits an offline message and returns its seq. max > 0
-// bounds the store: when it already holds max messages nothing is stored
-// and ErrOfflineFull is returned.
-func (db *DB) StoreOffline(ctx context.Context, stamp time.Time, xml string, max int) (int64, error) {
+// StoreOffline commits offline messages in one transaction, in order, and
+// returns how many it stored, setting their Seq. limit > 0 bounds the
+// store: once it holds limit messages the rest are not stored (the caller
+// refuses them).
+func (db *DB) StoreOffline(ctx context.Context, ms []Offline, limit int) (int, error) {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: store offline: begin: %w", err)
 	}
 	defer tx.Rollback()
-	if max > 0 {
+	room := len(ms)
+	if limit > 0 {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM offline`).Scan(&n); err != nil {
 			return 0, fmt.Errorf("sqlite: store offline: count: %w", err)
 		}
-		if n >= max {
-			return 0, ErrOfflineFull
+		room = min(room, max(0, limit-n))
+	}
+	for i := range ms[:room] {
+		res, err := tx.ExecContext(ctx, `INSERT INTO offline(stamp, xml) VALUES (?, ?)`, ms[i].Stamp.UnixMicro(), ms[i].XML)
+		if err != nil {
+			return 0, fmt.Errorf("sqlite: store offline: %w", err)
 		}
-	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO offline(stamp, xml) VALUES (?, ?)`, stamp.UnixMicro(), xml)
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: store offline: %w", err)
-	}
-	seq, err := res.LastInsertId()
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: store offline: %w", err)
+		if ms[i].Seq, err = res.LastInsertId(); err != nil {
+			return 0, fmt.Errorf("sqlite: store offline: %w", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("sqlite: store offline: commit: %w", err)
 	}
-	return seq, nil
+	return room, nil
 }
-
-// ErrOfflineFull is returned by StoreOffline when the store is at its bound.
-var ErrOfflineFull = errors.New("sqlite: the offline store is full")
 
 // OfflineMessages returns every stored offline message, oldest first.
 func (db *DB) OfflineMessages(ctx context.Context) ([]Offline, error) {
