@@ -82,6 +82,7 @@ type Bouncer struct {
 	bg        sync.WaitGroup // work running beside the loop
 	stopped   chan struct{}  // closed when Run returns
 	lastPrune time.Time
+	pushes    *pushState // XEP-0357 registrations (push.go), nil until loaded
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -159,6 +160,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.lastPrune = now
 				b.pruneOffline()
 			}
+			b.pushTick(now)
 		}
 	}
 }
