@@ -191,7 +191,16 @@ func (b *Bouncer) pushEnable(s *sessions.Session, el, payload *stanza.Element) {
 			return
 		}
 	}
-	b.pushRegistry().regs[r.Resource] = r
+	ps := b.pushRegistry()
+	for _, o := range ps.regs {
+		// One device, one registration: a client that binds a new resource
+		// each time enables the same node again (mod_cloud_notify keys its
+		// registrations by jid and node the same way).
+		if o.Service == service && o.Node == node && o.Resource != r.Resource {
+			b.pushForget(o)
+		}
+	}
+	ps.regs[r.Resource] = r
 	b.log.Info("push enabled", "jid", s.JID.String(), "service", service)
 	b.sendTo(s, localResult(el, s, b.domain))
 }
@@ -412,10 +421,16 @@ func (b *Bouncer) pushAnswer(r *pushReg, ans *stanza.Element) {
 			return
 		}
 	}
-	if b.pushForget(r) {
-		b.log.Warn("push registration dropped after the app server refused a notification",
-			"resource", r.Resource, "service", r.Service, "condition", cond, "errors", r.errors+1)
+	if !b.pushForget(r) {
+		return
 	}
+	args := []any{"resource", r.Resource, "service", r.Service, "condition", cond}
+	if cond == "forbidden" {
+		// p2 (Conversations) refuses every publish whose sender is not a
+		// bare JID, and the bouncer can only publish from its full JID.
+		args = append(args, "hint", "this app server may accept notifications only from a server's bare JID; see README, Push notifications")
+	}
+	b.log.Warn("push registration dropped: the app server refused a notification", args...)
 }
 
 // pushDisco completes a disco#info answer from the account (bare JID) or

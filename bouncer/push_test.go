@@ -146,6 +146,17 @@ func TestPushEnableAndDisco(t *testing.T) {
 	if ans.Type() != "result" || e.pushRegs() != 1 {
 		t.Fatalf("enable to the bare JID: %s", ans)
 	}
+	// The same device under a new resource replaces its registration.
+	enablePush(t, e.client("phone2"), svc, "n1")
+	var res []string
+	e.b.Do(func() {
+		for r := range e.b.pushes.regs {
+			res = append(res, r)
+		}
+	})
+	if len(res) != 1 || res[0] != "phone2" {
+		t.Fatalf("registrations after a second enable of the same node: %v", res)
+	}
 }
 
 // A registration survives a restart, and a client that is gone gets a
