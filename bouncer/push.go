@@ -385,8 +385,10 @@ func (b *Bouncer) pushPublish(r *pushReg) *stanza.Element {
 
 // pushGone lists the app server errors that mean the registration no
 // longer exists there, so it is dropped at once. p2 answers item-not-found
-// for an unknown node and forbidden for a wrong secret (or a publisher
-// that is not a bare JID); mod_push_appserver answers not-authorized.
+// for an unknown node or device and forbidden for a wrong secret (or a
+// publisher that is not a bare JID); mod_push_appserver answers
+// item-not-found for an unknown node or secret. Any other error type but
+// wait counts towards pushMaxErrors, as in mod_cloud_notify.
 var pushGone = map[string]bool{"item-not-found": true, "forbidden": true, "not-authorized": true}
 
 // pushAnswer handles the app server's answer to a notification.
