@@ -82,6 +82,7 @@ type Bouncer struct {
 	bg        sync.WaitGroup // work running beside the loop
 	stopped   chan struct{}  // closed when Run returns
 	lastPrune time.Time
+	pushes    *pushState // XEP-0357 registrations (push.go), nil until loaded
 
 	inBurst      bool        // handling a burst of upstream stanzas
 	offlineBatch []offlineIn // offline messages of the burst, not yet committed
@@ -162,6 +163,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.lastPrune = now
 				b.pruneOffline()
 			}
+			b.pushTick(now)
 		}
 	}
 }

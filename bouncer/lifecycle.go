@@ -17,6 +17,7 @@ func (b *Bouncer) clientBound(ev clientBound) {
 		old.Conn.Close(&stanza.StreamError{Condition: "conflict", Text: "replaced by a new session"})
 	}
 	b.reg.Add(s)
+	b.pushClientBound(s)
 	b.log.Info("client online", "jid", ev.jid.String(), "clients", b.reg.Len())
 }
 
@@ -97,6 +98,7 @@ func (b *Bouncer) upstreamOffline(err error) {
 func (b *Bouncer) startup() {
 	b.loadCursors()
 	b.roomsStartup()
+	b.pushStartup()
 }
 
 // shutdown runs once when the loop stops: what delivery confirmed is

@@ -166,6 +166,7 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 		}
 		if seq, forward := b.archive(r, el); forward {
 			b.toClaimants(r, el, seq)
+			b.pushFor(el, pushRoomMessage)
 		}
 		return true
 	case "error":
@@ -182,6 +183,7 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 		if carbonOf(el) != nil {
 			return false
 		}
+		b.pushFor(el, pushRoomPM)
 		b.toClaimantsOrAll(r, el)
 		return true
 	}

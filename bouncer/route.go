@@ -103,6 +103,7 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 		b.upstreamCarbon(el)
 		return
 	}
+	b.pushFor(el, pushDirect)
 	b.toAccount(el)
 }
 

@@ -27,6 +27,7 @@ type Config struct {
 	Offline  Offline  `toml:"offline"`
 	Limits   Limits   `toml:"limits"`
 	Log      Log      `toml:"log"`
+	Push     Push     `toml:"push"`
 	Rooms    []Room   `toml:"rooms"`
 }
 
