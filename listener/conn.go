@@ -89,9 +89,29 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 	s.h.Bound(c)
 	c.conn.Send(n.bindReply)
 	refused := false
+	sizeLimit := UpstreamSizeLimit(s.cfg.Limits.MaxStanzaBytes)
+	var buf []byte
 	reason = c.conn.Read(func(el *stanza.Element) {
 		if refused {
 			return
+		}
+		if sizeLimit > 0 {
+			// The limit holds on the bytes that go upstream, not on what the
+			// client sent: escaping can make a stanza several times longer
+			// ('>' in text becomes "&gt;", a newline in an attribute "&#xA;"),
+			// and a stanza over the upstream server's limit costs every
+			// client the shared session (Prosody: policy-violation).
+			buf = el.AppendXML(buf[:0], stanza.NSClient)
+			n := len(buf)
+			if cap(buf) > 64<<10 {
+				buf = nil
+			}
+			if int64(n) > sizeLimit {
+				if !s.refuseTooLarge(c, el, n, sizeLimit) {
+					refused = true
+				}
+				return
+			}
 		}
 		if !namespaceWellFormed(el) {
 			// encoding/xml lets through names such as <a:0/> that are not
@@ -117,6 +137,47 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 		case <-time.After(closeTimeout):
 		}
 	}
+}
+
+// upstreamMargin is room for what the core adds to a client's stanza on
+// its way upstream (a rewritten from or id, an origin-id), so that a stanza
+// just under the local limit still fits under the upstream server's.
+const upstreamMargin = 4 << 10
+
+// UpstreamSizeLimit is the largest serialised stanza a local client may
+// send when the configured limit is maxStanzaBytes (0: no limit).
+func UpstreamSizeLimit(maxStanzaBytes int64) int64 {
+	if maxStanzaBytes <= 0 {
+		return 0
+	}
+	return maxStanzaBytes - min(upstreamMargin, maxStanzaBytes/4)
+}
+
+// refuseTooLarge answers a stanza that is too large once serialised with
+// an error to its sender alone (RFC 6120 §8.3.3.12 policy-violation); the
+// stanza goes no further and the stream stays up. Anything that is not a
+// stanza ends the stream instead, as the input limit does; refuseTooLarge
+// then reports false.
+func (s *Server) refuseTooLarge(c *Client, el *stanza.Element, n int, limit int64) bool {
+	s.log.Warn("listener: stanza refused: too large once serialised", "jid", c.JID.String(), "id", c.ID, "kind", el.Kind(), "bytes", n, "max", limit)
+	if el.Name.Space != stanza.NSClient {
+		c.conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "element too large"})
+		return false
+	}
+	switch el.Kind() {
+	case "message", "presence", "iq":
+	default:
+		c.conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "element too large"})
+		return false
+	}
+	// RFC 6120 §8.3.1: never answer an error, nor an IQ result, with an error.
+	if el.Type() == "error" || (el.Kind() == "iq" && el.Type() == "result") {
+		return true
+	}
+	reply := stanza.New(stanza.NSClient, el.Kind(), "type", "error", "id", el.ID(), "from", el.To(), "to", c.JID.String())
+	reply.Append(stanza.ErrorElement(stanza.ErrModify, "policy-violation", fmt.Sprintf("stanza too large: %d bytes, at most %d", n, limit)))
+	c.conn.Send(reply)
+	return true
 }
 
 // transport sits between the meter and TLS/mellium. On a plaintext stream

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 
@@ -29,7 +30,7 @@ const (
 // startTLS negotiates STARTTLS (RFC 6120 §5) and completes the handshake
 // itself, so a certificate problem surfaces here with a clear message
 // instead of on the next write.
-func startTLS(cfg *tls.Config) xmpp.StreamFeature {
+func startTLS(cfg *tls.Config, wrap func(net.Conn) net.Conn) xmpp.StreamFeature {
 	return xmpp.StreamFeature{
 		Name:       xml.Name{Space: nsStartTLS, Local: "starttls"},
 		Prohibited: xmpp.Secure,
@@ -52,7 +53,7 @@ func startTLS(cfg *tls.Config) xmpp.StreamFeature {
 			case resp.Is(nsStartTLS, "failure"):
 				return 0, nil, errors.New("the server refused STARTTLS")
 			case resp.Is(stanza.NSStream, "error"):
-				return 0, nil, fmt.Errorf("the server does not support STARTTLS (it answered with stream error %s); try tls = \"direct\"", streamErrCondition(resp))
+				return 0, nil, fmt.Errorf("the server does not support STARTTLS (it answered with stream error %s); try tls = \"direct\"", wire.PeerStreamErrorFrom(resp).Condition)
 			default:
 				return 0, nil, fmt.Errorf("starttls: unexpected <%s/> from the server", resp.Name.Local)
 			}
@@ -60,7 +61,7 @@ func startTLS(cfg *tls.Config) xmpp.StreamFeature {
 			if err := tc.HandshakeContext(ctx); err != nil {
 				return 0, nil, tlsError(cfg.ServerName, err)
 			}
-			return xmpp.Secure, tc, nil
+			return xmpp.Secure, wrap(tc), nil
 		},
 	}
 }
@@ -263,7 +264,7 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 				return fmt.Errorf("SASL: %w", err)
 			}
 		case el.Is(stanza.NSStream, "error"):
-			return fmt.Errorf("SASL: stream error %s from the server", streamErrCondition(el))
+			return fmt.Errorf("SASL: stream error %s from the server", wire.PeerStreamErrorFrom(el).Condition)
 		default:
 			return fmt.Errorf("SASL: unexpected <%s/> from the server", el.Name.Local)
 		}
@@ -275,13 +276,4 @@ func b64(b []byte) string {
 		return "="
 	}
 	return base64.StdEncoding.EncodeToString(b)
-}
-
-func streamErrCondition(el *stanza.Element) string {
-	for _, c := range el.Elements() {
-		if c.Name.Space == stanza.NSStreams && c.Name.Local != "text" {
-			return c.Name.Local
-		}
-	}
-	return "undefined-condition"
 }

@@ -34,6 +34,10 @@ type Options struct {
 	KeepAlive      time.Duration // whitespace ping after this long without output
 	WriteTimeout   time.Duration // a write stuck this long closes the connection
 	QueueLen       int           // outgoing stanzas buffered before Send fails
+	// Tail, when set, records the plaintext input beneath the XML decoder,
+	// to recover the condition of a peer's stream error that mellium fails
+	// to parse (see PeerStreamError).
+	Tail *Tail
 }
 
 // Conn is one negotiated XMPP stream.
@@ -261,12 +265,45 @@ func (c *Conn) fail(err error) error {
 		return c.Err()
 	default:
 	}
+	if unparsedStreamError(err) {
+		pe := c.opts.Tail.StreamError()
+		if pe == nil {
+			pe = &PeerStreamError{Condition: "undefined-condition", Text: err.Error()}
+		}
+		err = pe
+	}
 	se := Classify(err)
 	c.Close(se)
 	if se == nil {
 		return err
 	}
 	return se
+}
+
+// PeerStreamError is a <stream:error/> the peer ended the stream with
+// (RFC 6120 §4.9.3).
+type PeerStreamError struct {
+	Condition string // the defined condition, e.g. "policy-violation"
+	Text      string // the optional human-readable <text/>
+}
+
+func (e *PeerStreamError) Error() string {
+	if e.Text != "" {
+		return "peer stream error: " + e.Condition + ": " + e.Text
+	}
+	return "peer stream error: " + e.Condition
+}
+
+// PeerStreamErrorFrom reads the condition and text of a <stream:error/>.
+func PeerStreamErrorFrom(el *stanza.Element) *PeerStreamError {
+	pe := &PeerStreamError{Condition: "undefined-condition", Text: el.ChildText(stanza.NSStreams, "text")}
+	for _, c := range el.Elements() {
+		if c.Name.Space == stanza.NSStreams && c.Name.Local != "text" {
+			pe.Condition = c.Name.Local
+			break
+		}
+	}
+	return pe
 }
 
 // Classify maps a read error to the stream error to send back, or nil when
@@ -276,10 +313,11 @@ func Classify(err error) *stanza.StreamError {
 	var synErr *xml.SyntaxError
 	var peer mstream.Error
 	var opErr *net.OpError
+	var peerErr *PeerStreamError
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF) && !errors.As(err, &synErr):
 		return nil
-	case errors.As(err, &peer):
+	case errors.As(err, &peer), errors.As(err, &peerErr), unparsedStreamError(err):
 		return nil
 	case errors.As(err, &synErr) && synErr.Msg == "unexpected EOF":
 		return nil // the peer dropped the transport without </stream:stream>
@@ -304,6 +342,14 @@ func Classify(err error) *stanza.StreamError {
 	default:
 		return &stanza.StreamError{Condition: "not-well-formed"}
 	}
+}
+
+// unparsedStreamError reports mellium failing to decode the peer's
+// <stream:error/>: its stream.Error.UnmarshalXML gives up on a child outside
+// the streams namespace, such as Prosody's <stanza-too-big
+// xmlns='urn:xmpp:errors'/>. The peer did end the stream with an error.
+func unparsedStreamError(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "(*stream.Error).UnmarshalXML did not consume entire <error> element")
 }
 
 func isTLSAlert(err error) bool {
