@@ -196,6 +196,11 @@ func (b *Bouncer) sendUp(el *stanza.Element) bool {
 // disconnected rather than allowed to block everyone.
 func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) {
 	if !s.Conn.Send(el) {
+		// A client already on its way out is not slow; and once closed for
+		// overflow, later drops are not news: log once per client.
+		if c, ok := s.Conn.(interface{ Closing() bool }); ok && c.Closing() {
+			return
+		}
 		b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String())
 		s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
 	}

@@ -68,6 +68,10 @@ func (c *Client) Delivered() uint64 { return c.conn.Delivered() }
 // Close ends the client's stream, with se if it is not nil.
 func (c *Client) Close(se *stanza.StreamError) { c.conn.Close(se) }
 
+// Closing reports whether the client's stream is ending or over: a Send
+// that fails now means the client is gone, not that it is slow.
+func (c *Client) Closing() bool { return c.conn.Closing() }
+
 // Done is closed once the client's transport is closed.
 func (c *Client) Done() <-chan struct{} { return c.conn.Done() }
 

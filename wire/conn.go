@@ -50,7 +50,12 @@ type Conn struct {
 	sent      atomic.Uint64 // stanzas accepted by Send
 	written   atomic.Uint64 // stanzas flushed to the transport, in order
 	closeOnce sync.Once
-	closing   chan *stanza.StreamError
+	closed    atomic.Bool // Close has been called
+	// overflowed is set when Send found the queue full: the peer is not
+	// reading, so Close gives up on the queue and on a stuck socket.
+	overflowed atomic.Bool
+	closeBy    atomic.Int64 // unix ns: no write may block past it; 0 before an abort
+	closing    chan *stanza.StreamError
 	done      chan struct{}
 	err       error // why the connection ended; written before done closes
 }
@@ -90,9 +95,19 @@ func (c *Conn) Send(el *stanza.Element) bool {
 		c.sent.Add(1)
 		return true
 	default:
+		c.overflowed.Store(true)
 		return false
 	}
 }
+
+// abortWriteTimeout bounds the last write to a peer whose queue overflowed:
+// it gets the stream error if its socket takes it at once, and is cut off
+// otherwise.
+const abortWriteTimeout = 500 * time.Millisecond
+
+// Closing reports whether Close has been called (by us or because the
+// stream ended): a Send that fails now means the peer is gone, not slow.
+func (c *Conn) Closing() bool { return c.closed.Load() }
 
 // Sent is how many stanzas Send has accepted so far.
 func (c *Conn) Sent() uint64 { return c.sent.Load() }
@@ -104,9 +119,21 @@ func (c *Conn) Delivered() uint64 { return c.written.Load() }
 
 // Close ends the stream: queued stanzas are flushed, then the stream error
 // (if any) and </stream:stream> are written and the transport is closed.
-// It is safe to call more than once and from any goroutine.
+// After Send has failed for a full queue, the peer is not keeping up: the
+// queue is dropped instead (those stanzas never count as delivered), a
+// write stuck on its socket is cut short, and the stream error gets
+// abortWriteTimeout to go out. It is safe to call more than once and from
+// any goroutine.
 func (c *Conn) Close(se *stanza.StreamError) {
 	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		if c.overflowed.Load() {
+			by := time.Now().Add(abortWriteTimeout)
+			c.closeBy.Store(by.UnixNano())
+			// Interrupts a write that is blocked now; write() keeps later
+			// ones within the same bound.
+			_ = c.meter.SetWriteDeadline(by)
+		}
 		c.closing <- se
 	})
 }
@@ -139,6 +166,10 @@ func (c *Conn) writer() {
 		if c.opts.WriteTimeout > 0 {
 			c.meter.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 		}
+		// Checked after setting ours, so an abort racing with it wins.
+		if by := c.closeBy.Load(); by != 0 {
+			c.meter.SetWriteDeadline(time.Unix(0, by))
+		}
 		_, err = bw.Write(b)
 	}
 	flush := func() {
@@ -148,11 +179,16 @@ func (c *Conn) writer() {
 		lastWrite = time.Now()
 	}
 	finish := func(se *stanza.StreamError) {
-		// Flush what was queued before the close.
+		// Flush what was queued before the close, unless the peer
+		// overflowed its queue: then the stream error goes first.
 		n := uint64(0)
+		abort := c.closeBy.Load() != 0
 		for drained := false; !drained; {
 			select {
 			case el := <-c.out:
+				if abort {
+					continue
+				}
 				buf = el.AppendXML(buf[:0], stanza.NSClient)
 				write(buf)
 				n++
@@ -168,7 +204,11 @@ func (c *Conn) writer() {
 		if err == nil {
 			c.written.Add(n)
 		}
-		if tc, ok := conn.(interface{ CloseWrite() error }); ok {
+		if abort {
+			// TLS close_notify would wait up to 5 s more on the stuck
+			// socket: close the transport beneath it first.
+			_ = c.meter.Close()
+		} else if tc, ok := conn.(interface{ CloseWrite() error }); ok {
 			_ = tc.CloseWrite()
 		}
 		_ = conn.Close()
