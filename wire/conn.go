@@ -56,8 +56,8 @@ type Conn struct {
 	overflowed atomic.Bool
 	closeBy    atomic.Int64 // unix ns: no write may block past it; 0 before an abort
 	closing    chan *stanza.StreamError
-	done      chan struct{}
-	err       error // why the connection ended; written before done closes
+	done       chan struct{}
+	err        error // why the connection ended; written before done closes
 }
 
 // New wraps a negotiated session. meter must be the Meter that wraps the
