@@ -86,8 +86,12 @@ type Limits struct {
 	IdleTimeout    Duration `toml:"idle_timeout"`
 	KeepAlive      Duration `toml:"keepalive"`
 	MaxConnections int      `toml:"max_connections"`
-	QueueLen       int      `toml:"queue_len"`
-	AuthFailDelay  Duration `toml:"auth_fail_delay"`
+	// Per remote address, so one address cannot lock out the others.
+	MaxConnectionsPerAddress     int      `toml:"max_connections_per_address"`
+	MaxUnauthenticatedPerAddress int      `toml:"max_unauthenticated_per_address"`
+	PreAuthTimeout               Duration `toml:"preauth_timeout"`
+	QueueLen                     int      `toml:"queue_len"`
+	AuthFailDelay                Duration `toml:"auth_fail_delay"`
 }
 
 // Log configures logging.
@@ -213,6 +217,15 @@ func (c *Config) Defaults() {
 	if l.MaxConnections == 0 {
 		l.MaxConnections = 64
 	}
+	if l.MaxConnectionsPerAddress == 0 {
+		l.MaxConnectionsPerAddress = 16
+	}
+	if l.MaxUnauthenticatedPerAddress == 0 {
+		l.MaxUnauthenticatedPerAddress = 4
+	}
+	if l.PreAuthTimeout.Duration == 0 {
+		l.PreAuthTimeout.Duration = 10 * time.Second
+	}
 	if l.QueueLen == 0 {
 		l.QueueLen = 1024
 	}
@@ -321,6 +334,15 @@ func (c *Config) finish() error {
 	}
 	if c.Limits.MaxConnections < 1 {
 		return bad("limits.max_connections", "must be at least 1")
+	}
+	if c.Limits.MaxConnectionsPerAddress < 1 {
+		return bad("limits.max_connections_per_address", "must be at least 1")
+	}
+	if c.Limits.MaxUnauthenticatedPerAddress < 1 {
+		return bad("limits.max_unauthenticated_per_address", "must be at least 1")
+	}
+	if c.Limits.PreAuthTimeout.Duration < 0 {
+		return bad("limits.preauth_timeout", "must not be negative")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

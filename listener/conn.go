@@ -21,10 +21,12 @@ import (
 )
 
 // serveConn runs one connection: negotiation, then the read loop.
-func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
+func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip string) {
 	defer s.conns.Done()
 	defer s.active.Add(-1)
 	remote := raw.RemoteAddr().String()
+	var n *negotiation
+	defer func() { s.release(ip, n != nil && n.authed) }()
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("listener: connection goroutine panicked", "remote", remote, "panic", r, "stack", string(debug.Stack()))
@@ -35,7 +37,13 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 	meter := wire.NewMeter(raw)
 	meter.Reset(negotiationBudget)
 	deadline := time.Now().Add(s.negTimeout)
-	_ = meter.SetDeadline(deadline)
+	// Until SASL succeeds the shorter pre-auth deadline holds, so idle or
+	// guessing connections cannot sit on their address's slots for long.
+	preAuth := deadline
+	if s.cfg.PreAuthTimeout > 0 && s.cfg.PreAuthTimeout < s.negTimeout {
+		preAuth = time.Now().Add(s.cfg.PreAuthTimeout)
+	}
+	_ = meter.SetDeadline(preAuth)
 	nctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	// Shutdown interrupts a pending read through the deadline. mellium's own
@@ -49,8 +57,13 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 		// XEP-0368: TLS from the first byte; the session starts out Secure.
 		rw = tls.Server(tr, s.directTLS)
 	}
-	ip, _, _ := net.SplitHostPort(remote)
-	n := &negotiation{srv: s, ctx: nctx, remote: remote, ip: ip}
+	n = &negotiation{srv: s, ctx: nctx, remote: remote, ip: ip, authenticated: func() {
+		s.authenticated(ip)
+		_ = meter.SetDeadline(deadline)
+		if nctx.Err() != nil {
+			_ = meter.SetDeadline(time.Unix(1, 0))
+		}
+	}}
 	sess, err := xmpp.ReceiveSession(context.Background(), rw, 0, n.negotiate)
 	if err != nil {
 		se := n.abort(ctx, sess, raw, meter, err)
@@ -288,11 +301,11 @@ func (n *negotiation) abort(srvCtx context.Context, sess *xmpp.Session, raw net.
 	return se
 }
 
-// reject tells a connection over MaxConnections why it is refused (RFC 6120
-// §4.9.3.14 policy-violation) and closes it, in the background so the accept
-// loop and the other clients never wait for it.
-func (s *Server) reject(raw net.Conn, direct bool) {
-	s.log.Warn("listener: connection refused: too many connections", "remote", raw.RemoteAddr().String(), "max", s.cfg.MaxConnections)
+// reject tells a connection over a connection limit why it is refused (RFC
+// 6120 §4.9.3.14 policy-violation) and closes it, in the background so the
+// accept loop and the other clients never wait for it.
+func (s *Server) reject(raw net.Conn, direct bool, why string) {
+	s.log.Warn("listener: connection refused", "remote", raw.RemoteAddr().String(), "reason", why)
 	select {
 	case s.rejecting <- struct{}{}:
 	default:
@@ -316,7 +329,7 @@ func (s *Server) reject(raw net.Conn, direct bool) {
 			}
 			conn = tc
 		}
-		se := &stanza.StreamError{Condition: "policy-violation", Text: fmt.Sprintf("too many connections (at most %d)", s.cfg.MaxConnections)}
+		se := &stanza.StreamError{Condition: "policy-violation", Text: why}
 		b := append(streamHeader(s.domain.String(), ""), se.Bytes()...)
 		_, _ = conn.Write(append(b, "</stream:stream>"...))
 		lingerClose(conn, raw)

@@ -54,8 +54,12 @@ type negotiation struct {
 	failCond     string // SASL failure condition picked by the credential checks
 	failReason   string // for the log only; never the secret itself
 	mechanism    string
-	jid          jid.JID
-	bindReply    *stanza.Element // sent once the Handler knows the client
+	authed       bool // SASL succeeded
+	// authenticated is called once SASL succeeds: the connection leaves the
+	// unauthenticated count and gets the rest of the negotiation deadline.
+	authenticated func()
+	jid           jid.JID
+	bindReply     *stanza.Element // sent once the Handler knows the client
 }
 
 func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, interface{}, error) {

@@ -92,7 +92,12 @@ func (n *negotiation) authenticate(ctx context.Context, s *xmpp.Session, el *sta
 				return 0, nil, err
 			}
 			n.mechanism = name
-			n.srv.fails.succeeded(n.ip)
+			n.authed = true
+			if n.authenticated != nil {
+				n.authenticated()
+			}
+			// The per-address failure count stays: a success between
+			// guesses must not reset the delay (it decays after failWindow).
 			return xmpp.Authn, s.Conn(), nil
 		}
 		if err := n.write(s, saslData("challenge", resp)); err != nil {
@@ -307,10 +312,4 @@ func (t *failTracker) fail(ip string) time.Duration {
 		d *= 2
 	}
 	return min(d, maxFailDelay)
-}
-
-func (t *failTracker) succeeded(ip string) {
-	t.mu.Lock()
-	delete(t.m, ip)
-	t.mu.Unlock()
 }
