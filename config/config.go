@@ -27,6 +27,10 @@ type Config struct {
 	Limits   Limits   `toml:"limits"`
 	Log      Log      `toml:"log"`
 	Rooms    []Room   `toml:"rooms"`
+
+	// Warnings are problems Load found that do not stop the bouncer, such
+	// as a secret in a file others can read; the caller logs them.
+	Warnings []string `toml:"-"`
 }
 
 // Upstream is the one session to the user's real account.
@@ -41,8 +45,15 @@ type Upstream struct {
 	Resource              string   `toml:"resource"`
 	PingInterval          Duration `toml:"ping_interval"`
 	PingTimeout           Duration `toml:"ping_timeout"`
-	QueueLimit            int      `toml:"queue_limit"`
-	IQTimeout             Duration `toml:"iq_timeout"`
+	// OutboxLimit is how many messages local clients send while upstream
+	// is down are kept, in order, for when it is back.
+	OutboxLimit int `toml:"outbox_limit"`
+	// SendQueue is how many stanzas may wait for the upstream socket
+	// while the session is up.
+	SendQueue int `toml:"send_queue"`
+	// QueueLimit is the old key that sized both; the new keys win.
+	QueueLimit int      `toml:"queue_limit"`
+	IQTimeout  Duration `toml:"iq_timeout"`
 }
 
 // Listen is the local c2s server.
@@ -152,8 +163,17 @@ func Load(path string) (*Config, error) {
 	if und := md.Undecoded(); len(und) > 0 {
 		return nil, bad(und[0].String(), "unknown key (see config.example.toml for the keys there are)")
 	}
+	inline := c.Upstream.Password != "" || c.Auth.Password != ""
 	if err := c.finish(); err != nil {
 		return nil, err
+	}
+	if inline {
+		// upstream.password_file is refused when others can read it; an
+		// inline password in the config file deserves the same care, but
+		// only a warning, so existing setups keep starting.
+		if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s holds a password and is readable by others (mode %04o); run chmod 600 %s, or move upstream.password to upstream.password_file", path, st.Mode().Perm(), path))
+		}
 	}
 	return &c, nil
 }
@@ -175,6 +195,12 @@ func (c *Config) Defaults() {
 	}
 	if u.QueueLimit == 0 {
 		u.QueueLimit = 1000
+	}
+	if u.OutboxLimit == 0 {
+		u.OutboxLimit = u.QueueLimit
+	}
+	if u.SendQueue == 0 {
+		u.SendQueue = u.QueueLimit
 	}
 	if u.IQTimeout.Duration == 0 {
 		u.IQTimeout.Duration = 2 * time.Minute

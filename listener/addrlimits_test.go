@@ -1,11 +1,14 @@
 package listener
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"mellium.im/sasl"
+
+	"xmppbouncer/wire"
 )
 
 // One address cannot use up the server: beyond its own caps on
@@ -95,5 +98,19 @@ func TestFailureDelaySurvivesLogin(t *testing.T) {
 	r.mustNext(t)
 	if d := time.Since(start); d < 600*time.Millisecond {
 		t.Fatalf("third failure answered after %v; want >=600ms (the count must survive the login)", d)
+	}
+}
+
+// A client that drops its connection without closing the stream ends with
+// "the peer closed the connection", not an XML syntax error.
+func TestDroppedConnectionIsNotAnXMLError(t *testing.T) {
+	rec := newRecorder()
+	srv := startServer(t, testConfig(t), rec)
+	c := mustLogin(t, srv, login{resource: "dropper"})
+	rec.waitBound(t)
+	c.sess.Conn().Close()
+	e := rec.waitClosed(t)
+	if !errors.Is(e.err, wire.ErrConnectionClosed) || strings.Contains(e.err.Error(), "syntax") {
+		t.Fatalf("Closed with %v, want wire.ErrConnectionClosed", e.err)
 	}
 }

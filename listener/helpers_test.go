@@ -424,7 +424,7 @@ func condition(el *stanza.Element, ns string) string {
 
 func mechanismsOf(features *stanza.Element) []string {
 	var out []string
-	for _, m := range features.Child(nsSASL, "mechanisms").ChildrenNamed(nsSASL, "mechanism") {
+	for _, m := range features.Child(stanza.NSSASL, "mechanisms").ChildrenNamed(stanza.NSSASL, "mechanism") {
 		out = append(out, strings.TrimSpace(m.Text()))
 	}
 	return out

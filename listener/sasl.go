@@ -119,13 +119,13 @@ func (n *negotiation) readResponse(ctx context.Context, s *xmpp.Session, mech st
 	}
 	n.steps++
 	switch {
-	case el.Is(nsSASL, "response"):
+	case el.Is(stanza.NSSASL, "response"):
 		payload, _, ok := decodePayload(el.Text())
 		if !ok {
 			return nil, true, n.authFailed(ctx, s, mech, "incorrect-encoding", "response is not base64")
 		}
 		return payload, false, nil
-	case el.Is(nsSASL, "abort"):
+	case el.Is(stanza.NSSASL, "abort"):
 		return nil, true, n.write(s, saslElement("failure", "aborted"))
 	default:
 		return nil, true, &stanza.StreamError{Condition: "policy-violation", Text: "expected a SASL response"}
@@ -233,11 +233,11 @@ func decodePayload(text string) (data []byte, present, ok bool) {
 }
 
 func saslElement(name, cond string) []byte {
-	return stanza.New(nsSASL, name).Append(stanza.New(nsSASL, cond)).AppendXML(nil, stanza.NSClient)
+	return stanza.New(stanza.NSSASL, name).Append(stanza.New(stanza.NSSASL, cond)).AppendXML(nil, stanza.NSClient)
 }
 
 func saslData(name string, data []byte) []byte {
-	el := stanza.New(nsSASL, name)
+	el := stanza.New(stanza.NSSASL, name)
 	if len(data) > 0 {
 		el.AppendText(base64.StdEncoding.EncodeToString(data))
 	} else if name == "challenge" {

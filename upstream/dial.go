@@ -69,7 +69,10 @@ func ConfigFrom(c *config.Upstream) (Config, error) {
 		Resource:           c.Resource,
 		PingInterval:       c.PingInterval.Duration,
 		PingTimeout:        c.PingTimeout.Duration,
-		QueueLen:           c.QueueLimit,
+		QueueLen:           c.SendQueue,
+	}
+	if cfg.QueueLen == 0 {
+		cfg.QueueLen = c.QueueLimit // the old key, when Defaults did not run
 	}
 	if c.CAFile != "" {
 		if cfg.RootCAs, err = LoadCAFile(c.CAFile); err != nil {

@@ -23,7 +23,6 @@ import (
 
 const (
 	nsStartTLS = "urn:ietf:params:xml:ns:xmpp-tls"
-	nsSASL     = "urn:ietf:params:xml:ns:xmpp-sasl"
 	nsSASLCB   = "urn:xmpp:sasl-cb:0" // XEP-0440
 )
 
@@ -165,7 +164,7 @@ func authenticate(account jid.JID, password string, requireTLS bool, log *slog.L
 		necessary = xmpp.Secure
 	}
 	return xmpp.StreamFeature{
-		Name:       xml.Name{Space: nsSASL, Local: "mechanisms"},
+		Name:       xml.Name{Space: stanza.NSSASL, Local: "mechanisms"},
 		Necessary:  necessary,
 		Prohibited: xmpp.Authn,
 		Parse: func(ctx context.Context, d *xml.Decoder, start *xml.StartElement) (bool, interface{}, error) {
@@ -213,7 +212,7 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 		return fmt.Errorf("SASL %s: %w", mech, err)
 	}
 	// RFC 6120 §6.4.2: an empty initial response is sent as "=".
-	auth := stanza.New(nsSASL, "auth", "mechanism", mech).AppendText(b64(resp))
+	auth := stanza.New(stanza.NSSASL, "auth", "mechanism", mech).AppendText(b64(resp))
 	if _, err := conn.Write(auth.AppendXML(nil, "")); err != nil {
 		return fmt.Errorf("SASL: %w", err)
 	}
@@ -232,8 +231,8 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 			}
 		}
 		switch {
-		case el.Is(nsSASL, "failure"):
-			ae := &AuthError{JID: account, Mechanism: mech, Condition: "unknown", Text: el.ChildText(nsSASL, "text")}
+		case el.Is(stanza.NSSASL, "failure"):
+			ae := &AuthError{JID: account, Mechanism: mech, Condition: "unknown", Text: el.ChildText(stanza.NSSASL, "text")}
 			for _, c := range el.Elements() {
 				if c.Name.Local != "text" {
 					ae.Condition = c.Name.Local
@@ -241,7 +240,7 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 				}
 			}
 			return ae
-		case el.Is(nsSASL, "success"):
+		case el.Is(stanza.NSSASL, "success"):
 			// RFC 5802 §5.1: the server's final message (v=) proves it
 			// knows the credentials too; verify it when the mechanism
 			// still expects it.
@@ -251,7 +250,7 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 				}
 			}
 			return nil
-		case el.Is(nsSASL, "challenge"):
+		case el.Is(stanza.NSSASL, "challenge"):
 			if !more {
 				return fmt.Errorf("SASL %s: unexpected challenge after the exchange ended", mech)
 			}
@@ -259,7 +258,7 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 			if err != nil {
 				return fmt.Errorf("SASL %s: %w", mech, err)
 			}
-			r := stanza.New(nsSASL, "response").AppendText(b64(resp))
+			r := stanza.New(stanza.NSSASL, "response").AppendText(b64(resp))
 			if _, err := conn.Write(r.AppendXML(nil, "")); err != nil {
 				return fmt.Errorf("SASL: %w", err)
 			}

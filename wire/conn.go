@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -315,9 +316,28 @@ func (c *Conn) fail(err error) error {
 	se := Classify(err)
 	c.Close(se)
 	if se == nil {
+		if droppedTransport(err) {
+			// Not an XML problem: the peer closed the TCP connection (or
+			// it broke) without ending the stream.
+			return fmt.Errorf("%w without </stream:stream>", ErrConnectionClosed)
+		}
 		return err
 	}
 	return se
+}
+
+// ErrConnectionClosed is why Read returns when the peer closed the
+// connection without closing its stream first.
+var ErrConnectionClosed = errors.New("the peer closed the connection")
+
+// droppedTransport reports an input that ended mid-stream, which the XML
+// decoder reports as a syntax error.
+func droppedTransport(err error) bool {
+	var synErr *xml.SyntaxError
+	if errors.As(err, &synErr) {
+		return synErr.Msg == "unexpected EOF"
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // PeerStreamError is a <stream:error/> the peer ended the stream with
