@@ -75,6 +75,8 @@ type Bouncer struct {
 	internalMAM map[string]func(*stanza.Element)
 	// groupchat stanzas of the current burst, committed in one transaction
 	prearchived map[*stanza.Element]*sqlite.Message
+
+	recovered recoveredCounter // events dropped after a panic (recover.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -138,10 +140,10 @@ func (b *Bouncer) Run(ctx context.Context) {
 			return
 		case ev := <-b.events:
 			if _, ok := ev.(upStanza); ok {
-				b.handleUpstreamBurst(ev)
+				b.safely(ev, b.handleUpstreamBurst)
 				continue
 			}
-			b.handle(ev)
+			b.safely(ev, b.handle)
 		case now := <-sweep.C:
 			b.sweepIQs(now)
 		}
@@ -151,11 +153,12 @@ func (b *Bouncer) Run(ctx context.Context) {
 // Do runs f on the loop goroutine and waits; for tests and introspection.
 func (b *Bouncer) Do(f func()) {
 	done := make(chan struct{})
-	b.events <- funcEvent{f: func() { f(); close(done) }}
+	b.events <- funcEvent{f: func() { defer close(done); f() }}
 	<-done
 }
 
 func (b *Bouncer) handle(ev event) {
+	defer b.recoverEvent(ev)
 	switch ev := ev.(type) {
 	case upOnline:
 		b.upstreamOnline(ev.bound)

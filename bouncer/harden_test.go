@@ -215,3 +215,30 @@ func TestSlowClientCutOffAtOnce(t *testing.T) {
 		t.Fatalf("%d 'too slow' log lines, want 1:\n%s", n, logs.String())
 	}
 }
+
+// A panic while handling one event is logged and counted, that event is
+// dropped, and the loop goes on serving clients.
+func TestLoopRecoversFromPanic(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	a := e.availableClient("survivor")
+	var logs syncBuffer
+	e.b.Do(func() { e.b.log = slog.New(slog.NewTextHandler(&logs, nil)) })
+	before := e.b.Recoveries()
+	e.b.Do(func() {
+		var m map[string]*stanza.Element
+		_ = m["x"].Attr[0] // nil dereference inside the loop
+	})
+	if got := e.b.Recoveries(); got != before+1 {
+		t.Fatalf("Recoveries() = %d, want %d", got, before+1)
+	}
+	if !strings.Contains(logs.String(), "panicked") || !strings.Contains(logs.String(), "event=func") {
+		t.Fatalf("panic not logged with its event kind:\n%s", logs.String())
+	}
+	// The loop still serves the client that was there, and a new one.
+	a.IQ(t, `<iq type="get" to="localhost"><ping xmlns="urn:xmpp:ping"/></iq>`)
+	b := e.availableClient("newcomer")
+	b.IQ(t, `<iq type="get"><query xmlns="jabber:iq:roster"/></iq>`)
+	if !e.online() {
+		t.Fatal("upstream offline after the panic")
+	}
+}
