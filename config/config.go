@@ -244,10 +244,10 @@ func (c *Config) Defaults() {
 		l.MaxConnections = 64
 	}
 	if l.MaxConnectionsPerAddress == 0 {
-		l.MaxConnectionsPerAddress = 16
+		l.MaxConnectionsPerAddress = 32
 	}
 	if l.MaxUnauthenticatedPerAddress == 0 {
-		l.MaxUnauthenticatedPerAddress = 4
+		l.MaxUnauthenticatedPerAddress = 8
 	}
 	if l.PreAuthTimeout.Duration == 0 {
 		l.PreAuthTimeout.Duration = 10 * time.Second
