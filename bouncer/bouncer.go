@@ -84,8 +84,9 @@ type Bouncer struct {
 	lastPrune time.Time
 	pushes    *pushState // XEP-0357 registrations (push.go), nil until loaded
 
-	inBurst      bool        // handling a burst of upstream stanzas
-	offlineBatch []offlineIn // offline messages of the burst, not yet committed
+	inBurst      bool             // handling a burst of upstream stanzas
+	offlineBatch []offlineIn      // offline messages of the burst, not yet committed
+	recovered    recoveredCounter // events dropped after a panic (recover.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -152,10 +153,10 @@ func (b *Bouncer) Run(ctx context.Context) {
 			return
 		case ev := <-b.events:
 			if _, ok := ev.(upStanza); ok {
-				b.handleUpstreamBurst(ev)
+				b.safely(ev, b.handleUpstreamBurst)
 				continue
 			}
-			b.handle(ev)
+			b.safely(ev, b.handle)
 		case now := <-sweep.C:
 			b.sweepIQs(now)
 			b.sweepDelivery()
@@ -171,11 +172,12 @@ func (b *Bouncer) Run(ctx context.Context) {
 // Do runs f on the loop goroutine and waits; for tests and introspection.
 func (b *Bouncer) Do(f func()) {
 	done := make(chan struct{})
-	b.events <- funcEvent{f: func() { f(); close(done) }}
+	b.events <- funcEvent{f: func() { defer close(done); f() }}
 	<-done
 }
 
 func (b *Bouncer) handle(ev event) {
+	defer b.recoverEvent(ev)
 	switch ev := ev.(type) {
 	case upOnline:
 		b.upstreamOnline(ev.bound)

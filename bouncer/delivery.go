@@ -153,6 +153,9 @@ func (b *Bouncer) tooSlow(s *sessions.Session, why string) {
 		return
 	}
 	co.cut, co.backlog = true, nil
+	if c, ok := s.Conn.(interface{ Closing() bool }); ok && c.Closing() {
+		return // already on its way out: not slow, and nothing to tell it
+	}
 	b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String(), "why", why)
 	s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
 }

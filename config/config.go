@@ -29,6 +29,10 @@ type Config struct {
 	Log      Log      `toml:"log"`
 	Push     Push     `toml:"push"`
 	Rooms    []Room   `toml:"rooms"`
+
+	// Warnings are problems Load found that do not stop the bouncer, such
+	// as a secret in a file others can read; the caller logs them.
+	Warnings []string `toml:"-"`
 }
 
 // Upstream is the one session to the user's real account.
@@ -43,8 +47,15 @@ type Upstream struct {
 	Resource              string   `toml:"resource"`
 	PingInterval          Duration `toml:"ping_interval"`
 	PingTimeout           Duration `toml:"ping_timeout"`
-	QueueLimit            int      `toml:"queue_limit"`
-	IQTimeout             Duration `toml:"iq_timeout"`
+	// OutboxLimit is how many messages local clients send while upstream
+	// is down are kept, in order, for when it is back.
+	OutboxLimit int `toml:"outbox_limit"`
+	// SendQueue is how many stanzas may wait for the upstream socket
+	// while the session is up.
+	SendQueue int `toml:"send_queue"`
+	// QueueLimit is the old key that sized both; the new keys win.
+	QueueLimit int      `toml:"queue_limit"`
+	IQTimeout  Duration `toml:"iq_timeout"`
 }
 
 // Listen is the local c2s server.
@@ -104,8 +115,12 @@ type Limits struct {
 	IdleTimeout    Duration `toml:"idle_timeout"`
 	KeepAlive      Duration `toml:"keepalive"`
 	MaxConnections int      `toml:"max_connections"`
-	QueueLen       int      `toml:"queue_len"`
-	AuthFailDelay  Duration `toml:"auth_fail_delay"`
+	// Per remote address, so one address cannot lock out the others.
+	MaxConnectionsPerAddress     int      `toml:"max_connections_per_address"`
+	MaxUnauthenticatedPerAddress int      `toml:"max_unauthenticated_per_address"`
+	PreAuthTimeout               Duration `toml:"preauth_timeout"`
+	QueueLen                     int      `toml:"queue_len"`
+	AuthFailDelay                Duration `toml:"auth_fail_delay"`
 }
 
 // Log configures logging.
@@ -166,8 +181,17 @@ func Load(path string) (*Config, error) {
 	if und := md.Undecoded(); len(und) > 0 {
 		return nil, bad(und[0].String(), "unknown key (see config.example.toml for the keys there are)")
 	}
+	inline := c.Upstream.Password != "" || c.Auth.Password != ""
 	if err := c.finish(); err != nil {
 		return nil, err
+	}
+	if inline {
+		// upstream.password_file is refused when others can read it; an
+		// inline password in the config file deserves the same care, but
+		// only a warning, so existing setups keep starting.
+		if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s holds a password and is readable by others (mode %04o); run chmod 600 %s, or move upstream.password to upstream.password_file", path, st.Mode().Perm(), path))
+		}
 	}
 	return &c, nil
 }
@@ -189,6 +213,12 @@ func (c *Config) Defaults() {
 	}
 	if u.QueueLimit == 0 {
 		u.QueueLimit = 1000
+	}
+	if u.OutboxLimit == 0 {
+		u.OutboxLimit = u.QueueLimit
+	}
+	if u.SendQueue == 0 {
+		u.SendQueue = u.QueueLimit
 	}
 	if u.IQTimeout.Duration == 0 {
 		u.IQTimeout.Duration = 2 * time.Minute
@@ -248,6 +278,15 @@ func (c *Config) Defaults() {
 	}
 	if l.MaxConnections == 0 {
 		l.MaxConnections = 64
+	}
+	if l.MaxConnectionsPerAddress == 0 {
+		l.MaxConnectionsPerAddress = 32
+	}
+	if l.MaxUnauthenticatedPerAddress == 0 {
+		l.MaxUnauthenticatedPerAddress = 8
+	}
+	if l.PreAuthTimeout.Duration == 0 {
+		l.PreAuthTimeout.Duration = 10 * time.Second
 	}
 	if l.QueueLen == 0 {
 		l.QueueLen = 1024
@@ -369,6 +408,15 @@ func (c *Config) finish() error {
 	}
 	if c.Limits.MaxConnections < 1 {
 		return bad("limits.max_connections", "must be at least 1")
+	}
+	if c.Limits.MaxConnectionsPerAddress < 1 {
+		return bad("limits.max_connections_per_address", "must be at least 1")
+	}
+	if c.Limits.MaxUnauthenticatedPerAddress < 1 {
+		return bad("limits.max_unauthenticated_per_address", "must be at least 1")
+	}
+	if c.Limits.PreAuthTimeout.Duration < 0 {
+		return bad("limits.preauth_timeout", "must not be negative")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

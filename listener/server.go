@@ -68,6 +68,10 @@ func (c *Client) Delivered() uint64 { return c.conn.Delivered() }
 // Close ends the client's stream, with se if it is not nil.
 func (c *Client) Close(se *stanza.StreamError) { c.conn.Close(se) }
 
+// Closing reports whether the client's stream is ending or over: a Send
+// that fails now means the client is gone, not that it is slow.
+func (c *Client) Closing() bool { return c.conn.Closing() }
+
 // Done is closed once the client's transport is closed.
 func (c *Client) Done() <-chan struct{} { return c.conn.Done() }
 
@@ -96,6 +100,14 @@ type Server struct {
 	clients  map[uint64]*Client
 	stopping bool
 	conns    sync.WaitGroup
+
+	amu   sync.Mutex
+	addrs map[string]*addrCount // remote IP → its connections
+}
+
+// addrCount is what one remote address holds open.
+type addrCount struct {
+	conns, unauth int
 }
 
 // New checks cfg and returns a server that is not listening yet.
@@ -136,6 +148,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		rejecting:  make(chan struct{}, maxRejecting),
 		negTimeout: negotiationTimeout,
 		clients:    make(map[uint64]*Client),
+		addrs:      make(map[string]*addrCount),
 	}
 	return s, nil
 }
@@ -291,11 +304,73 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, direct bool) e
 		backoff = 0
 		if n := s.active.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
 			s.active.Add(-1)
-			s.reject(raw, direct)
+			s.reject(raw, direct, fmt.Sprintf("too many connections (at most %d)", s.cfg.MaxConnections))
+			continue
+		}
+		ip := remoteIP(raw)
+		if why := s.admit(ip); why != "" {
+			s.active.Add(-1)
+			s.reject(raw, direct, why)
 			continue
 		}
 		s.conns.Add(1)
-		go s.serveConn(ctx, raw, direct)
+		go s.serveConn(ctx, raw, direct, ip)
+	}
+}
+
+func remoteIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	h, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	return h
+}
+
+// admit counts a new connection from ip, unauthenticated, or returns why
+// it is refused.
+func (s *Server) admit(ip string) string {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	a := s.addrs[ip]
+	if a == nil {
+		a = &addrCount{}
+	}
+	switch {
+	case s.cfg.MaxConnectionsPerAddress > 0 && a.conns >= s.cfg.MaxConnectionsPerAddress:
+		return fmt.Sprintf("too many connections from your address (at most %d)", s.cfg.MaxConnectionsPerAddress)
+	case s.cfg.MaxUnauthenticatedPerAddress > 0 && a.unauth >= s.cfg.MaxUnauthenticatedPerAddress:
+		return fmt.Sprintf("too many unauthenticated connections from your address (at most %d)", s.cfg.MaxUnauthenticatedPerAddress)
+	}
+	a.conns++
+	a.unauth++
+	s.addrs[ip] = a
+	return ""
+}
+
+// authenticated moves one of ip's connections out of the unauthenticated
+// count.
+func (s *Server) authenticated(ip string) {
+	s.amu.Lock()
+	if a := s.addrs[ip]; a != nil && a.unauth > 0 {
+		a.unauth--
+	}
+	s.amu.Unlock()
+}
+
+// release forgets one of ip's connections.
+func (s *Server) release(ip string, authed bool) {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	a := s.addrs[ip]
+	if a == nil {
+		return
+	}
+	a.conns--
+	if !authed && a.unauth > 0 {
+		a.unauth--
+	}
+	if a.conns <= 0 {
+		delete(s.addrs, ip)
 	}
 }
 
