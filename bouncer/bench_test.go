@@ -122,7 +122,9 @@ func BenchmarkEmulatedJoin500(b *testing.B) {
 	for i := 0; i < 50; i++ {
 		el := stanza.MustParse(fmt.Sprintf(`<message from="%s/u%d" type="groupchat" id="h%d"><body>history line %d</body><stanza-id xmlns="urn:xmpp:sid:0" by="%s" id="sid-%d"/></message>`, room, i, i, i, room, i))
 		r := &Room{JID: room, Occupants: map[string]*stanza.Element{}}
-		bn.archive(r, el)
+		if _, err := bn.opt.Archive.Append(context.Background(), bn.archiveMessage(r, el)); err != nil {
+			b.Fatal(err)
+		}
 	}
 	var before, after runtime.MemStats
 	runtime.GC()

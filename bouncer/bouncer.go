@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -75,18 +74,13 @@ type Bouncer struct {
 	clientQueries map[string]func(*stanza.Element)
 	// queryids of the core's own MAM queries upstream (gap fill)
 	internalMAM map[string]func(*stanza.Element)
-	// groupchat stanzas of the current burst, committed in one transaction
-	prearchived map[*stanza.Element]*sqlite.Message
+	dlv         *delivery     // per-client output, cursors, offline feed
+	arch        *archiver     // the archive's writer; nil without an archive
+	stopped     chan struct{} // closed when Run returns
+	lastPrune   time.Time
+	pushes      *pushState // XEP-0357 registrations (push.go), nil until loaded
 
-	dlv       *delivery      // per-client output, cursors, offline feed
-	bg        sync.WaitGroup // work running beside the loop
-	stopped   chan struct{}  // closed when Run returns
-	lastPrune time.Time
-	pushes    *pushState // XEP-0357 registrations (push.go), nil until loaded
-
-	inBurst      bool             // handling a burst of upstream stanzas
-	offlineBatch []offlineIn      // offline messages of the burst, not yet committed
-	recovered    recoveredCounter // events dropped after a panic (recover.go)
+	recovered recoveredCounter // events dropped after a panic (recover.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -131,9 +125,11 @@ func New(opt Options) *Bouncer {
 
 		clientQueries: map[string]func(*stanza.Element){},
 		internalMAM:   map[string]func(*stanza.Element){},
-		prearchived:   map[*stanza.Element]*sqlite.Message{},
 		dlv:           newDelivery(),
 		stopped:       make(chan struct{}),
+	}
+	if opt.Archive != nil {
+		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
 	}
 	return b
 }
@@ -152,10 +148,6 @@ func (b *Bouncer) Run(ctx context.Context) {
 			b.shutdown()
 			return
 		case ev := <-b.events:
-			if _, ok := ev.(upStanza); ok {
-				b.safely(ev, b.handleUpstreamBurst)
-				continue
-			}
 			b.safely(ev, b.handle)
 		case now := <-sweep.C:
 			b.sweepIQs(now)

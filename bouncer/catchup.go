@@ -32,7 +32,6 @@ func (b *Bouncer) catchUp(r *Room) {
 type catchUpState struct {
 	room           *Room
 	pages, fetched int
-	stored         int
 	started        time.Time
 }
 
@@ -74,22 +73,17 @@ func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
 		st.pages++
 		st.fetched += len(batch)
 		for _, m := range batch {
-			if seq, forward := b.archive(r, m); forward {
-				if seq != 0 {
-					st.stored++
-				}
-				b.toClaimants(r, m, seq)
-			}
+			b.roomForward(r, m, false)
 		}
 		fin := resp.Child(stanza.NSMAM, "fin")
 		lastID := fin.Child(stanza.NSRSM, "set").ChildText(stanza.NSRSM, "last")
 		rate := float64(st.fetched) / time.Since(st.started).Seconds()
 		if fin.Get("complete") == "true" || lastID == "" || len(batch) == 0 {
-			b.log.Info("gap fill complete", "room", r.JID, "pages", st.pages, "messages", st.fetched, "new", st.stored, "per_second", int(rate))
+			b.log.Info("gap fill complete", "room", r.JID, "pages", st.pages, "messages", st.fetched, "per_second", int(rate))
 			b.catchUpDone(r)
 			return
 		}
-		b.log.Info("gap fill progress", "room", r.JID, "pages", st.pages, "messages", st.fetched, "new", st.stored, "per_second", int(rate))
+		b.log.Info("gap fill progress", "room", r.JID, "pages", st.pages, "messages", st.fetched, "per_second", int(rate))
 		b.catchUpPage(st, lastID, start)
 	})
 	if !sent {

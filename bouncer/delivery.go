@@ -298,7 +298,7 @@ func (b *Bouncer) loadCursors() {
 // saveCursors stores the cursors that moved, off the loop. Saves only move
 // cursors forward, so two in flight cannot undo each other.
 func (b *Bouncer) saveCursors() {
-	if b.opt.Archive == nil || len(b.dlv.dirty) == 0 {
+	if b.arch == nil || len(b.dlv.dirty) == 0 {
 		return
 	}
 	cs := make([]sqlite.Cursor, 0, len(b.dlv.dirty))
@@ -306,7 +306,7 @@ func (b *Bouncer) saveCursors() {
 		cs = append(cs, sqlite.Cursor{Room: k.room, Resource: k.resource, Seq: seq})
 	}
 	clear(b.dlv.dirty)
-	b.background("saving catch-up cursors", func(ctx context.Context, db *sqlite.DB) error {
+	b.background(func(ctx context.Context, db *sqlite.DB) error {
 		return db.SaveCursors(ctx, cs)
 	})
 }

@@ -15,107 +15,6 @@ func (b *Bouncer) dbCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), b.opt.DBTimeout)
 }
 
-// archive stores a groupchat stanza before it is forwarded. It returns the
-// archive seq of a newly stored message (0 when it is not history or the
-// archive failed) and whether to forward it: duplicates (history replays
-// after a rejoin, gap fill overlaps) are not forwarded again. A failing
-// archive never drops the message: it is forwarded and the failure logged.
-func (b *Bouncer) archive(r *Room, el *stanza.Element) (seq int64, forward bool) {
-	if b.opt.Archive == nil || !worthArchiving(el) {
-		return 0, true
-	}
-	if m, ok := b.prearchived[el]; ok {
-		delete(b.prearchived, el)
-		if m != nil {
-			return archived(m)
-		}
-	}
-	m := b.archiveMessage(r, el)
-	ctx, cancel := b.dbCtx()
-	defer cancel()
-	if _, err := b.opt.Archive.Append(ctx, m); err != nil {
-		b.log.Error("archive append failed; forwarding anyway", "room", r.JID, "err", err)
-		return 0, true
-	}
-	return archived(m)
-}
-
-func archived(m *sqlite.Message) (int64, bool) {
-	if !m.Inserted {
-		return 0, false
-	}
-	return m.Seq, true
-}
-
-// burstMax bounds how many queued upstream stanzas share one transaction.
-const burstMax = 256
-
-// handleUpstreamBurst handles an upstream stanza together with the ones
-// queued behind it. Their groupchat messages are committed in one
-// transaction first (group commit), then each stanza is handled in order as
-// usual; archive() then only looks the result up. Under a flood this turns
-// one commit per message into one per burst.
-func (b *Bouncer) handleUpstreamBurst(first event) {
-	burst := []event{first}
-	var next event
-collect:
-	for len(burst) < burstMax {
-		select {
-		case ev := <-b.events:
-			if _, ok := ev.(upStanza); !ok {
-				next = ev
-				break collect
-			}
-			burst = append(burst, ev)
-		default:
-			break collect
-		}
-	}
-	b.prearchive(burst)
-	b.inBurst = true
-	for _, ev := range burst {
-		b.handle(ev)
-	}
-	b.inBurst = false
-	b.commitOffline()
-	clear(b.prearchived)
-	if next != nil {
-		b.handle(next)
-	}
-}
-
-// prearchive commits the burst's room messages in one transaction.
-func (b *Bouncer) prearchive(burst []event) {
-	if b.opt.Archive == nil || len(burst) < 2 {
-		return
-	}
-	var ms []*sqlite.Message
-	for _, ev := range burst {
-		el := ev.(upStanza).el
-		if el.Kind() != "message" || !worthArchiving(el) {
-			continue
-		}
-		bare, _ := splitJID(el.From())
-		r := b.rooms[bare]
-		if r == nil || (r.State != roomJoined && r.State != roomSyncing) {
-			continue
-		}
-		m := b.archiveMessage(r, el)
-		ms = append(ms, m)
-		b.prearchived[el] = m
-	}
-	if len(ms) == 0 {
-		return
-	}
-	ctx, cancel := b.dbCtx()
-	defer cancel()
-	if _, err := b.opt.Archive.AppendBatch(ctx, ms); err != nil {
-		// Nothing was committed: archive() retries one by one.
-		b.log.Error("archive batch failed; retrying one by one", "messages", len(ms), "err", err)
-		clear(b.prearchived)
-	}
-}
-
 // archiveMessage extracts what the archive indexes from a stanza.
 func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
 	_, nick := splitJID(el.From())
@@ -246,17 +145,10 @@ func withDelay(el *stanza.Element, room string, stamp time.Time) *stanza.Element
 // joinHistory is the <history/> of the account's upstream join: only what
 // the archive lacks. A room with MAM sends none; catchUp pages through its
 // archive after the newest message we had when joining.
-func (b *Bouncer) joinHistory(r *Room) *stanza.Element {
-	if b.opt.Archive == nil {
+func (b *Bouncer) joinHistory(r *Room, last *sqlite.Message) *stanza.Element {
+	if b.arch == nil {
 		return stanza.New(stanza.NSMUC, "history", "maxstanzas", "0")
 	}
-	ctx, cancel := b.dbCtx()
-	defer cancel()
-	last, err := b.opt.Archive.Last(ctx, r.JID)
-	if err != nil {
-		b.log.Error("reading the archive before a join", "room", r.JID, "err", err)
-	}
-	r.catchFrom = last
 	switch {
 	case r.hasMAM:
 		return stanza.New(stanza.NSMUC, "history", "maxstanzas", "0")

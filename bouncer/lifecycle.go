@@ -1,6 +1,9 @@
 package bouncer
 
 import (
+	"context"
+	"time"
+
 	"mellium.im/xmpp/jid"
 
 	"xmppbouncer/sessions"
@@ -102,11 +105,18 @@ func (b *Bouncer) startup() {
 }
 
 // shutdown runs once when the loop stops: what delivery confirmed is
-// saved, and work beside the loop is waited for.
+// saved, and the archive's writer drains (for at most archiveDrain).
 func (b *Bouncer) shutdown() {
 	for _, s := range b.reg.All() {
 		b.deliveryEnded(s)
 	}
 	close(b.stopped)
-	b.bg.Wait()
+	if b.arch != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), archiveDrain)
+		defer cancel()
+		b.arch.close(ctx)
+	}
 }
+
+// archiveDrain bounds how long shutdown waits for pending archive writes.
+const archiveDrain = 10 * time.Second

@@ -1,6 +1,7 @@
 package bouncer
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"time"
@@ -22,20 +23,41 @@ func (b *Bouncer) serveMAM(s *sessions.Session, r *Room, el, q *stanza.Element) 
 		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", err.Error()))
 		return
 	}
-	ctx, cancel := b.dbCtx()
-	page, err := b.opt.Archive.Query(ctx, query)
-	cancel()
-	switch {
-	case errors.Is(err, sqlite.ErrItemNotFound):
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrCancel, "item-not-found", "no such message in the archive"))
-		return
-	case err != nil:
-		b.log.Error("MAM query failed", "room", r.JID, "err", err)
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "internal-server-error", ""))
-		return
-	}
-	to := s.JID.String()
-	qid := q.Get("queryid")
+	// Read beside the loop, after every message archived so far is
+	// committed; the answer comes back as an event.
+	id, to, room, qid := s.ID, s.JID.String(), r.JID, q.Get("queryid")
+	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
+		page, err := db.Query(ctx, query)
+		var out []*stanza.Element
+		switch {
+		case errors.Is(err, sqlite.ErrItemNotFound):
+			out = append(out, stanza.ErrorReply(el, stanza.ErrCancel, "item-not-found", "no such message in the archive"))
+		case err != nil:
+			b.log.Error("MAM query failed", "room", room, "err", err)
+			out = append(out, stanza.ErrorReply(el, stanza.ErrWait, "internal-server-error", ""))
+		default:
+			out = mamPage(page, room, to, qid, el.ID())
+		}
+		return func() {
+			s := b.reg.ByID(id)
+			if s == nil {
+				return
+			}
+			for _, o := range out {
+				if o.Type() == "error" {
+					o.Set("from", room)
+					o.Set("to", to)
+				}
+				b.sendTo(s, o)
+			}
+		}
+	})
+}
+
+// mamPage renders one page of archive results and the final answer
+// (XEP-0313 §4.1.2, §4.2).
+func mamPage(page *sqlite.Page, room, to, qid, iqID string) []*stanza.Element {
+	out := make([]*stanza.Element, 0, len(page.Messages)+1)
 	for _, m := range page.Messages {
 		inner, err := stanza.Parse(m.XML)
 		if err != nil {
@@ -46,7 +68,7 @@ func (b *Bouncer) serveMAM(s *sessions.Session, r *Room, el, q *stanza.Element) 
 		res.Append(stanza.New(stanza.NSForward, "forwarded").Append(
 			stanza.New(stanza.NSDelay, "delay", "stamp", m.Stamp.UTC().Format("2006-01-02T15:04:05.000000Z")),
 			inner))
-		b.sendTo(s, stanza.New(stanza.NSClient, "message", "from", r.JID, "to", to).Append(res))
+		out = append(out, stanza.New(stanza.NSClient, "message", "from", room, "to", to).Append(res))
 	}
 	fin := stanza.New(stanza.NSMAM, "fin")
 	if page.Complete {
@@ -59,8 +81,7 @@ func (b *Bouncer) serveMAM(s *sessions.Session, r *Room, el, q *stanza.Element) 
 	}
 	set.Append(stanza.New(stanza.NSRSM, "count").AppendText(strconv.Itoa(page.Count)))
 	fin.Append(set)
-	reply := stanza.New(stanza.NSClient, "iq", "type", "result", "id", el.ID(), "from", r.JID, "to", to).Append(fin)
-	b.sendTo(s, reply)
+	return append(out, stanza.New(stanza.NSClient, "iq", "type", "result", "id", iqID, "from", room, "to", to).Append(fin))
 }
 
 // parseMAMQuery reads the data form (XEP-0313 §5) and RSM set (XEP-0059).

@@ -30,20 +30,22 @@ type Room struct {
 	Self      *stanza.Element            // our self-presence as the room sent it
 	Subject   *stanza.Element            // last subject message; nil if none seen
 
-	pending    []joinRequest              // local joins waiting for the upstream join
-	syncing    []joinRequest              // joined in this round; history and subject follow
-	prev       map[string]*stanza.Element // occupants before an upstream outage
-	nickBy     uint64                     // session that asked for a nick change
-	lastPres   string                     // our last occupant presence upstream
-	hasMAM     bool                       // the room advertises urn:xmpp:mam:2
-	discovered bool                       // hasMAM is known
-	catching   bool                       // a gap fill is running in this sync round
-	subjectNew bool                       // the subject arrived in this sync round
-	subjectChg bool                       // ... and differs from the one we had
-	catchFrom  *sqlite.Message            // newest archived message when the join was sent
-	rejoinWait int                        // backoff exponent for 332/333 rejoins
-	outbox     []queued                   // client messages waiting for the rejoin
-	sentBy     []sentBy                   // recent client messages, for their errors
+	pending        []joinRequest              // local joins waiting for the upstream join
+	syncing        []joinRequest              // joined in this round; history and subject follow
+	prev           map[string]*stanza.Element // occupants before an upstream outage
+	nickBy         uint64                     // session that asked for a nick change
+	lastPres       string                     // our last occupant presence upstream
+	hasMAM         bool                       // the room advertises urn:xmpp:mam:2
+	discovered     bool                       // hasMAM is known
+	catching       bool                       // a gap fill is running in this sync round
+	subjectNew     bool                       // the subject arrived in this sync round
+	subjectChg     bool                       // ... and differs from the one we had
+	catchFrom      *sqlite.Message            // newest archived message when the join was sent
+	rejoinWait     int                        // backoff exponent for 332/333 rejoins
+	outbox         []queued                   // client messages waiting for the rejoin
+	inflight       []*pendingMsg              // messages waiting for their commit, in order
+	archiveWaiting bool                       // a timer watches the head of inflight
+	sentBy         []sentBy                   // recent client messages, for their errors
 }
 
 // fresh reports whether session id joined in the current sync round.

@@ -29,7 +29,7 @@ func (b *Bouncer) roomPresenceIn(r *Room, el *stanza.Element) {
 	if !self {
 		r.setOccupant(nick, el)
 		if r.State == roomJoined || r.State == roomSyncing {
-			b.toClaimants(r, el, 0)
+			b.toClaimants(r, el)
 		}
 		return
 	}
@@ -164,10 +164,7 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 		if r.State == roomLeaving || r.State == roomIdle {
 			return true
 		}
-		if seq, forward := b.archive(r, el); forward {
-			b.toClaimants(r, el, seq)
-			b.pushFor(el, pushRoomMessage)
-		}
+		b.roomForward(r, el, true)
 		return true
 	case "error":
 		// The room's error about a message goes to its sender only.
@@ -196,7 +193,7 @@ func (b *Bouncer) subjectIn(r *Room, el *stanza.Element) {
 	old := r.Subject
 	r.Subject = el
 	if r.State != roomSyncing {
-		b.toClaimants(r, el, 0)
+		b.roomForward(r, el, false) // behind the messages before it
 		return
 	}
 	r.subjectNew = true
@@ -229,16 +226,15 @@ func (b *Bouncer) finishSync(r *Room) {
 	r.syncing = nil
 }
 
-// toClaimants forks a room stanza to every claimant, each with its own to.
-// seq is its archive seq when it is a newly archived message, which moves
-// each claimant's cursor once delivered. Clients joining in the current
-// sync round are skipped: they get the archive's replay when the sync
-// completes.
-func (b *Bouncer) toClaimants(r *Room, el *stanza.Element, seq int64) {
+// toClaimants forks a room stanza that is not a groupchat message
+// (presence, errors, private messages) to every claimant, each with its
+// own to. Clients joining in the current sync round are skipped: they get
+// the room's state when the sync completes.
+func (b *Bouncer) toClaimants(r *Room, el *stanza.Element) {
 	el.Freeze()
 	for _, s := range b.reg.Claimants(r.JID) {
 		if !r.fresh(s.ID) {
-			b.send(s, outItem{el: el.With("to", s.JID.String()), room: r.JID, seq: seq})
+			b.sendTo(s, el.With("to", s.JID.String()))
 		}
 	}
 }
@@ -248,7 +244,7 @@ func (b *Bouncer) toClaimantsOrAll(r *Room, el *stanza.Element) {
 		b.toAccount(el)
 		return
 	}
-	b.toClaimants(r, el, 0)
+	b.toClaimants(r, el)
 }
 
 // selfToClaimants sends our self-presence to every claimant, rewritten to

@@ -1,10 +1,13 @@
 package bouncer
 
 import (
+	"context"
+
 	"math/rand/v2"
 	"strconv"
 	"time"
 
+	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
 )
 
@@ -40,10 +43,32 @@ func (b *Bouncer) joinUpstream(r *Room) {
 // sendJoin sends the join presence, asking only for the history the
 // archive lacks (XEP-0045 §7.2.14).
 func (b *Bouncer) sendJoin(r *Room) {
+	if b.arch == nil {
+		b.sendJoinPresence(r, nil)
+		return
+	}
+	// The newest archived message decides what to ask for; it is read
+	// after every message archived so far is committed.
+	room := r.JID
+	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
+		last, err := db.Last(ctx, room)
+		if err != nil {
+			b.log.Error("reading the archive before a join", "room", room, "err", err)
+		}
+		return func() {
+			if b.rooms[room] == r && r.State == roomJoining && b.online {
+				b.sendJoinPresence(r, last)
+			}
+		}
+	})
+}
+
+func (b *Bouncer) sendJoinPresence(r *Room, last *sqlite.Message) {
+	r.catchFrom = last
 	p := b.occupantPresence(r.JID + "/" + r.Nick)
 	r.lastPres = p.With("to", "").String() // what the room now knows of us
 	x := stanza.New(stanza.NSMUC, "x")
-	x.Append(b.joinHistory(r))
+	x.Append(b.joinHistory(r, last))
 	if r.Password != "" {
 		x.Append(stanza.New(stanza.NSMUC, "password").AppendText(r.Password))
 	}

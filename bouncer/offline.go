@@ -20,10 +20,12 @@ import (
 // them; a client that drops mid-way leaves the rest for the next one.
 
 // storeOffline keeps el for the next client and reports whether it took
-// it. Within a burst of upstream stanzas the writes are committed together
-// (group commit) before any other event is handled; otherwise at once.
+// it. The archiver commits it (with any others waiting, in one
+// transaction) before the next read of the store; a full store refuses it
+// with an error to its sender (XEP-0160: a server may bounce what it
+// cannot store), so nothing is lost silently.
 func (b *Bouncer) storeOffline(el *stanza.Element) bool {
-	if b.opt.Archive == nil {
+	if b.arch == nil {
 		return false
 	}
 	stamp := time.Now().UTC()
@@ -32,50 +34,15 @@ func (b *Bouncer) storeOffline(el *stanza.Element) bool {
 		stored = stored.DeepCopy()
 		stored.Append(stanza.New(stanza.NSDelay, "delay", "from", b.domain, "stamp", stamp.Format(stampFormat)))
 	}
-	b.offlineBatch = append(b.offlineBatch, offlineIn{el: el, row: sqlite.Offline{Stamp: stamp, XML: stored.String()}})
-	if !b.inBurst {
-		b.commitOffline()
-	}
+	b.arch.storeOffline(&sqlite.Offline{Stamp: stamp, XML: stored.String()}, func(ok bool) {
+		if ok {
+			b.log.Debug("stored offline", "from", el.From())
+			return
+		}
+		b.log.Warn("offline store full: message refused with an error to its sender", "from", el.From(), "max", b.opt.Config.Offline.MaxMessages)
+		b.sendUp(upstreamError(el, stanza.ErrWait, "resource-constraint"))
+	})
 	return true
-}
-
-// offlineIn is a message on its way into the offline store.
-type offlineIn struct {
-	el  *stanza.Element
-	row sqlite.Offline
-}
-
-// commitOffline commits the offline messages taken so far. What the store
-// cannot take (it is full, or the disk fails) is refused with an error to
-// its sender (XEP-0160: a server may bounce what it cannot store), so
-// nothing is lost silently.
-func (b *Bouncer) commitOffline() {
-	batch := b.offlineBatch
-	b.offlineBatch = nil
-	if len(batch) == 0 {
-		return
-	}
-	rows := make([]sqlite.Offline, len(batch))
-	for i := range batch {
-		rows[i] = batch[i].row
-	}
-	ctx, cancel := b.dbCtx()
-	defer cancel()
-	n, err := b.opt.Archive.StoreOffline(ctx, rows, b.opt.Config.Offline.MaxMessages)
-	cond := "resource-constraint"
-	switch {
-	case err != nil:
-		n, cond = 0, "internal-server-error"
-		b.log.Error("offline store failed: messages refused with an error to their senders", "count", len(batch), "err", err)
-	case n < len(batch):
-		b.log.Warn("offline store full: messages refused with an error to their senders", "count", len(batch)-n, "max", b.opt.Config.Offline.MaxMessages)
-	}
-	for _, in := range batch[n:] {
-		b.sendUp(upstreamError(in.el, stanza.ErrWait, cond))
-	}
-	if n > 0 {
-		b.log.Debug("stored offline", "count", n)
-	}
 }
 
 // stampFormat is how the bouncer writes XEP-0082 timestamps.
@@ -95,7 +62,7 @@ func hasDelayFrom(el *stanza.Element, from string) bool {
 // They are read off the loop; whatever else s is sent meanwhile waits
 // behind them.
 func (b *Bouncer) feedOffline(s *sessions.Session) {
-	if b.opt.Archive == nil || b.dlv.offlineTo != 0 {
+	if b.arch == nil || b.dlv.offlineTo != 0 {
 		return
 	}
 	b.dlv.offlineTo = s.ID
@@ -131,11 +98,8 @@ func (b *Bouncer) feedOffline(s *sessions.Session) {
 
 // deleteOffline deletes the offline messages up to seq, delivered in order.
 func (b *Bouncer) deleteOffline(seq int64) {
-	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
-		if err := db.DeleteOffline(ctx, seq); err != nil {
-			b.log.Error("deleting delivered offline messages", "err", err)
-		}
-		return nil
+	b.background(func(ctx context.Context, db *sqlite.DB) error {
+		return db.DeleteOffline(ctx, seq)
 	})
 }
 
@@ -143,16 +107,14 @@ func (b *Bouncer) deleteOffline(seq int64) {
 // retention, loudly.
 func (b *Bouncer) pruneOffline() {
 	ret := b.opt.Config.Offline.RetentionPeriod
-	if b.opt.Archive == nil || ret <= 0 {
+	if b.arch == nil || ret <= 0 {
 		return
 	}
-	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
+	b.background(func(ctx context.Context, db *sqlite.DB) error {
 		n, err := db.PruneOffline(ctx, time.Now().Add(-ret))
-		if err != nil {
-			b.log.Error("pruning offline messages", "err", err)
-		} else if n > 0 {
+		if n > 0 {
 			b.log.Warn("offline messages expired undelivered", "deleted", n, "retention", ret.String())
 		}
-		return nil
+		return err
 	})
 }

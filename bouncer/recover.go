@@ -17,8 +17,6 @@ func (b *Bouncer) safely(ev event, handle func(event)) {
 	defer func() {
 		if r := recover(); r != nil {
 			b.reportPanic(ev, r)
-			// A burst cut short must not leave its rows for the next one.
-			clear(b.prearchived)
 		}
 	}()
 	handle(ev)

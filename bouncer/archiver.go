@@ -1,0 +1,219 @@
+package bouncer
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"xmppbouncer/sqlite"
+)
+
+// The archiver is the one goroutine that writes to SQLite, so the loop
+// never waits on disk. The loop hands it jobs without blocking; it runs
+// them in order, committing consecutive room messages (and consecutive
+// offline messages) in one transaction each (group commit), and answers
+// through events. A read is queued like a write and starts, in its own
+// goroutine, once every write queued before it is committed: a history
+// replay or MAM page sees every message the loop archived before asking.
+//
+// A write that fails is retried with backoff and never dropped. While it
+// keeps failing (another process holds the database, the disk is full)
+// the archive is "down": that is logged loudly and shown in status, and
+// rooms forward their messages without waiting for the commit.
+
+type archiver struct {
+	db    *sqlite.DB
+	log   *slog.Logger
+	post  func(func()) // runs a function on the loop
+	limit func() int   // the offline store's bound
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	queue  []archJob
+	closed bool
+	done   chan struct{}
+	reads  sync.WaitGroup
+
+	down     atomic.Bool   // the last commit failed and is being retried
+	failures atomic.Uint64 // failed commits since start
+	pending  atomic.Int64  // jobs queued or running
+}
+
+// archJob is one unit of archive work; exactly one field is set.
+type archJob struct {
+	msg     *sqlite.Message // a room message; then runs on the loop once committed
+	offline *sqlite.Offline // an offline message; stored(ok) runs on the loop
+	write   func(ctx context.Context, db *sqlite.DB) error
+	read    func(ctx context.Context, db *sqlite.DB)
+
+	then   func()
+	stored func(ok bool)
+}
+
+// archiveBatchMax bounds one group commit.
+const archiveBatchMax = 512
+
+func newArchiver(db *sqlite.DB, log *slog.Logger, post func(func()), limit func() int) *archiver {
+	a := &archiver{db: db, log: log, post: post, limit: limit, done: make(chan struct{})}
+	a.cond = sync.NewCond(&a.mu)
+	go a.run()
+	return a
+}
+
+func (a *archiver) enqueue(j archJob) {
+	a.pending.Add(1)
+	a.mu.Lock()
+	a.queue = append(a.queue, j)
+	a.mu.Unlock()
+	a.cond.Signal()
+}
+
+// appendMsg archives a room message; then runs on the loop once committed
+// (m.Seq and m.Inserted are set by then).
+func (a *archiver) appendMsg(m *sqlite.Message, then func()) {
+	a.enqueue(archJob{msg: m, then: then})
+}
+
+// storeOffline stores an offline message; stored runs on the loop with
+// whether the store took it (false: it was full).
+func (a *archiver) storeOffline(o *sqlite.Offline, stored func(bool)) {
+	a.enqueue(archJob{offline: o, stored: stored})
+}
+
+// write runs an ordered write; it is retried until it succeeds.
+func (a *archiver) write(w func(ctx context.Context, db *sqlite.DB) error) {
+	a.enqueue(archJob{write: w})
+}
+
+// read runs r in its own goroutine once every earlier write is committed.
+func (a *archiver) read(r func(ctx context.Context, db *sqlite.DB)) {
+	a.enqueue(archJob{read: r})
+}
+
+// close lets the archiver finish what is queued and waits for it, at most
+// until ctx is done.
+func (a *archiver) close(ctx context.Context) {
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	a.cond.Signal()
+	select {
+	case <-a.done:
+		a.reads.Wait()
+	case <-ctx.Done():
+		a.log.Error("archive writes still pending at shutdown", "jobs", a.pending.Load())
+	}
+}
+
+func (a *archiver) take() []archJob {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for len(a.queue) == 0 && !a.closed {
+		a.cond.Wait()
+	}
+	q := a.queue
+	a.queue = nil
+	return q
+}
+
+func (a *archiver) run() {
+	defer close(a.done)
+	for {
+		jobs := a.take()
+		if len(jobs) == 0 {
+			return // closed and drained
+		}
+		var thens []func()
+		for i := 0; i < len(jobs); {
+			j := jobs[i]
+			n := 1
+			switch {
+			case j.msg != nil:
+				for i+n < len(jobs) && jobs[i+n].msg != nil && n < archiveBatchMax {
+					n++
+				}
+				ms := make([]*sqlite.Message, n)
+				for k := range ms {
+					ms[k] = jobs[i+k].msg
+				}
+				a.retry("archiving room messages", func(ctx context.Context) error {
+					_, err := a.db.AppendBatch(ctx, ms)
+					return err
+				})
+				for k := 0; k < n; k++ {
+					thens = append(thens, jobs[i+k].then)
+				}
+			case j.offline != nil:
+				for i+n < len(jobs) && jobs[i+n].offline != nil && n < archiveBatchMax {
+					n++
+				}
+				rows := make([]sqlite.Offline, n)
+				for k := range rows {
+					rows[k] = *jobs[i+k].offline
+				}
+				stored := 0
+				a.retry("storing offline messages", func(ctx context.Context) error {
+					var err error
+					stored, err = a.db.StoreOffline(ctx, rows, a.limit())
+					return err
+				})
+				for k := 0; k < n; k++ {
+					jobs[i+k].offline.Seq = rows[k].Seq
+					ok, f := k < stored, jobs[i+k].stored
+					thens = append(thens, func() { f(ok) })
+				}
+			case j.write != nil:
+				a.retry("writing to the archive", func(ctx context.Context) error { return j.write(ctx, a.db) })
+			case j.read != nil:
+				a.reads.Add(1)
+				go func() {
+					defer a.reads.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					j.read(ctx, a.db)
+				}()
+			}
+			i += n
+			a.pending.Add(int64(-n))
+		}
+		if len(thens) > 0 {
+			a.post(func() {
+				for _, f := range thens {
+					f()
+				}
+			})
+		}
+	}
+}
+
+// retry runs one write until it succeeds, with backoff from 50 ms to 5 s.
+// At shutdown it gives up after a few tries, loudly.
+func (a *archiver) retry(what string, f func(ctx context.Context) error) {
+	wait := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := f(ctx)
+		cancel()
+		if err == nil {
+			if a.down.Swap(false) {
+				a.log.Warn("archive available again", "what", what, "after_attempts", attempt)
+			}
+			return
+		}
+		a.failures.Add(1)
+		if !a.down.Swap(true) {
+			a.log.Error("ARCHIVE UNAVAILABLE: retrying; messages are forwarded meanwhile and archived once it works", "what", what, "err", err)
+		}
+		a.mu.Lock()
+		closed := a.closed
+		a.mu.Unlock()
+		if closed && attempt >= 5 {
+			a.log.Error("archive write abandoned at shutdown", "what", what, "err", err)
+			return
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 5*time.Second)
+	}
+}
