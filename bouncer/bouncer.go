@@ -75,6 +75,8 @@ type Bouncer struct {
 	internalMAM map[string]func(*stanza.Element)
 	// groupchat stanzas of the current burst, committed in one transaction
 	prearchived map[*stanza.Element]*sqlite.Message
+
+	admin *adminState // XEP-0050 commands and counters (admin*.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -120,6 +122,7 @@ func New(opt Options) *Bouncer {
 		clientQueries: map[string]func(*stanza.Element){},
 		internalMAM:   map[string]func(*stanza.Element){},
 		prearchived:   map[*stanza.Element]*sqlite.Message{},
+		admin:         newAdminState(opt.Config.History.RetentionPeriod),
 	}
 	return b
 }
@@ -132,16 +135,20 @@ func (b *Bouncer) Run(ctx context.Context) {
 	sweep := time.NewTicker(b.opt.SweepInterval)
 	defer sweep.Stop()
 	b.startup()
+	b.adminStartup()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case ev := <-b.events:
+			start := time.Now()
 			if _, ok := ev.(upStanza); ok {
 				b.handleUpstreamBurst(ev)
+				b.observeLoop(start)
 				continue
 			}
 			b.handle(ev)
+			b.observeLoop(start)
 		case now := <-sweep.C:
 			b.sweepIQs(now)
 		}
@@ -189,13 +196,16 @@ func (b *Bouncer) sendUp(el *stanza.Element) bool {
 	if !b.online || b.up == nil {
 		return false
 	}
+	b.admin.stats.count(ToUpstream, el)
 	return b.up.Send(el)
 }
 
 // sendTo queues el for a local session. A client whose queue is full is
 // disconnected rather than allowed to block everyone.
 func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) {
+	b.admin.stats.count(ToClients, el)
 	if !s.Conn.Send(el) {
+		b.admin.stats.slowDisconnects.Add(1)
 		b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String())
 		s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
 	}

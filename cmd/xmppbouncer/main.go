@@ -141,7 +141,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 
 	go b.Run(ctx)
 	go up.Run(ctx)
-	go bouncer.Prune(ctx, db, cfg.History.RetentionPeriod, log)
+	go b.RunPruner(ctx) // [history] retention, or what the history command set
 	return srv.Serve(ctx)
 }
 
