@@ -141,7 +141,11 @@ func (b *Bouncer) roomLines() []string {
 }
 
 func (b *Bouncer) roomLine(r *Room) string {
-	parts := []string{r.JID + " as " + r.Nick, roomStateName(r.State), fmt.Sprintf("%d occupants", len(r.Occupants))}
+	n := len(r.Occupants)
+	if _, ok := r.Occupants[r.Nick]; !ok && r.Self != nil {
+		n++ // the account itself
+	}
+	parts := []string{r.JID + " as " + r.Nick, roomStateName(r.State), fmt.Sprintf("%d occupants", n)}
 	if r.Kept {
 		parts = append(parts, "kept ("+b.keptBy(r.JID)+")")
 	}
