@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
 )
 
 // CommitObserver is told the duration of each archive transaction
@@ -54,4 +56,10 @@ func (db *DB) Size(ctx context.Context) (messages, bytes int64, err error) {
 		return 0, 0, fmt.Errorf("sqlite: archive size: %w", err)
 	}
 	return messages, pages * pageSize, nil
+}
+
+// Version is the SQLite library's version, e.g. "3.46.1".
+func Version() string {
+	v, _, _ := sqlite3.Version()
+	return v
 }
