@@ -82,6 +82,7 @@ type adminState struct {
 
 	stats    Stats
 	observer atomic.Pointer[Observer]
+	done     <-chan struct{} // Run's ctx.Done(), set before any work leaves the loop
 }
 
 // adminSession is one multi-step command in progress (XEP-0050 §3.4).
@@ -200,7 +201,7 @@ func (b *Bouncer) adminListCommands(s *sessions.Session, t target, el, payload *
 		answer(nil)
 		return
 	}
-	time.AfterFunc(adminListWait, func() { b.events <- funcEvent{f: func() { answer(nil) }} })
+	time.AfterFunc(adminListWait, func() { b.post(func() { answer(nil) }) })
 }
 
 // adminCommandInfo answers disco#info on a command node (XEP-0050 §2.3).
@@ -314,8 +315,17 @@ func (b *Bouncer) adminReply(c *adminCall, status string, form *stanza.Element, 
 func later[T any](b *Bouncer, work func() T, done func(T)) {
 	go func() {
 		v := work()
-		b.events <- funcEvent{f: func() { done(v) }}
+		b.post(func() { done(v) })
 	}()
+}
+
+// post hands f to the loop from another goroutine; once the loop has
+// stopped, f is dropped instead of blocking forever.
+func (b *Bouncer) post(f func()) {
+	select {
+	case b.events <- funcEvent{f: f}:
+	case <-b.admin.done:
+	}
 }
 
 // --- XEP-0004 data forms ---

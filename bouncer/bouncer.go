@@ -135,7 +135,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 	sweep := time.NewTicker(b.opt.SweepInterval)
 	defer sweep.Stop()
 	b.startup()
-	b.adminStartup()
+	b.adminStartup(ctx)
 	for {
 		select {
 		case <-ctx.Done():
