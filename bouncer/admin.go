@@ -82,7 +82,6 @@ type adminState struct {
 
 	stats    Stats
 	observer atomic.Pointer[Observer]
-	done     <-chan struct{} // Run's ctx.Done(), set before any work leaves the loop
 }
 
 // adminSession is one multi-step command in progress (XEP-0050 §3.4).
@@ -311,21 +310,13 @@ func (b *Bouncer) adminReply(c *adminCall, status string, form *stanza.Element, 
 }
 
 // later runs work off the loop (it may wait on disk) and then done on the
-// loop with its result, as the rule for blocking work asks.
+// loop with its result, as the rule for blocking work asks (post, in
+// offloop.go, drops done once the loop has stopped).
 func later[T any](b *Bouncer, work func() T, done func(T)) {
 	go func() {
 		v := work()
 		b.post(func() { done(v) })
 	}()
-}
-
-// post hands f to the loop from another goroutine; once the loop has
-// stopped, f is dropped instead of blocking forever.
-func (b *Bouncer) post(f func()) {
-	select {
-	case b.events <- funcEvent{f: f}:
-	case <-b.admin.done:
-	}
 }
 
 // --- XEP-0004 data forms ---

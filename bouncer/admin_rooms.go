@@ -38,8 +38,7 @@ type keptWriter struct {
 
 // adminStartup loads the rooms the rooms command keeps and the retention
 // it set, off the loop, and applies them on it.
-func (b *Bouncer) adminStartup(ctx context.Context) {
-	b.admin.done = ctx.Done()
+func (b *Bouncer) adminStartup() {
 	db := b.opt.Archive
 	if db == nil {
 		return

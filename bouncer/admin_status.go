@@ -23,7 +23,7 @@ type clientInfo interface {
 	Info() (remote string, since time.Time, tlsVersion, mechanism string)
 }
 
-const stampFormat = "2006-01-02 15:04:05 MST"
+const adminStampFormat = "2006-01-02 15:04:05 MST"
 
 // cmdStatus shows where everything stands, in one result form. The archive
 // size comes from disk, so the answer is sent from a goroutine's event.
@@ -55,7 +55,7 @@ func (b *Bouncer) cmdStatus(c *adminCall) {
 		}
 		field(x, "text-single", "retention", "History retention", retentionText(retention))
 		field(x, "text-single", "version", "Version", fmt.Sprintf("xmppbouncer %s (%s)", b.opt.Version, runtime.Version()))
-		field(x, "text-single", "uptime", "Up since", b.admin.started.Format(stampFormat)+" ("+time.Since(b.admin.started).Round(time.Second).String()+")")
+		field(x, "text-single", "uptime", "Up since", b.admin.started.Format(adminStampFormat)+" ("+time.Since(b.admin.started).Round(time.Second).String()+")")
 		b.adminDone(c, x)
 	})
 }
@@ -73,7 +73,7 @@ func (b *Bouncer) statusUpstream(x *stanza.Element) {
 	}
 	st := us.Status()
 	if st.Connected {
-		field(x, "text-single", "upstream-since", "Connected since", st.ConnectedSince.Format(stampFormat)+" ("+time.Since(st.ConnectedSince).Round(time.Second).String()+")")
+		field(x, "text-single", "upstream-since", "Connected since", st.ConnectedSince.Format(adminStampFormat)+" ("+time.Since(st.ConnectedSince).Round(time.Second).String()+")")
 	}
 	field(x, "text-single", "upstream-server", "Server address", orNone(st.Server))
 	field(x, "text-single", "upstream-sasl", "SASL mechanism", orNone(st.Mechanism))
@@ -81,7 +81,7 @@ func (b *Bouncer) statusUpstream(x *stanza.Element) {
 	field(x, "text-single", "upstream-reconnects", "Reconnects since start", fmt.Sprint(st.Reconnects))
 	lastErr := "none"
 	if st.LastError != "" {
-		lastErr = st.LastError + " (" + st.LastErrorAt.Format(stampFormat) + ")"
+		lastErr = st.LastError + " (" + st.LastErrorAt.Format(adminStampFormat) + ")"
 	}
 	field(x, "text-single", "upstream-last-error", "Last error", lastErr)
 	field(x, "text-single", "upstream-traffic", "Traffic", humanBytes(int64(st.BytesIn))+" in, "+humanBytes(int64(st.BytesOut))+" out")
@@ -103,7 +103,7 @@ func (b *Bouncer) clientLine(s *sessions.Session) string {
 	parts := []string{s.JID.Resourcepart()}
 	if ci, ok := s.Conn.(clientInfo); ok {
 		remote, since, tlsv, mech := ci.Info()
-		parts = append(parts, "from "+remote, "since "+since.Format(stampFormat), orNone(tlsv), mech)
+		parts = append(parts, "from "+remote, "since "+since.Format(adminStampFormat), orNone(tlsv), mech)
 	}
 	switch {
 	case !s.Available():

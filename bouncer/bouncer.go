@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -55,8 +56,9 @@ type Bouncer struct {
 
 	// Upstream session state.
 	online bool
-	upFull string // bound full JID upstream, "" when offline
-	outbox []*stanza.Element
+	upFull string   // bound full JID upstream, "" when offline
+	outbox []queued // messages for upstream while it is down, not for rooms
+	queued int      // messages waiting in outbox and every room's outbox
 
 	reg *sessions.Registry
 
@@ -77,6 +79,14 @@ type Bouncer struct {
 	prearchived map[*stanza.Element]*sqlite.Message
 
 	admin *adminState // XEP-0050 commands and counters (admin*.go)
+
+	dlv       *delivery      // per-client output, cursors, offline feed
+	bg        sync.WaitGroup // work running beside the loop
+	stopped   chan struct{}  // closed when Run returns
+	lastPrune time.Time
+
+	inBurst      bool        // handling a burst of upstream stanzas
+	offlineBatch []offlineIn // offline messages of the burst, not yet committed
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -123,6 +133,8 @@ func New(opt Options) *Bouncer {
 		internalMAM:   map[string]func(*stanza.Element){},
 		prearchived:   map[*stanza.Element]*sqlite.Message{},
 		admin:         newAdminState(opt.Config.History.RetentionPeriod),
+		dlv:           newDelivery(),
+		stopped:       make(chan struct{}),
 	}
 	return b
 }
@@ -135,10 +147,11 @@ func (b *Bouncer) Run(ctx context.Context) {
 	sweep := time.NewTicker(b.opt.SweepInterval)
 	defer sweep.Stop()
 	b.startup()
-	b.adminStartup(ctx)
+	b.adminStartup()
 	for {
 		select {
 		case <-ctx.Done():
+			b.shutdown()
 			return
 		case ev := <-b.events:
 			start := time.Now()
@@ -151,6 +164,11 @@ func (b *Bouncer) Run(ctx context.Context) {
 			b.observeLoop(start)
 		case now := <-sweep.C:
 			b.sweepIQs(now)
+			b.sweepDelivery()
+			if now.Sub(b.lastPrune) > time.Hour {
+				b.lastPrune = now
+				b.pruneOffline()
+			}
 		}
 	}
 }
@@ -200,15 +218,11 @@ func (b *Bouncer) sendUp(el *stanza.Element) bool {
 	return b.up.Send(el)
 }
 
-// sendTo queues el for a local session. A client whose queue is full is
-// disconnected rather than allowed to block everyone.
+// sendTo sends el to a local session (see delivery.go). A client whose
+// queue is full is disconnected rather than allowed to block everyone.
 func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) {
 	b.admin.stats.count(ToClients, el)
-	if !s.Conn.Send(el) {
-		b.admin.stats.slowDisconnects.Add(1)
-		b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String())
-		s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
-	}
+	b.send(s, outItem{el: el})
 }
 
 // localJID returns the full JID local clients use for resource res.

@@ -35,6 +35,7 @@ func (b *Bouncer) clientClosed(id uint64, err error) {
 func (b *Bouncer) sessionEnded(s *sessions.Session) {
 	wasAvailable := s.Available()
 	b.clientGone(s)
+	b.deliveryEnded(s)
 	b.reg.Remove(s)
 	for id, p := range b.pendingIn {
 		if p.session == s.ID {
@@ -64,14 +65,7 @@ func (b *Bouncer) upstreamOnline(bound jid.JID) {
 	b.presence.lastUp = ""
 	b.log.Info("upstream online", "jid", b.upFull)
 	b.updateAggregate()
-	queued := b.outbox
-	b.outbox = nil
-	for _, el := range queued {
-		b.sendUp(el)
-	}
-	if len(queued) > 0 {
-		b.log.Info("flushed queued messages", "count", len(queued))
-	}
+	b.flushOutbox()
 	b.roomsOnline()
 }
 
@@ -101,5 +95,16 @@ func (b *Bouncer) upstreamOffline(err error) {
 
 // startup runs once when the loop starts.
 func (b *Bouncer) startup() {
+	b.loadCursors()
 	b.roomsStartup()
+}
+
+// shutdown runs once when the loop stops: what delivery confirmed is
+// saved, and work beside the loop is waited for.
+func (b *Bouncer) shutdown() {
+	for _, s := range b.reg.All() {
+		b.deliveryEnded(s)
+	}
+	close(b.stopped)
+	b.bg.Wait()
 }

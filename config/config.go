@@ -24,6 +24,7 @@ type Config struct {
 	Storage  Storage  `toml:"storage"`
 	Presence Presence `toml:"presence"`
 	History  History  `toml:"history"`
+	Offline  Offline  `toml:"offline"`
 	Limits   Limits   `toml:"limits"`
 	Log      Log      `toml:"log"`
 	Metrics  Metrics  `toml:"metrics"`
@@ -75,14 +76,30 @@ type Storage struct {
 type Presence struct {
 	DetachedShow   string `toml:"detached_show"`
 	DetachedStatus string `toml:"detached_status"`
+	// QuitGrace: a room leave followed this soon by the end of the client's
+	// session (or its unavailable presence) is a disconnect, not a leave.
+	QuitGrace Duration `toml:"quit_grace"`
 }
 
 // History configures the room archive and its replay.
 type History struct {
-	Retention       string   `toml:"retention"`
-	DefaultReplay   int      `toml:"default_replay"`
-	MAMMaxPage      int      `toml:"mam_max_page"`
-	CatchupStart    Duration `toml:"catchup_start"`
+	Retention     string   `toml:"retention"`
+	DefaultReplay int      `toml:"default_replay"`
+	MAMMaxPage    int      `toml:"mam_max_page"`
+	CatchupStart  Duration `toml:"catchup_start"`
+	// ReplayMax and ReplayMaxAge cap the catch-up replay of a plain join
+	// from a resource seen before (everything after its cursor).
+	ReplayMax          int    `toml:"replay_max"`
+	ReplayMaxAge       string `toml:"replay_max_age"`
+	RetentionPeriod    time.Duration
+	ReplayMaxAgePeriod time.Duration
+}
+
+// Offline bounds the store of messages that arrive while no local client
+// is available (XEP-0160).
+type Offline struct {
+	MaxMessages     int    `toml:"max_messages"`
+	Retention       string `toml:"retention"`
 	RetentionPeriod time.Duration
 }
 
@@ -204,6 +221,24 @@ func (c *Config) Defaults() {
 	if h.CatchupStart.Duration == 0 {
 		h.CatchupStart.Duration = 24 * time.Hour
 	}
+	if h.ReplayMax == 0 {
+		h.ReplayMax = 1000
+	}
+	if h.ReplayMaxAge == "" {
+		h.ReplayMaxAge = "7d"
+	}
+	if h.ReplayMaxAgePeriod == 0 {
+		h.ReplayMaxAgePeriod, _ = ParseRetention(h.ReplayMaxAge)
+	}
+	if c.Offline.MaxMessages == 0 {
+		c.Offline.MaxMessages = 10000
+	}
+	if c.Offline.Retention == "" {
+		c.Offline.Retention = "0"
+	}
+	if c.Presence.QuitGrace.Duration == 0 {
+		c.Presence.QuitGrace.Duration = 2 * time.Second
+	}
 	l := &c.Limits
 	if l.MaxStanzaBytes == 0 {
 		l.MaxStanzaBytes = 256 << 10
@@ -317,6 +352,18 @@ func (c *Config) finish() error {
 		return bad("history.retention", "%v", err)
 	}
 	c.History.RetentionPeriod = d
+	if c.History.ReplayMaxAgePeriod, err = ParseRetention(c.History.ReplayMaxAge); err != nil {
+		return bad("history.replay_max_age", "%v", err)
+	}
+	if c.History.ReplayMax < 0 {
+		return bad("history.replay_max", "must not be negative")
+	}
+	if c.Offline.RetentionPeriod, err = ParseRetention(c.Offline.Retention); err != nil {
+		return bad("offline.retention", "%v", err)
+	}
+	if c.Offline.MaxMessages < 0 {
+		return bad("offline.max_messages", "must not be negative")
+	}
 	if c.History.DefaultReplay < 0 {
 		return bad("history.default_replay", "must not be negative")
 	}

@@ -35,15 +35,9 @@ type Sources struct {
 	Listener *listener.Server
 	Version  string
 	// OfflineDepth reports how many messages wait in the offline store
-	// for clients that are away. The offline store is being built
-	// separately; until it is wired, pass nil and the gauge reads
-	// NoOfflineStore's 0.
-	OfflineDepth func() int
+	// for clients that are away; nil reads Archive.OfflineCount.
+	OfflineDepth func(ctx context.Context) (int, error)
 }
-
-// NoOfflineStore is the OfflineDepth of a bouncer without an offline
-// store yet: always 0. Replace it when the offline store lands.
-func NoOfflineStore() int { return 0 }
 
 // Metrics is the registry with xmppbouncer's series.
 type Metrics struct {
@@ -56,8 +50,8 @@ const snapshotWait = 2 * time.Second
 // New builds the registry and installs the latency observers on the
 // bouncer and the archive; call it before the bouncer's Run.
 func New(src Sources) *Metrics {
-	if src.OfflineDepth == nil {
-		src.OfflineDepth = NoOfflineStore
+	if src.OfflineDepth == nil && src.Archive != nil {
+		src.OfflineDepth = src.Archive.OfflineCount
 	}
 	reg := prometheus.NewRegistry()
 	// No go_* or process_* collectors: every series is xmppbouncer_….
@@ -190,10 +184,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if l := c.src.Listener; l != nil {
 		counter(ch, dAuthFailures, l.AuthFailures())
 	}
-	gauge(ch, dOfflineDepth, float64(c.src.OfflineDepth()))
-
 	ctx, cancel := context.WithTimeout(context.Background(), snapshotWait)
 	defer cancel()
+	if f := c.src.OfflineDepth; f != nil {
+		if n, err := f(ctx); err == nil {
+			gauge(ch, dOfflineDepth, float64(n))
+		}
+	}
 	snap, err := b.Snapshot(ctx)
 	gauge(ch, dResponsive, b2f(err == nil))
 	if err == nil {

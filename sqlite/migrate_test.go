@@ -82,7 +82,11 @@ func TestMigrationsFromEveryVersion(t *testing.T) {
 					`INSERT INTO messages(room_id, stamp, stanza_id, nick, real_jid, body, xml)
 					 VALUES (1, 1700000000000000, 'sid-old', 'nick1', 'a@b', 'kept body', '<message/>')`,
 					`INSERT INTO messages(room_id, stamp, fkey, nick, xml)
-					 VALUES (1, 1700000001000000, x'00', 'nick2', '<message><reactions/></message>')`,
+					 VALUES (1, 1700000001000000, x'00', 'nick2', '<message><reactions xmlns="urn:xmpp:reactions:0"/></message>')`,
+					// A chat state, which is not history: migration 5
+					// removes what earlier versions stored.
+					`INSERT INTO messages(room_id, stamp, fkey, nick, xml)
+					 VALUES (1, 1700000002000000, x'01', 'nick2', '<message><composing xmlns="http://jabber.org/protocol/chatstates"/></message>')`,
 					`INSERT INTO state(key, value) VALUES ('k', 'v')`,
 				} {
 					if _, err := w.Exec(q); err != nil {
