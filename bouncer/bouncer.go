@@ -81,6 +81,7 @@ type Bouncer struct {
 	pushes      *pushState // XEP-0357 registrations (push.go), nil until loaded
 
 	recovered recoveredCounter // events dropped after a panic (recover.go)
+	admin     *adminState      // XEP-0050 commands and counters (admin*.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -125,6 +126,7 @@ func New(opt Options) *Bouncer {
 
 		clientQueries: map[string]func(*stanza.Element){},
 		internalMAM:   map[string]func(*stanza.Element){},
+		admin:         newAdminState(opt.Config.History.RetentionPeriod),
 		dlv:           newDelivery(),
 		stopped:       make(chan struct{}),
 	}
@@ -142,13 +144,16 @@ func (b *Bouncer) Run(ctx context.Context) {
 	sweep := time.NewTicker(b.opt.SweepInterval)
 	defer sweep.Stop()
 	b.startup()
+	b.adminStartup()
 	for {
 		select {
 		case <-ctx.Done():
 			b.shutdown()
 			return
 		case ev := <-b.events:
+			start := time.Now()
 			b.safely(ev, b.handle)
+			b.observeLoop(start)
 		case now := <-sweep.C:
 			b.sweepIQs(now)
 			b.sweepDelivery()
@@ -203,12 +208,14 @@ func (b *Bouncer) sendUp(el *stanza.Element) bool {
 	if !b.online || b.up == nil {
 		return false
 	}
+	b.admin.stats.count(ToUpstream, el)
 	return b.up.Send(el)
 }
 
 // sendTo sends el to a local session (see delivery.go). A client whose
 // queue is full is disconnected rather than allowed to block everyone.
 func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) {
+	b.admin.stats.count(ToClients, el)
 	b.send(s, outItem{el: el})
 }
 

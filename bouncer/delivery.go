@@ -156,6 +156,7 @@ func (b *Bouncer) tooSlow(s *sessions.Session, why string) {
 	if c, ok := s.Conn.(interface{ Closing() bool }); ok && c.Closing() {
 		return // already on its way out: not slow, and nothing to tell it
 	}
+	b.admin.stats.slowDisconnects.Add(1)
 	b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String(), "why", why)
 	s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
 }

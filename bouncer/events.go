@@ -42,7 +42,10 @@ func (b *Bouncer) UpstreamHandler() UpstreamHandler { return UpstreamHandler{b} 
 func (h UpstreamHandler) Online(bound jid.JID) { h.b.events <- upOnline{bound} }
 
 // Stanza implements upstream.Handler.
-func (h UpstreamHandler) Stanza(el *stanza.Element) { h.b.events <- upStanza{el} }
+func (h UpstreamHandler) Stanza(el *stanza.Element) {
+	h.b.admin.stats.count(FromUpstream, el)
+	h.b.events <- upStanza{el}
+}
 
 // Offline implements upstream.Handler.
 func (h UpstreamHandler) Offline(err error) { h.b.events <- upOffline{err} }
@@ -60,6 +63,7 @@ func (h ClientHandler) Bound(c *listener.Client) {
 
 // Stanza implements listener.Handler.
 func (h ClientHandler) Stanza(c *listener.Client, el *stanza.Element) {
+	h.b.admin.stats.count(FromClients, el)
 	h.b.events <- clientStanza{id: c.ID, el: el}
 }
 

@@ -139,6 +139,7 @@ func (b *Bouncer) upstreamIQ(el *stanza.Element) {
 		b.push(el, payload, func(s *sessions.Session) bool { return s.RosterRequested })
 	case fromAccount && el.Type() == "set" && (payload.Is(stanza.NSBlocking, "block") || payload.Is(stanza.NSBlocking, "unblock")):
 		b.push(el, payload, func(*sessions.Session) bool { return true })
+	case b.adminFromUpstream(el, payload):
 	case b.answerForAccount(el, payload):
 	default:
 		b.forwardIQToClient(el)

@@ -13,6 +13,9 @@ func (b *Bouncer) answerLocally(s *sessions.Session, t target, el, payload *stan
 	if payload == nil {
 		return false
 	}
+	if b.adminIQ(s, t, el, payload) {
+		return true
+	}
 	toServer := t.to == "" || t.to == b.domain
 	toAccount := toServer || t.to == b.account
 	switch {

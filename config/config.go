@@ -28,11 +28,18 @@ type Config struct {
 	Limits   Limits   `toml:"limits"`
 	Log      Log      `toml:"log"`
 	Push     Push     `toml:"push"`
+	Metrics  Metrics  `toml:"metrics"`
 	Rooms    []Room   `toml:"rooms"`
 
 	// Warnings are problems Load found that do not stop the bouncer, such
 	// as a secret in a file others can read; the caller logs them.
 	Warnings []string `toml:"-"`
+}
+
+// Metrics is the optional Prometheus endpoint.
+type Metrics struct {
+	Address     string `toml:"address"`      // "" = off
+	AllowRemote bool   `toml:"allow_remote"` // needed for a non-loopback address
 }
 
 // Upstream is the one session to the user's real account.
@@ -422,6 +429,14 @@ func (c *Config) finish() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return bad("log.level", "must be debug, info, warn or error; got %q", c.Log.Level)
+	}
+	if a := c.Metrics.Address; a != "" {
+		if _, _, err := splitHostPort(a); err != nil {
+			return bad("metrics.address", "%v", err)
+		}
+		if !isLoopback(a) && !c.Metrics.AllowRemote {
+			return bad("metrics.address", "%q is not a loopback address: the metrics show your rooms' activity to whoever can reach it; set metrics.allow_remote = true if that is what you want", a)
+		}
 	}
 	seen := map[string]bool{}
 	for i, r := range c.Rooms {

@@ -118,6 +118,9 @@ func TestValidationErrorsNameTheKey(t *testing.T) {
 		{"max_stanza_bytes tiny", minimal + "[limits]\nmax_stanza_bytes = 100\n", "limits.max_stanza_bytes"},
 		{"max_connections negative", minimal + "[limits]\nmax_connections = -1\n", "limits.max_connections"},
 		{"log level bad", minimal + "[log]\nlevel = \"verbose\"\n", "log.level"},
+		{"metrics address bad", minimal + "[metrics]\naddress = \"9162\"\n", "metrics.address"},
+		{"metrics remote without allow_remote", minimal + "[metrics]\naddress = \"0.0.0.0:9162\"\n", "metrics.address"},
+		{"metrics on a public name", minimal + "[metrics]\naddress = \"example.org:9162\"\n", "metrics.address"},
 		{"room not a JID", minimal + "[[rooms]]\njid = \"conference.example.org\"\n", "rooms[0].jid"},
 		{"room with nick in JID", minimal + "[[rooms]]\njid = \"r@conference.example.org/alice\"\n", "rooms[0].jid"},
 		{"room twice", minimal + "[[rooms]]\njid = \"r@conference.example.org\"\n[[rooms]]\njid = \"s@conference.example.org\"\n[[rooms]]\njid = \"r@conference.example.org\"\n", "rooms[2].jid"},
@@ -359,5 +362,18 @@ func TestSplitQueueLimits(t *testing.T) {
 	}
 	if c.Upstream.OutboxLimit != 5 || c.Upstream.SendQueue != 3000 {
 		t.Fatalf("new keys: outbox_limit %d, send_queue %d", c.Upstream.OutboxLimit, c.Upstream.SendQueue)
+	}
+}
+
+func TestMetricsAddress(t *testing.T) {
+	for _, body := range []string{
+		minimal,
+		minimal + "[metrics]\naddress = \"127.0.0.1:9162\"\n",
+		minimal + "[metrics]\naddress = \"[::1]:9162\"\n",
+		minimal + "[metrics]\naddress = \"0.0.0.0:9162\"\nallow_remote = true\n",
+	} {
+		if _, err := Load(write(t, body)); err != nil {
+			t.Errorf("%q: %v", body, err)
+		}
 	}
 }

@@ -79,6 +79,8 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 		JID:       n.jid,
 		Remote:    remote,
 		ID:        s.nextID.Add(1),
+		Since:     time.Now(),
+		TLS:       tls.VersionName(sess.ConnectionState().Version),
 		conn:      wire.New(sess, meter, s.cfg.Limits),
 		mechanism: n.mechanism,
 	}

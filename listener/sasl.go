@@ -136,6 +136,7 @@ func (n *negotiation) readResponse(ctx context.Context, s *xmpp.Session, mech st
 // the stream once the client has used up its retries.
 func (n *negotiation) authFailed(ctx context.Context, s *xmpp.Session, mech, cond, reason string) error {
 	n.authFailures++
+	n.srv.authFailures.Add(1)
 	delay := n.srv.fails.fail(n.ip)
 	n.srv.log.Warn("listener: client failed authentication",
 		"remote", n.remote, "mechanism", mech, "condition", cond, "reason", reason, "delay", delay)

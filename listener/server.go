@@ -50,6 +50,9 @@ type Client struct {
 	Remote string  // remote address
 	ID     uint64  // unique per connection
 
+	Since time.Time // when it was bound
+	TLS   string    // TLS version, e.g. "TLS 1.3"
+
 	conn      *wire.Conn
 	mechanism string
 }
@@ -78,6 +81,15 @@ func (c *Client) Done() <-chan struct{} { return c.conn.Done() }
 // Mechanism is the SASL mechanism the client authenticated with.
 func (c *Client) Mechanism() string { return c.mechanism }
 
+// Info describes the connection for the admin commands: remote address,
+// when it was bound, TLS version and SASL mechanism.
+func (c *Client) Info() (remote string, since time.Time, tlsVersion, mechanism string) {
+	return c.Remote, c.Since, c.TLS, c.mechanism
+}
+
+// AuthFailures is how many SASL exchanges failed since the server started.
+func (s *Server) AuthFailures() uint64 { return s.authFailures.Load() }
+
 // Server accepts local clients.
 type Server struct {
 	cfg        Config
@@ -94,6 +106,8 @@ type Server struct {
 	negTimeout time.Duration // negotiationTimeout; shorter in tests
 	nextID     atomic.Uint64
 	active     atomic.Int64
+	// authFailures counts failed SASL exchanges since start, for metrics.
+	authFailures atomic.Uint64
 
 	mu       sync.Mutex
 	ln, dln  net.Listener

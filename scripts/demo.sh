@@ -25,8 +25,20 @@ die() {
 
 build() {
 	command -v go >/dev/null 2>&1 || die "Go is needed to build xmppbouncer: install it from https://go.dev/dl/ (or apt-get install golang-go if recent enough)"
-	say "building ./xmppbouncer"
-	go build -tags sqlite_fts5 -o xmppbouncer ./cmd/xmppbouncer
+	# The first build compiles SQLite (cgo) and takes a minute or more on 2
+	# cores: show that it is working rather than look hung.
+	say "building ./xmppbouncer (the first build compiles SQLite: a minute or two; later ones take seconds)"
+	go build -tags sqlite_fts5 -o xmppbouncer ./cmd/xmppbouncer &
+	local pid=$! start=$SECONDS rc=0
+	while kill -0 "$pid" 2>/dev/null; do
+		sleep 1
+		if (((SECONDS - start) % 10 == 0)); then
+			say "still building... $((SECONDS - start)) s"
+		fi
+	done
+	wait "$pid" || rc=$?
+	[ "$rc" -eq 0 ] || die "go build failed (see above)"
+	say "built in $((SECONDS - start)) s"
 }
 
 if [ -f xmppbouncer.toml ]; then
@@ -248,6 +260,7 @@ if ! wait_log "$dir/bouncer.log" "joined room.*demo@conference.localhost" 20 "$b
 	say "warning: the bouncer has not joined demo@conference.localhost yet (see its log above)"
 fi
 fingerprint=$(grep -o 'sha256=[0-9A-F:]*' "$dir/bouncer.log" | head -n 1 | cut -d= -f2)
+certificate="$dir/bouncer/xmppbouncer-cert.pem"
 
 cat <<EOF
 
@@ -261,9 +274,17 @@ cat <<EOF
   Set host and port by hand (Gajim: Account > Advanced > "Use custom
   hostname/port"; Profanity:
     /connect alice@localhost server 127.0.0.1 port $bouncer_port tls trust
-  ) and accept the self-signed certificate when asked. Its SHA-256
-  fingerprint is
+  ) and accept the self-signed certificate when asked. It is
+    $certificate
+  with the SHA-256 fingerprint
     $fingerprint
+  poezio refuses a self-signed certificate without asking: give it the file,
+    /set ca_cert_path $certificate
+  (or ca_cert_path in poezio.cfg) before /connect.
+
+  The bouncer's own commands (status, clients, rooms, history, reconnect)
+  are in your client's ad-hoc commands for the server "localhost"; bob
+  answers 1:1 chats too: send alice's contact bob@localhost a message.
 
   Then join demo@conference.localhost: bob speaks every 20 s and answers
   when you mention "bob". Disconnect, wait, reconnect: you missed nothing.

@@ -1,5 +1,6 @@
 """A small talking bot for `make demo`: joins a room, says something every
-20 seconds and answers messages that mention it.
+20 seconds and answers messages that mention it, and answers every 1:1
+chat message.
 
 Usage: demobot.py JID PASSWORD HOST PORT CAFILE ROOM NICK
 
@@ -31,6 +32,7 @@ class Bot(slixmpp.ClientXMPP):
         self.register_plugin("xep_0203")
         self.add_event_handler("session_start", self.start)
         self.add_event_handler("groupchat_message", self.message)
+        self.add_event_handler("message", self.chat)
         self.add_event_handler("failed_all_auth", lambda e: self.fail("login failed"))
         self.add_event_handler("connection_failed", lambda e: self.fail("cannot connect: %s" % e))
         self.add_event_handler("disconnected", lambda e: self.fail("disconnected: %s" % e))
@@ -65,6 +67,16 @@ class Bot(slixmpp.ClientXMPP):
                 mbody="%s: you said \u201c%s\u201d. I heard you!" % (msg["mucnick"], body),
                 mtype="groupchat",
             )
+
+
+    def chat(self, msg):
+        # 1:1 chats (the banner suggests chatting with bob). Errors and
+        # bodiless stanzas (chat states, receipts) get no answer, so two
+        # bots can never loop.
+        if msg["type"] not in ("chat", "normal") or not msg["body"] or msg["delay"]["stamp"] is not None:
+            return
+        msg.reply("bob here: you said \u201c%s\u201d. Now disconnect, let me talk in %s, "
+                  "and reconnect: you miss nothing." % (msg["body"], self.room)).send()
 
 
 def main():

@@ -79,6 +79,7 @@ func (db *DB) AppendBatch(ctx context.Context, ms []*Message) (int, error) {
 			return 0, fmt.Errorf("sqlite: append: message %d has no room", i)
 		}
 	}
+	start := time.Now()
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: append: begin: %w", err)
@@ -106,6 +107,7 @@ func (db *DB) AppendBatch(ctx context.Context, ms []*Message) (int, error) {
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("sqlite: append: commit: %w", err)
 	}
+	db.observeCommit(time.Since(start), inserted)
 	db.cacheRooms(created)
 	for i, m := range ms {
 		m.Seq = seqs[i]

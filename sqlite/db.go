@@ -57,6 +57,8 @@ type DB struct {
 
 	mu    sync.RWMutex
 	rooms map[string]int64 // room JID -> rooms.id, filled lazily
+
+	stats dbStats // commit observer and counters, for metrics (stats.go)
 }
 
 // Open opens (creating if needed) the database file at path and brings its

@@ -59,6 +59,7 @@ type Client struct {
 	reason error      // why we are dropping conn ourselves, if we are
 	wake   chan struct{}
 	pings  atomic.Uint64
+	st     status
 }
 
 // New returns a Client; nothing happens until Run.
@@ -137,16 +138,21 @@ func jitter(d time.Duration) time.Duration {
 // was online and why it ended.
 func (c *Client) session(ctx context.Context) (time.Duration, error) {
 	dctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
-	conn, bound, err := Dial(dctx, c.cfg, wire.Options{
+	conn, bound, err := dialRecording(dctx, c.cfg, wire.Options{
 		QueueLen:       c.cfg.QueueLen,
 		MaxStanzaBytes: 16 << 20, // memory bound only; servers cap far lower
 		MaxDepth:       128,
 		WriteTimeout:   c.cfg.PingTimeout,
-	})
+	}, &c.st)
 	cancel()
 	if err != nil {
+		c.st.offline(err, false)
 		return 0, err
 	}
+	c.st.mu.Lock()
+	info := c.st.dialInfo
+	c.st.mu.Unlock()
+	c.st.online(info, bound.String())
 	start := time.Now()
 	c.mu.Lock()
 	c.conn, c.reason = conn, nil
@@ -199,6 +205,7 @@ func (c *Client) session(ctx context.Context) (time.Duration, error) {
 	if err == nil {
 		err = errors.New("the server closed the stream")
 	}
+	c.st.offline(err, true)
 	c.h.Offline(err)
 	return time.Since(start), err
 }

@@ -172,6 +172,12 @@ func (cfg *Config) logger() *slog.Logger {
 // the strongest mechanism both sides support, and resource binding. It
 // returns the connection and the full JID the server bound.
 func Dial(ctx context.Context, cfg Config, opts wire.Options) (*wire.Conn, jid.JID, error) {
+	return dialRecording(ctx, cfg, opts, nil)
+}
+
+// dialRecording is Dial that records what it learned (address, mechanism, TLS
+// version, bytes on the wire) in st when st is not nil.
+func dialRecording(ctx context.Context, cfg Config, opts wire.Options, st *status) (*wire.Conn, jid.JID, error) {
 	mode := cfg.tlsMode()
 	switch mode {
 	case TLSStartTLS, TLSDirect, TLSPlaintext:
@@ -188,7 +194,7 @@ func Dial(ctx context.Context, cfg Config, opts wire.Options) (*wire.Conn, jid.J
 	}
 	var errs []error
 	for _, t := range cfg.targets(ctx, net.DefaultResolver.LookupSRV) {
-		c, bound, err := dialTarget(ctx, &cfg, t, opts)
+		c, bound, err := dialTarget(ctx, &cfg, t, opts, st)
 		if err == nil {
 			return c, bound, nil
 		}
@@ -203,12 +209,16 @@ func Dial(ctx context.Context, cfg Config, opts wire.Options) (*wire.Conn, jid.J
 	return nil, jid.JID{}, errors.Join(errs...)
 }
 
-func dialTarget(ctx context.Context, cfg *Config, t target, opts wire.Options) (*wire.Conn, jid.JID, error) {
+func dialTarget(ctx context.Context, cfg *Config, t target, opts wire.Options, st *status) (*wire.Conn, jid.JID, error) {
 	log := cfg.logger()
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", t.addr)
 	if err != nil {
 		return nil, jid.JID{}, fmt.Errorf("connect to %s: %w", t.addr, err)
+	}
+	var mechanism string
+	if st != nil {
+		raw = countingConn{Conn: raw, in: &st.in, out: &st.out}
 	}
 	meter := wire.NewMeter(raw)
 	fail := func(err error) (*wire.Conn, jid.JID, error) {
@@ -233,7 +243,7 @@ func dialTarget(ctx context.Context, cfg *Config, t target, opts wire.Options) (
 	}
 	features := []xmpp.StreamFeature{
 		channelBindings(),
-		authenticate(cfg.JID, cfg.Password, cfg.tlsMode() != TLSPlaintext, log),
+		authenticate(cfg.JID, cfg.Password, cfg.tlsMode() != TLSPlaintext, log, &mechanism),
 	}
 	if cfg.tlsMode() == TLSStartTLS && !t.direct {
 		features = append(features, startTLS(tlsCfg, func(tc net.Conn) net.Conn {
@@ -269,6 +279,11 @@ func dialTarget(ctx context.Context, cfg *Config, t target, opts wire.Options) (
 	}
 	log.Info("upstream connected", "addr", t.addr, "jid", bound.String(), "direct_tls", t.direct)
 	opts.Tail = tail
+	if st != nil {
+		st.mu.Lock()
+		st.dialInfo = dialInfo{addr: t.addr, mechanism: mechanism, tls: tlsVersionName(sess.ConnectionState().Version)}
+		st.mu.Unlock()
+	}
 	return wire.New(sess, meter, opts), bound, nil
 }
 

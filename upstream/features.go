@@ -156,7 +156,7 @@ func (e *AuthError) Error() string {
 // authenticate is SASL (RFC 6120 §6) with our own mechanism choice. It
 // replaces mellium's feature because that one requires TLS even for the
 // loopback-only insecure-plaintext mode and offers PLAIN regardless.
-func authenticate(account jid.JID, password string, requireTLS bool, log *slog.Logger) xmpp.StreamFeature {
+func authenticate(account jid.JID, password string, requireTLS bool, log *slog.Logger, chosen *string) xmpp.StreamFeature {
 	var necessary xmpp.SessionState
 	if requireTLS {
 		// Not before TLS, even if a server offers it (RFC 6120 §5.3.1
@@ -199,6 +199,9 @@ func authenticate(account jid.JID, password string, requireTLS bool, log *slog.L
 				return 0, nil, err
 			}
 			log.Debug("authenticated", "mechanism", mech.Name)
+			if chosen != nil {
+				*chosen = mech.Name
+			}
 			return xmpp.Authn, s.Conn(), nil
 		},
 	}

@@ -14,12 +14,14 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 
 	"xmppbouncer/bouncer"
 	"xmppbouncer/config"
 	"xmppbouncer/listener"
+	"xmppbouncer/metrics"
 	"xmppbouncer/sqlite"
 	"xmppbouncer/upstream"
 
@@ -68,7 +70,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "xmppbouncer", version)
+		fmt.Fprintf(stdout, "xmppbouncer %s\n%s %s/%s\nSQLite %s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH, sqlite.Version())
 		return 0
 	}
 	if *cfgPath == "" {
@@ -140,11 +142,24 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	if addr := cfg.Metrics.Address; addr != "" {
+		m := metrics.New(metrics.Sources{Bouncer: b, Upstream: up, Archive: db, Listener: srv, Version: version})
+		ln, err := metrics.Listen(addr)
+		if err != nil {
+			return err
+		}
+		log.Info("metrics endpoint", "url", "http://"+ln.Addr().String()+"/metrics")
+		go func() {
+			if err := m.Serve(ctx, ln); err != nil {
+				log.Error("metrics endpoint failed", "err", err)
+			}
+		}()
+	}
 	log.Info("xmppbouncer started", "version", version, "account", account.String(), "listen", srv.Addr().String())
 
 	go b.Run(ctx)
 	go up.Run(ctx)
-	go bouncer.Prune(ctx, db, cfg.History.RetentionPeriod, log)
+	go b.RunPruner(ctx) // [history] retention, or what the history command set
 	return srv.Serve(ctx)
 }
 

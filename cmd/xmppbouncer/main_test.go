@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,8 +73,12 @@ nick = "al"
 func TestVersion(t *testing.T) {
 	r := runWith(t, "", "-version")
 	r.want(t, 0)
-	if r.stdout != "xmppbouncer "+version+"\n" {
-		t.Errorf("stdout %q, want %q", r.stdout, "xmppbouncer "+version+"\n")
+	// The version, then Go's and SQLite's: what a bug report needs.
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 3 || lines[0] != "xmppbouncer "+version ||
+		!strings.HasPrefix(lines[1], runtime.Version()+" ") ||
+		!regexp.MustCompile(`^SQLite 3\.\d+\.\d+$`).MatchString(lines[2]) {
+		t.Errorf("stdout %q, want the version, the Go version and the SQLite version", r.stdout)
 	}
 }
 

@@ -1,0 +1,264 @@
+package bouncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"xmppbouncer/config"
+	"xmppbouncer/sqlite"
+	"xmppbouncer/stanza"
+)
+
+// exportMax bounds one export; older messages are reached with MAM paging.
+const exportMax = 1000
+
+// cmdHistory sets the retention, prunes now, or exports a room's archive.
+func (b *Bouncer) cmdHistory(c *adminCall) {
+	if b.opt.Archive == nil {
+		b.adminDone(c, nil, fault("This bouncer runs without an archive."))
+		return
+	}
+	if c.form == nil {
+		x := dataForm("form", "History", "Set how long messages are kept, delete old ones now, or export a room's archive.")
+		f := required(field(x, "list-single", "action", "Action", "export"))
+		option(f, "Set retention", "retention")
+		option(f, "Prune now (delete messages older than the retention)", "prune")
+		option(f, "Export a room's archive", "export")
+		field(x, "text-single", "retention", `Retention ("0" keeps forever, or e.g. "365d", "72h")`, retentionValue(time.Duration(b.admin.retention.Load())))
+		rf := field(x, "list-single", "room", "Room to export")
+		for _, r := range b.sortedRooms() {
+			option(rf, r.JID, r.JID)
+		}
+		ff := field(x, "list-single", "format", "Export format", "text")
+		option(ff, "Plain text, in this form", "text")
+		option(ff, "XEP-0313 results, as messages", "mam")
+		field(x, "text-single", "max", "Newest messages to export (at most "+strconv.Itoa(exportMax)+")", "100")
+		b.adminForm(c, x)
+		return
+	}
+	switch c.value("action") {
+	case "retention":
+		b.setRetention(c)
+	case "prune":
+		b.pruneNow(c)
+	case "export":
+		b.export(c)
+	default:
+		b.adminDone(c, nil, fault("Choose an action: retention, prune or export."))
+	}
+}
+
+// retentionValue writes a retention the way the config takes it.
+func retentionValue(d time.Duration) string {
+	if d <= 0 {
+		return "0"
+	}
+	return retentionText(d)
+}
+
+// setRetention stores the new retention (it overrides [history] retention
+// from then on) and wakes the pruner.
+func (b *Bouncer) setRetention(c *adminCall) {
+	v := c.value("retention")
+	d, err := config.ParseRetention(v)
+	if err != nil {
+		b.adminDone(c, nil, fault(err.Error()))
+		return
+	}
+	db := b.opt.Archive
+	later(b, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), b.opt.DBTimeout)
+		defer cancel()
+		return db.SetState(ctx, stateRetention, retentionValue(d))
+	}, func(err error) {
+		if err != nil {
+			b.adminDone(c, nil, fault("Could not store the retention: "+err.Error()))
+			return
+		}
+		b.admin.retention.Store(int64(d))
+		select {
+		case b.admin.pruneWake <- struct{}{}:
+		default:
+		}
+		note := "Retention set to " + retentionText(d) + "; it replaces history.retention from the config file from now on."
+		if d > 0 {
+			note += " Older messages are being pruned now and then hourly."
+		}
+		b.adminDone(c, nil, info(note))
+	})
+}
+
+// pruneNow deletes what the retention says is too old, off the loop, and
+// answers when it is done.
+func (b *Bouncer) pruneNow(c *adminCall) {
+	d := time.Duration(b.admin.retention.Load())
+	if d <= 0 {
+		b.adminDone(c, nil, info("Retention is forever: nothing to prune. Set a retention first."))
+		return
+	}
+	db := b.opt.Archive
+	type result struct {
+		n   int64
+		err error
+	}
+	later(b, func() result {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		n, err := db.Prune(ctx, time.Now().Add(-d))
+		return result{n, err}
+	}, func(r result) {
+		if r.err != nil {
+			b.adminDone(c, nil, fault("Pruning failed: "+r.err.Error()))
+			return
+		}
+		b.log.Info("archive pruned on request", "deleted", r.n)
+		b.adminDone(c, nil, info(fmt.Sprintf("Deleted %d messages older than %s.", r.n, retentionText(d))))
+	})
+}
+
+// export sends a room's newest archived messages as plain text in a result
+// form, or as XEP-0313 result messages (queryid = the command's sessionid).
+func (b *Bouncer) export(c *adminCall) {
+	room := normJID(c.value("room"))
+	if room == "" {
+		b.adminDone(c, nil, fault("Choose a room to export."))
+		return
+	}
+	max := exportMax
+	if v := c.value("max"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.adminDone(c, nil, fault(fmt.Sprintf("%q is not a number of messages.", v)))
+			return
+		}
+		max = min(n, exportMax)
+	}
+	format := c.value("format")
+	if format == "" {
+		format = "text"
+	}
+	db := b.opt.Archive
+	type result struct {
+		page *sqlite.Page
+		err  error
+	}
+	later(b, func() result {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		// The last page: RSM <before/> empty (XEP-0059 §2.5).
+		p, err := db.Query(ctx, sqlite.Query{Room: room, Max: max, BeforeSet: true})
+		return result{p, err}
+	}, func(r result) {
+		switch {
+		case errors.Is(r.err, sqlite.ErrItemNotFound):
+			b.adminDone(c, nil, fault("Nothing archived for "+room+"."))
+			return
+		case r.err != nil:
+			b.adminDone(c, nil, fault("Export failed: "+r.err.Error()))
+			return
+		}
+		summary := fmt.Sprintf("%d of %d archived messages of %s.", len(r.page.Messages), r.page.Count, room)
+		if format == "mam" {
+			s := b.reg.ByID(c.s.ID)
+			if s == nil {
+				return
+			}
+			for _, m := range r.page.Messages {
+				if el := mamResult(m, room, c.sessionID, s.JID.String()); el != nil {
+					b.sendTo(s, el)
+				}
+			}
+			b.adminDone(c, nil, info("Sent "+summary+" as XEP-0313 results with queryid "+c.sessionID+"."))
+			return
+		}
+		x := dataForm("result", "Archive of "+room, summary)
+		var lines []string
+		for _, m := range r.page.Messages {
+			lines = append(lines, textLine(m))
+		}
+		field(x, "text-multi", "archive", room, lines...)
+		b.adminDone(c, x, info(summary))
+	})
+}
+
+// mamResult wraps an archived message as an XEP-0313 §5.1 result.
+func mamResult(m *sqlite.Message, room, queryid, to string) *stanza.Element {
+	inner, err := stanza.Parse(m.XML)
+	if err != nil {
+		return nil
+	}
+	inner = inner.Without(func(c *stanza.Element) bool { return c.Is(stanza.NSDelay, "delay") })
+	res := stanza.New(stanza.NSMAM, "result", "queryid", queryid, "id", m.ArchiveID())
+	res.Append(stanza.New(stanza.NSForward, "forwarded").Append(
+		stanza.New(stanza.NSDelay, "delay", "stamp", m.Stamp.UTC().Format("2006-01-02T15:04:05.000000Z")),
+		inner))
+	return stanza.New(stanza.NSClient, "message", "from", room, "to", to).Append(res)
+}
+
+// textLine is one archived message as "[time] <nick> body".
+func textLine(m *sqlite.Message) string {
+	body := "(no text: " + kindOfEmpty(m) + ")"
+	if m.Body != nil {
+		body = strings.ReplaceAll(*m.Body, "\n", "\n    ")
+	}
+	return "[" + m.Stamp.UTC().Format("2006-01-02 15:04:05") + "] <" + m.Nick + "> " + body
+}
+
+func kindOfEmpty(m *sqlite.Message) string {
+	switch {
+	case strings.Contains(m.XML, "urn:xmpp:reactions"):
+		return "reaction"
+	case strings.Contains(m.XML, "urn:xmpp:chat-markers") || strings.Contains(m.XML, "urn:xmpp:receipts"):
+		return "marker"
+	case strings.Contains(m.XML, "retract"):
+		return "retraction"
+	}
+	return "other"
+}
+
+// RunPruner deletes archived messages older than the retention, at start,
+// hourly, and when the history command changes the retention, until ctx is
+// done. The retention is [history] retention unless the history command
+// set another, which is stored in the database. It replaces Prune.
+func (b *Bouncer) RunPruner(ctx context.Context) {
+	db := b.opt.Archive
+	if db == nil {
+		return
+	}
+	gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if v, ok, err := db.GetState(gctx, stateRetention); err == nil && ok {
+		if d, err := config.ParseRetention(v); err == nil {
+			b.admin.retention.Store(int64(d))
+		}
+	}
+	cancel()
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if d := time.Duration(b.admin.retention.Load()); d > 0 {
+			pruneOnce(ctx, db, d, b.log)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-b.admin.pruneWake:
+		}
+	}
+}
+
+func pruneOnce(ctx context.Context, db *sqlite.DB, retention time.Duration, log *slog.Logger) {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	n, err := db.Prune(pctx, time.Now().Add(-retention))
+	if err != nil && ctx.Err() == nil {
+		log.Error("archive pruning failed", "err", err)
+	} else if n > 0 {
+		log.Info("archive pruned", "deleted", n)
+	}
+}

@@ -1,0 +1,100 @@
+package bouncer
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// adminPython has Debian's python3-slixmpp.
+const adminPython = "/usr/bin/python3"
+
+// slixmppAdhoc lists the account domain's commands with slixmpp's
+// xep_0050 client, runs the bouncer's status and the clients command (two
+// steps), and prints what it saw.
+const slixmppAdhoc = `
+import asyncio, ssl, sys
+import slixmpp
+
+jid, pw, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+domain = jid.split("@")[1]
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self):
+        super().__init__(jid + "/slix", pw)
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0004")
+        self.register_plugin("xep_0050")
+        self.done = self.loop.create_future()
+        self.add_event_handler("session_start", self.start)
+
+    async def start(self, event):
+        try:
+            self.send_presence()
+            items = await self["xep_0050"].get_commands(jid=domain)
+            for it in items["disco_items"]["items"]:
+                print("ITEM", it[1], "|", it[2], flush=True)
+            iq = await self["xep_0050"].send_command(domain, "` + AdminNodeStatus + `")
+            print("STATUS", iq["command"]["status"], flush=True)
+            for var, v in iq["command"]["form"].get_values().items():
+                print("FIELD", var, "=", v, flush=True)
+            iq = await self["xep_0050"].send_command(domain, "` + AdminNodeClients + `")
+            sid = iq["command"]["sessionid"]
+            form = iq["command"]["form"]
+            form["type"] = "submit"
+            form.set_values({"disconnect": ""})
+            iq = await self["xep_0050"].send_command(domain, "` + AdminNodeClients + `", action="complete", sessionid=sid, payload=form)
+            for note in iq["command"]["notes"]:
+                print("NOTE", note[0], note[1], flush=True)
+            self.done.set_result("OK")
+        except Exception as e:
+            self.done.set_result("ERROR %r" % e)
+
+c = Client()
+c.ssl_context.check_hostname = False
+c.ssl_context.verify_mode = ssl.CERT_NONE
+c.connect(address=("127.0.0.1", port))
+try:
+    result = c.loop.run_until_complete(asyncio.wait_for(c.done, 30))
+except asyncio.TimeoutError:
+    result = "TIMEOUT"
+print(result, flush=True)
+c.disconnect()
+c.loop.run_until_complete(asyncio.sleep(0.2))
+sys.exit(0 if result == "OK" else 1)
+`
+
+func TestAdminSlixmppXEP0050(t *testing.T) {
+	if _, err := exec.LookPath(adminPython); err != nil {
+		t.Skip("no " + adminPython + " (install python3-slixmpp)")
+	}
+	if err := exec.Command(adminPython, "-c", "import slixmpp").Run(); err != nil {
+		t.Skip("python3-slixmpp is not installed")
+	}
+	e := newEnv(t, nil, nil)
+	_ = e.availableClient("gajim")
+	_, port, _ := strings.Cut(e.lsrv.Addr().String(), ":")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, adminPython, "-c", slixmppAdhoc, e.cfg.Upstream.JID, localPassword, port).CombinedOutput()
+	text := string(out)
+	if err != nil {
+		t.Fatalf("slixmpp: %v\n%s", err, text)
+	}
+	for _, want := range []string{
+		"ITEM " + AdminNodeStatus + " | Bouncer: status",
+		"ITEM " + AdminNodeRooms,
+		"STATUS completed",
+		"FIELD upstream = connected as alice@localhost/bouncer",
+		"gajim, from 127.0.0.1",
+		"slix, from 127.0.0.1",
+		"NOTE info Nobody disconnected.",
+		"\nOK",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("slixmpp output lacks %q:\n%s", want, text)
+		}
+	}
+}
