@@ -69,6 +69,7 @@ func (b *Bouncer) upstreamOnline(bound jid.JID) {
 	b.presence.lastUp = ""
 	b.log.Info("upstream online", "jid", b.upFull)
 	b.updateAggregate()
+	b.confirmContacts()
 	b.flushOutbox()
 	b.roomsOnline()
 }

@@ -2,6 +2,7 @@ package bouncer
 
 import (
 	"strconv"
+	"time"
 
 	"xmppbouncer/sessions"
 	"xmppbouncer/stanza"
@@ -14,6 +15,43 @@ type presenceState struct {
 	contacts map[string]*stanza.Element // full JID → last available presence
 	subs     map[string]*stanza.Element // bare JID → pending subscribe request
 	lastUp   string                     // serialised aggregate last sent upstream
+	// unconfirmed are the contacts cached before an upstream reconnect
+	// that the new session has not sent presence for yet.
+	unconfirmed map[string]bool
+	epoch       int // upstream sessions so far, to tell old timers apart
+}
+
+// contactGrace is how long a new upstream session has to confirm a cached
+// contact's presence before that contact is taken as gone offline during
+// the outage. Servers answer the initial presence's probes at once.
+const contactGrace = 3 * time.Second
+
+// confirmContacts starts over the cached contacts on a new upstream
+// session: each must be confirmed by a fresh presence within contactGrace,
+// or the clients are told it is unavailable.
+func (b *Bouncer) confirmContacts() {
+	b.presence.epoch++
+	epoch := b.presence.epoch
+	b.presence.unconfirmed = map[string]bool{}
+	for jid := range b.presence.contacts {
+		b.presence.unconfirmed[jid] = true
+	}
+	if len(b.presence.unconfirmed) == 0 {
+		return
+	}
+	time.AfterFunc(contactGrace, func() {
+		b.post(func() {
+			if b.presence.epoch != epoch || !b.online {
+				return
+			}
+			for jid := range b.presence.unconfirmed {
+				delete(b.presence.contacts, jid)
+				b.log.Debug("contact went offline during the upstream outage", "jid", jid)
+				b.toAllAvailable(stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", jid, "to", b.account))
+			}
+			b.presence.unconfirmed = nil
+		})
+	})
 }
 
 func newPresenceState() *presenceState {
@@ -195,6 +233,7 @@ func (b *Bouncer) upstreamPresence(el *stanza.Element) {
 	if from == b.upFull {
 		return // our own presence reflected: the upstream resource is invisible
 	}
+	delete(b.presence.unconfirmed, from)
 	switch el.Type() {
 	case "":
 		b.presence.contacts[from] = el
