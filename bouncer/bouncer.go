@@ -69,9 +69,9 @@ type Bouncer struct {
 	presence *presenceState
 	caps     *capsCache
 	rooms    map[string]*Room
-	internal map[string]func(*stanza.Element) // ids of the core's own IQs upstream
+	internal waiters // the core's own IQs upstream
 	// ids of the core's own IQs to local clients (caps discovery)
-	clientQueries map[string]func(*stanza.Element)
+	clientQueries waiters
 	// queryids of the core's own MAM queries upstream (gap fill)
 	internalMAM map[string]func(*stanza.Element)
 	dlv         *delivery     // per-client output, cursors, offline feed
@@ -122,9 +122,9 @@ func New(opt Options) *Bouncer {
 		presence:   newPresenceState(),
 		caps:       newCapsCache(),
 		rooms:      map[string]*Room{},
-		internal:   map[string]func(*stanza.Element){},
+		internal:   waiters{},
 
-		clientQueries: map[string]func(*stanza.Element){},
+		clientQueries: waiters{},
 		internalMAM:   map[string]func(*stanza.Element){},
 		admin:         newAdminState(opt.Config.History.RetentionPeriod),
 		dlv:           newDelivery(),

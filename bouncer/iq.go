@@ -98,9 +98,8 @@ func roomOf(t target) string {
 // clientIQAnswer routes a client's result or error.
 func (b *Bouncer) clientIQAnswer(s *sessions.Session, t target, el *stanza.Element) {
 	id := el.ID()
-	if cb := b.clientQueries[id]; cb != nil {
-		delete(b.clientQueries, id)
-		cb(el)
+	if x := b.clientQueries[id]; x != nil && x.session == s.ID {
+		b.clientQueries.answer(id, el)
 		return
 	}
 	if isPushID(id) {
@@ -150,9 +149,7 @@ func (b *Bouncer) upstreamIQ(el *stanza.Element) {
 // to the one client that asked.
 func (b *Bouncer) upstreamIQAnswer(el *stanza.Element) {
 	id := el.ID()
-	if cb := b.internal[id]; cb != nil {
-		delete(b.internal, id)
-		cb(el)
+	if b.internal.answer(id, el) {
 		return
 	}
 	p := b.pendingOut[id]
@@ -250,6 +247,8 @@ func (b *Bouncer) sweepIQs(now time.Time) {
 			delete(b.mamQueries, id)
 		}
 	}
+	b.internal.expire(now)
+	b.clientQueries.expire(now)
 }
 
 // failPending answers a client's pending IQ with an error.
@@ -269,6 +268,6 @@ func (b *Bouncer) sendInternal(el *stanza.Element, cb func(*stanza.Element)) boo
 	if !b.sendUp(el) {
 		return false
 	}
-	b.internal[id] = cb
+	b.internal.add(id, 0, b.opt.IQTimeout, cb)
 	return true
 }

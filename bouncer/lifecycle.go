@@ -40,6 +40,7 @@ func (b *Bouncer) sessionEnded(s *sessions.Session) {
 	wasAvailable := s.Available()
 	b.clientGone(s)
 	b.deliveryEnded(s)
+	b.clientQueries.sessionEnded(s.ID)
 	b.reg.Remove(s)
 	for id, p := range b.pendingIn {
 		if p.session == s.ID {
@@ -90,11 +91,7 @@ func (b *Bouncer) upstreamOffline(err error) {
 	for id := range b.mamQueries {
 		delete(b.mamQueries, id)
 	}
-	lost := stanza.New(stanza.NSClient, "iq", "type", "error")
-	for id, cb := range b.internal {
-		delete(b.internal, id)
-		cb(lost)
-	}
+	b.internal.failAll("remote-server-timeout")
 	b.roomsOffline()
 }
 

@@ -1,0 +1,58 @@
+package bouncer
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"xmppbouncer/stanza"
+)
+
+// The core's pending state has one owner and one expiry each: clients
+// that come and go without answering the core's own queries leave nothing
+// behind (issue 9, defect 3).
+func TestPendingStateDoesNotGrowUnderChurn(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	caps := func(ver string) string {
+		return `<presence><c xmlns="http://jabber.org/protocol/caps" hash="sha-1" node="https://example.org/churn" ver="` + ver + `"/></presence>`
+	}
+	isCapsQuery := func(el *stanza.Element) bool {
+		return el.Kind() == "iq" && el.Type() == "get" && el.Child(stanza.NSDiscoInfo, "query") != nil
+	}
+	for i := 0; i < 10; i++ {
+		c := e.client(fmt.Sprintf("churn%d", i))
+		c.Send(t, caps(fmt.Sprintf("ver%d=", i)))
+		c.Expect(t, "caps query", isCapsQuery)
+		c.Close() // never answers
+	}
+	e.waitFor("sessions gone", func() bool {
+		var n int
+		e.b.Do(func() { n = e.b.reg.Len() })
+		return n == 0
+	})
+	e.b.Do(func() {
+		if n := len(e.b.clientQueries) + len(e.b.caps.asked) + len(e.b.dlv.clients) + len(e.b.pendingOut) + len(e.b.pendingIn) + len(e.b.mamQueries); n != 0 {
+			t.Errorf("state left behind: clientQueries %d, caps.asked %d, delivery %d, pendingOut %d, pendingIn %d, mamQueries %d",
+				len(e.b.clientQueries), len(e.b.caps.asked), len(e.b.dlv.clients), len(e.b.pendingOut), len(e.b.pendingIn), len(e.b.mamQueries))
+		}
+	})
+	// A caps version whose first client left unanswered is asked again.
+	c := e.client("again")
+	c.Send(t, caps("ver3="))
+	c.Expect(t, "caps query asked again", isCapsQuery)
+
+	// The core's own upstream IQs expire: a waiter past its deadline gets
+	// an error answer, so what waits on it (a gap fill) finishes.
+	got := make(chan string, 1)
+	e.b.Do(func() {
+		e.b.internal.add("never-answered", 0, -time.Second, func(resp *stanza.Element) { got <- stanza.ErrorCondition(resp) })
+	})
+	select {
+	case cond := <-got:
+		if cond != "remote-server-timeout" {
+			t.Fatalf("expired waiter got %q", cond)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an expired internal IQ was never failed")
+	}
+}

@@ -1,0 +1,60 @@
+package bouncer
+
+import (
+	"time"
+
+	"xmppbouncer/stanza"
+)
+
+// waiters are the core's own requests waiting for an answer: IQs it sent
+// upstream (room discovery, gap-fill pages, bookmarks, push) or to a local
+// client (caps discovery). Each has one expiry rule: it ends with its
+// answer, its deadline, or the session it was sent over; on the last two
+// its callback gets an error answer, so whatever waits on it (a gap fill,
+// a caps lookup) can finish.
+type waiters map[string]*waiter
+
+type waiter struct {
+	cb       func(*stanza.Element)
+	session  uint64 // the local client asked, 0 for upstream
+	deadline time.Time
+}
+
+func (w waiters) add(id string, session uint64, ttl time.Duration, cb func(*stanza.Element)) {
+	w[id] = &waiter{cb: cb, session: session, deadline: time.Now().Add(ttl)}
+}
+
+// answer runs and forgets the waiter for id; it reports whether there was one.
+func (w waiters) answer(id string, resp *stanza.Element) bool {
+	x := w[id]
+	if x == nil {
+		return false
+	}
+	delete(w, id)
+	x.cb(resp)
+	return true
+}
+
+// fail ends every waiter match selects with an error answer.
+func (w waiters) fail(match func(*waiter) bool, cond string) {
+	for id, x := range w {
+		if match(x) {
+			delete(w, id)
+			x.cb(failedAnswer(cond))
+		}
+	}
+}
+
+func (w waiters) expire(now time.Time) {
+	w.fail(func(x *waiter) bool { return now.After(x.deadline) }, "remote-server-timeout")
+}
+
+func (w waiters) sessionEnded(id uint64) {
+	w.fail(func(x *waiter) bool { return x.session == id }, "recipient-unavailable")
+}
+
+func (w waiters) failAll(cond string) { w.fail(func(*waiter) bool { return true }, cond) }
+
+func failedAnswer(cond string) *stanza.Element {
+	return stanza.New(stanza.NSClient, "iq", "type", "error").Append(stanza.ErrorElement(stanza.ErrWait, cond, ""))
+}
