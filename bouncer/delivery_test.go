@@ -412,3 +412,30 @@ func (p *pauseProxy) resume() {
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }
+
+// A huge <history maxstanzas/> is capped by replay_max and fed as the
+// client's queue drains, so the joiner is never cut off (issue 9, defect 8).
+func TestHistoryCappedAndPaced(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) {
+		c.Limits.QueueLen = 16
+		c.History.ReplayMax = 150
+	})
+	room := "capped@" + e.srv.MUC
+	bob := e.bobInRoom(room)
+	e.b.Do(func() { e.b.applyBookmark(room, stanza.New(stanza.NSBookmarks2, "conference", "autojoin", "true")) })
+	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+	for i := 0; i < 200; i++ {
+		bob.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="h-%d"><body>h %d</body></message>`, room, i, i))
+	}
+	e.waitFor("archived", func() bool {
+		ms, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 500)
+		return err == nil && len(ms) == 200
+	})
+	c := e.availableClient("big")
+	c.Timeout = 20 * time.Second
+	got := bodies(join(t, c, room, "alice", `<history maxstanzas="5000"/>`))
+	if len(got) != 150 || got[0] != "h 50" || got[149] != "h 199" {
+		t.Fatalf("replay of %d messages, from %q to %q; want the newest 150", len(got), got[0], got[len(got)-1])
+	}
+	c.IQ(t, `<iq type="get"><ping xmlns="urn:xmpp:ping"/></iq>`) // still connected
+}

@@ -80,8 +80,9 @@ func historyOf(p *stanza.Element) sqlite.HistoryLimit {
 //
 // A join without <history/> limits from a resource seen before in this
 // room gets everything after its cursor: exactly what it missed, capped by
-// replay_max and replay_max_age. Explicit limits are honoured as given;
-// a resource never seen before gets default_replay.
+// replay_max and replay_max_age. Explicit limits are honoured as given, up
+// to replay_max messages; a resource never seen before gets
+// default_replay. Replays are fed to the connection as it drains.
 func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLimit) {
 	if b.opt.Archive == nil {
 		return
@@ -89,6 +90,10 @@ func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLi
 	cur, seen := b.sentCursor(r.JID, s)
 	plain := lim.MaxStanzas < 0 && lim.MaxChars < 0 && lim.Seconds < 0 && lim.Since.IsZero()
 	hc := b.opt.Config.History
+	// No replay is longer than replay_max, whatever a client asks for.
+	if lim.MaxStanzas > hc.ReplayMax {
+		lim.MaxStanzas = hc.ReplayMax
+	}
 	h := b.reserve(s)
 	id, to, room := s.ID, s.JID.String(), r.JID
 	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
