@@ -67,3 +67,29 @@ func TestArchiveLockedDoesNotStall(t *testing.T) {
 		return err == nil && len(ms) == 5
 	})
 }
+
+// Stanzas that queue up behind each other are handled exactly as one at a
+// time: a join and a message in one burst keep the sender's real JID in
+// the archive (issue 9, defect 5).
+func TestBurstKeepsOccupantState(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	room := "burst@" + e.srv.MUC
+	a := e.availableClient("a")
+	join(t, a, room, "alice", "") // the account creates the room: it owns it and sees real JIDs
+	carol := e.availableUser("carol", "home")
+	// Hold the loop while carol joins and speaks, so both reach it together.
+	held := make(chan struct{})
+	go e.b.Do(func() { <-held })
+	time.Sleep(100 * time.Millisecond)
+	carol.Send(t, `<presence to="`+room+`/carol"><x xmlns="http://jabber.org/protocol/muc"><history maxstanzas="0"/></x></presence>`)
+	carol.Expect(t, "carol's self-presence", presenceFrom(room+"/carol"))
+	carol.Send(t, `<message to="`+room+`" type="groupchat" id="b1"><body>first words</body></message>`)
+	carol.Expect(t, "echo", hasBody("first words"))
+	time.Sleep(200 * time.Millisecond)
+	close(held)
+	a.Expect(t, "carol's message", hasBody("first words"))
+	e.waitFor("archived with carol's real JID", func() bool {
+		p, err := e.db.Query(context.Background(), sqlite.Query{Room: room, With: "carol@localhost", Max: 10})
+		return err == nil && len(p.Messages) == 1
+	})
+}

@@ -259,10 +259,25 @@ level = "debug"
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
 
-	_, log = start()
+	cmd, log = start()
 	log.wait(t, "upstream online", 20*time.Second)
 	a := testclient.Dial(t, testclient.Options{Addr: listen, JID: "alice@localhost", Password: "x", Resource: "phone", InsecureSkipVerify: true})
 	a.Send(t, `<presence/>`)
 	expectBodies(t, a, "before the kill 0", "before the kill 1", "before the kill 2")
 	a.ExpectNone(t, 500*time.Millisecond, anyBody)
+
+	// SIGTERM: the shutdown goes in its order (issue 9, defect 7): clients
+	// get system-shutdown, then the upstream session ends, the archive
+	// drains, and the database is closed; the process exits 0.
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	a.WaitClosed(t)
+	if c := a.StreamErrorCondition(); c != "system-shutdown" {
+		t.Fatalf("client stream ended with %q", c)
+	}
+	for _, phase := range []string{"shutdown: local clients closed", "shutdown: draining the archive", "shutdown: closing the database"} {
+		log.wait(t, phase, 20*time.Second)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
 }

@@ -183,6 +183,8 @@ func (c *Client) session(ctx context.Context) (time.Duration, error) {
 		defer wg.Done()
 		select {
 		case <-ctx.Done():
+			// RFC 6121 §4.5.1: say goodbye before closing the stream.
+			conn.Send(stanza.New(stanza.NSClient, "presence", "type", "unavailable"))
 			c.drop(conn, errors.New("shutting down"))
 		case <-stop:
 		}

@@ -16,7 +16,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"xmppbouncer/bouncer"
 	"xmppbouncer/config"
@@ -142,6 +144,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	var side sync.WaitGroup // goroutines started here that end with ctx
 	if addr := cfg.Metrics.Address; addr != "" {
 		m := metrics.New(metrics.Sources{Bouncer: b, Upstream: up, Archive: db, Listener: srv, Version: version})
 		ln, err := metrics.Listen(addr)
@@ -149,7 +152,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 			return err
 		}
 		log.Info("metrics endpoint", "url", "http://"+ln.Addr().String()+"/metrics")
+		side.Add(1)
 		go func() {
+			defer side.Done()
 			if err := m.Serve(ctx, ln); err != nil {
 				log.Error("metrics endpoint failed", "err", err)
 			}
@@ -157,10 +162,43 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	}
 	log.Info("xmppbouncer started", "version", version, "account", account.String(), "listen", srv.Addr().String())
 
-	go b.Run(ctx)
-	go up.Run(ctx)
-	go b.RunPruner(ctx) // [history] retention, or what the history command set
-	return srv.Serve(ctx)
+	// The loop and the upstream session outlive ctx: on shutdown they stop
+	// in order, after the local clients are gone.
+	loopCtx, stopLoop := context.WithCancel(context.WithoutCancel(ctx))
+	upCtx, stopUp := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoop()
+	defer stopUp()
+	loopDone, upDone := make(chan struct{}), make(chan struct{})
+	go func() { b.Run(loopCtx); close(loopDone) }()
+	go func() { up.Run(upCtx); close(upDone) }()
+	side.Add(1)
+	go func() { defer side.Done(); b.RunPruner(ctx) }() // [history] retention, or what the history command set
+
+	// 1. Stop accepting; close every client's stream with system-shutdown
+	// and wait for them.
+	err = srv.Serve(ctx)
+	log.Info("shutdown: local clients closed; closing the upstream session")
+	// 2. End the upstream stream: the server broadcasts our unavailable.
+	stopUp()
+	waitFor(log, upDone, 5*time.Second, "the upstream session")
+	// 3. Stop the loop: it saves the clients' cursors and drains the
+	// archive writer.
+	log.Info("shutdown: draining the archive")
+	stopLoop()
+	waitFor(log, loopDone, 15*time.Second, "the archive writer")
+	side.Wait()
+	// 4. The deferred db.Close checkpoints the WAL.
+	log.Info("shutdown: closing the database")
+	return err
+}
+
+// waitFor waits for done, at most d, and says so when it gives up.
+func waitFor(log *slog.Logger, done <-chan struct{}, d time.Duration, what string) {
+	select {
+	case <-done:
+	case <-time.After(d):
+		log.Error("shutdown: gave up waiting for " + what)
+	}
 }
 
 func checkConfig(args []string, stdout, stderr io.Writer) int {
