@@ -289,6 +289,9 @@ func flood(ctx context.Context, o options, f *session, room string) (uint64, err
 			if f.closed() {
 				return seq, fmt.Errorf("flooder: the stream ended: %v", f.conn.Err())
 			}
+			if o.messages <= 0 && time.Since(start) >= o.duration {
+				return seq, nil // Prosody stopped reading the flooder
+			}
 			time.Sleep(100 * time.Microsecond)
 		}
 		seq++
