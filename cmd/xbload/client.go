@@ -34,6 +34,7 @@ type session struct {
 	mu      sync.Mutex
 	selfIn  bool     // the self-presence (status 110) arrived
 	counts  []uint16 // per sequence number: live copies received
+	firstAt []int64  // per sequence number: unix ns of the first live copy
 	lat     []int64  // ns, one per live copy received
 	last    time.Time
 	unique  int // sequence numbers received live at least once
@@ -127,10 +128,13 @@ func (s *session) handle(el *stanza.Element) {
 			s.other++
 		default:
 			for uint64(len(s.counts)) <= seq {
-				s.counts = append(s.counts, make([]uint16, max(1024, len(s.counts)))...)
+				grow := max(1024, len(s.counts))
+				s.counts = append(s.counts, make([]uint16, grow)...)
+				s.firstAt = append(s.firstAt, make([]int64, grow)...)
 			}
 			if s.counts[seq] == 0 {
 				s.unique++
+				s.firstAt[seq] = now.UnixNano()
 			}
 			s.counts[seq]++
 			s.lat = append(s.lat, now.UnixNano()-ts)

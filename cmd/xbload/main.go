@@ -59,6 +59,7 @@ type options struct {
 	logLevel   string
 	cpuProfile string
 	prosodyLog string
+	window     int
 }
 
 func main() {
@@ -81,6 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.settle, "settle", time.Second, "pause between the joins and the flood")
 	fs.StringVar(&o.dataDir, "data", "", "bouncer data directory (default: a temporary one, removed)")
 	fs.StringVar(&o.logLevel, "log", "warn", "bouncer log level to stderr: debug, info, warn, error or off")
+	fs.IntVar(&o.window, "window", 20, "with -rate 0: at most this many messages sent and not yet received by the first receiver of each path (0: no limit, Prosody queues everything)")
 	fs.StringVar(&o.prosodyLog, "prosody-log", "info", "Prosody's log level (debug slows it down a lot)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole process (bouncer included) during the flood")
 	if err := fs.Parse(args); err != nil {
@@ -244,7 +246,11 @@ func load(ctx context.Context, o options, stderr io.Writer) (*result, error) {
 	}
 
 	start := time.Now()
-	sent, err := flood(ctx, o, flooder, room)
+	var sentinels []*session
+	for _, p := range paths {
+		sentinels = append(sentinels, p.receivers[0])
+	}
+	sent, err := flood(ctx, o, flooder, room, sentinels)
 	floodEnd := time.Now()
 	if err != nil {
 		return nil, failed(err)
@@ -260,12 +266,23 @@ func load(ctx context.Context, o options, stderr io.Writer) (*result, error) {
 	for _, p := range paths {
 		res.Paths = append(res.Paths, p.stats(start, sent))
 	}
+	if len(paths) == 2 {
+		res.Added = added(paths[0], paths[1], sent)
+	}
 	return res, nil
 }
 
 // flood sends -messages messages, or for -duration, at -rate per second
 // (0: as fast as the flooder's queue takes them).
-func flood(ctx context.Context, o options, f *session, room string) (uint64, error) {
+func flood(ctx context.Context, o options, f *session, room string, sentinels []*session) (uint64, error) {
+	behind := func(seq uint64) bool {
+		for _, s := range sentinels {
+			if seq > uint64(s.received())+uint64(o.window) {
+				return true
+			}
+		}
+		return false
+	}
 	start := time.Now()
 	var seq uint64
 	for {
@@ -283,6 +300,9 @@ func flood(ctx context.Context, o options, f *session, room string) (uint64, err
 			if d := time.Until(next); d > 0 {
 				time.Sleep(d)
 			}
+		} else if o.window > 0 && behind(seq) {
+			time.Sleep(100 * time.Microsecond)
+			continue
 		}
 		// Rebuilt on each try so the timestamp is when it was queued.
 		for !f.conn.Send(floodMessage(room, seq, o.size)) {

@@ -17,6 +17,57 @@ type result struct {
 	FloodSeconds float64     `json:"flood_seconds"`
 	SendRate     float64     `json:"send_rate"` // achieved, messages/s
 	Paths        []pathStats `json:"paths"`
+	// Added compares the paths message by message: when the last of the
+	// bouncer's clients had it minus when the last direct session had it.
+	Added *addedStats `json:"bouncer_minus_direct,omitempty"`
+}
+
+// addedStats are percentiles, in milliseconds, of a per-message difference
+// between the paths, over the messages every receiver got.
+type addedStats struct {
+	Messages int     `json:"messages"`
+	P50ms    float64 `json:"p50_ms"`
+	P99ms    float64 `json:"p99_ms"`
+	Maxms    float64 `json:"max_ms"`
+}
+
+// lastCopy returns, per message, when the last receiver of p had it (0 if
+// one never did).
+func (p *path) lastCopy(sent uint64) []int64 {
+	out := make([]int64, sent)
+	for _, r := range p.receivers {
+		r.mu.Lock()
+		for i := range out {
+			var at int64
+			if i < len(r.firstAt) {
+				at = r.firstAt[i]
+			}
+			switch {
+			case at == 0 || out[i] < 0:
+				out[i] = -1
+			case at > out[i]:
+				out[i] = at
+			}
+		}
+		r.mu.Unlock()
+	}
+	return out
+}
+
+func added(bouncer, direct *path, sent uint64) *addedStats {
+	b, d := bouncer.lastCopy(sent), direct.lastCopy(sent)
+	var diff []int64
+	for i := range b {
+		if b[i] > 0 && d[i] > 0 {
+			diff = append(diff, b[i]-d[i])
+		}
+	}
+	if len(diff) == 0 {
+		return nil
+	}
+	slices.Sort(diff)
+	q := func(f float64) float64 { return float64(diff[int(f*float64(len(diff)-1))]) / 1e6 }
+	return &addedStats{Messages: len(diff), P50ms: q(0.5), P99ms: q(0.99), Maxms: q(1)}
 }
 
 // pathStats are one path's figures. Latencies are in milliseconds.
@@ -120,6 +171,10 @@ func (r *result) printTable(w io.Writer) {
 			p.Path, p.DeliveriesPS, p.P50ms, p.P99ms, p.P999ms, p.Maxms, p.Lost, p.Duplicated, p.Disconnected, link)
 	}
 	tw.Flush()
+	if a := r.Added; a != nil {
+		fmt.Fprintf(w, "\nper message, last bouncer client minus last direct session (%d messages): p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+			a.Messages, a.P50ms, a.P99ms, a.Maxms)
+	}
 	fmt.Fprintln(w, "\nlink B/msg: bytes on the path's link(s) to Prosody during the flood, both directions, per room message;")
 	fmt.Fprintln(w, "the bouncer has one upstream link, the direct path one per session.")
 }
