@@ -23,6 +23,10 @@ type Options struct {
 	// Extra is appended verbatim to the global section of the
 	// configuration (Lua), e.g. `disable_sasl_mechanisms = { "SCRAM-SHA-1" }`.
 	Extra string
+	// LogLevel is the lowest level Prosody writes to its log file: "" means
+	// debug (every stanza, for tests that read it); load tools use "info",
+	// since debug logging costs Prosody more than the traffic itself.
+	LogLevel string
 }
 
 // config renders prosody.cfg.lua for a server rooted at dir.
@@ -34,7 +38,7 @@ run_as_root = true
 daemonize = false
 pidfile = %s
 data_path = %s
-log = { debug = %s }
+log = { %s = %s }
 certificates = %s
 interfaces = { "127.0.0.1" }
 local_interfaces = { "127.0.0.1" }
@@ -57,7 +61,7 @@ c2s_require_encryption = %t
 ssl = { key = %s; certificate = %s }
 archive_expires_after = "never"
 default_archive_policy = true
-`, q(s.path("prosody.pid")), q(s.path("data")), q(s.LogFile), q(s.path("certs")),
+`, q(s.path("prosody.pid")), q(s.path("data")), s.logLevel(), q(s.LogFile), q(s.path("certs")),
 		port(s.Addr), port(s.DirectTLSAddr), !s.opts.AllowPlaintext,
 		q(s.path("certs/localhost.key")), q(s.path("certs/localhost.crt")))
 	if s.opts.Extra != "" {
@@ -77,6 +81,14 @@ Component %s "muc"
 	muc_log_expires_after = "never"
 `, q(s.Domain), q(s.MUC))
 	return b.String()
+}
+
+func (s *Server) logLevel() string {
+	switch s.opts.LogLevel {
+	case "debug", "info", "warn", "error":
+		return s.opts.LogLevel
+	}
+	return "debug"
 }
 
 func port(addr string) string {

@@ -61,11 +61,58 @@ func Start(t testing.TB) *Server {
 // StartWith is Start with non-default options.
 func StartWith(t testing.TB, o Options) *Server {
 	t.Helper()
+	s, err := startIn(t.TempDir(), o)
+	if s != nil {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("testserver: tail of %s:\n%s", s.LogFile, s.logTail(80))
+			}
+			// The data dies with the test: no need for a clean shutdown.
+			s.shutdown(syscall.SIGKILL)
+		})
+	}
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return s
+}
+
+// StartProcess starts a fresh server outside a test, in a new temporary
+// directory, for tools such as cmd/xbload. stop kills the server and
+// removes the directory; it is safe to call more than once. The error says
+// how to install Prosody when it is missing.
+func StartProcess(o Options) (s *Server, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "xb-prosody-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("testserver: %w", err)
+	}
+	s, err = startIn(dir, o)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			if s != nil {
+				_ = s.shutdown(syscall.SIGKILL)
+			}
+			_ = os.RemoveAll(dir)
+		})
+	}
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return s, stop, nil
+}
+
+// LogTail returns the last n lines of Prosody's log.
+func (s *Server) LogTail(n int) string { return s.logTail(n) }
+
+// startIn starts a server rooted at dir. On error the returned server, if
+// not nil, may need a shutdown.
+func startIn(dir string, o Options) (*Server, error) {
 	tpl, err := loadTemplate()
 	if err != nil {
-		t.Fatalf("testserver: %v", err)
+		return nil, fmt.Errorf("testserver: %w", err)
 	}
-	dir := t.TempDir()
 	s := &Server{
 		Domain:  "localhost",
 		MUC:     "conference.localhost",
@@ -75,28 +122,26 @@ func StartWith(t testing.TB, o Options) *Server {
 		opts:    o,
 	}
 	if err := tpl.install(dir); err != nil {
-		t.Fatalf("testserver: %v", err)
+		return nil, fmt.Errorf("testserver: %w", err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("testserver: tail of %s:\n%s", s.LogFile, s.logTail(80))
-		}
-		// The data dies with the test: no need for a clean shutdown.
-		s.shutdown(syscall.SIGKILL)
-	})
 	// A port picked free can be taken again before Prosody binds it; then
 	// pick new ones.
 	for attempt := 1; ; attempt++ {
-		s.Addr, s.DirectTLSAddr = freeAddr(t), freeAddr(t)
+		if s.Addr, err = freeAddr(); err != nil {
+			return s, err
+		}
+		if s.DirectTLSAddr, err = freeAddr(); err != nil {
+			return s, err
+		}
 		if err := os.WriteFile(s.path("prosody.cfg.lua"), []byte(s.config()), 0o600); err != nil {
-			t.Fatalf("testserver: %v", err)
+			return s, fmt.Errorf("testserver: %w", err)
 		}
 		err := s.launch()
 		if err == nil {
-			return s
+			return s, nil
 		}
 		if !errors.Is(err, errPortBusy) || attempt == 5 {
-			t.Fatalf("testserver: %v\n%s", err, s.logTail(40))
+			return s, fmt.Errorf("testserver: %v\n%s", err, s.logTail(40))
 		}
 	}
 }
@@ -303,13 +348,13 @@ func greets(addr, domain string) bool {
 	return true
 }
 
-func freeAddr(t testing.TB) string {
+func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("testserver: find a free port: %v", err)
+		return "", fmt.Errorf("testserver: find a free port: %w", err)
 	}
 	defer l.Close()
-	return l.Addr().String()
+	return l.Addr().String(), nil
 }
 
 func (s *Server) logSince(off int64) string {

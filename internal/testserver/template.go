@@ -41,7 +41,7 @@ func findProsody() error {
 		}
 		found, err := exec.LookPath(filepath.Base(*p))
 		if err != nil {
-			return fmt.Errorf("%s is not installed; these integration tests need a real Prosody 0.12. Run `make test` (it installs it through scripts/install-test-deps.sh), or as root: apt-get install -y prosody && service prosody stop", filepath.Base(*p))
+			return fmt.Errorf("%s is not installed; these integration tests need a real Prosody 0.12. Run `make deps` (scripts/install-test-deps.sh installs it), or as root: apt-get install -y prosody && service prosody stop", filepath.Base(*p))
 		}
 		*p = found
 	}
