@@ -34,12 +34,12 @@ func registerDriver() {
 			ConnectHook: func(c *sqlite3.SQLiteConn) error {
 				// Memory-mapped reads avoid a copy per page on the
 				// read-heavy MAM path; temp b-trees (ORDER BY, IN lists)
-				// stay off disk. A checkpoint every ~40 MB of WAL instead
-				// of the default ~4 MB writes a page that many
-				// transactions touched (the random stanza-id index) back
-				// once rather than once per few transactions.
+				// stay off disk. No connection checkpoints when it
+				// commits: a checkpoint fsyncs the main file, which can
+				// take 100 ms, and the archive's commits must stay fast.
+				// The checkpointer goroutine does it instead (checkpoint.go).
 				_, err := c.Exec(`PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;
-					PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864`, nil)
+					PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864`, nil)
 				return err
 			},
 		})
@@ -59,6 +59,7 @@ type DB struct {
 	rooms map[string]int64 // room JID -> rooms.id, filled lazily
 
 	stats dbStats // commit observer and counters, for metrics (stats.go)
+	ck    checkpointer
 }
 
 // Open opens (creating if needed) the database file at path and brings its
@@ -115,12 +116,14 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("sqlite: open readers %s: %w", path, err)
 	}
 	db.r = r
+	db.startCheckpointer(u + "?_busy_timeout=1000&_synchronous=NORMAL")
 	return db, nil
 }
 
 // Close closes the reader pool and then the writer. The writer's close
 // checkpoints the WAL back into the main file.
 func (db *DB) Close() error {
+	db.stopCheckpointer()
 	return errors.Join(db.r.Close(), db.w.Close())
 }
 
