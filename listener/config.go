@@ -34,6 +34,7 @@ type Config struct {
 	Address, DirectTLSAddress string
 
 	Limits         wire.Options
+	SM             SMOptions // XEP-0198 stream management
 	MaxConnections int           // beyond it new connections get <policy-violation/>
 	AuthFailDelay  time.Duration // base delay of a SASL failure reply, doubling per recent failure from the same IP
 	Logger         *slog.Logger
@@ -100,6 +101,12 @@ func ConfigFrom(c *config.Config, dataDir string, log *slog.Logger) (Config, err
 			KeepAlive:      l.KeepAlive.Duration,
 			WriteTimeout:   defaultWriteTimeout,
 			QueueLen:       l.QueueLen,
+		},
+		SM: SMOptions{
+			AckAfter:      l.AckAfter,
+			AckDelay:      l.AckDelay.Duration,
+			ResumeTimeout: l.ResumeTimeout.Duration,
+			ResumeQueue:   l.ResumeQueue,
 		},
 		MaxConnections: l.MaxConnections,
 		AuthFailDelay:  l.AuthFailDelay.Duration,

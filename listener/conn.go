@@ -61,35 +61,59 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 	cancel()
 	_ = meter.SetDeadline(time.Time{})
 	tr.idle.Store(int64(s.cfg.Limits.IdleTimeout))
+	newConn := func(queueLen int) *wire.Conn {
+		opts := s.cfg.Limits
+		if queueLen > 0 {
+			opts.QueueLen = queueLen
+		}
+		return wire.New(sess, meter, opts)
+	}
 
+	if n.resume != nil {
+		c := n.resume
+		conn := s.takeOver(c, newConn, n.resumeH)
+		if conn == nil {
+			return
+		}
+		s.log.Info("listener: client resumed on a new connection", "jid", c.JID.String(), "remote", remote, "direct_tls", direct, "id", c.ID)
+		s.runConn(c, conn)
+		return
+	}
+
+	conn := newConn(0)
 	c := &Client{
 		JID:       n.jid,
 		Remote:    remote,
 		ID:        s.nextID.Add(1),
-		conn:      wire.New(sess, meter, s.cfg.Limits),
+		srv:       s,
 		mechanism: n.mechanism,
+		conn:      conn,
+		last:      conn,
 	}
 	if !s.register(c) {
-		c.conn.Close(&stanza.StreamError{Condition: "system-shutdown"})
+		conn.Close(&stanza.StreamError{Condition: "system-shutdown"})
 		return
 	}
 	s.log.Info("listener: client bound", "jid", c.JID.String(), "remote", remote, "mechanism", c.mechanism, "direct_tls", direct, "id", c.ID)
+	s.h.Bound(c)
+	c.Send(n.bindReply)
+	s.runConn(c, conn)
+}
 
+// runConn reads conn, one of c's connections, until it ends, then lets
+// connEnded decide whether the session ends or hibernates.
+func (s *Server) runConn(c *Client, conn *wire.Conn) {
 	reason := errors.New("listener: connection handler panicked")
 	defer func() {
-		c.conn.Close(&stanza.StreamError{Condition: "internal-server-error"}) // no-op unless we panicked
+		conn.Close(&stanza.StreamError{Condition: "internal-server-error"}) // no-op unless we panicked
 		select {
-		case <-c.conn.Done():
+		case <-conn.Done():
 		case <-time.After(closeTimeout):
 		}
-		s.unregister(c)
-		s.log.Info("listener: client ended", "jid", c.JID.String(), "remote", remote, "id", c.ID, "reason", reason)
-		s.h.Closed(c, reason)
+		s.connEnded(c, conn, reason)
 	}()
-	s.h.Bound(c)
-	c.conn.Send(n.bindReply)
 	refused := false
-	reason = c.conn.Read(func(el *stanza.Element) {
+	reason = conn.Read(func(el *stanza.Element) {
 		if refused {
 			return
 		}
@@ -98,13 +122,18 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 			// namespace-well-formed; re-serialised they would be invalid XML on
 			// the shared upstream stream.
 			refused = true
-			c.conn.Close(&stanza.StreamError{Condition: "not-well-formed", Text: "element or attribute name is not a valid XML name"})
+			c.mu.Lock()
+			c.fatalLocked(&stanza.StreamError{Condition: "not-well-formed", Text: "element or attribute name is not a valid XML name"})
+			c.mu.Unlock()
+			return
+		}
+		if !c.inbound(el) {
 			return
 		}
 		if isLegacySession(el) {
 			// RFC 3921 §3 session establishment is a no-op today (RFC 6121
 			// Appendix E); answer it here so the core never sees it.
-			c.conn.Send(stanza.Result(el))
+			c.Send(stanza.Result(el))
 			return
 		}
 		s.h.Stanza(c, el)
@@ -112,8 +141,8 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 	if errors.Is(reason, net.ErrClosed) {
 		// We closed the transport; the writer knows why.
 		select {
-		case <-c.conn.Done():
-			reason = c.conn.Err()
+		case <-conn.Done():
+			reason = conn.Err()
 		case <-time.After(closeTimeout):
 		}
 	}
