@@ -75,6 +75,8 @@ type Bouncer struct {
 	internalMAM map[string]func(*stanza.Element)
 	// groupchat stanzas of the current burst, committed in one transaction
 	prearchived map[*stanza.Element]*sqlite.Message
+	// XEP-0352: what each inactive client has held back (csi.go)
+	csi map[uint64]*csiHeld
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -170,7 +172,9 @@ func (b *Bouncer) handle(ev event) {
 			b.handleClient(s, ev.el)
 		}
 	case clientClosed:
-		b.clientClosed(ev.id, ev.err)
+		b.clientClosed(ev.id, ev.err, ev.unacked)
+	case clientHibernation:
+		b.clientHibernation(ev)
 	case funcEvent:
 		ev.f()
 	}
@@ -195,6 +199,9 @@ func (b *Bouncer) sendUp(el *stanza.Element) bool {
 // sendTo queues el for a local session. A client whose queue is full is
 // disconnected rather than allowed to block everyone.
 func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) {
+	if b.csiHold(s, el) {
+		return
+	}
 	if !s.Conn.Send(el) {
 		b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String())
 		s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})

@@ -23,17 +23,20 @@ func (b *Bouncer) clientBound(ev clientBound) {
 // clientClosed forgets a session whose stream ended. Disconnecting is not
 // leaving: its room claims end (with the session), but the account's
 // occupancy stays, and a client coming back resyncs by joining.
-func (b *Bouncer) clientClosed(id uint64, err error) {
+func (b *Bouncer) clientClosed(id uint64, err error, unacked []*stanza.Element) {
 	s := b.reg.ByID(id)
 	if s == nil {
-		return // already replaced
+		b.rerouteUnacked(nil, unacked) // replaced; its successor may take them
+		return
 	}
 	b.sessionEnded(s)
-	b.log.Info("client offline", "jid", s.JID.String(), "reason", errString(err), "clients", b.reg.Len())
+	b.log.Info("client offline", "jid", s.JID.String(), "reason", errString(err), "clients", b.reg.Len(), "unacked", len(unacked))
+	b.rerouteUnacked(s, unacked)
 }
 
 func (b *Bouncer) sessionEnded(s *sessions.Session) {
 	wasAvailable := s.Available()
+	delete(b.csi, s.ID)
 	b.clientGone(s)
 	b.reg.Remove(s)
 	for id, p := range b.pendingIn {
