@@ -16,10 +16,10 @@ import (
 const csiMaxHeld = 128
 
 const (
-	nsOMEMO        = "eu.siacs.conversations.axolotl"
-	nsEME          = "urn:xmpp:eme:0"
-	nsConference   = "jabber:x:conference"
-	nsJingleMsg    = "urn:xmpp:jingle-message:0"
+	nsOMEMO      = "eu.siacs.conversations.axolotl"
+	nsEME        = "urn:xmpp:eme:0"
+	nsConference = "jabber:x:conference"
+	nsJingleMsg  = "urn:xmpp:jingle-message:0"
 )
 
 // csiHeld is what one inactive client has waiting, in order. Slots of

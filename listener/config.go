@@ -34,7 +34,7 @@ type Config struct {
 	Address, DirectTLSAddress string
 
 	Limits         wire.Options
-	SM             SMOptions // XEP-0198 stream management
+	SM             SMOptions     // XEP-0198 stream management
 	MaxConnections int           // beyond it new connections get <policy-violation/>
 	AuthFailDelay  time.Duration // base delay of a SASL failure reply, doubling per recent failure from the same IP
 	Logger         *slog.Logger

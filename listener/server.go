@@ -84,7 +84,7 @@ type Server struct {
 	nextID     atomic.Uint64
 	active     atomic.Int64
 
-	sm         SMOptions
+	sm SMOptions
 
 	mu        sync.Mutex
 	ln, dln   net.Listener
