@@ -1,0 +1,269 @@
+package bouncer
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"xmppbouncer/sessions"
+	"xmppbouncer/stanza"
+)
+
+// session returns the bouncer's session on resource, or nil.
+func (e *env) session(res string) (s *sessions.Session) {
+	e.b.Do(func() { s = e.b.reg.ByResource(res) })
+	return s
+}
+
+func (e *env) counters(res string) (sent, delivered uint64, hibernated, ok bool) {
+	e.b.Do(func() {
+		if s := e.b.reg.ByResource(res); s != nil {
+			sent, delivered, hibernated, ok = s.Conn.Sent(), s.Conn.Delivered(), s.Hibernated, true
+		}
+	})
+	return
+}
+
+// TestSMCountsExactly checks h in both directions against exact numbers,
+// the server's own <r/> after ack_after stanzas, and what Delivered means
+// under stream management.
+func TestSMCountsExactly(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) {
+		c.Limits.AckAfter = 3
+		c.Limits.AckDelay.Duration = time.Hour
+	})
+	c := e.dialSM(t)
+	// §3: <enable/> before binding fails, and the stream goes on.
+	c.write(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
+	if f := c.expect("failed", isSM("failed")); f.Child(stanza.NSStanzas, "unexpected-request") == nil {
+		t.Fatalf("enable before bind: %s", f)
+	}
+	c.bind("phone")
+	c.write(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
+	en := c.expect("enabled", isSM("enabled"))
+	if en.Get("id") == "" || en.Get("resume") != "true" || en.Get("max") != "86400" {
+		t.Fatalf("enabled: %s", en)
+	}
+	if sent, del, _, _ := e.counters("phone"); sent != 1 || del != 1 {
+		t.Fatalf("after enable: sent %d delivered %d, want 1 and 1 (the bind result)", sent, del)
+	}
+	c.write(`<r xmlns='urn:xmpp:sm:3'/>`)
+	if a := c.expect("a", isSM("a")); a.Get("h") != "0" {
+		t.Fatalf("h before any stanza: %s", a)
+	}
+	// Three stanzas and two nonzas (CSI, r): h is 3.
+	c.write(`<presence/>`)
+	c.write(`<active xmlns='urn:xmpp:csi:0'/>`)
+	c.write(`<iq type='get' id='ping1' to='` + e.srv.Domain + `'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	c.write(`<message to='nobody@` + e.srv.Domain + `' type='chat' id='m1'><body>hi</body></message>`)
+	c.write(`<r xmlns='urn:xmpp:sm:3'/>`)
+	if a := c.expect("a", isSM("a")); a.Get("h") != "3" {
+		t.Fatalf("h after three stanzas: %s", a)
+	}
+	// The server asks after exactly ack_after = 3 stanzas.
+	c.expect("the server's <r/>", isSM("r"))
+	var before []*stanza.Element
+	for _, el := range c.take() {
+		if isStanza(el) {
+			before = append(before, el)
+		}
+	}
+	// take() may hold stanzas after the <r/> too; the first three are the
+	// ones asked about. What the client has not acked is not delivered.
+	if len(before) < 3 {
+		t.Fatalf("server sent <r/> after %d stanzas, want 3", len(before))
+	}
+	sent, del, _, _ := e.counters("phone")
+	if del != 1 || sent < 4 {
+		t.Fatalf("before the ack: sent %d delivered %d, want delivered 1", sent, del)
+	}
+	c.write(`<a xmlns='urn:xmpp:sm:3' h='2'/>`)
+	e.waitFor("delivered = 1 + 2", func() bool { _, d, _, _ := e.counters("phone"); return d == 3 })
+	c.write(`<a xmlns='urn:xmpp:sm:3' h='3'/>`)
+	e.waitFor("delivered = 1 + 3", func() bool { _, d, _, _ := e.counters("phone"); return d == 4 })
+	// A second <enable/> fails; the stream goes on.
+	c.write(`<enable xmlns='urn:xmpp:sm:3'/>`)
+	if f := c.expect("failed", isSM("failed")); f.Child(stanza.NSStanzas, "unexpected-request") == nil {
+		t.Fatalf("second enable: %s", f)
+	}
+	// Acknowledging more than was sent ends the stream.
+	c.write(`<a xmlns='urn:xmpp:sm:3' h='100000'/>`)
+	se := c.expect("stream error", func(el *stanza.Element) bool { return el.Is(stanza.NSStream, "error") })
+	if se.Child(stanza.NSStreams, "undefined-condition") == nil {
+		t.Fatalf("bad ack: %s", se)
+	}
+	e.waitFor("session ended", func() bool { return e.session("phone") == nil })
+}
+
+// TestSMResume drops a client's TCP connection without closing its stream,
+// lets a room message and a chat arrive, resumes, and checks that exactly
+// the unacked stanzas and then the new ones come, each once, and that the
+// room saw no leave. A second resume while that connection is alive takes
+// the session over.
+func TestSMResume(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	room := "lounge@" + e.srv.MUC
+	bob := e.bobInRoom(room)
+
+	c := e.dialSM(t)
+	full := c.bind("phone")
+	id := c.enable()
+	c.write(`<presence/>`)
+	c.write(`<presence to='` + room + `/alice'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>`)
+	c.expect("room subject", func(el *stanza.Element) bool { return fromRoom(room)(el) && isSubject(el) })
+	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+	bob.Send(t, `<message to='`+room+`' type='groupchat' id='g1'><body>before</body></message>`)
+	c.expect("before", hasBody("before"))
+	var got []*stanza.Element
+	for _, el := range c.take() {
+		if isStanza(el) {
+			got = append(got, el)
+		}
+	}
+	// The client saw everything, but claims to have handled all but the
+	// last two, as if they were lost with the connection.
+	acked := len(got) - 2
+	c.drop()
+	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	sentBefore, _, _, _ := e.counters("phone")
+
+	bob.Send(t, `<message to='`+room+`' type='groupchat' id='g2'><body>while away</body></message>`)
+	bob.Send(t, `<message to='`+e.cfg.Upstream.JID+`' type='chat' id='c1'><body>psst</body></message>`)
+	e.waitFor("both queued", func() bool { s, _, _, _ := e.counters("phone"); return s >= sentBefore+2 })
+
+	c2 := e.dialSM(t)
+	c2.write(fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id, acked))
+	r := c2.expect("resumed", isSM("resumed"))
+	if r.Get("previd") != id || r.Get("h") != "2" {
+		t.Fatalf("resumed: %s (want h=2: presence and join)", r)
+	}
+	c2.expect("psst", hasBody("psst"))
+	time.Sleep(300 * time.Millisecond)
+	var resent []string
+	for _, el := range c2.take() {
+		if isStanza(el) {
+			resent = append(resent, el.String())
+		}
+	}
+	want := []string{got[acked].String(), got[acked+1].String()}
+	if len(resent) < 4 || resent[0] != want[0] || resent[1] != want[1] {
+		t.Fatalf("resent, want the two unacked first:\n%s\nwant:\n%s", strings.Join(resent, "\n"), strings.Join(want, "\n"))
+	}
+	wantCount := map[string]int{
+		"while away": 1,
+		"psst":       1,
+		"before":     strings.Count(want[0]+want[1], "<body>before</body>"),
+	}
+	for body, wantN := range wantCount {
+		n := 0
+		for _, s := range resent {
+			n += strings.Count(s, "<body>"+body+"</body>")
+		}
+		if n != wantN {
+			t.Fatalf("%q arrived %d times, want %d:\n%s", body, n, wantN, strings.Join(resent, "\n"))
+		}
+	}
+	if s, _, h, _ := e.counters("phone"); h || e.session("phone").JID.String() != full || s == 0 {
+		t.Fatalf("after resume: hibernated %v", h)
+	}
+	bob.ExpectNone(t, 200*time.Millisecond, func(el *stanza.Element) bool {
+		return el.Kind() == "presence" && el.From() == room+"/alice" && el.Type() == "unavailable"
+	})
+
+	// The resumed stream works both ways.
+	c2.write(`<message to='` + room + `' type='groupchat' id='g3'><body>back</body></message>`)
+	bob.Expect(t, "back", hasBody("back"))
+
+	// A resume from another connection while this one is alive takes over.
+	c3 := e.dialSM(t)
+	c3.write(fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id, acked+len(resent)))
+	c3.expect("resumed again", isSM("resumed"))
+	se := c2.expect("stream error on the old connection", func(el *stanza.Element) bool { return el.Is(stanza.NSStream, "error") })
+	if se.Child(stanza.NSStreams, "conflict") == nil {
+		t.Fatalf("old connection got %s", se)
+	}
+	bob.Send(t, `<message to='`+room+`' type='groupchat' id='g4'><body>on c3</body></message>`)
+	c3.expect("on c3", hasBody("on c3"))
+	bob.ExpectNone(t, 200*time.Millisecond, func(el *stanza.Element) bool {
+		return el.Kind() == "presence" && el.From() == room+"/alice" && el.Type() == "unavailable"
+	})
+}
+
+// TestSMResumeFailed: an expired or unknown previd gets item-not-found, and
+// the client can then bind normally on the same stream.
+func TestSMResumeFailed(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) { c.Limits.ResumeTimeout.Duration = time.Second })
+	c := e.dialSM(t)
+	c.bind("phone")
+	id := c.enable()
+	c.write(`<presence/>`)
+	c.write(`<r xmlns='urn:xmpp:sm:3'/>`)
+	c.expect("a", isSM("a"))
+	c.drop()
+	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	e.waitFor("expiry", func() bool { return e.session("phone") == nil })
+
+	c2 := e.dialSM(t)
+	c2.write(`<resume xmlns='urn:xmpp:sm:3' previd='` + id + `' h='0'/>`)
+	f := c2.expect("failed", isSM("failed"))
+	if f.Child(stanza.NSStanzas, "item-not-found") == nil || f.Get("h") != "1" {
+		t.Fatalf("expired previd: %s (want item-not-found, h=1)", f)
+	}
+	if j := c2.bind("phone"); !strings.HasSuffix(j, "/phone") {
+		t.Fatalf("bound %s", j)
+	}
+	c2.write(`<iq type='get' id='v1' to='` + e.srv.Domain + `'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	c2.expect("ping result", iqID("v1"))
+
+	c3 := e.dialSM(t)
+	c3.write(`<resume xmlns='urn:xmpp:sm:3' previd='no-such-session' h='0'/>`)
+	if f := c3.expect("failed", isSM("failed")); f.Child(stanza.NSStanzas, "item-not-found") == nil || f.Get("h") != "" {
+		t.Fatalf("unknown previd: %s", f)
+	}
+	c3.bind("tablet")
+}
+
+// TestSMExpiryReroutes: a hibernated session that expires with a chat
+// still unacked hands it to the account's other clients.
+func TestSMExpiryReroutes(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) { c.Limits.ResumeTimeout.Duration = 2 * time.Second })
+	room := "lounge@" + e.srv.MUC
+	bob := e.bobInRoom(room)
+	laptop := e.availableClient("laptop")
+
+	c := e.dialSM(t)
+	c.bind("phone")
+	c.enable()
+	c.write(`<presence/>`)
+	c.write(`<presence to='` + room + `/alice'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>`)
+	c.expect("room subject", func(el *stanza.Element) bool { return fromRoom(room)(el) && isSubject(el) })
+	c.drop()
+	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	// A MUC PM goes to the room's claimants only: the phone.
+	bob.Send(t, `<message to='`+room+`/alice' type='chat' id='pm1'><body>private</body></message>`)
+	bob.Send(t, `<message to='`+room+`' type='groupchat' id='g1'><body>public</body></message>`)
+	laptop.ExpectNone(t, time.Second, hasBody("private"))
+	laptop.Expect(t, "the unacked PM after expiry", hasBody("private"))
+	laptop.ExpectNone(t, 300*time.Millisecond, hasBody("private"))
+	laptop.ExpectNone(t, 0, hasBody("public"))
+}
+
+// TestSMQueueBound: a hibernated session past resume_queue ends.
+func TestSMQueueBound(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) { c.Limits.ResumeQueue = 5 })
+	bob := e.availableUser("bob", "desk")
+	c := e.dialSM(t)
+	c.bind("phone")
+	c.enable()
+	c.write(`<presence/>`)
+	c.write(`<r xmlns='urn:xmpp:sm:3'/>`)
+	c.expect("a", isSM("a"))
+	c.drop()
+	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	for i := 0; i < 10; i++ {
+		bob.Send(t, `<message to='`+e.cfg.Upstream.JID+`' type='chat' id='q`+strconv.Itoa(i)+`'><body>n</body></message>`)
+	}
+	e.waitFor("session ended past resume_queue", func() bool { return e.session("phone") == nil })
+}
