@@ -26,6 +26,7 @@ type smClient struct {
 	tc     *tls.Conn
 	mu     sync.Mutex
 	in     []*stanza.Element
+	all    []*stanza.Element // everything received, in order; see received
 	arrive chan struct{}
 	ended  chan struct{}
 	err    error
@@ -152,6 +153,7 @@ func (c *smClient) readLoop(d *xml.Decoder) {
 			}
 			c.mu.Lock()
 			c.in = append(c.in, el)
+			c.all = append(c.all, el)
 			c.mu.Unlock()
 			select {
 			case c.arrive <- struct{}{}:
@@ -222,12 +224,18 @@ func (c *smClient) none(d time.Duration, match func(*stanza.Element) bool) {
 	}
 }
 
-// stanzas returns and forgets what arrived so far.
-func (c *smClient) take() []*stanza.Element {
+// received returns the stanzas (not nonzas) received since the last call,
+// in order, whether expect has taken them or not.
+func (c *smClient) received() []*stanza.Element {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := c.in
-	c.in = nil
+	var out []*stanza.Element
+	for _, el := range c.all {
+		if isStanza(el) {
+			out = append(out, el)
+		}
+	}
+	c.all = nil
 	return out
 }
 
