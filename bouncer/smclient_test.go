@@ -32,6 +32,8 @@ type smClient struct {
 	err    error
 	jid    string
 	bytes  *countConn
+	// traffic when SASL succeeded
+	authRead, authWrote int
 }
 
 // countConn counts the bytes read and written after TLS.
@@ -61,6 +63,33 @@ func (c *countConn) Write(p []byte) (int, error) {
 // the features (which must offer sm) have been read.
 func (e *env) dialSM(t *testing.T) *smClient {
 	t.Helper()
+	c, d := e.dialSMAuth(t)
+	c.write(header(e.srv.Domain))
+	if f := c.readOne(d); f.Child(nsSMTest, "sm") == nil {
+		t.Fatalf("features after auth lack sm: %s", f)
+	}
+	go c.readLoop(d)
+	return c
+}
+
+// dialSMResume authenticates and then sends the stream restart and
+// <resume/> together, without waiting for the features (pipelining: one
+// round trip after SASL).
+func (e *env) dialSMResume(t *testing.T, previd string, h int) *smClient {
+	t.Helper()
+	c, d := e.dialSMAuth(t)
+	c.write(header(e.srv.Domain) + fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, previd, h))
+	if f := c.readOne(d); f.Child(nsSMTest, "sm") == nil {
+		t.Fatalf("features after auth lack sm: %s", f)
+	}
+	go c.readLoop(d)
+	return c
+}
+
+// dialSMAuth connects with direct TLS and authenticates with PLAIN. Bytes
+// are counted from the first stream header on.
+func (e *env) dialSMAuth(t *testing.T) (*smClient, *xml.Decoder) {
+	t.Helper()
 	raw, err := net.Dial("tcp", e.lsrv.DirectTLSAddr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -71,9 +100,9 @@ func (e *env) dialSM(t *testing.T) *smClient {
 	}
 	c := &smClient{t: t, raw: raw, tc: tc, arrive: make(chan struct{}, 1), ended: make(chan struct{})}
 	t.Cleanup(func() { raw.Close() })
-	domain := e.srv.Domain
-	d := xml.NewDecoder(tc)
-	c.write(header(domain))
+	c.bytes = &countConn{Conn: tc}
+	d := xml.NewDecoder(c.bytes)
+	c.write(header(e.srv.Domain))
 	if f := c.readOne(d); f.Child("urn:ietf:params:xml:ns:xmpp-sasl", "mechanisms") == nil {
 		t.Fatalf("features before auth: %s", f)
 	}
@@ -83,14 +112,15 @@ func (e *env) dialSM(t *testing.T) *smClient {
 	if s := c.readOne(d); s.Name.Local != "success" {
 		t.Fatalf("auth: %s", s)
 	}
-	c.bytes = &countConn{Conn: tc}
-	d = xml.NewDecoder(c.bytes)
-	c.write(header(domain))
-	if f := c.readOne(d); f.Child(nsSMTest, "sm") == nil {
-		t.Fatalf("features after auth lack sm: %s", f)
-	}
-	go c.readLoop(d)
-	return c
+	c.authRead, c.authWrote = c.traffic()
+	return c, xml.NewDecoder(c.bytes)
+}
+
+// traffic returns the bytes read and written since the first header.
+func (c *smClient) traffic() (read, wrote int) {
+	c.bytes.mu.Lock()
+	defer c.bytes.mu.Unlock()
+	return c.bytes.read, c.bytes.wrote
 }
 
 func header(domain string) string {
@@ -99,10 +129,7 @@ func header(domain string) string {
 
 func (c *smClient) write(s string) {
 	c.t.Helper()
-	var w io.Writer = c.tc
-	if c.bytes != nil {
-		w = c.bytes
-	}
+	var w io.Writer = c.bytes
 	_ = c.tc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(w, s); err != nil {
 		c.t.Fatalf("write %q: %v", s, err)
