@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -55,8 +56,9 @@ type Bouncer struct {
 
 	// Upstream session state.
 	online bool
-	upFull string // bound full JID upstream, "" when offline
-	outbox []*stanza.Element
+	upFull string   // bound full JID upstream, "" when offline
+	outbox []queued // messages for upstream while it is down, not for rooms
+	queued int      // messages waiting in outbox and every room's outbox
 
 	reg *sessions.Registry
 
@@ -77,6 +79,16 @@ type Bouncer struct {
 	prearchived map[*stanza.Element]*sqlite.Message
 	// XEP-0352: what each inactive client has held back (csi.go)
 	csi map[uint64]*csiHeld
+
+	dlv       *delivery      // per-client output, cursors, offline feed
+	bg        sync.WaitGroup // work running beside the loop
+	stopped   chan struct{}  // closed when Run returns
+	lastPrune time.Time
+	pushes    *pushState // XEP-0357 registrations (push.go), nil until loaded
+
+	inBurst      bool             // handling a burst of upstream stanzas
+	offlineBatch []offlineIn      // offline messages of the burst, not yet committed
+	recovered    recoveredCounter // events dropped after a panic (recover.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -122,6 +134,8 @@ func New(opt Options) *Bouncer {
 		clientQueries: map[string]func(*stanza.Element){},
 		internalMAM:   map[string]func(*stanza.Element){},
 		prearchived:   map[*stanza.Element]*sqlite.Message{},
+		dlv:           newDelivery(),
+		stopped:       make(chan struct{}),
 	}
 	return b
 }
@@ -137,15 +151,22 @@ func (b *Bouncer) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			b.shutdown()
 			return
 		case ev := <-b.events:
 			if _, ok := ev.(upStanza); ok {
-				b.handleUpstreamBurst(ev)
+				b.safely(ev, b.handleUpstreamBurst)
 				continue
 			}
-			b.handle(ev)
+			b.safely(ev, b.handle)
 		case now := <-sweep.C:
 			b.sweepIQs(now)
+			b.sweepDelivery()
+			if now.Sub(b.lastPrune) > time.Hour {
+				b.lastPrune = now
+				b.pruneOffline()
+			}
+			b.pushTick(now)
 		}
 	}
 }
@@ -153,11 +174,12 @@ func (b *Bouncer) Run(ctx context.Context) {
 // Do runs f on the loop goroutine and waits; for tests and introspection.
 func (b *Bouncer) Do(f func()) {
 	done := make(chan struct{})
-	b.events <- funcEvent{f: func() { f(); close(done) }}
+	b.events <- funcEvent{f: func() { defer close(done); f() }}
 	<-done
 }
 
 func (b *Bouncer) handle(ev event) {
+	defer b.recoverEvent(ev)
 	switch ev := ev.(type) {
 	case upOnline:
 		b.upstreamOnline(ev.bound)
@@ -196,16 +218,10 @@ func (b *Bouncer) sendUp(el *stanza.Element) bool {
 	return b.up.Send(el)
 }
 
-// sendTo queues el for a local session. A client whose queue is full is
-// disconnected rather than allowed to block everyone.
+// sendTo sends el to a local session (see delivery.go). A client whose
+// queue is full is disconnected rather than allowed to block everyone.
 func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) {
-	if b.csiHold(s, el) {
-		return
-	}
-	if !s.Conn.Send(el) {
-		b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String())
-		s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
-	}
+	b.send(s, outItem{el: el})
 }
 
 // localJID returns the full JID local clients use for resource res.

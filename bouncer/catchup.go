@@ -74,9 +74,11 @@ func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
 		st.pages++
 		st.fetched += len(batch)
 		for _, m := range batch {
-			if b.archive(r, m) {
-				st.stored++
-				b.toClaimants(r, m, 0)
+			if seq, forward := b.archive(r, m); forward {
+				if seq != 0 {
+					st.stored++
+				}
+				b.toClaimants(r, m, seq)
 			}
 		}
 		fin := resp.Child(stanza.NSMAM, "fin")

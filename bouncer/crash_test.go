@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"xmppbouncer/internal/testclient"
 	"xmppbouncer/internal/testserver"
 	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
@@ -23,11 +25,7 @@ import (
 func TestKillDuringFlood(t *testing.T) {
 	srv := testserver.Start(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "xmppbouncer")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/xmppbouncer")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t, dir)
 	room := "flood@" + srv.MUC
 	cfgPath := filepath.Join(dir, "xmppbouncer.toml")
 	cfg := fmt.Sprintf(`
@@ -54,14 +52,7 @@ autojoin = true
 	}
 	bob := (&env{t: t, srv: srv}).bobInRoom(room)
 
-	start := func() (*exec.Cmd, *logWatch) {
-		cmd := exec.Command(bin, "-config", cfgPath)
-		stderr, _ := cmd.StderrPipe()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, watchLog(stderr)
-	}
+	start := func() (*exec.Cmd, *logWatch) { return runBinary(t, bin, cfgPath) }
 	cmd, log := start()
 	log.wait(t, "joined room", 20*time.Second)
 	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
@@ -157,6 +148,30 @@ func roomArchiveIDs(t *testing.T, bob *testclientT, room string) map[string]bool
 	return nil
 }
 
+// buildBinary builds the real xmppbouncer binary into dir.
+func buildBinary(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "xmppbouncer")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/xmppbouncer")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runBinary starts the binary with a config file; it is killed when the
+// test ends if it is still running.
+func runBinary(t *testing.T, bin, cfgPath string) (*exec.Cmd, *logWatch) {
+	t.Helper()
+	cmd := exec.Command(bin, "-config", cfgPath)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd, watchLog(stderr)
+}
+
 // logWatch collects a subprocess's log lines.
 type logWatch struct {
 	lines chan string
@@ -200,4 +215,54 @@ func tail(lines []string) string {
 		lines = lines[len(lines)-30:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Offline messages survive a kill -9 of the real binary: stored before
+// anything else happens to them, they reach the next client once.
+func TestOfflineSurvivesKill(t *testing.T) {
+	srv := testserver.Start(t)
+	dir := t.TempDir()
+	bin := buildBinary(t, dir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	cfgPath := filepath.Join(dir, "xmppbouncer.toml")
+	cfg := fmt.Sprintf(`
+[upstream]
+jid = "alice@localhost"
+password = "alicepw"
+address = %q
+ca_file = %q
+[listen]
+address = %q
+[auth]
+password = "x"
+[storage]
+path = %q
+[log]
+level = "debug"
+`, srv.Addr, srv.CAFile, listen, filepath.Join(dir, "archive.db"))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func() (*exec.Cmd, *logWatch) { return runBinary(t, bin, cfgPath) }
+	cmd, log := start()
+	log.wait(t, "upstream online", 20*time.Second)
+	bob := (&env{t: t, srv: srv}).availableUser("bob", "desk")
+	for i := 0; i < 3; i++ {
+		bob.Send(t, fmt.Sprintf(`<message to="alice@localhost" type="chat" id="k%d"><body>before the kill %d</body></message>`, i, i))
+		log.wait(t, "stored offline", 10*time.Second)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+
+	_, log = start()
+	log.wait(t, "upstream online", 20*time.Second)
+	a := testclient.Dial(t, testclient.Options{Addr: listen, JID: "alice@localhost", Password: "x", Resource: "phone", InsecureSkipVerify: true})
+	a.Send(t, `<presence/>`)
+	expectBodies(t, a, "before the kill 0", "before the kill 1", "before the kill 2")
+	a.ExpectNone(t, 500*time.Millisecond, anyBody)
 }

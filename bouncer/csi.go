@@ -84,7 +84,9 @@ func (h *csiHeld) compact() {
 	h.held = kept
 }
 
-// csiFlush sends s everything held for it, in order.
+// csiFlush sends s everything held for it, in order, through the delivery
+// path (delivery.go) but past the hold, so none of it is held again while
+// s stays inactive. A client too slow for the burst is cut off there.
 func (b *Bouncer) csiFlush(s *sessions.Session) {
 	h := b.csi[s.ID]
 	if h == nil {
@@ -95,9 +97,7 @@ func (b *Bouncer) csiFlush(s *sessions.Session) {
 		if el == nil {
 			continue
 		}
-		if !s.Conn.Send(el) {
-			b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String())
-			s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
+		if !b.writeNow(s, outItem{el: el}) {
 			return
 		}
 	}

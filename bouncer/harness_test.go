@@ -28,7 +28,7 @@ const localPassword = "local-secret"
 
 // env is one bouncer in front of one real Prosody.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *testserver.Server
 	cfg    *config.Config
 	b      *Bouncer
@@ -40,7 +40,7 @@ type env struct {
 }
 
 // newEnv starts Prosody (unless srv is given) and a bouncer for alice.
-func newEnv(t *testing.T, srv *testserver.Server, tweak func(*config.Config)) *env {
+func newEnv(t testing.TB, srv *testserver.Server, tweak func(*config.Config)) *env {
 	t.Helper()
 	if srv == nil {
 		srv = testserver.Start(t)
@@ -215,7 +215,7 @@ type cutProxy struct {
 	conns  []net.Conn
 }
 
-func newCutProxy(t *testing.T, target string) *cutProxy {
+func newCutProxy(t testing.TB, target string) *cutProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -15,29 +15,36 @@ func (b *Bouncer) dbCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), b.opt.DBTimeout)
 }
 
-// archive stores a groupchat stanza before it is forwarded and reports
-// whether it is new. Duplicates (history replays after a rejoin, gap fill
-// overlaps) are not forwarded again. A failing archive never drops the
-// message: it is forwarded and the failure logged.
-func (b *Bouncer) archive(r *Room, el *stanza.Element) bool {
-	if b.opt.Archive == nil {
-		return true
+// archive stores a groupchat stanza before it is forwarded. It returns the
+// archive seq of a newly stored message (0 when it is not history or the
+// archive failed) and whether to forward it: duplicates (history replays
+// after a rejoin, gap fill overlaps) are not forwarded again. A failing
+// archive never drops the message: it is forwarded and the failure logged.
+func (b *Bouncer) archive(r *Room, el *stanza.Element) (seq int64, forward bool) {
+	if b.opt.Archive == nil || !worthArchiving(el) {
+		return 0, true
 	}
 	if m, ok := b.prearchived[el]; ok {
 		delete(b.prearchived, el)
 		if m != nil {
-			return m.Inserted
+			return archived(m)
 		}
 	}
 	m := b.archiveMessage(r, el)
 	ctx, cancel := b.dbCtx()
 	defer cancel()
-	inserted, err := b.opt.Archive.Append(ctx, m)
-	if err != nil {
+	if _, err := b.opt.Archive.Append(ctx, m); err != nil {
 		b.log.Error("archive append failed; forwarding anyway", "room", r.JID, "err", err)
-		return true
+		return 0, true
 	}
-	return inserted
+	return archived(m)
+}
+
+func archived(m *sqlite.Message) (int64, bool) {
+	if !m.Inserted {
+		return 0, false
+	}
+	return m.Seq, true
 }
 
 // burstMax bounds how many queued upstream stanzas share one transaction.
@@ -65,9 +72,12 @@ collect:
 		}
 	}
 	b.prearchive(burst)
+	b.inBurst = true
 	for _, ev := range burst {
 		b.handle(ev)
 	}
+	b.inBurst = false
+	b.commitOffline()
 	clear(b.prearchived)
 	if next != nil {
 		b.handle(next)
@@ -82,7 +92,7 @@ func (b *Bouncer) prearchive(burst []event) {
 	var ms []*sqlite.Message
 	for _, ev := range burst {
 		el := ev.(upStanza).el
-		if el.Kind() != "message" || el.Type() != "groupchat" || isSubject(el) {
+		if el.Kind() != "message" || !worthArchiving(el) {
 			continue
 		}
 		bare, _ := splitJID(el.From())
@@ -166,27 +176,63 @@ func historyOf(p *stanza.Element) sqlite.HistoryLimit {
 }
 
 // sendHistory replays archived messages to one joining client, each with
-// <delay from=room/> (XEP-0045 §7.2.13).
+// <delay from=room/> (XEP-0045 §7.2.13), read off the loop while the
+// client's later output waits behind them.
+//
+// A join without <history/> limits from a resource seen before in this
+// room gets everything after its cursor: exactly what it missed, capped by
+// replay_max and replay_max_age. Explicit limits are honoured as given;
+// a resource never seen before gets default_replay.
 func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLimit) {
 	if b.opt.Archive == nil {
 		return
 	}
-	ctx, cancel := b.dbCtx()
-	defer cancel()
-	msgs, err := b.opt.Archive.History(ctx, r.JID, lim, b.opt.Config.History.DefaultReplay)
-	if err != nil {
-		b.log.Error("history replay failed", "room", r.JID, "err", err)
-		return
-	}
-	to := s.JID.String()
-	for _, m := range msgs {
-		el, err := stanza.Parse(m.XML)
-		if err != nil {
-			b.log.Error("archived stanza unreadable", "room", r.JID, "seq", m.Seq, "err", err)
-			continue
+	cur, seen := b.sentCursor(r.JID, s)
+	plain := lim.MaxStanzas < 0 && lim.MaxChars < 0 && lim.Seconds < 0 && lim.Since.IsZero()
+	hc := b.opt.Config.History
+	h := b.reserve(s)
+	id, to, room := s.ID, s.JID.String(), r.JID
+	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
+		var msgs []*sqlite.Message
+		var err error
+		if plain && seen {
+			var notBefore time.Time
+			if hc.ReplayMaxAgePeriod > 0 {
+				notBefore = time.Now().Add(-hc.ReplayMaxAgePeriod)
+			}
+			msgs, err = db.After(ctx, room, cur, hc.ReplayMax, notBefore)
+		} else {
+			msgs, err = db.History(ctx, room, lim, hc.DefaultReplay)
 		}
-		b.sendTo(s, withDelay(el, r.JID, m.Stamp).With("to", to))
+		if err != nil {
+			b.log.Error("history replay failed", "room", room, "err", err)
+		}
+		items := make([]outItem, 0, len(msgs))
+		for _, m := range msgs {
+			el, err := stanza.Parse(m.XML)
+			if err != nil {
+				b.log.Error("archived stanza unreadable", "room", room, "seq", m.Seq, "err", err)
+				continue
+			}
+			items = append(items, outItem{el: withDelay(el, room, m.Stamp).With("to", to), room: room, seq: m.Seq})
+		}
+		return func() { b.fill(id, h, items) }
+	})
+}
+
+// sentCursor is where s stands in room counting what was already handed to
+// its connection, delivered or not: a client that leaves and rejoins at
+// once must not get again what is still on its way to it.
+func (b *Bouncer) sentCursor(room string, s *sessions.Session) (int64, bool) {
+	cur, seen := b.cursor(room, s.JID.Resourcepart())
+	if co := b.dlv.clients[s.ID]; co != nil {
+		for _, m := range co.marks {
+			if m.room == room && m.seq > cur {
+				cur, seen = m.seq, true
+			}
+		}
 	}
+	return cur, seen
 }
 
 // withDelay adds <delay from=room stamp/> unless the stanza has one.
@@ -194,7 +240,7 @@ func withDelay(el *stanza.Element, room string, stamp time.Time) *stanza.Element
 	if el.Child(stanza.NSDelay, "delay") != nil {
 		return el
 	}
-	return el.Append(stanza.New(stanza.NSDelay, "delay", "from", room, "stamp", stamp.UTC().Format("2006-01-02T15:04:05.000Z")))
+	return el.Append(stanza.New(stanza.NSDelay, "delay", "from", room, "stamp", stamp.UTC().Format(stampFormat)))
 }
 
 // joinHistory is the <history/> of the account's upstream join: only what

@@ -13,7 +13,7 @@ type pendingIQ struct {
 	id       string // the id as its sender wrote it
 	to, from string // original addressing, restored on the answer
 	deadline time.Time
-	strip    bool // the answer is disco#info: drop urn:xmpp:push:0
+	strip    bool // the answer is disco#info: add urn:xmpp:push:0 if from the account
 	room     string
 	mam      string // rewritten MAM queryid, forgotten with the answer
 }
@@ -48,7 +48,7 @@ func (b *Bouncer) clientIQ(s *sessions.Session, el *stanza.Element) {
 		return
 	}
 	payload := el.FirstElement()
-	if b.answerLocally(s, t, el, payload) {
+	if b.answerLocally(s, t, el, payload) || b.pushControl(s, t, el, payload) {
 		return
 	}
 	if t.room != nil && b.roomIQ(s, t, el, payload) {
@@ -173,7 +173,7 @@ func (b *Bouncer) upstreamIQAnswer(el *stanza.Element) {
 		out.Set("from", "")
 	}
 	if p.strip {
-		out = stripPush(out)
+		out = b.pushDisco(p.to, out)
 	}
 	if p.room != "" {
 		out = b.decorateRoomDisco(p.room, out)

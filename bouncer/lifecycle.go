@@ -17,6 +17,7 @@ func (b *Bouncer) clientBound(ev clientBound) {
 		old.Conn.Close(&stanza.StreamError{Condition: "conflict", Text: "replaced by a new session"})
 	}
 	b.reg.Add(s)
+	b.pushClientBound(s)
 	b.log.Info("client online", "jid", ev.jid.String(), "clients", b.reg.Len())
 }
 
@@ -26,18 +27,28 @@ func (b *Bouncer) clientBound(ev clientBound) {
 func (b *Bouncer) clientClosed(id uint64, err error, unacked []*stanza.Element) {
 	s := b.reg.ByID(id)
 	if s == nil {
-		b.rerouteUnacked(nil, unacked) // replaced; its successor may take them
+		// Replaced; its successor may take them.
+		b.rerouteUnacked(nil, unacked, b.takeUnackedOffline(id))
 		return
 	}
 	b.sessionEnded(s)
 	b.log.Info("client offline", "jid", s.JID.String(), "reason", errString(err), "clients", b.reg.Len(), "unacked", len(unacked))
-	b.rerouteUnacked(s, unacked)
+	b.rerouteUnacked(s, unacked, b.takeUnackedOffline(id))
+}
+
+// takeUnackedOffline returns and forgets what deliveryEnded kept for the
+// session id.
+func (b *Bouncer) takeUnackedOffline(id uint64) map[*stanza.Element]bool {
+	m := b.dlv.unackedOffline[id]
+	delete(b.dlv.unackedOffline, id)
+	return m
 }
 
 func (b *Bouncer) sessionEnded(s *sessions.Session) {
 	wasAvailable := s.Available()
 	delete(b.csi, s.ID)
 	b.clientGone(s)
+	b.deliveryEnded(s)
 	b.reg.Remove(s)
 	for id, p := range b.pendingIn {
 		if p.session == s.ID {
@@ -67,14 +78,7 @@ func (b *Bouncer) upstreamOnline(bound jid.JID) {
 	b.presence.lastUp = ""
 	b.log.Info("upstream online", "jid", b.upFull)
 	b.updateAggregate()
-	queued := b.outbox
-	b.outbox = nil
-	for _, el := range queued {
-		b.sendUp(el)
-	}
-	if len(queued) > 0 {
-		b.log.Info("flushed queued messages", "count", len(queued))
-	}
+	b.flushOutbox()
 	b.roomsOnline()
 }
 
@@ -104,5 +108,17 @@ func (b *Bouncer) upstreamOffline(err error) {
 
 // startup runs once when the loop starts.
 func (b *Bouncer) startup() {
+	b.loadCursors()
 	b.roomsStartup()
+	b.pushStartup()
+}
+
+// shutdown runs once when the loop stops: what delivery confirmed is
+// saved, and work beside the loop is waited for.
+func (b *Bouncer) shutdown() {
+	for _, s := range b.reg.All() {
+		b.deliveryEnded(s)
+	}
+	close(b.stopped)
+	b.bg.Wait()
 }

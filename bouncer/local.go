@@ -70,20 +70,3 @@ func (b *Bouncer) answerForAccount(el, payload *stanza.Element) bool {
 	b.sendUp(reply)
 	return true
 }
-
-// stripPush removes urn:xmpp:push:0 from a disco#info answer: push
-// registered through the bouncer's session would never fire, because that
-// session never goes offline.
-func stripPush(el *stanza.Element) *stanza.Element {
-	q := el.Child(stanza.NSDiscoInfo, "query")
-	if q == nil {
-		return el
-	}
-	nq := q.Without(func(f *stanza.Element) bool {
-		return f.Is(stanza.NSDiscoInfo, "feature") && f.Get("var") == stanza.NSPush
-	})
-	if nq == q {
-		return el
-	}
-	return el.Replace(q, nq)
-}

@@ -42,6 +42,8 @@ type Room struct {
 	subjectChg bool                       // ... and differs from the one we had
 	catchFrom  *sqlite.Message            // newest archived message when the join was sent
 	rejoinWait int                        // backoff exponent for 332/333 rejoins
+	outbox     []queued                   // client messages waiting for the rejoin
+	sentBy     []sentBy                   // recent client messages, for their errors
 }
 
 // fresh reports whether session id joined in the current sync round.

@@ -19,7 +19,7 @@ func fromRoom(room string) func(*stanza.Element) bool {
 
 // join sends a MUC join and returns everything the room sent up to and
 // including the subject, in order.
-func join(t *testing.T, c *testclient.Client, room, nick, history string) []*stanza.Element {
+func join(t testing.TB, c *testclient.Client, room, nick, history string) []*stanza.Element {
 	t.Helper()
 	c.Send(t, fmt.Sprintf(`<presence to="%s/%s"><x xmlns="http://jabber.org/protocol/muc">%s</x></presence>`, room, nick, history))
 	var seq []*stanza.Element

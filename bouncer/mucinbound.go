@@ -82,6 +82,7 @@ func (b *Bouncer) selfUnavailable(r *Room, el *stanza.Element, codes map[string]
 		}
 	}
 	b.reg.ClearRoom(r.JID)
+	b.failRoomOutbox(r, "not-acceptable", "the account was removed from the room")
 	b.log.Info("removed from room", "room", r.JID, "codes", keys(codes))
 	r.reset()
 	r.pending = nil
@@ -110,6 +111,7 @@ func (b *Bouncer) roomPresenceError(r *Room, nick string, el *stanza.Element) {
 		}
 		r.pending = nil
 		r.reset()
+		b.failRoomOutbox(r, "recipient-unavailable", "the room refused the bouncer's join: "+stanza.ErrorCondition(el))
 		if !r.Kept {
 			delete(b.rooms, r.JID)
 		}
@@ -162,11 +164,17 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 		if r.State == roomLeaving || r.State == roomIdle {
 			return true
 		}
-		if b.archive(r, el) {
-			b.toClaimants(r, el, 0)
+		if seq, forward := b.archive(r, el); forward {
+			b.toClaimants(r, el, seq)
+			b.pushFor(el, pushRoomMessage)
 		}
 		return true
 	case "error":
+		// The room's error about a message goes to its sender only.
+		if s := b.roomErrorTo(r, el); s != nil {
+			b.sendTo(s, el.With("to", s.JID.String()))
+			return true
+		}
 		b.toClaimantsOrAll(r, el)
 		return true
 	default:
@@ -175,6 +183,7 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 		if carbonOf(el) != nil {
 			return false
 		}
+		b.pushFor(el, pushRoomPM)
 		b.toClaimantsOrAll(r, el)
 		return true
 	}
@@ -205,6 +214,7 @@ func (b *Bouncer) finishSync(r *Room) {
 	}
 	r.State = roomJoined
 	r.subjectNew = false
+	defer b.flushRoom(r) // after the joiners' history: they may have sent these
 	for _, s := range b.reg.Claimants(r.JID) {
 		if !r.fresh(s.ID) && r.subjectChg {
 			b.sendTo(s, r.Subject.With("to", s.JID.String()))
@@ -220,20 +230,22 @@ func (b *Bouncer) finishSync(r *Room) {
 }
 
 // toClaimants forks a room stanza to every claimant, each with its own to.
-// Clients joining in the current sync round are skipped: they get the
-// archive's replay when the sync completes.
-func (b *Bouncer) toClaimants(r *Room, el *stanza.Element, except uint64) {
+// seq is its archive seq when it is a newly archived message, which moves
+// each claimant's cursor once delivered. Clients joining in the current
+// sync round are skipped: they get the archive's replay when the sync
+// completes.
+func (b *Bouncer) toClaimants(r *Room, el *stanza.Element, seq int64) {
 	el.Freeze()
 	for _, s := range b.reg.Claimants(r.JID) {
-		if s.ID != except && !r.fresh(s.ID) {
-			b.sendTo(s, el.With("to", s.JID.String()))
+		if !r.fresh(s.ID) {
+			b.send(s, outItem{el: el.With("to", s.JID.String()), room: r.JID, seq: seq})
 		}
 	}
 }
 
 func (b *Bouncer) toClaimantsOrAll(r *Room, el *stanza.Element) {
 	if len(b.reg.Claimants(r.JID)) == 0 {
-		b.toAllAvailable(el)
+		b.toAccount(el)
 		return
 	}
 	b.toClaimants(r, el, 0)

@@ -1,6 +1,8 @@
 package bouncer
 
 import (
+	"time"
+
 	"xmppbouncer/sessions"
 	"xmppbouncer/stanza"
 )
@@ -19,7 +21,7 @@ func (b *Bouncer) roomPresence(s *sessions.Session, t target, el *stanza.Element
 		if r == nil {
 			return false
 		}
-		b.leaveRoom(s, r, claim)
+		b.leaveRoom(s, r, claim, el)
 	case "":
 		if t.res == "" {
 			b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", "a room join needs a nickname: room@service/nick"))
@@ -169,7 +171,7 @@ func (b *Bouncer) rewriteSelf(self *stanza.Element, to string) *stanza.Element {
 // leaveRoom handles a client leaving. Only that client sees itself leave;
 // the account leaves upstream when the last claimant leaves and the room
 // is not kept.
-func (b *Bouncer) leaveRoom(s *sessions.Session, r *Room, claim *sessions.Claim) {
+func (b *Bouncer) leaveRoom(s *sessions.Session, r *Room, claim *sessions.Claim, el *stanza.Element) {
 	for i, jr := range r.pending {
 		if jr.session == s.ID {
 			r.pending = append(r.pending[:i], r.pending[i+1:]...)
@@ -188,7 +190,9 @@ func (b *Bouncer) leaveRoom(s *sessions.Session, r *Room, claim *sessions.Claim)
 		stanza.New(stanza.NSMUCUser, "item", "affiliation", affiliationOfSelf(r), "role", "none", "jid", s.JID.String()),
 		stanza.New(stanza.NSMUCUser, "status", "code", "110")))
 	b.sendTo(s, un)
-	b.maybeLeaveUpstream(r)
+	if b.lastWanted(r) {
+		b.graceLeave(s, r, el)
+	}
 }
 
 func affiliationOfSelf(r *Room) string {
@@ -198,20 +202,57 @@ func affiliationOfSelf(r *Room) string {
 	return affiliationOf(r.Self)
 }
 
+// lastWanted reports whether nothing but the current claimants keeps the
+// account in r.
+func (b *Bouncer) lastWanted(r *Room) bool {
+	return !r.Kept && len(r.pending) == 0 && len(r.outbox) == 0 && len(b.reg.Claimants(r.JID)) == 0
+}
+
 // maybeLeaveUpstream leaves the room upstream once nobody claims or waits
 // for it and it is not kept.
-func (b *Bouncer) maybeLeaveUpstream(r *Room) {
-	if r.Kept || len(r.pending) > 0 || len(b.reg.Claimants(r.JID)) > 0 {
+func (b *Bouncer) maybeLeaveUpstream(r *Room) { b.leaveUpstream(r, nil) }
+
+// leaveUpstream leaves r unless something still wants it. The presence of
+// the client that left last, if given, goes with it: the room sees that
+// client's own status text and extensions (XEP-0045 §7.14).
+func (b *Bouncer) leaveUpstream(r *Room, last *stanza.Element) {
+	if !b.lastWanted(r) {
 		return
 	}
 	switch r.State {
 	case roomJoined, roomSyncing, roomJoining:
 		b.log.Info("leaving room: last local client left", "room", r.JID)
-		b.sendUp(stanza.New(stanza.NSClient, "presence", "type", "unavailable", "to", r.JID+"/"+r.Nick))
+		un := stanza.New(stanza.NSClient, "presence", "type", "unavailable")
+		if last != nil {
+			un = last.With("from", "", "id", "")
+			un.Set("type", "unavailable")
+		}
+		b.sendUp(un.With("to", r.JID+"/"+r.Nick))
 		r.State = roomLeaving
 	case roomIdle:
 		delete(b.rooms, r.JID)
 	}
+}
+
+// graceLeave waits before the account leaves upstream after the last
+// claimant left: Profanity and mcabber leave every room on /quit, and a
+// leave followed within quit_grace by the end of that client's session, or
+// by its unavailable presence, is a disconnect. The account then stays, as
+// it does when a client disconnects.
+func (b *Bouncer) graceLeave(s *sessions.Session, r *Room, el *stanza.Element) {
+	id, wasAvailable := s.ID, s.Available()
+	time.AfterFunc(b.opt.Config.Presence.QuitGrace.Duration, func() {
+		b.post(func() {
+			if b.rooms[r.JID] != r {
+				return
+			}
+			if s := b.reg.ByID(id); s == nil || wasAvailable && !s.Available() {
+				b.log.Info("a client quit right after leaving a room: staying in the room", "room", r.JID)
+				return
+			}
+			b.leaveUpstream(r, el)
+		})
+	})
 }
 
 // changeNick asks the room once for a new nick (XEP-0045 §7.6); the 303

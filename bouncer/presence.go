@@ -60,7 +60,7 @@ func (b *Bouncer) clientPresence(s *sessions.Session, el *stanza.Element) {
 		tb, _ := splitJID(t.to)
 		delete(b.presence.subs, tb)
 	}
-	b.forwardUp(s, el.With("from", "", "to", t.to))
+	b.forwardUp(s, t, el.With("from", "", "to", t.to))
 }
 
 // broadcastPresence handles a client's presence without "to" (RFC 6121
@@ -82,6 +82,8 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 			for _, p := range b.presence.subs {
 				b.sendTo(s, p.With("to", s.JID.String()))
 			}
+			// XEP-0160 §3: offline messages follow initial presence.
+			b.feedOffline(s)
 		}
 		b.learnCaps(s, el)
 	case "unavailable":
@@ -158,6 +160,11 @@ func (b *Bouncer) updateAggregate() {
 		return
 	}
 	show, status, prio := b.aggregate()
+	// RFC 6121 §8.5.2.1.1: the server would hold bare-JID messages back
+	// from a negative priority. The bouncer must receive them to apply the
+	// priorities of its own clients (and store offline), so upstream never
+	// sees one below zero.
+	prio = max(prio, 0)
 	p := stanza.New(stanza.NSClient, "presence")
 	if show != "" {
 		p.Append(stanza.New(stanza.NSClient, "show").AppendText(show))

@@ -74,23 +74,7 @@ func (b *Bouncer) clientMessage(s *sessions.Session, el *stanza.Element) {
 	if el.Type() != "groupchat" {
 		b.sentCarbons(s, el)
 	}
-	b.forwardUp(s, el.With("from", "", "to", t.to))
-}
-
-// forwardUp sends a message or presence upstream, queueing messages while
-// upstream is down (bounded; in order on reconnect).
-func (b *Bouncer) forwardUp(s *sessions.Session, el *stanza.Element) {
-	if b.sendUp(el) {
-		return
-	}
-	if el.Kind() != "message" {
-		return // presence is recomputed from state on reconnect
-	}
-	if len(b.outbox) >= b.opt.OutboxLimit {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "upstream is offline and the outgoing queue is full"))
-		return
-	}
-	b.outbox = append(b.outbox, el)
+	b.forwardUp(s, t, el.With("from", "", "to", t.to))
 }
 
 // handleUpstream decides what happens to a stanza from the upstream server.
@@ -122,7 +106,44 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 		b.upstreamCarbon(el)
 		return
 	}
-	b.toAllAvailable(el)
+	b.pushFor(el, pushDirect)
+	b.toAccount(el)
+}
+
+// toAccount delivers a message the server routed to the account, as a
+// server delivers to its resources (RFC 6121 §8.5):
+//   - to a full JID naming a bound local resource: that session;
+//   - to the bouncer's upstream full JID (§8.5.3.1): every bound session,
+//     whether or not it sent presence (bots, and clients between bind and
+//     presence);
+//   - to the bare JID, or a resource that does not exist (§8.5.3.2):
+//     every available session with non-negative priority (§8.5.2.1.1).
+//
+// With nobody to take it, a message worth keeping goes to the offline
+// store (XEP-0160); anything else (chat states, receipts) is dropped, as
+// a server does.
+func (b *Bouncer) toAccount(el *stanza.Element) {
+	el.Freeze()
+	var to []*sessions.Session
+	_, res := splitJID(el.To())
+	switch {
+	case res != "" && b.reg.ByResource(res) != nil:
+		to = []*sessions.Session{b.reg.ByResource(res)}
+	case res != "" && el.To() == b.upFull && el.Type() != "headline":
+		to = b.reg.All()
+	default:
+		for _, s := range b.reg.Available() {
+			if s.Priority >= 0 {
+				to = append(to, s)
+			}
+		}
+	}
+	if len(to) == 0 && worthStoringOffline(el) && b.storeOffline(el) {
+		return
+	}
+	for _, s := range to {
+		b.sendTo(s, el.With("to", s.JID.String()))
+	}
 }
 
 // toAllAvailable delivers a stanza addressed to the account (bare or the

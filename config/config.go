@@ -24,9 +24,15 @@ type Config struct {
 	Storage  Storage  `toml:"storage"`
 	Presence Presence `toml:"presence"`
 	History  History  `toml:"history"`
+	Offline  Offline  `toml:"offline"`
 	Limits   Limits   `toml:"limits"`
 	Log      Log      `toml:"log"`
+	Push     Push     `toml:"push"`
 	Rooms    []Room   `toml:"rooms"`
+
+	// Warnings are problems Load found that do not stop the bouncer, such
+	// as a secret in a file others can read; the caller logs them.
+	Warnings []string `toml:"-"`
 }
 
 // Upstream is the one session to the user's real account.
@@ -41,8 +47,15 @@ type Upstream struct {
 	Resource              string   `toml:"resource"`
 	PingInterval          Duration `toml:"ping_interval"`
 	PingTimeout           Duration `toml:"ping_timeout"`
-	QueueLimit            int      `toml:"queue_limit"`
-	IQTimeout             Duration `toml:"iq_timeout"`
+	// OutboxLimit is how many messages local clients send while upstream
+	// is down are kept, in order, for when it is back.
+	OutboxLimit int `toml:"outbox_limit"`
+	// SendQueue is how many stanzas may wait for the upstream socket
+	// while the session is up.
+	SendQueue int `toml:"send_queue"`
+	// QueueLimit is the old key that sized both; the new keys win.
+	QueueLimit int      `toml:"queue_limit"`
+	IQTimeout  Duration `toml:"iq_timeout"`
 }
 
 // Listen is the local c2s server.
@@ -68,14 +81,30 @@ type Storage struct {
 type Presence struct {
 	DetachedShow   string `toml:"detached_show"`
 	DetachedStatus string `toml:"detached_status"`
+	// QuitGrace: a room leave followed this soon by the end of the client's
+	// session (or its unavailable presence) is a disconnect, not a leave.
+	QuitGrace Duration `toml:"quit_grace"`
 }
 
 // History configures the room archive and its replay.
 type History struct {
-	Retention       string   `toml:"retention"`
-	DefaultReplay   int      `toml:"default_replay"`
-	MAMMaxPage      int      `toml:"mam_max_page"`
-	CatchupStart    Duration `toml:"catchup_start"`
+	Retention     string   `toml:"retention"`
+	DefaultReplay int      `toml:"default_replay"`
+	MAMMaxPage    int      `toml:"mam_max_page"`
+	CatchupStart  Duration `toml:"catchup_start"`
+	// ReplayMax and ReplayMaxAge cap the catch-up replay of a plain join
+	// from a resource seen before (everything after its cursor).
+	ReplayMax          int    `toml:"replay_max"`
+	ReplayMaxAge       string `toml:"replay_max_age"`
+	RetentionPeriod    time.Duration
+	ReplayMaxAgePeriod time.Duration
+}
+
+// Offline bounds the store of messages that arrive while no local client
+// is available (XEP-0160).
+type Offline struct {
+	MaxMessages     int    `toml:"max_messages"`
+	Retention       string `toml:"retention"`
 	RetentionPeriod time.Duration
 }
 
@@ -86,8 +115,12 @@ type Limits struct {
 	IdleTimeout    Duration `toml:"idle_timeout"`
 	KeepAlive      Duration `toml:"keepalive"`
 	MaxConnections int      `toml:"max_connections"`
-	QueueLen       int      `toml:"queue_len"`
-	AuthFailDelay  Duration `toml:"auth_fail_delay"`
+	// Per remote address, so one address cannot lock out the others.
+	MaxConnectionsPerAddress     int      `toml:"max_connections_per_address"`
+	MaxUnauthenticatedPerAddress int      `toml:"max_unauthenticated_per_address"`
+	PreAuthTimeout               Duration `toml:"preauth_timeout"`
+	QueueLen                     int      `toml:"queue_len"`
+	AuthFailDelay                Duration `toml:"auth_fail_delay"`
 	// XEP-0198 stream management of local clients.
 	AckAfter      int      `toml:"ack_after"`      // <r/> after this many unacked stanzas
 	AckDelay      Duration `toml:"ack_delay"`      // or this long after unacked output
@@ -153,8 +186,17 @@ func Load(path string) (*Config, error) {
 	if und := md.Undecoded(); len(und) > 0 {
 		return nil, bad(und[0].String(), "unknown key (see config.example.toml for the keys there are)")
 	}
+	inline := c.Upstream.Password != "" || c.Auth.Password != ""
 	if err := c.finish(); err != nil {
 		return nil, err
+	}
+	if inline {
+		// upstream.password_file is refused when others can read it; an
+		// inline password in the config file deserves the same care, but
+		// only a warning, so existing setups keep starting.
+		if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s holds a password and is readable by others (mode %04o); run chmod 600 %s, or move upstream.password to upstream.password_file", path, st.Mode().Perm(), path))
+		}
 	}
 	return &c, nil
 }
@@ -176,6 +218,12 @@ func (c *Config) Defaults() {
 	}
 	if u.QueueLimit == 0 {
 		u.QueueLimit = 1000
+	}
+	if u.OutboxLimit == 0 {
+		u.OutboxLimit = u.QueueLimit
+	}
+	if u.SendQueue == 0 {
+		u.SendQueue = u.QueueLimit
 	}
 	if u.IQTimeout.Duration == 0 {
 		u.IQTimeout.Duration = 2 * time.Minute
@@ -202,6 +250,24 @@ func (c *Config) Defaults() {
 	if h.CatchupStart.Duration == 0 {
 		h.CatchupStart.Duration = 24 * time.Hour
 	}
+	if h.ReplayMax == 0 {
+		h.ReplayMax = 1000
+	}
+	if h.ReplayMaxAge == "" {
+		h.ReplayMaxAge = "7d"
+	}
+	if h.ReplayMaxAgePeriod == 0 {
+		h.ReplayMaxAgePeriod, _ = ParseRetention(h.ReplayMaxAge)
+	}
+	if c.Offline.MaxMessages == 0 {
+		c.Offline.MaxMessages = 10000
+	}
+	if c.Offline.Retention == "" {
+		c.Offline.Retention = "0"
+	}
+	if c.Presence.QuitGrace.Duration == 0 {
+		c.Presence.QuitGrace.Duration = 2 * time.Second
+	}
 	l := &c.Limits
 	if l.MaxStanzaBytes == 0 {
 		l.MaxStanzaBytes = 256 << 10
@@ -217,6 +283,15 @@ func (c *Config) Defaults() {
 	}
 	if l.MaxConnections == 0 {
 		l.MaxConnections = 64
+	}
+	if l.MaxConnectionsPerAddress == 0 {
+		l.MaxConnectionsPerAddress = 32
+	}
+	if l.MaxUnauthenticatedPerAddress == 0 {
+		l.MaxUnauthenticatedPerAddress = 8
+	}
+	if l.PreAuthTimeout.Duration == 0 {
+		l.PreAuthTimeout.Duration = 10 * time.Second
 	}
 	if l.QueueLen == 0 {
 		l.QueueLen = 1024
@@ -327,6 +402,18 @@ func (c *Config) finish() error {
 		return bad("history.retention", "%v", err)
 	}
 	c.History.RetentionPeriod = d
+	if c.History.ReplayMaxAgePeriod, err = ParseRetention(c.History.ReplayMaxAge); err != nil {
+		return bad("history.replay_max_age", "%v", err)
+	}
+	if c.History.ReplayMax < 0 {
+		return bad("history.replay_max", "must not be negative")
+	}
+	if c.Offline.RetentionPeriod, err = ParseRetention(c.Offline.Retention); err != nil {
+		return bad("offline.retention", "%v", err)
+	}
+	if c.Offline.MaxMessages < 0 {
+		return bad("offline.max_messages", "must not be negative")
+	}
 	if c.History.DefaultReplay < 0 {
 		return bad("history.default_replay", "must not be negative")
 	}
@@ -338,6 +425,15 @@ func (c *Config) finish() error {
 	}
 	if c.Limits.MaxConnections < 1 {
 		return bad("limits.max_connections", "must be at least 1")
+	}
+	if c.Limits.MaxConnectionsPerAddress < 1 {
+		return bad("limits.max_connections_per_address", "must be at least 1")
+	}
+	if c.Limits.MaxUnauthenticatedPerAddress < 1 {
+		return bad("limits.max_unauthenticated_per_address", "must be at least 1")
+	}
+	if c.Limits.PreAuthTimeout.Duration < 0 {
+		return bad("limits.preauth_timeout", "must not be negative")
 	}
 	if c.Limits.AckAfter < 1 {
 		return bad("limits.ack_after", "must be at least 1")

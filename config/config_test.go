@@ -317,3 +317,51 @@ level = "debug"
 		t.Errorf("explicit values overridden: %+v %+v %+v", u, c.Listen, l)
 	}
 }
+
+// A config file holding a password warns when others can read it, as
+// password_file is refused then.
+func TestReadableConfigWithPasswordWarns(t *testing.T) {
+	p := write(t, minimal)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 0 {
+		t.Fatalf("mode 0600 warned: %v", c.Warnings)
+	}
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err = Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "chmod 600") {
+		t.Fatalf("mode 0644 with an inline password: warnings %v", c.Warnings)
+	}
+}
+
+func TestSplitQueueLimits(t *testing.T) {
+	c, err := Load(write(t, minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Upstream.OutboxLimit != 1000 || c.Upstream.SendQueue != 1000 {
+		t.Fatalf("defaults: outbox_limit %d, send_queue %d", c.Upstream.OutboxLimit, c.Upstream.SendQueue)
+	}
+	// The old key still sets both.
+	c, err = Load(write(t, upstreamWith("password = \"up\"\nqueue_limit = 77")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Upstream.OutboxLimit != 77 || c.Upstream.SendQueue != 77 {
+		t.Fatalf("queue_limit = 77: outbox_limit %d, send_queue %d", c.Upstream.OutboxLimit, c.Upstream.SendQueue)
+	}
+	c, err = Load(write(t, upstreamWith("password = \"up\"\nqueue_limit = 77\noutbox_limit = 5\nsend_queue = 3000")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Upstream.OutboxLimit != 5 || c.Upstream.SendQueue != 3000 {
+		t.Fatalf("new keys: outbox_limit %d, send_queue %d", c.Upstream.OutboxLimit, c.Upstream.SendQueue)
+	}
+}

@@ -96,10 +96,17 @@ func generateCert(certFile, keyFile string, hosts []string) error {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 	}
+	// Each name once: the account's domain, localhost and the listening
+	// addresses overlap (both listeners on 127.0.0.1, a domain of localhost).
+	seen := map[string]bool{}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if h != "" {
+			if !seen[ip.String()] {
+				seen[ip.String()] = true
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			}
+		} else if k := strings.ToLower(h); h != "" && !seen[k] {
+			seen[k] = true
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}

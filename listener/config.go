@@ -34,8 +34,17 @@ type Config struct {
 	Address, DirectTLSAddress string
 
 	Limits         wire.Options
-	SM             SMOptions     // XEP-0198 stream management
-	MaxConnections int           // beyond it new connections get <policy-violation/>
+	SM             SMOptions // XEP-0198 stream management
+	MaxConnections int       // beyond it new connections get <policy-violation/>
+	// Per remote address: connections, and connections not yet
+	// authenticated (0: no limit), so one address cannot lock the others
+	// out. Beyond either, new connections get <policy-violation/>.
+	MaxConnectionsPerAddress     int
+	MaxUnauthenticatedPerAddress int
+	// PreAuthTimeout bounds the time from accept to SASL success (0: the
+	// whole negotiation timeout, 30 s); binding must still finish within
+	// the negotiation timeout.
+	PreAuthTimeout time.Duration
 	AuthFailDelay  time.Duration // base delay of a SASL failure reply, doubling per recent failure from the same IP
 	Logger         *slog.Logger
 }
@@ -109,7 +118,11 @@ func ConfigFrom(c *config.Config, dataDir string, log *slog.Logger) (Config, err
 			ResumeQueue:   l.ResumeQueue,
 		},
 		MaxConnections: l.MaxConnections,
-		AuthFailDelay:  l.AuthFailDelay.Duration,
-		Logger:         log,
+
+		MaxConnectionsPerAddress:     l.MaxConnectionsPerAddress,
+		MaxUnauthenticatedPerAddress: l.MaxUnauthenticatedPerAddress,
+		PreAuthTimeout:               l.PreAuthTimeout.Duration,
+		AuthFailDelay:                l.AuthFailDelay.Duration,
+		Logger:                       log,
 	}, nil
 }

@@ -21,10 +21,12 @@ import (
 )
 
 // serveConn runs one connection: negotiation, then the read loop.
-func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
+func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip string) {
 	defer s.conns.Done()
 	defer s.active.Add(-1)
 	remote := raw.RemoteAddr().String()
+	var n *negotiation
+	defer func() { s.release(ip, n != nil && n.authed) }()
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("listener: connection goroutine panicked", "remote", remote, "panic", r, "stack", string(debug.Stack()))
@@ -35,7 +37,13 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 	meter := wire.NewMeter(raw)
 	meter.Reset(negotiationBudget)
 	deadline := time.Now().Add(s.negTimeout)
-	_ = meter.SetDeadline(deadline)
+	// Until SASL succeeds the shorter pre-auth deadline holds, so idle or
+	// guessing connections cannot sit on their address's slots for long.
+	preAuth := deadline
+	if s.cfg.PreAuthTimeout > 0 && s.cfg.PreAuthTimeout < s.negTimeout {
+		preAuth = time.Now().Add(s.cfg.PreAuthTimeout)
+	}
+	_ = meter.SetDeadline(preAuth)
 	nctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	// Shutdown interrupts a pending read through the deadline. mellium's own
@@ -49,8 +57,13 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool) {
 		// XEP-0368: TLS from the first byte; the session starts out Secure.
 		rw = tls.Server(tr, s.directTLS)
 	}
-	ip, _, _ := net.SplitHostPort(remote)
-	n := &negotiation{srv: s, ctx: nctx, remote: remote, ip: ip}
+	n = &negotiation{srv: s, ctx: nctx, remote: remote, ip: ip, authenticated: func() {
+		s.authenticated(ip)
+		_ = meter.SetDeadline(deadline)
+		if nctx.Err() != nil {
+			_ = meter.SetDeadline(time.Unix(1, 0))
+		}
+	}}
 	sess, err := xmpp.ReceiveSession(context.Background(), rw, 0, n.negotiate)
 	if err != nil {
 		se := n.abort(ctx, sess, raw, meter, err)
@@ -113,9 +126,34 @@ func (s *Server) runConn(c *Client, conn *wire.Conn) {
 		s.connEnded(c, conn, reason)
 	}()
 	refused := false
+	sizeLimit := UpstreamSizeLimit(s.cfg.Limits.MaxStanzaBytes)
+	var buf []byte
 	reason = conn.Read(func(el *stanza.Element) {
 		if refused {
 			return
+		}
+		if sizeLimit > 0 {
+			// The limit holds on the bytes that go upstream, not on what the
+			// client sent: escaping can make a stanza several times longer
+			// ('>' in text becomes "&gt;", a newline in an attribute "&#xA;"),
+			// and a stanza over the upstream server's limit costs every
+			// client the shared session (Prosody: policy-violation).
+			buf = el.AppendXML(buf[:0], stanza.NSClient)
+			n := len(buf)
+			if cap(buf) > 64<<10 {
+				buf = nil
+			}
+			if int64(n) > sizeLimit {
+				// This runs on every connection of the session, a resumed
+				// one's included. A refused stanza still counts for the
+				// client's h (XEP-0198 §4: it was handled, with an error).
+				if !s.refuseTooLarge(c, el, n, sizeLimit) {
+					refused = true
+				} else {
+					c.inbound(el)
+				}
+				return
+			}
 		}
 		if !namespaceWellFormed(el) {
 			// encoding/xml lets through names such as <a:0/> that are not
@@ -146,6 +184,52 @@ func (s *Server) runConn(c *Client, conn *wire.Conn) {
 		case <-time.After(closeTimeout):
 		}
 	}
+}
+
+// upstreamMargin is room for what the core adds to a client's stanza on
+// its way upstream (a rewritten from or id, an origin-id), so that a stanza
+// just under the local limit still fits under the upstream server's.
+const upstreamMargin = 4 << 10
+
+// UpstreamSizeLimit is the largest serialised stanza a local client may
+// send when the configured limit is maxStanzaBytes (0: no limit).
+func UpstreamSizeLimit(maxStanzaBytes int64) int64 {
+	if maxStanzaBytes <= 0 {
+		return 0
+	}
+	return maxStanzaBytes - min(upstreamMargin, maxStanzaBytes/4)
+}
+
+// refuseTooLarge answers a stanza that is too large once serialised with
+// an error to its sender alone (RFC 6120 §8.3.3.12 policy-violation); the
+// stanza goes no further and the stream stays up. Anything that is not a
+// stanza ends the stream instead, as the input limit does; refuseTooLarge
+// then reports false.
+func (s *Server) refuseTooLarge(c *Client, el *stanza.Element, n int, limit int64) bool {
+	s.log.Warn("listener: stanza refused: too large once serialised", "jid", c.JID.String(), "id", c.ID, "kind", el.Kind(), "bytes", n, "max", limit)
+	tooLarge := func() bool {
+		// A protocol violation: the session ends, it never hibernates.
+		c.mu.Lock()
+		c.fatalLocked(&stanza.StreamError{Condition: "policy-violation", Text: "element too large"})
+		c.mu.Unlock()
+		return false
+	}
+	if el.Name.Space != stanza.NSClient {
+		return tooLarge()
+	}
+	switch el.Kind() {
+	case "message", "presence", "iq":
+	default:
+		return tooLarge()
+	}
+	// RFC 6120 §8.3.1: never answer an error, nor an IQ result, with an error.
+	if el.Type() == "error" || (el.Kind() == "iq" && el.Type() == "result") {
+		return true
+	}
+	reply := stanza.New(stanza.NSClient, el.Kind(), "type", "error", "id", el.ID(), "from", el.To(), "to", c.JID.String())
+	reply.Append(stanza.ErrorElement(stanza.ErrModify, "policy-violation", fmt.Sprintf("stanza too large: %d bytes, at most %d", n, limit)))
+	c.Send(reply)
+	return true
 }
 
 // transport sits between the meter and TLS/mellium. On a plaintext stream
@@ -256,11 +340,11 @@ func (n *negotiation) abort(srvCtx context.Context, sess *xmpp.Session, raw net.
 	return se
 }
 
-// reject tells a connection over MaxConnections why it is refused (RFC 6120
-// §4.9.3.14 policy-violation) and closes it, in the background so the accept
-// loop and the other clients never wait for it.
-func (s *Server) reject(raw net.Conn, direct bool) {
-	s.log.Warn("listener: connection refused: too many connections", "remote", raw.RemoteAddr().String(), "max", s.cfg.MaxConnections)
+// reject tells a connection over a connection limit why it is refused (RFC
+// 6120 §4.9.3.14 policy-violation) and closes it, in the background so the
+// accept loop and the other clients never wait for it.
+func (s *Server) reject(raw net.Conn, direct bool, why string) {
+	s.log.Warn("listener: connection refused", "remote", raw.RemoteAddr().String(), "reason", why)
 	select {
 	case s.rejecting <- struct{}{}:
 	default:
@@ -284,7 +368,7 @@ func (s *Server) reject(raw net.Conn, direct bool) {
 			}
 			conn = tc
 		}
-		se := &stanza.StreamError{Condition: "policy-violation", Text: fmt.Sprintf("too many connections (at most %d)", s.cfg.MaxConnections)}
+		se := &stanza.StreamError{Condition: "policy-violation", Text: why}
 		b := append(streamHeader(s.domain.String(), ""), se.Bytes()...)
 		_, _ = conn.Write(append(b, "</stream:stream>"...))
 		lingerClose(conn, raw)

@@ -145,3 +145,33 @@ func TestConfigFrom(t *testing.T) {
 		t.Fatalf("New rejects ConfigFrom's result: %v", err)
 	}
 }
+
+// The generated certificate names each host once, even when the domain is
+// localhost and both listeners are on 127.0.0.1.
+func TestGeneratedCertNamesEachHostOnce(t *testing.T) {
+	c := &config.Config{}
+	c.Upstream.JID = "alice@localhost"
+	c.Auth.Password = "pw"
+	c.Listen.Address = "127.0.0.1:5222"
+	c.Listen.DirectTLSAddress = "127.0.0.1:5223"
+	c.Defaults()
+	lc, err := ConfigFrom(c, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := lc.TLS.Certificates[0].Leaf
+	names := append([]string{}, leaf.DNSNames...)
+	for _, ip := range leaf.IPAddresses {
+		names = append(names, ip.String())
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if seen[n] {
+			t.Fatalf("certificate names %q twice: %v", n, names)
+		}
+		seen[n] = true
+	}
+	if !seen["localhost"] || !seen["127.0.0.1"] {
+		t.Fatalf("certificate names %v, want localhost and 127.0.0.1", names)
+	}
+}

@@ -201,6 +201,17 @@ type login struct {
 	password  string
 	resource  string
 	keepAlive time.Duration // client-side whitespace pings
+	from      string        // local IP to connect from ("": any)
+}
+
+// dialFrom connects from the loopback address from ("" for the default),
+// so tests can play several remote addresses: all of 127.0.0.0/8 is local.
+func dialFrom(from, addr string) (net.Conn, error) {
+	var d net.Dialer
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	return d.Dial("tcp", addr)
 }
 
 // testClient is a mellium client session read through wire.Conn, like the
@@ -228,7 +239,7 @@ func dialLogin(t *testing.T, srv *Server, l login) (*testClient, error) {
 	if l.direct {
 		addr = srv.DirectTLSAddr().String()
 	}
-	raw, err := net.Dial("tcp", addr)
+	raw, err := dialFrom(l.from, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +333,12 @@ type rawConn struct {
 
 func dialRaw(t *testing.T, addr string) *rawConn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	return dialRawFrom(t, "", addr)
+}
+
+func dialRawFrom(t *testing.T, from, addr string) *rawConn {
+	t.Helper()
+	c, err := dialFrom(from, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +424,7 @@ func condition(el *stanza.Element, ns string) string {
 
 func mechanismsOf(features *stanza.Element) []string {
 	var out []string
-	for _, m := range features.Child(nsSASL, "mechanisms").ChildrenNamed(nsSASL, "mechanism") {
+	for _, m := range features.Child(stanza.NSSASL, "mechanisms").ChildrenNamed(stanza.NSSASL, "mechanism") {
 		out = append(out, strings.TrimSpace(m.Text()))
 	}
 	return out

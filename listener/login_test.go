@@ -135,24 +135,24 @@ func TestRetryAfterFailureThenLimit(t *testing.T) {
 		t.Fatalf("mechanisms after TLS: %v", got)
 	}
 	r.send(t, plainAuth("", testUser, "nope"))
-	if f := r.mustNext(t); !f.Is(nsSASL, "failure") || condition(f, nsSASL) != "not-authorized" {
+	if f := r.mustNext(t); !f.Is(stanza.NSSASL, "failure") || condition(f, stanza.NSSASL) != "not-authorized" {
 		t.Fatalf("want not-authorized failure, got %s", f)
 	}
 	// An authzid other than the account is refused even with the password.
 	r.send(t, plainAuth("bob@"+testDomain, testUser, testPassword))
-	if f := r.mustNext(t); condition(f, nsSASL) != "invalid-authzid" {
+	if f := r.mustNext(t); condition(f, stanza.NSSASL) != "invalid-authzid" {
 		t.Fatalf("want invalid-authzid, got %s", f)
 	}
 	// RFC 6120 §6.4.5: a retry on the same stream may succeed.
 	r.send(t, plainAuth(testUser+"@"+testDomain, testUser, testPassword))
-	if s := r.mustNext(t); !s.Is(nsSASL, "success") {
+	if s := r.mustNext(t); !s.Is(stanza.NSSASL, "success") {
 		t.Fatalf("want success, got %s", s)
 	}
 
 	r2, _ := secureRaw(t, srv)
 	for i := 0; i < maxAuthFailures; i++ {
 		r2.send(t, plainAuth("", testUser, "nope"))
-		if f := r2.mustNext(t); condition(f, nsSASL) != "not-authorized" {
+		if f := r2.mustNext(t); condition(f, stanza.NSSASL) != "not-authorized" {
 			t.Fatalf("attempt %d: got %s", i, f)
 		}
 	}
@@ -171,7 +171,7 @@ func TestNoMechanismsBeforeTLS(t *testing.T) {
 	r := dialRaw(t, srv.Addr().String())
 	r.send(t, header(testDomain))
 	f := r.mustNext(t)
-	if f.Child(nsSASL, "mechanisms") != nil || f.Child(nsTLS, "starttls").Child(nsTLS, "required") == nil {
+	if f.Child(stanza.NSSASL, "mechanisms") != nil || f.Child(nsTLS, "starttls").Child(nsTLS, "required") == nil {
 		t.Fatalf("plaintext features must be only required STARTTLS: %s", f)
 	}
 	// Trying SASL anyway is refused.
@@ -185,7 +185,7 @@ func TestFeaturesAfterAuth(t *testing.T) {
 	srv := startServer(t, testConfig(t), newRecorder())
 	r, _ := secureRaw(t, srv)
 	r.send(t, plainAuth("", testUser, testPassword))
-	if s := r.mustNext(t); !s.Is(nsSASL, "success") {
+	if s := r.mustNext(t); !s.Is(stanza.NSSASL, "success") {
 		t.Fatalf("got %s", s)
 	}
 	r.d = xml.NewDecoder(r.Conn)
@@ -194,7 +194,7 @@ func TestFeaturesAfterAuth(t *testing.T) {
 	if f.Child(stanza.NSBind, "bind") == nil || f.Child(stanza.NSSession, "session").Child(stanza.NSSession, "optional") == nil || f.Child(stanza.NSCSI, "csi") == nil || f.Child(nsSM, "sm") == nil {
 		t.Fatalf("features after auth: %s", f)
 	}
-	for _, ns := range []string{"urn:xmpp:features:rosterver", "urn:xmpp:sasl:2", nsSASL} {
+	for _, ns := range []string{"urn:xmpp:features:rosterver", "urn:xmpp:sasl:2", stanza.NSSASL} {
 		for _, c := range f.Elements() {
 			if c.Name.Space == ns {
 				t.Errorf("must not advertise %s: %s", ns, f)
@@ -388,7 +388,7 @@ func TestMalformedSASLIsRefusedNotPanicked(t *testing.T) {
 	} {
 		r, _ := secureRaw(t, srv)
 		r.send(t, auth("SCRAM-SHA-256", first))
-		if f := r.mustNext(t); !f.Is(nsSASL, "failure") {
+		if f := r.mustNext(t); !f.Is(stanza.NSSASL, "failure") {
 			t.Fatalf("client-first %q: got %s", first, f)
 		}
 		r.Close()
@@ -400,7 +400,7 @@ func TestMalformedSASLIsRefusedNotPanicked(t *testing.T) {
 		r, _ := secureRaw(t, srv)
 		r.send(t, auth("SCRAM-SHA-1", b64("n,,n=alice,r=clientnonce")))
 		ch := r.mustNext(t)
-		if !ch.Is(nsSASL, "challenge") {
+		if !ch.Is(stanza.NSSASL, "challenge") {
 			t.Fatalf("want challenge, got %s", ch)
 		}
 		sf, _ := base64.StdEncoding.DecodeString(ch.Text())
@@ -410,7 +410,7 @@ func TestMalformedSASLIsRefusedNotPanicked(t *testing.T) {
 			msg = fmt.Sprintf(final, nonce)
 		}
 		r.send(t, `<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>`+b64(msg)+`</response>`)
-		if f := r.mustNext(t); !f.Is(nsSASL, "failure") {
+		if f := r.mustNext(t); !f.Is(stanza.NSSASL, "failure") {
 			t.Fatalf("client-final %q: got %s", msg, f)
 		}
 		r.Close()
@@ -418,16 +418,16 @@ func TestMalformedSASLIsRefusedNotPanicked(t *testing.T) {
 	// Unknown and channel-binding mechanisms are not offered, so refused.
 	r, _ := secureRaw(t, srv)
 	r.send(t, auth("SCRAM-SHA-1-PLUS", b64("p=tls-exporter,,n=alice,r=x")))
-	if f := r.mustNext(t); condition(f, nsSASL) != "invalid-mechanism" {
+	if f := r.mustNext(t); condition(f, stanza.NSSASL) != "invalid-mechanism" {
 		t.Fatalf("PLUS: got %s", f)
 	}
 	// PLAIN without an initial response gets an empty challenge first.
 	r.send(t, auth("PLAIN", ""))
-	if ch := r.mustNext(t); !ch.Is(nsSASL, "challenge") || strings.TrimSpace(ch.Text()) != "=" && ch.Text() != "" {
+	if ch := r.mustNext(t); !ch.Is(stanza.NSSASL, "challenge") || strings.TrimSpace(ch.Text()) != "=" && ch.Text() != "" {
 		t.Fatalf("want empty challenge, got %s", ch)
 	}
 	r.send(t, `<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>`+b64("\x00alice\x00"+testPassword)+`</response>`)
-	if s := r.mustNext(t); !s.Is(nsSASL, "success") {
+	if s := r.mustNext(t); !s.Is(stanza.NSSASL, "success") {
 		t.Fatalf("PLAIN after empty challenge: %s", s)
 	}
 	if strings.Contains(logs.String(), "panic") {

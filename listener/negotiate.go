@@ -19,9 +19,8 @@ import (
 )
 
 const (
-	nsTLS  = "urn:ietf:params:xml:ns:xmpp-tls"
-	nsSASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-	nsXML  = "http://www.w3.org/XML/1998/namespace"
+	nsTLS = "urn:ietf:params:xml:ns:xmpp-tls"
+	nsXML = "http://www.w3.org/XML/1998/namespace"
 
 	// negotiationMaxDepth bounds nesting in negotiation elements; the deepest
 	// legitimate one is <iq><bind><resource/></bind></iq>.
@@ -54,10 +53,14 @@ type negotiation struct {
 	failCond     string // SASL failure condition picked by the credential checks
 	failReason   string // for the log only; never the secret itself
 	mechanism    string
-	jid          jid.JID
-	bindReply    *stanza.Element // sent once the Handler knows the client
-	resume       *Client         // XEP-0198: the session this stream resumes
-	resumeH      uint32          // ... and the client's h
+	authed       bool // SASL succeeded
+	// authenticated is called once SASL succeeds: the connection leaves the
+	// unauthenticated count and gets the rest of the negotiation deadline.
+	authenticated func()
+	jid           jid.JID
+	bindReply     *stanza.Element // sent once the Handler knows the client
+	resume        *Client         // XEP-0198: the session this stream resumes
+	resumeH       uint32          // ... and the client's h
 }
 
 func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, interface{}, error) {
@@ -85,7 +88,7 @@ func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp
 		switch {
 		case el.Is(nsTLS, "starttls") && state&xmpp.Secure == 0:
 			mask, rw, err = n.srv.startTLS.Negotiate(ctx, s, nil)
-		case el.Name.Space == nsSASL && state&xmpp.Secure != 0 && state&xmpp.Authn == 0:
+		case el.Name.Space == stanza.NSSASL && state&xmpp.Secure != 0 && state&xmpp.Authn == 0:
 			mask, rw, err = n.authenticate(ctx, s, el)
 		case el.Kind() == "iq" && el.Child(stanza.NSBind, "bind") != nil && state&xmpp.Authn != 0:
 			mask, err = n.bind(s, in, el)
@@ -126,10 +129,10 @@ func unexpected(el *stanza.Element, state xmpp.SessionState) error {
 	case el.Kind() == "message" || el.Kind() == "presence" || el.Kind() == "iq":
 		// RFC 6120 §4.9.3.12: stanzas before authentication and binding.
 		return &stanza.StreamError{Condition: "not-authorized", Text: "authenticate and bind a resource first"}
-	case el.Name.Space == nsSASL && state&xmpp.Secure == 0:
+	case el.Name.Space == stanza.NSSASL && state&xmpp.Secure == 0:
 		// RFC 6120 §5.3.1: we require TLS before anything else.
 		return &stanza.StreamError{Condition: "policy-violation", Text: "use STARTTLS first"}
-	case el.Name.Space == nsTLS || el.Name.Space == nsSASL:
+	case el.Name.Space == nsTLS || el.Name.Space == stanza.NSSASL:
 		return &stanza.StreamError{Condition: "policy-violation", Text: "feature " + el.Name.Local + " is not available now"}
 	default:
 		return &stanza.StreamError{Condition: "unsupported-stanza-type"}
@@ -261,9 +264,9 @@ func (n *negotiation) features(state xmpp.SessionState) []byte {
 	case state&xmpp.Secure == 0:
 		list.Append(stanza.New(nsTLS, "starttls").Append(stanza.New(nsTLS, "required")))
 	case state&xmpp.Authn == 0:
-		mechs := stanza.New(nsSASL, "mechanisms")
+		mechs := stanza.New(stanza.NSSASL, "mechanisms")
 		for _, m := range n.srv.mechanisms {
-			mechs.Append(stanza.New(nsSASL, "mechanism").AppendText(m.Name))
+			mechs.Append(stanza.New(stanza.NSSASL, "mechanism").AppendText(m.Name))
 		}
 		list.Append(mechs)
 	default:

@@ -92,7 +92,12 @@ func (n *negotiation) authenticate(ctx context.Context, s *xmpp.Session, el *sta
 				return 0, nil, err
 			}
 			n.mechanism = name
-			n.srv.fails.succeeded(n.ip)
+			n.authed = true
+			if n.authenticated != nil {
+				n.authenticated()
+			}
+			// The per-address failure count stays: a success between
+			// guesses must not reset the delay (it decays after failWindow).
 			return xmpp.Authn, s.Conn(), nil
 		}
 		if err := n.write(s, saslData("challenge", resp)); err != nil {
@@ -114,13 +119,13 @@ func (n *negotiation) readResponse(ctx context.Context, s *xmpp.Session, mech st
 	}
 	n.steps++
 	switch {
-	case el.Is(nsSASL, "response"):
+	case el.Is(stanza.NSSASL, "response"):
 		payload, _, ok := decodePayload(el.Text())
 		if !ok {
 			return nil, true, n.authFailed(ctx, s, mech, "incorrect-encoding", "response is not base64")
 		}
 		return payload, false, nil
-	case el.Is(nsSASL, "abort"):
+	case el.Is(stanza.NSSASL, "abort"):
 		return nil, true, n.write(s, saslElement("failure", "aborted"))
 	default:
 		return nil, true, &stanza.StreamError{Condition: "policy-violation", Text: "expected a SASL response"}
@@ -228,11 +233,11 @@ func decodePayload(text string) (data []byte, present, ok bool) {
 }
 
 func saslElement(name, cond string) []byte {
-	return stanza.New(nsSASL, name).Append(stanza.New(nsSASL, cond)).AppendXML(nil, stanza.NSClient)
+	return stanza.New(stanza.NSSASL, name).Append(stanza.New(stanza.NSSASL, cond)).AppendXML(nil, stanza.NSClient)
 }
 
 func saslData(name string, data []byte) []byte {
-	el := stanza.New(nsSASL, name)
+	el := stanza.New(stanza.NSSASL, name)
 	if len(data) > 0 {
 		el.AppendText(base64.StdEncoding.EncodeToString(data))
 	} else if name == "challenge" {
@@ -307,10 +312,4 @@ func (t *failTracker) fail(ip string) time.Duration {
 		d *= 2
 	}
 	return min(d, maxFailDelay)
-}
-
-func (t *failTracker) succeeded(ip string) {
-	t.mu.Lock()
-	delete(t.m, ip)
-	t.mu.Unlock()
 }

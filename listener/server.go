@@ -94,6 +94,14 @@ type Server struct {
 	oldOrder  []string
 	stopping  bool
 	conns     sync.WaitGroup
+
+	amu   sync.Mutex
+	addrs map[string]*addrCount // remote IP → its connections
+}
+
+// addrCount is what one remote address holds open.
+type addrCount struct {
+	conns, unauth int
 }
 
 // New checks cfg and returns a server that is not listening yet.
@@ -137,6 +145,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		sm:         cfg.SM.withDefaults(),
 		resumable:  make(map[string]*Client),
 		oldIDs:     make(map[string]uint32),
+		addrs:      make(map[string]*addrCount),
 	}
 	return s, nil
 }
@@ -292,11 +301,73 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, direct bool) e
 		backoff = 0
 		if n := s.active.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
 			s.active.Add(-1)
-			s.reject(raw, direct)
+			s.reject(raw, direct, fmt.Sprintf("too many connections (at most %d)", s.cfg.MaxConnections))
+			continue
+		}
+		ip := remoteIP(raw)
+		if why := s.admit(ip); why != "" {
+			s.active.Add(-1)
+			s.reject(raw, direct, why)
 			continue
 		}
 		s.conns.Add(1)
-		go s.serveConn(ctx, raw, direct)
+		go s.serveConn(ctx, raw, direct, ip)
+	}
+}
+
+func remoteIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	h, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	return h
+}
+
+// admit counts a new connection from ip, unauthenticated, or returns why
+// it is refused.
+func (s *Server) admit(ip string) string {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	a := s.addrs[ip]
+	if a == nil {
+		a = &addrCount{}
+	}
+	switch {
+	case s.cfg.MaxConnectionsPerAddress > 0 && a.conns >= s.cfg.MaxConnectionsPerAddress:
+		return fmt.Sprintf("too many connections from your address (at most %d)", s.cfg.MaxConnectionsPerAddress)
+	case s.cfg.MaxUnauthenticatedPerAddress > 0 && a.unauth >= s.cfg.MaxUnauthenticatedPerAddress:
+		return fmt.Sprintf("too many unauthenticated connections from your address (at most %d)", s.cfg.MaxUnauthenticatedPerAddress)
+	}
+	a.conns++
+	a.unauth++
+	s.addrs[ip] = a
+	return ""
+}
+
+// authenticated moves one of ip's connections out of the unauthenticated
+// count.
+func (s *Server) authenticated(ip string) {
+	s.amu.Lock()
+	if a := s.addrs[ip]; a != nil && a.unauth > 0 {
+		a.unauth--
+	}
+	s.amu.Unlock()
+}
+
+// release forgets one of ip's connections.
+func (s *Server) release(ip string, authed bool) {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	a := s.addrs[ip]
+	if a == nil {
+		return
+	}
+	a.conns--
+	if !authed && a.unauth > 0 {
+		a.unauth--
+	}
+	if a.conns <= 0 {
+		delete(s.addrs, ip)
 	}
 }
 

@@ -119,7 +119,10 @@ func (c *Client) sendLocked(el *stanza.Element) bool {
 		return true // hibernated: it goes out on resume
 	}
 	if !c.conn.Send(el) {
-		return false
+		// A connection on its way out keeps the stanza in the queue: it is
+		// resent on resume, or reported by Unacked when the session ends.
+		// Otherwise the connection's queue is full: the client is slow.
+		return c.conn.Closing()
 	}
 	sm.sinceR++
 	c.requestAck(false)
@@ -193,6 +196,39 @@ func (c *Client) Delivered() uint64 {
 		pre = min(pre, sm.preConn.Delivered())
 	}
 	return pre + sm.ackedTotal
+}
+
+// Queued is how many stanzas wait to be written to the client's socket:
+// those in the current connection's queue, or while the session is
+// hibernated every unacknowledged one. Unlike Sent minus Delivered it does
+// not wait for the client's acknowledgements, so output can be paced
+// against the connection itself.
+func (c *Client) Queued() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		if c.sm == nil {
+			return 0
+		}
+		return uint64(len(c.sm.queue))
+	}
+	return c.conn.Sent() - c.conn.Delivered()
+}
+
+// Closing reports whether the client's session is ending or over: a Send
+// that fails now means the client is gone, not that it is slow. With
+// stream management a dropped connection is not the end of the session
+// (it may hibernate; Send keeps queueing), so only the session counts.
+func (c *Client) Closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended || c.closing {
+		return true
+	}
+	if c.sm == nil {
+		return c.conn.Closing()
+	}
+	return false
 }
 
 // Hibernating reports whether the client's session waits for a resume.
@@ -353,7 +389,7 @@ func hibernatable(reason error) bool {
 	switch {
 	case reason == nil, errors.Is(reason, io.EOF) && !isSyntaxError(reason):
 		return false // </stream:stream>
-	case errors.As(reason, &peer):
+	case errors.As(reason, &peer), errors.As(reason, new(*wire.PeerStreamError)):
 		return false
 	case errors.As(reason, &se):
 		return se.Condition == "connection-timeout"

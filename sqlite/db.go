@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sync"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
@@ -65,6 +67,9 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("sqlite: open %q: a file path is required", path)
 	}
 	registerDriver()
+	if err := privateFiles(path); err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
 	// Escaped so that "?" or "#" in a file name cannot be read as URI syntax.
 	u := "file:" + (&url.URL{Path: path}).EscapedPath()
 	common := "&_busy_timeout=10000&_foreign_keys=1&_synchronous=NORMAL&_stmt_cache_size=64"
@@ -232,4 +237,31 @@ func (db *DB) cacheRooms(created map[string]int64) {
 		db.rooms[k] = v
 	}
 	db.mu.Unlock()
+}
+
+// privateFiles makes the archive readable by its owner only: the data
+// directory is created 0700, the database is created 0600 before SQLite
+// opens it (SQLite gives -wal and -shm the database's mode), and files
+// left more open by an older version are tightened.
+func privateFiles(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	switch {
+	case err == nil:
+		return f.Close()
+	case !errors.Is(err, os.ErrExist):
+		return err
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		st, err := os.Stat(p)
+		if err != nil || st.Mode().Perm()&0o077 == 0 {
+			continue
+		}
+		if err := os.Chmod(p, st.Mode().Perm()&0o700); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -179,4 +182,47 @@ func TestConcurrentUse(t *testing.T) {
 			t.Errorf("room %d: count %d, %v", w, p.Count, err)
 		}
 	}
+}
+
+// The archive is private: the data directory is created 0700 and the
+// database, -wal and -shm are 0600 whatever the umask lets through, also
+// when an older version left them readable.
+func TestFileModes(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	path := filepath.Join(dir, "archive.db")
+	check := func(when string) {
+		t.Helper()
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			st, err := os.Stat(p)
+			if err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+			if m := st.Mode().Perm(); m != 0o600 {
+				t.Errorf("%s: %s has mode %04o, want 0600", when, filepath.Base(p), m)
+			}
+		}
+	}
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, db, msg("room@muc.example", "s1", "alice", "private", 0))
+	check("new database")
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("data directory: %v, mode %04o, want 0700", err, st.Mode().Perm())
+	}
+	db.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		_ = os.Chmod(p, 0o644)
+	}
+	db, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mustAppend(t, db, msg("room@muc.example", "s2", "alice", "private", 1))
+	check("reopened 0644 database")
 }

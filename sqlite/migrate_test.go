@@ -77,14 +77,21 @@ func TestMigrationsFromEveryVersion(t *testing.T) {
 			if from >= 1 {
 				// Data written by a build at this version, using only
 				// the v1 columns.
-				for _, q := range []string{
+				seed := []string{
 					`INSERT INTO rooms(id, jid) VALUES (1, 'old@muc')`,
 					`INSERT INTO messages(room_id, stamp, stanza_id, nick, real_jid, body, xml)
 					 VALUES (1, 1700000000000000, 'sid-old', 'nick1', 'a@b', 'kept body', '<message/>')`,
 					`INSERT INTO messages(room_id, stamp, fkey, nick, xml)
-					 VALUES (1, 1700000001000000, x'00', 'nick2', '<message><reactions/></message>')`,
+					 VALUES (1, 1700000001000000, x'00', 'nick2', '<message><reactions xmlns="urn:xmpp:reactions:0"/></message>')`,
 					`INSERT INTO state(key, value) VALUES ('k', 'v')`,
-				} {
+				}
+				if from < 5 {
+					// A chat state, which is not history: migration 5
+					// removes what earlier versions stored.
+					seed = append(seed, `INSERT INTO messages(room_id, stamp, fkey, nick, xml)
+					 VALUES (1, 1700000002000000, x'01', 'nick2', '<message><composing xmlns="http://jabber.org/protocol/chatstates"/></message>')`)
+				}
+				for _, q := range seed {
 					if _, err := w.Exec(q); err != nil {
 						t.Fatalf("seed v%d: %v", from, err)
 					}

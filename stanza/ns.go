@@ -8,6 +8,7 @@ const (
 	NSStanzas     = "urn:ietf:params:xml:ns:xmpp-stanzas"
 	NSSession     = "urn:ietf:params:xml:ns:xmpp-session"
 	NSBind        = "urn:ietf:params:xml:ns:xmpp-bind"
+	NSSASL        = "urn:ietf:params:xml:ns:xmpp-sasl"
 	NSRoster      = "jabber:iq:roster"
 	NSVersion     = "jabber:iq:version"
 	NSPrivate     = "jabber:iq:private"

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -339,5 +340,26 @@ func TestReconnectAndShutdown(t *testing.T) {
 			t.Fatalf("the server still routes to the closed session: %s", res)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A stream error from the server is reported with its real condition: a
+// stanza over Prosody's c2s_stanza_size_limit ends the session with
+// policy-violation, which must not read as not-well-formed.
+func TestServerStreamErrorKeepsItsCondition(t *testing.T) {
+	s := testserver.Start(t)
+	rec := newRecorder(t)
+	c := New(testConfig(t, s, testserver.Alice), rec)
+	run(t, c)
+	rec.next("online", 5*time.Second)
+	big := stanza.New(stanza.NSClient, "message", "to", "bob@localhost", "id", "too-big").
+		Append(stanza.New(stanza.NSClient, "body").AppendText(strings.Repeat("x", 300<<10)))
+	if !c.Send(big) {
+		t.Fatal("Send failed")
+	}
+	off := rec.next("offline", 10*time.Second)
+	var pe *wire.PeerStreamError
+	if !errors.As(off.err, &pe) || pe.Condition != "policy-violation" {
+		t.Fatalf("session ended with %v, want the server's policy-violation", off.err)
 	}
 }

@@ -69,7 +69,10 @@ func ConfigFrom(c *config.Upstream) (Config, error) {
 		Resource:           c.Resource,
 		PingInterval:       c.PingInterval.Duration,
 		PingTimeout:        c.PingTimeout.Duration,
-		QueueLen:           c.QueueLimit,
+		QueueLen:           c.SendQueue,
+	}
+	if cfg.QueueLen == 0 {
+		cfg.QueueLen = c.QueueLimit // the old key, when Defaults did not run
 	}
 	if c.CAFile != "" {
 		if cfg.RootCAs, err = LoadCAFile(c.CAFile); err != nil {
@@ -212,7 +215,10 @@ func dialTarget(ctx context.Context, cfg *Config, t target, opts wire.Options) (
 		meter.Close()
 		return nil, jid.JID{}, err
 	}
-	var rw io.ReadWriter = meter
+	// The tail records what mellium's decoder reads, above any TLS, so
+	// that a server's stream error it fails to parse keeps its condition.
+	tail := wire.NewTail(meter)
+	var rw io.ReadWriter = tail
 	tlsCfg := cfg.tlsConfig()
 	if t.direct {
 		// XEP-0368 §4: ALPN "xmpp-client" tells the server which protocol
@@ -222,18 +228,31 @@ func dialTarget(ctx context.Context, cfg *Config, t target, opts wire.Options) (
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return fail(tlsError(tlsCfg.ServerName, err))
 		}
-		rw = tc
+		tail = wire.NewTail(tc)
+		rw = tail
 	}
 	features := []xmpp.StreamFeature{
 		channelBindings(),
 		authenticate(cfg.JID, cfg.Password, cfg.tlsMode() != TLSPlaintext, log),
 	}
 	if cfg.tlsMode() == TLSStartTLS && !t.direct {
-		features = append(features, startTLS(tlsCfg))
+		features = append(features, startTLS(tlsCfg, func(tc net.Conn) net.Conn {
+			tail = wire.NewTail(tc)
+			return tail
+		}))
 	}
 	var bound jid.JID
 	features = append(features, wire.ClientBind(cfg.Resource, &bound))
-	sess, err := xmpp.NewClientSession(ctx, cfg.JID.Bare(), rw, features...)
+	// NewClientSession, but with the Secure state set by hand for direct
+	// TLS: mellium only sees that the transport is TLS when it is given
+	// the *tls.Conn itself, and the tail sits above it.
+	var state xmpp.SessionState
+	if t.direct {
+		state = xmpp.Secure
+	}
+	sess, err := xmpp.NewSession(ctx, cfg.JID.Domain(), cfg.JID.Bare(), rw, state, xmpp.NewNegotiator(func(*xmpp.Session, *xmpp.StreamConfig) xmpp.StreamConfig {
+		return xmpp.StreamConfig{Features: features}
+	}))
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
@@ -249,6 +268,7 @@ func dialTarget(ctx context.Context, cfg *Config, t target, opts wire.Options) (
 		return fail(fmt.Errorf("the server bound %s, not a resource of %s", bound, cfg.JID.Bare()))
 	}
 	log.Info("upstream connected", "addr", t.addr, "jid", bound.String(), "direct_tls", t.direct)
+	opts.Tail = tail
 	return wire.New(sess, meter, opts), bound, nil
 }
 

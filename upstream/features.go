@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 
@@ -22,14 +23,13 @@ import (
 
 const (
 	nsStartTLS = "urn:ietf:params:xml:ns:xmpp-tls"
-	nsSASL     = "urn:ietf:params:xml:ns:xmpp-sasl"
 	nsSASLCB   = "urn:xmpp:sasl-cb:0" // XEP-0440
 )
 
 // startTLS negotiates STARTTLS (RFC 6120 §5) and completes the handshake
 // itself, so a certificate problem surfaces here with a clear message
 // instead of on the next write.
-func startTLS(cfg *tls.Config) xmpp.StreamFeature {
+func startTLS(cfg *tls.Config, wrap func(net.Conn) net.Conn) xmpp.StreamFeature {
 	return xmpp.StreamFeature{
 		Name:       xml.Name{Space: nsStartTLS, Local: "starttls"},
 		Prohibited: xmpp.Secure,
@@ -52,7 +52,7 @@ func startTLS(cfg *tls.Config) xmpp.StreamFeature {
 			case resp.Is(nsStartTLS, "failure"):
 				return 0, nil, errors.New("the server refused STARTTLS")
 			case resp.Is(stanza.NSStream, "error"):
-				return 0, nil, fmt.Errorf("the server does not support STARTTLS (it answered with stream error %s); try tls = \"direct\"", streamErrCondition(resp))
+				return 0, nil, fmt.Errorf("the server does not support STARTTLS (it answered with stream error %s); try tls = \"direct\"", wire.PeerStreamErrorFrom(resp).Condition)
 			default:
 				return 0, nil, fmt.Errorf("starttls: unexpected <%s/> from the server", resp.Name.Local)
 			}
@@ -60,7 +60,7 @@ func startTLS(cfg *tls.Config) xmpp.StreamFeature {
 			if err := tc.HandshakeContext(ctx); err != nil {
 				return 0, nil, tlsError(cfg.ServerName, err)
 			}
-			return xmpp.Secure, tc, nil
+			return xmpp.Secure, wrap(tc), nil
 		},
 	}
 }
@@ -164,7 +164,7 @@ func authenticate(account jid.JID, password string, requireTLS bool, log *slog.L
 		necessary = xmpp.Secure
 	}
 	return xmpp.StreamFeature{
-		Name:       xml.Name{Space: nsSASL, Local: "mechanisms"},
+		Name:       xml.Name{Space: stanza.NSSASL, Local: "mechanisms"},
 		Necessary:  necessary,
 		Prohibited: xmpp.Authn,
 		Parse: func(ctx context.Context, d *xml.Decoder, start *xml.StartElement) (bool, interface{}, error) {
@@ -212,7 +212,7 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 		return fmt.Errorf("SASL %s: %w", mech, err)
 	}
 	// RFC 6120 §6.4.2: an empty initial response is sent as "=".
-	auth := stanza.New(nsSASL, "auth", "mechanism", mech).AppendText(b64(resp))
+	auth := stanza.New(stanza.NSSASL, "auth", "mechanism", mech).AppendText(b64(resp))
 	if _, err := conn.Write(auth.AppendXML(nil, "")); err != nil {
 		return fmt.Errorf("SASL: %w", err)
 	}
@@ -231,8 +231,8 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 			}
 		}
 		switch {
-		case el.Is(nsSASL, "failure"):
-			ae := &AuthError{JID: account, Mechanism: mech, Condition: "unknown", Text: el.ChildText(nsSASL, "text")}
+		case el.Is(stanza.NSSASL, "failure"):
+			ae := &AuthError{JID: account, Mechanism: mech, Condition: "unknown", Text: el.ChildText(stanza.NSSASL, "text")}
 			for _, c := range el.Elements() {
 				if c.Name.Local != "text" {
 					ae.Condition = c.Name.Local
@@ -240,7 +240,7 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 				}
 			}
 			return ae
-		case el.Is(nsSASL, "success"):
+		case el.Is(stanza.NSSASL, "success"):
 			// RFC 5802 §5.1: the server's final message (v=) proves it
 			// knows the credentials too; verify it when the mechanism
 			// still expects it.
@@ -250,7 +250,7 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 				}
 			}
 			return nil
-		case el.Is(nsSASL, "challenge"):
+		case el.Is(stanza.NSSASL, "challenge"):
 			if !more {
 				return fmt.Errorf("SASL %s: unexpected challenge after the exchange ended", mech)
 			}
@@ -258,12 +258,12 @@ func runSASL(ctx context.Context, s *xmpp.Session, c *sasl.Negotiator, mech stri
 			if err != nil {
 				return fmt.Errorf("SASL %s: %w", mech, err)
 			}
-			r := stanza.New(nsSASL, "response").AppendText(b64(resp))
+			r := stanza.New(stanza.NSSASL, "response").AppendText(b64(resp))
 			if _, err := conn.Write(r.AppendXML(nil, "")); err != nil {
 				return fmt.Errorf("SASL: %w", err)
 			}
 		case el.Is(stanza.NSStream, "error"):
-			return fmt.Errorf("SASL: stream error %s from the server", streamErrCondition(el))
+			return fmt.Errorf("SASL: stream error %s from the server", wire.PeerStreamErrorFrom(el).Condition)
 		default:
 			return fmt.Errorf("SASL: unexpected <%s/> from the server", el.Name.Local)
 		}
@@ -275,13 +275,4 @@ func b64(b []byte) string {
 		return "="
 	}
 	return base64.StdEncoding.EncodeToString(b)
-}
-
-func streamErrCondition(el *stanza.Element) string {
-	for _, c := range el.Elements() {
-		if c.Name.Space == stanza.NSStreams && c.Name.Local != "text" {
-			return c.Name.Local
-		}
-	}
-	return "undefined-condition"
 }

@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -34,6 +35,10 @@ type Options struct {
 	KeepAlive      time.Duration // whitespace ping after this long without output
 	WriteTimeout   time.Duration // a write stuck this long closes the connection
 	QueueLen       int           // outgoing stanzas buffered before Send fails
+	// Tail, when set, records the plaintext input beneath the XML decoder,
+	// to recover the condition of a peer's stream error that mellium fails
+	// to parse (see PeerStreamError).
+	Tail *Tail
 }
 
 // Conn is one negotiated XMPP stream.
@@ -46,9 +51,14 @@ type Conn struct {
 	sent      atomic.Uint64 // stanzas accepted by Send
 	written   atomic.Uint64 // stanzas flushed to the transport, in order
 	closeOnce sync.Once
-	closing   chan *stanza.StreamError
-	done      chan struct{}
-	err       error // why the connection ended; written before done closes
+	closed    atomic.Bool // Close has been called
+	// overflowed is set when Send found the queue full: the peer is not
+	// reading, so Close gives up on the queue and on a stuck socket.
+	overflowed atomic.Bool
+	closeBy    atomic.Int64 // unix ns: no write may block past it; 0 before an abort
+	closing    chan *stanza.StreamError
+	done       chan struct{}
+	err        error // why the connection ended; written before done closes
 }
 
 // New wraps a negotiated session. meter must be the Meter that wraps the
@@ -86,9 +96,19 @@ func (c *Conn) Send(el *stanza.Element) bool {
 		c.sent.Add(1)
 		return true
 	default:
+		c.overflowed.Store(true)
 		return false
 	}
 }
+
+// abortWriteTimeout bounds the last write to a peer whose queue overflowed:
+// it gets the stream error if its socket takes it at once, and is cut off
+// otherwise.
+const abortWriteTimeout = 500 * time.Millisecond
+
+// Closing reports whether Close has been called (by us or because the
+// stream ended): a Send that fails now means the peer is gone, not slow.
+func (c *Conn) Closing() bool { return c.closed.Load() }
 
 // Sent is how many stanzas Send has accepted so far.
 func (c *Conn) Sent() uint64 { return c.sent.Load() }
@@ -100,9 +120,21 @@ func (c *Conn) Delivered() uint64 { return c.written.Load() }
 
 // Close ends the stream: queued stanzas are flushed, then the stream error
 // (if any) and </stream:stream> are written and the transport is closed.
-// It is safe to call more than once and from any goroutine.
+// After Send has failed for a full queue, the peer is not keeping up: the
+// queue is dropped instead (those stanzas never count as delivered), a
+// write stuck on its socket is cut short, and the stream error gets
+// abortWriteTimeout to go out. It is safe to call more than once and from
+// any goroutine.
 func (c *Conn) Close(se *stanza.StreamError) {
 	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		if c.overflowed.Load() {
+			by := time.Now().Add(abortWriteTimeout)
+			c.closeBy.Store(by.UnixNano())
+			// Interrupts a write that is blocked now; write() keeps later
+			// ones within the same bound.
+			_ = c.meter.SetWriteDeadline(by)
+		}
 		c.closing <- se
 	})
 }
@@ -135,6 +167,10 @@ func (c *Conn) writer() {
 		if c.opts.WriteTimeout > 0 {
 			c.meter.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 		}
+		// Checked after setting ours, so an abort racing with it wins.
+		if by := c.closeBy.Load(); by != 0 {
+			c.meter.SetWriteDeadline(time.Unix(0, by))
+		}
 		_, err = bw.Write(b)
 	}
 	flush := func() {
@@ -144,11 +180,16 @@ func (c *Conn) writer() {
 		lastWrite = time.Now()
 	}
 	finish := func(se *stanza.StreamError) {
-		// Flush what was queued before the close.
+		// Flush what was queued before the close, unless the peer
+		// overflowed its queue: then the stream error goes first.
 		n := uint64(0)
+		abort := c.closeBy.Load() != 0
 		for drained := false; !drained; {
 			select {
 			case el := <-c.out:
+				if abort {
+					continue
+				}
 				buf = el.AppendXML(buf[:0], stanza.NSClient)
 				write(buf)
 				n++
@@ -164,7 +205,11 @@ func (c *Conn) writer() {
 		if err == nil {
 			c.written.Add(n)
 		}
-		if tc, ok := conn.(interface{ CloseWrite() error }); ok {
+		if abort {
+			// TLS close_notify would wait up to 5 s more on the stuck
+			// socket: close the transport beneath it first.
+			_ = c.meter.Close()
+		} else if tc, ok := conn.(interface{ CloseWrite() error }); ok {
 			_ = tc.CloseWrite()
 		}
 		_ = conn.Close()
@@ -261,12 +306,64 @@ func (c *Conn) fail(err error) error {
 		return c.Err()
 	default:
 	}
+	if unparsedStreamError(err) {
+		pe := c.opts.Tail.StreamError()
+		if pe == nil {
+			pe = &PeerStreamError{Condition: "undefined-condition", Text: err.Error()}
+		}
+		err = pe
+	}
 	se := Classify(err)
 	c.Close(se)
 	if se == nil {
+		if droppedTransport(err) {
+			// Not an XML problem: the peer closed the TCP connection (or
+			// it broke) without ending the stream.
+			return fmt.Errorf("%w without </stream:stream>", ErrConnectionClosed)
+		}
 		return err
 	}
 	return se
+}
+
+// ErrConnectionClosed is why Read returns when the peer closed the
+// connection without closing its stream first.
+var ErrConnectionClosed = errors.New("the peer closed the connection")
+
+// droppedTransport reports an input that ended mid-stream, which the XML
+// decoder reports as a syntax error.
+func droppedTransport(err error) bool {
+	var synErr *xml.SyntaxError
+	if errors.As(err, &synErr) {
+		return synErr.Msg == "unexpected EOF"
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// PeerStreamError is a <stream:error/> the peer ended the stream with
+// (RFC 6120 §4.9.3).
+type PeerStreamError struct {
+	Condition string // the defined condition, e.g. "policy-violation"
+	Text      string // the optional human-readable <text/>
+}
+
+func (e *PeerStreamError) Error() string {
+	if e.Text != "" {
+		return "peer stream error: " + e.Condition + ": " + e.Text
+	}
+	return "peer stream error: " + e.Condition
+}
+
+// PeerStreamErrorFrom reads the condition and text of a <stream:error/>.
+func PeerStreamErrorFrom(el *stanza.Element) *PeerStreamError {
+	pe := &PeerStreamError{Condition: "undefined-condition", Text: el.ChildText(stanza.NSStreams, "text")}
+	for _, c := range el.Elements() {
+		if c.Name.Space == stanza.NSStreams && c.Name.Local != "text" {
+			pe.Condition = c.Name.Local
+			break
+		}
+	}
+	return pe
 }
 
 // Classify maps a read error to the stream error to send back, or nil when
@@ -276,10 +373,11 @@ func Classify(err error) *stanza.StreamError {
 	var synErr *xml.SyntaxError
 	var peer mstream.Error
 	var opErr *net.OpError
+	var peerErr *PeerStreamError
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF) && !errors.As(err, &synErr):
 		return nil
-	case errors.As(err, &peer):
+	case errors.As(err, &peer), errors.As(err, &peerErr), unparsedStreamError(err):
 		return nil
 	case errors.As(err, &synErr) && synErr.Msg == "unexpected EOF":
 		return nil // the peer dropped the transport without </stream:stream>
@@ -304,6 +402,14 @@ func Classify(err error) *stanza.StreamError {
 	default:
 		return &stanza.StreamError{Condition: "not-well-formed"}
 	}
+}
+
+// unparsedStreamError reports mellium failing to decode the peer's
+// <stream:error/>: its stream.Error.UnmarshalXML gives up on a child outside
+// the streams namespace, such as Prosody's <stanza-too-big
+// xmlns='urn:xmpp:errors'/>. The peer did end the stream with an error.
+func unparsedStreamError(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "(*stream.Error).UnmarshalXML did not consume entire <error> element")
 }
 
 func isTLSAlert(err error) bool {

@@ -35,6 +35,10 @@ func FuzzReadStanza(f *testing.F) {
 		`<message><body>tab	and CR&#xD;&#x1F600;</body></message></stream:stream>`,
 		`<active xmlns='urn:xmpp:csi:0'/>`,
 		`<message A0000=''><foo:bar A00000000='0'A000=''><A000/><![CDATA[]]></foo:bar></message>`,
+		// Inputs that grow when re-serialised for upstream.
+		`<message><body>>>>>>>>>]]></body></message>`,
+		"<message><x xmlns='urn:x' a='\n\n\n\t\t\t\"'/></message>",
+		`<message xmlns:p='urn:a-rather-long-namespace-name'><p:a/><p:a/><p:a p:q='1'/></message>`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -44,8 +48,15 @@ func FuzzReadStanza(f *testing.F) {
 		if d := time.Since(start); d > time.Second {
 			t.Fatalf("reading %d bytes took %v", len(body), d)
 		}
-		for _, el := range els {
+		for i, el := range els {
 			out := el.AppendXML(nil, stanza.NSClient)
+			if i < 4 {
+				// What a Conn's writer puts on the wire for el is exactly
+				// what the listener measures against the upstream limit.
+				if w := written(t, el); !bytes.Equal(w, out) {
+					t.Fatalf("the writer sent other bytes than AppendXML\nAppendXML: %s\nwriter:    %s", out, w)
+				}
+			}
 			back, err := stanza.Parse(string(out))
 			if err != nil {
 				t.Fatalf("serialised stanza does not parse: %v\ninput:  %q\noutput: %s", err, body, out)
@@ -55,6 +66,25 @@ func FuzzReadStanza(f *testing.F) {
 			}
 		}
 	})
+}
+
+// written returns the bytes a Conn's writer sends for el.
+func written(t *testing.T, el *stanza.Element) []byte {
+	mc := &memConn{r: strings.NewReader(fuzzHeader), capture: true}
+	meter := NewMeter(mc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sess, err := xmpp.NewSession(ctx, jid.MustParse("example.org"), jid.MustParse("alice@example.org"), meter, xmpp.Received, skipHeader)
+	if err != nil {
+		t.Fatalf("session over the fixed header: %v", err)
+	}
+	conn := New(sess, meter, Options{QueueLen: 1})
+	if !conn.Send(el) {
+		t.Fatal("Send on an empty queue failed")
+	}
+	conn.Close(nil)
+	<-conn.Done()
+	return bytes.TrimSuffix(mc.out.Bytes(), []byte("</stream:stream>"))
 }
 
 // readStream runs body through Conn.Read and returns the stanzas handled.
@@ -153,11 +183,14 @@ func attrsNoDecl(attrs []xml.Attr) []xml.Attr {
 	return out
 }
 
-// memConn is a net.Conn that reads a fixed input and discards writes.
+// memConn is a net.Conn that reads a fixed input and discards writes, or
+// keeps them in out when capture is set.
 type memConn struct {
-	r      io.Reader
-	mu     sync.Mutex
-	closed bool
+	r       io.Reader
+	mu      sync.Mutex
+	closed  bool
+	capture bool
+	out     bytes.Buffer
 }
 
 func (c *memConn) Read(p []byte) (int, error) {
@@ -170,7 +203,14 @@ func (c *memConn) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-func (c *memConn) Write(p []byte) (int, error) { return len(p), nil }
+func (c *memConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.capture {
+		c.out.Write(p)
+	}
+	return len(p), nil
+}
 func (c *memConn) Close() error {
 	c.mu.Lock()
 	c.closed = true

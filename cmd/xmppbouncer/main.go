@@ -98,6 +98,9 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 // serve wires the parts together and runs until ctx is done.
 func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	log := newLogger(cfg.Log.Level, logw)
+	for _, w := range cfg.Warnings {
+		log.Warn("config: " + w)
+	}
 	account, _ := jid.Parse(cfg.Upstream.JID)
 	dataDir := filepath.Dir(cfg.Storage.Path)
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
@@ -115,7 +118,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 		Logger:      log,
 		Archive:     db,
 		Version:     version,
-		OutboxLimit: cfg.Upstream.QueueLimit,
+		OutboxLimit: cfg.Upstream.OutboxLimit,
 		IQTimeout:   cfg.Upstream.IQTimeout.Duration,
 	})
 	upCfg, err := upstream.ConfigFrom(&cfg.Upstream)
@@ -162,6 +165,9 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintf(stdout, "%s is valid.\n", *cfgPath)
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stdout, "  warning: %s\n", w)
+	}
 	fmt.Fprintf(stdout, "  upstream: %s via %s (%s), resource %q\n", cfg.Upstream.JID, orDefault(cfg.Upstream.Address, "SRV lookup"), cfg.Upstream.TLS, cfg.Upstream.Resource)
 	fmt.Fprintf(stdout, "  local clients: STARTTLS on %s", cfg.Listen.Address)
 	if cfg.Listen.DirectTLSAddress != "" {

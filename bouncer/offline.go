@@ -1,0 +1,174 @@
+package bouncer
+
+import (
+	"context"
+	"time"
+
+	"xmppbouncer/sessions"
+	"xmppbouncer/sqlite"
+	"xmppbouncer/stanza"
+)
+
+// Offline storage (XEP-0160, as Prosody's mod_offline does it). Upstream
+// sees the bouncer's resource online and never stores anything offline for
+// the account, so the bouncer does: a message worth keeping that arrives
+// while no local client is available is committed to SQLite first, and the
+// next client to send initial presence gets all of them, in order, each
+// with a <delay/> from the server, exactly once. Later clients get none of
+// them (as with a server: they were delivered; MAM has them), so no client
+// ever gets one twice. Rows are deleted only once the connection delivered
+// them; a client that drops mid-way leaves the rest for the next one.
+
+// storeOffline keeps el for the next client and reports whether it took
+// it. Within a burst of upstream stanzas the writes are committed together
+// (group commit) before any other event is handled; otherwise at once.
+func (b *Bouncer) storeOffline(el *stanza.Element) bool {
+	return b.storeOfflineAs(el, true)
+}
+
+// storeOfflineQuiet is storeOffline for a message that may have reached a
+// client already (XEP-0198 unacknowledged at expiry): if the store cannot
+// take it, it is only logged, never bounced to its sender.
+func (b *Bouncer) storeOfflineQuiet(el *stanza.Element) bool {
+	return b.storeOfflineAs(el, false)
+}
+
+func (b *Bouncer) storeOfflineAs(el *stanza.Element, bounce bool) bool {
+	if b.opt.Archive == nil {
+		return false
+	}
+	stamp := time.Now().UTC()
+	stored := el.With("to", b.account)
+	if !hasDelayFrom(stored, b.domain) {
+		stored = stored.DeepCopy()
+		stored.Append(stanza.New(stanza.NSDelay, "delay", "from", b.domain, "stamp", stamp.Format(stampFormat)))
+	}
+	b.offlineBatch = append(b.offlineBatch, offlineIn{el: el, row: sqlite.Offline{Stamp: stamp, XML: stored.String()}, quiet: !bounce})
+	if !b.inBurst {
+		b.commitOffline()
+	}
+	return true
+}
+
+// offlineIn is a message on its way into the offline store.
+type offlineIn struct {
+	el    *stanza.Element
+	row   sqlite.Offline
+	quiet bool // never bounced (storeOfflineQuiet)
+}
+
+// commitOffline commits the offline messages taken so far. What the store
+// cannot take (it is full, or the disk fails) is refused with an error to
+// its sender (XEP-0160: a server may bounce what it cannot store), so
+// nothing is lost silently.
+func (b *Bouncer) commitOffline() {
+	batch := b.offlineBatch
+	b.offlineBatch = nil
+	if len(batch) == 0 {
+		return
+	}
+	rows := make([]sqlite.Offline, len(batch))
+	for i := range batch {
+		rows[i] = batch[i].row
+	}
+	ctx, cancel := b.dbCtx()
+	defer cancel()
+	n, err := b.opt.Archive.StoreOffline(ctx, rows, b.opt.Config.Offline.MaxMessages)
+	cond := "resource-constraint"
+	switch {
+	case err != nil:
+		n, cond = 0, "internal-server-error"
+		b.log.Error("offline store failed: messages refused with an error to their senders", "count", len(batch), "err", err)
+	case n < len(batch):
+		b.log.Warn("offline store full: messages refused with an error to their senders", "count", len(batch)-n, "max", b.opt.Config.Offline.MaxMessages)
+	}
+	for _, in := range batch[n:] {
+		if in.quiet {
+			b.log.Warn("unacknowledged message lost: the offline store did not take it", "from", in.el.From(), "condition", cond)
+			continue
+		}
+		b.sendUp(upstreamError(in.el, stanza.ErrWait, cond))
+	}
+	if n > 0 {
+		b.log.Debug("stored offline", "count", n)
+	}
+}
+
+// stampFormat is how the bouncer writes XEP-0082 timestamps.
+const stampFormat = "2006-01-02T15:04:05.000Z"
+
+func hasDelayFrom(el *stanza.Element, from string) bool {
+	for _, d := range el.ChildrenNamed(stanza.NSDelay, "delay") {
+		if d.Get("from") == from {
+			return true
+		}
+	}
+	return false
+}
+
+// feedOffline gives s, which just sent initial presence, the stored
+// offline messages, unless another client is already being given them.
+// They are read off the loop; whatever else s is sent meanwhile waits
+// behind them.
+func (b *Bouncer) feedOffline(s *sessions.Session) {
+	if b.opt.Archive == nil || b.dlv.offlineTo != 0 {
+		return
+	}
+	b.dlv.offlineTo = s.ID
+	h := b.reserve(s)
+	id, to := s.ID, s.JID.String()
+	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
+		rows, err := db.OfflineMessages(ctx)
+		if err != nil {
+			b.log.Error("reading offline messages; they stay stored", "err", err)
+		}
+		items := make([]outItem, 0, len(rows))
+		for _, o := range rows {
+			el, err := stanza.Parse(o.XML)
+			if err != nil {
+				b.log.Error("stored offline message unreadable; skipped", "seq", o.Seq, "err", err)
+				continue
+			}
+			items = append(items, outItem{el: el.With("to", to), offline: o.Seq})
+		}
+		return func() {
+			// Rows delivered earlier may still be on their way out of
+			// the database.
+			for len(items) > 0 && items[0].offline <= b.dlv.offlineDeleted {
+				items = items[1:]
+			}
+			if len(items) > 0 {
+				b.log.Info("delivering offline messages", "to", to, "count", len(items))
+			}
+			b.fill(id, h, items)
+		}
+	})
+}
+
+// deleteOffline deletes the offline messages up to seq, delivered in order.
+func (b *Bouncer) deleteOffline(seq int64) {
+	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
+		if err := db.DeleteOffline(ctx, seq); err != nil {
+			b.log.Error("deleting delivered offline messages", "err", err)
+		}
+		return nil
+	})
+}
+
+// pruneOffline deletes offline messages older than the configured
+// retention, loudly.
+func (b *Bouncer) pruneOffline() {
+	ret := b.opt.Config.Offline.RetentionPeriod
+	if b.opt.Archive == nil || ret <= 0 {
+		return
+	}
+	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
+		n, err := db.PruneOffline(ctx, time.Now().Add(-ret))
+		if err != nil {
+			b.log.Error("pruning offline messages", "err", err)
+		} else if n > 0 {
+			b.log.Warn("offline messages expired undelivered", "deleted", n, "retention", ret.String())
+		}
+		return nil
+	})
+}

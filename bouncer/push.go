@@ -1,0 +1,460 @@
+package bouncer
+
+// XEP-0357 push, done by the bouncer for its local clients.
+//
+// The server never pushes for the account, because the bouncer's upstream
+// resource never goes away. So the bouncer answers <enable/> and
+// <disable/> itself, keeps each client's registration (in SQLite, loaded
+// once at startup), and publishes a notification to the client's app
+// server through the upstream session when a message that would wake a
+// phone arrives while that client is hibernated or gone. The rules follow
+// Prosody's mod_cloud_notify unless a comment says otherwise.
+
+import (
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"mellium.im/xmpp/jid"
+
+	"xmppbouncer/sessions"
+	"xmppbouncer/sqlite"
+	"xmppbouncer/stanza"
+)
+
+// pushKind says why a message may wake a phone.
+type pushKind int
+
+const (
+	// pushDirect is a chat or normal message addressed to the account.
+	pushDirect pushKind = iota
+	// pushRoomPM is a private message from a room occupant (XEP-0045 §7.5).
+	pushRoomPM
+	// pushRoomMessage is a groupchat message in a room the account is in;
+	// only one that mentions the account's nick wakes a phone.
+	pushRoomMessage
+)
+
+const (
+	// defaultPushInterval is the least time between two notifications to
+	// one registration, unless [push] min_interval says otherwise.
+	defaultPushInterval = 10 * time.Second
+	// pushMaxErrors is how many errors in a row (other than type wait) an
+	// app server may answer before its registration is dropped; it is
+	// mod_cloud_notify's push_max_errors default.
+	pushMaxErrors = 16
+	// pushFormType is the FORM_TYPE of the notification summary (XEP-0357 §7).
+	pushFormType = "urn:xmpp:push:summary"
+)
+
+// pushState holds the registrations; it belongs to the loop.
+type pushState struct {
+	regs map[string]*pushReg // client resource → registration
+}
+
+// pushReg is one client's registration and what it has missed.
+type pushReg struct {
+	sqlite.PushRegistration
+	form *stanza.Element // the parsed publish-options form, nil if none
+
+	count   int       // messages since the client was last connected
+	sender  string    // last-message-sender
+	body    string    // last-message-body
+	pending bool      // a notification is due once the rate limit allows
+	last    time.Time // when the last notification went out
+	errors  int       // errors in a row from the app server (not type wait)
+}
+
+// awake forgets what the client missed: it is connected again.
+func (r *pushReg) awake() {
+	r.count, r.sender, r.body, r.pending = 0, "", "", false
+}
+
+func (b *Bouncer) pushRegistry() *pushState {
+	if b.pushes == nil {
+		b.pushes = &pushState{regs: map[string]*pushReg{}}
+	}
+	return b.pushes
+}
+
+func (b *Bouncer) pushInterval() time.Duration {
+	if d := b.opt.Config.Push.MinInterval.Duration; d > 0 {
+		return d
+	}
+	return defaultPushInterval
+}
+
+// pushStartup loads the stored registrations, once, when the loop starts.
+func (b *Bouncer) pushStartup() {
+	ps := b.pushRegistry()
+	if b.opt.Archive == nil {
+		return
+	}
+	ctx, cancel := b.dbCtx()
+	defer cancel()
+	regs, err := b.opt.Archive.PushRegistrations(ctx)
+	if err != nil {
+		b.log.Error("loading push registrations failed; push is off until they are enabled again", "err", err)
+		return
+	}
+	for _, r := range regs {
+		pr := &pushReg{PushRegistration: r}
+		if r.Form != "" {
+			form, err := stanza.Parse(r.Form)
+			if err != nil {
+				b.log.Warn("stored push publish-options unreadable; publishing without them", "resource", r.Resource, "err", err)
+			}
+			pr.form = form
+		}
+		ps.regs[r.Resource] = pr
+	}
+	if len(regs) > 0 {
+		b.log.Info("push registrations loaded", "count", len(regs))
+	}
+}
+
+// pushClientBound: a client that connects has seen what it missed.
+func (b *Bouncer) pushClientBound(s *sessions.Session) {
+	if r := b.pushRegistry().regs[s.JID.Resourcepart()]; r != nil {
+		r.awake()
+	}
+}
+
+// pushControl answers a client's <enable/> or <disable/> (XEP-0357 §5, §6)
+// addressed to its account or server. It reports whether it answered.
+func (b *Bouncer) pushControl(s *sessions.Session, t target, el, payload *stanza.Element) bool {
+	if payload == nil || payload.Name.Space != stanza.NSPush || el.Type() != "set" {
+		return false
+	}
+	if t.to != "" && t.to != b.account && t.to != b.domain {
+		return false
+	}
+	switch payload.Name.Local {
+	case "enable":
+		b.pushEnable(s, el, payload)
+	case "disable":
+		b.pushDisable(s, el, payload)
+	default:
+		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "expected <enable/> or <disable/>"))
+	}
+	return true
+}
+
+// pushService validates the jid attribute of <enable/> or <disable/>. On a
+// bad one it answers the client and returns "".
+func (b *Bouncer) pushService(s *sessions.Session, el, payload *stanza.Element) string {
+	raw := payload.Get("jid")
+	if raw == "" {
+		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "missing jid of the push service"))
+		return ""
+	}
+	j, err := jid.Parse(raw)
+	if err != nil {
+		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", "not a valid JID: "+raw))
+		return ""
+	}
+	return j.String()
+}
+
+func (b *Bouncer) pushEnable(s *sessions.Session, el, payload *stanza.Element) {
+	service := b.pushService(s, el, payload)
+	if service == "" {
+		return
+	}
+	if bare, _ := splitJID(service); bare == b.account {
+		// As mod_cloud_notify: the account cannot be its own app server.
+		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "the push service must not be the account itself"))
+		return
+	}
+	node := payload.Get("node")
+	if node == "" {
+		// XEP-0357 §5 says SHOULD; every app server we know of needs it.
+		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "missing node"))
+		return
+	}
+	r := &pushReg{PushRegistration: sqlite.PushRegistration{
+		Resource: s.JID.Resourcepart(), Service: service, Node: node, Created: time.Now().UTC(),
+	}}
+	if form := payload.Child(stanza.NSDataForm, "x"); form != nil {
+		r.form = form.DeepCopy()
+		r.Form = r.form.String()
+	}
+	if b.opt.Archive != nil {
+		ctx, cancel := b.dbCtx()
+		err := b.opt.Archive.SetPushRegistration(ctx, r.PushRegistration)
+		cancel()
+		if err != nil {
+			b.log.Error("storing push registration failed", "jid", s.JID.String(), "err", err)
+			b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "internal-server-error", "could not store the registration"))
+			return
+		}
+	}
+	ps := b.pushRegistry()
+	for _, o := range ps.regs {
+		// One device, one registration: a client that binds a new resource
+		// each time enables the same node again (mod_cloud_notify keys its
+		// registrations by jid and node the same way).
+		if o.Service == service && o.Node == node && o.Resource != r.Resource {
+			b.pushForget(o)
+		}
+	}
+	ps.regs[r.Resource] = r
+	b.log.Info("push enabled", "jid", s.JID.String(), "service", service)
+	b.sendTo(s, localResult(el, s, b.domain))
+}
+
+// pushDisable removes every registration of the account for the service
+// (and node, if given), whichever client made it (XEP-0357 §6).
+func (b *Bouncer) pushDisable(s *sessions.Session, el, payload *stanza.Element) {
+	service := b.pushService(s, el, payload)
+	if service == "" {
+		return
+	}
+	node := payload.Get("node")
+	for _, r := range b.pushRegistry().regs {
+		if r.Service == service && (node == "" || r.Node == node) {
+			if !b.pushForget(r) {
+				b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "internal-server-error", "could not remove the registration"))
+				return
+			}
+			b.log.Info("push disabled", "resource", r.Resource, "service", service, "by", s.JID.String())
+		}
+	}
+	b.sendTo(s, localResult(el, s, b.domain))
+}
+
+// pushForget drops r from memory and from SQLite; false if SQLite failed.
+func (b *Bouncer) pushForget(r *pushReg) bool {
+	if b.opt.Archive != nil {
+		ctx, cancel := b.dbCtx()
+		_, err := b.opt.Archive.DeletePushRegistration(ctx, r.Resource, r.Service, r.Node)
+		cancel()
+		if err != nil {
+			b.log.Error("removing push registration failed", "resource", r.Resource, "err", err)
+			return false
+		}
+	}
+	if ps := b.pushRegistry(); ps.regs[r.Resource] == r {
+		delete(ps.regs, r.Resource)
+	}
+	return true
+}
+
+// pushFor is the delivery path's entry point: el has arrived for the
+// account, and each client that is hibernated or gone and has push enabled
+// gets a notification if el would wake a phone (rate-limited per
+// registration).
+func (b *Bouncer) pushFor(el *stanza.Element, kind pushKind) {
+	if b.pushes == nil || len(b.pushes.regs) == 0 {
+		return
+	}
+	sender, room, ok := b.wakes(el, kind)
+	if !ok {
+		return
+	}
+	body := el.ChildText(stanza.NSClient, "body")
+	now := time.Now()
+	for res, r := range b.pushes.regs {
+		s := b.reg.ByResource(res)
+		if s != nil && !s.Hibernated {
+			r.awake() // connected and reachable: it gets el itself
+			continue
+		}
+		if s != nil && room != "" && b.reg.ClaimOf(room, s) == nil {
+			continue // hibernated, and el is not for it: it is not in the room
+		}
+		r.count++
+		r.sender, r.body, r.pending = sender, body, true
+		b.pushMaybeSend(r, now)
+	}
+}
+
+// wakes reports whether el would wake a phone, and with which sender
+// (XEP-0357 last-message-sender) and room (for room messages).
+func (b *Bouncer) wakes(el *stanza.Element, kind pushKind) (sender, room string, ok bool) {
+	if strings.TrimSpace(el.ChildText(stanza.NSClient, "body")) == "" {
+		return "", "", false // as mod_cloud_notify: no body, nothing to read
+	}
+	typ := el.Type()
+	fromBare, nick := splitJID(el.From())
+	switch kind {
+	case pushDirect:
+		if (typ != "chat" && typ != "normal" && typ != "") || fromBare == b.account {
+			return "", "", false
+		}
+		return fromBare, "", true
+	case pushRoomPM:
+		if (typ != "chat" && typ != "normal" && typ != "") || nick == "" {
+			return "", "", false
+		}
+		return el.From(), fromBare, true
+	case pushRoomMessage:
+		r := b.rooms[fromBare]
+		if typ != "groupchat" || r == nil || r.Nick == "" || nick == "" || nick == r.Nick || isSubject(el) {
+			return "", "", false
+		}
+		if !mentions(el.ChildText(stanza.NSClient, "body"), r.Nick) {
+			return "", "", false
+		}
+		return el.From(), fromBare, true
+	}
+	return "", "", false
+}
+
+// mentions reports whether body names nick as a word of its own, ignoring
+// case, the way mod_csi_muc_priorities and clients highlight a mention.
+func mentions(body, nick string) bool {
+	lb, ln := strings.ToLower(body), strings.ToLower(nick)
+	if ln == "" {
+		return false
+	}
+	for i := 0; i <= len(lb)-len(ln); {
+		j := strings.Index(lb[i:], ln)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(ln)
+		before, _ := utf8.DecodeLastRuneInString(lb[:start])
+		after, _ := utf8.DecodeRuneInString(lb[end:])
+		if (start == 0 || !isWordRune(before)) && (end == len(lb) || !isWordRune(after)) {
+			return true
+		}
+		_, w := utf8.DecodeRuneInString(lb[start:])
+		i = start + w
+	}
+	return false
+}
+
+func isWordRune(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_' }
+
+// pushTick runs with the IQ sweep: it sends the trailing notification of
+// each registration whose rate-limit window has ended, and notices clients
+// that came back (a resumed XEP-0198 session binds nothing new).
+func (b *Bouncer) pushTick(now time.Time) {
+	if b.pushes == nil {
+		return
+	}
+	for res, r := range b.pushes.regs {
+		if s := b.reg.ByResource(res); s != nil && !s.Hibernated {
+			r.awake()
+			continue
+		}
+		b.pushMaybeSend(r, now)
+	}
+}
+
+// pushMaybeSend publishes r's pending notification unless one went out
+// less than the rate-limit interval ago; pushTick sends it later then.
+func (b *Bouncer) pushMaybeSend(r *pushReg, now time.Time) {
+	if !r.pending || (!r.last.IsZero() && now.Sub(r.last) < b.pushInterval()) {
+		return
+	}
+	if !b.sendInternal(b.pushPublish(r), func(ans *stanza.Element) { b.pushAnswer(r, ans) }) {
+		return // upstream is down: still pending, tried again on a later tick
+	}
+	r.pending = false
+	r.last = now
+}
+
+// pushPublish builds the notification (XEP-0357 §7): the summary form, and
+// the client's publish-options, which carry the app server's secret.
+func (b *Bouncer) pushPublish(r *pushReg) *stanza.Element {
+	field := func(name, value string) *stanza.Element {
+		return stanza.New(stanza.NSDataForm, "field", "var", name).
+			Append(stanza.New(stanza.NSDataForm, "value").AppendText(value))
+	}
+	form := stanza.New(stanza.NSDataForm, "x", "type", "submit")
+	form.Append(stanza.New(stanza.NSDataForm, "field", "var", "FORM_TYPE", "type", "hidden").
+		Append(stanza.New(stanza.NSDataForm, "value").AppendText(pushFormType)))
+	form.Append(field("message-count", strconv.Itoa(r.count)))
+	if r.sender != "" {
+		form.Append(field("last-message-sender", r.sender))
+	}
+	if r.body != "" && b.opt.Config.Push.IncludeBody {
+		form.Append(field("last-message-body", r.body))
+	}
+	item := stanza.New(stanza.NSPubSub, "item").Append(stanza.New(stanza.NSPush, "notification").Append(form))
+	pubsub := stanza.New(stanza.NSPubSub, "pubsub").Append(stanza.New(stanza.NSPubSub, "publish", "node", r.Node).Append(item))
+	if r.form != nil {
+		pubsub.Append(stanza.New(stanza.NSPubSub, "publish-options").Append(r.form))
+	}
+	return stanza.New(stanza.NSClient, "iq", "type", "set", "to", r.Service).Append(pubsub)
+}
+
+// pushGone lists the app server errors that mean the registration no
+// longer exists there, so it is dropped at once. p2 answers item-not-found
+// for an unknown node or device and forbidden for a wrong secret (or a
+// publisher that is not a bare JID); mod_push_appserver answers
+// item-not-found for an unknown node or secret. Any other error type but
+// wait counts towards pushMaxErrors, as in mod_cloud_notify.
+var pushGone = map[string]bool{"item-not-found": true, "forbidden": true, "not-authorized": true}
+
+// pushAnswer handles the app server's answer to a notification.
+func (b *Bouncer) pushAnswer(r *pushReg, ans *stanza.Element) {
+	if b.pushRegistry().regs[r.Resource] != r {
+		return // disabled or replaced meanwhile
+	}
+	if ans.Type() == "result" {
+		r.errors = 0
+		return
+	}
+	e := ans.Child(stanza.NSClient, "error")
+	if e == nil {
+		// The upstream session ended before an answer: send it again.
+		r.pending = true
+		return
+	}
+	if from := normJID(ans.From()); from != "" && from != r.Service {
+		b.log.Debug("push error from an unexpected sender ignored", "from", from, "service", r.Service)
+		return
+	}
+	cond := stanza.ErrorCondition(ans)
+	switch {
+	case pushGone[cond]:
+	case e.Get("type") == stanza.ErrWait:
+		// As mod_cloud_notify: a temporary condition never counts.
+		return
+	default:
+		r.errors++
+		if r.errors < pushMaxErrors {
+			b.log.Info("push app server answered an error", "resource", r.Resource, "service", r.Service, "condition", cond, "in_a_row", r.errors)
+			return
+		}
+	}
+	if !b.pushForget(r) {
+		return
+	}
+	args := []any{"resource", r.Resource, "service", r.Service, "condition", cond}
+	if cond == "forbidden" {
+		// p2 (Conversations) refuses every publish whose sender is not a
+		// bare JID, and the bouncer can only publish from its full JID.
+		args = append(args, "hint", "this app server may accept notifications only from a server's bare JID; see README, Push notifications")
+	}
+	b.log.Warn("push registration dropped: the app server refused a notification", args...)
+}
+
+// pushDisco completes a disco#info answer from the account (bare JID) or
+// its server: the bouncer does push, so urn:xmpp:push:0 is there whatever
+// upstream says (XEP-0357 §4). Answers from anyone else pass unchanged.
+func (b *Bouncer) pushDisco(to string, el *stanza.Element) *stanza.Element {
+	if to = normJID(to); to != "" && to != b.account && to != b.domain {
+		return el
+	}
+	if el.Type() != "result" {
+		return el
+	}
+	q := el.Child(stanza.NSDiscoInfo, "query")
+	if q == nil || q.Get("node") != "" {
+		return el
+	}
+	for _, f := range q.ChildrenNamed(stanza.NSDiscoInfo, "feature") {
+		if f.Get("var") == stanza.NSPush {
+			return el
+		}
+	}
+	nq := q.ShallowCopy()
+	nq.Children = append(append([]stanza.Node(nil), q.Children...), stanza.Node{El: stanza.New(stanza.NSDiscoInfo, "feature", "var", stanza.NSPush)})
+	return el.Replace(q, nq)
+}

@@ -1,0 +1,83 @@
+package bouncer
+
+import (
+	"runtime/debug"
+	"sync/atomic"
+
+	"xmppbouncer/stanza"
+)
+
+// Recoveries is how many events the loop dropped because handling them
+// panicked. Safe to call from any goroutine.
+func (b *Bouncer) Recoveries() uint64 { return b.recovered.Load() }
+
+// safely runs handle for ev, recovering as recoverEvent does; Run uses it
+// around a whole burst, whose events handle also guards one by one.
+func (b *Bouncer) safely(ev event, handle func(event)) {
+	defer func() {
+		if r := recover(); r != nil {
+			b.reportPanic(ev, r)
+			// A burst cut short must not leave its rows for the next one.
+			clear(b.prearchived)
+		}
+	}()
+	handle(ev)
+}
+
+// recoverEvent, deferred, turns a panic while handling ev into a log line
+// and a dropped event, so one bad stanza cannot take every client down.
+func (b *Bouncer) recoverEvent(ev event) {
+	if r := recover(); r != nil {
+		b.reportPanic(ev, r)
+	}
+}
+
+func (b *Bouncer) reportPanic(ev event, r any) {
+	n := b.recovered.Add(1)
+	attrs := []any{"panic", r, "event", eventKind(ev), "recoveries", n}
+	switch ev := ev.(type) {
+	case clientStanza:
+		attrs = append(attrs, "session", ev.id, "stanza", stanzaKind(ev.el))
+		if s := b.reg.ByID(ev.id); s != nil {
+			attrs = append(attrs, "jid", s.JID.String())
+		}
+	case upStanza:
+		attrs = append(attrs, "stanza", stanzaKind(ev.el), "from", ev.el.From())
+	case clientBound:
+		attrs = append(attrs, "session", ev.id)
+	case clientClosed:
+		attrs = append(attrs, "session", ev.id)
+	}
+	attrs = append(attrs, "stack", string(debug.Stack()))
+	b.log.Error("bouncer: event handler panicked; event dropped", attrs...)
+}
+
+// recoveredCounter is embedded in Bouncer.
+type recoveredCounter = atomic.Uint64
+
+func eventKind(ev event) string {
+	switch ev.(type) {
+	case upOnline:
+		return "upstream-online"
+	case upStanza:
+		return "upstream-stanza"
+	case upOffline:
+		return "upstream-offline"
+	case clientBound:
+		return "client-bound"
+	case clientStanza:
+		return "client-stanza"
+	case clientClosed:
+		return "client-closed"
+	case funcEvent:
+		return "func"
+	}
+	return "unknown"
+}
+
+func stanzaKind(el *stanza.Element) string {
+	if el == nil {
+		return ""
+	}
+	return el.Kind() + "/" + el.Type()
+}
