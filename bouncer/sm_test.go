@@ -1,6 +1,7 @@
 package bouncer
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"xmppbouncer/sessions"
+	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
 )
 
@@ -191,30 +193,66 @@ func TestSMResume(t *testing.T) {
 }
 
 // TestSMResumeFailed: an expired or unknown previd gets item-not-found, and
-// the client can then bind normally on the same stream.
+// the client can then bind normally on the same stream. Binding the same
+// resource, a plain room join catches up through the room cursor, which
+// only acknowledged stanzas moved: what the client never acked and what
+// came while it was gone arrive once, nothing it had acked comes again.
 func TestSMResumeFailed(t *testing.T) {
 	e := newEnv(t, nil, func(c *configT) { c.Limits.ResumeTimeout.Duration = time.Second })
+	room := "failed@" + e.srv.MUC
+	bob := e.bobInRoom(room)
 	c := e.dialSM(t)
 	c.bind("phone")
 	id := c.enable()
+	c.received() // the bind result, before <enable/>
 	c.write(`<presence/>`)
+	c.write(`<presence to='` + room + `/alice'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>`)
+	c.expect("room subject", func(el *stanza.Element) bool { return fromRoom(room)(el) && isSubject(el) })
+	bob.Send(t, `<message to='`+room+`' type='groupchat' id='k1'><body>acked 1</body></message>`)
+	bob.Send(t, `<message to='`+room+`' type='groupchat' id='k2'><body>acked 2</body></message>`)
+	c.expect("acked 2", hasBody("acked 2"))
+	n := len(c.received())
+	c.write(fmt.Sprintf(`<a xmlns='urn:xmpp:sm:3' h='%d'/>`, n))
+	e.waitFor("all acked", func() bool { s, d, _, _ := e.counters("phone"); return s == d })
+	bob.Send(t, `<message to='`+room+`' type='groupchat' id='u1'><body>unacked 1</body></message>`)
+	c.expect("unacked 1", hasBody("unacked 1"))
 	c.write(`<r xmlns='urn:xmpp:sm:3'/>`)
 	c.expect("a", isSM("a"))
 	c.drop()
 	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	bob.Send(t, `<message to='`+room+`' type='groupchat' id='w1'><body>away 1</body></message>`)
 	e.waitFor("expiry", func() bool { return e.session("phone") == nil })
+	bob.Send(t, `<message to='`+room+`' type='groupchat' id='w2'><body>gone 1</body></message>`)
+	e.waitFor("archived", func() bool {
+		p, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 100)
+		return err == nil && len(p) == 5
+	})
 
 	c2 := e.dialSM(t)
 	c2.write(`<resume xmlns='urn:xmpp:sm:3' previd='` + id + `' h='0'/>`)
 	f := c2.expect("failed", isSM("failed"))
-	if f.Child(stanza.NSStanzas, "item-not-found") == nil || f.Get("h") != "1" {
-		t.Fatalf("expired previd: %s (want item-not-found, h=1)", f)
+	if f.Child(stanza.NSStanzas, "item-not-found") == nil || f.Get("h") != "2" {
+		t.Fatalf("expired previd: %s (want item-not-found, h=2: presence and join)", f)
 	}
 	if j := c2.bind("phone"); !strings.HasSuffix(j, "/phone") {
 		t.Fatalf("bound %s", j)
 	}
 	c2.write(`<iq type='get' id='v1' to='` + e.srv.Domain + `'><ping xmlns='urn:xmpp:ping'/></iq>`)
 	c2.expect("ping result", iqID("v1"))
+	c2.received()
+	c2.write(`<presence/>`)
+	c2.write(`<presence to='` + room + `/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>`)
+	c2.expect("room subject after the catch-up", func(el *stanza.Element) bool { return fromRoom(room)(el) && isSubject(el) })
+	time.Sleep(200 * time.Millisecond)
+	var got []string
+	for _, el := range c2.received() {
+		if b := el.Child(stanza.NSClient, "body"); b != nil && el.Kind() == "message" && fromRoom(room)(el) {
+			got = append(got, b.Text())
+		}
+	}
+	if want := []string{"unacked 1", "away 1", "gone 1"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("catch-up after a failed resume:\n got %q\nwant %q", got, want)
+	}
 
 	c3 := e.dialSM(t)
 	c3.write(`<resume xmlns='urn:xmpp:sm:3' previd='no-such-session' h='0'/>`)
@@ -225,7 +263,9 @@ func TestSMResumeFailed(t *testing.T) {
 }
 
 // TestSMExpiryReroutes: a hibernated session that expires with a chat
-// still unacked hands it to the account's other clients.
+// still unacked hands it to the account's other clients when only it got
+// the chat (a room's private message), and does not send them a second
+// copy of what reached them too (a chat to the bare JID).
 func TestSMExpiryReroutes(t *testing.T) {
 	e := newEnv(t, nil, func(c *configT) { c.Limits.ResumeTimeout.Duration = 2 * time.Second })
 	room := "lounge@" + e.srv.MUC
@@ -243,10 +283,62 @@ func TestSMExpiryReroutes(t *testing.T) {
 	// A MUC PM goes to the room's claimants only: the phone.
 	bob.Send(t, `<message to='`+room+`/alice' type='chat' id='pm1'><body>private</body></message>`)
 	bob.Send(t, `<message to='`+room+`' type='groupchat' id='g1'><body>public</body></message>`)
+	// A chat to the bare JID goes to both; the phone's copy stays unacked.
+	bob.Send(t, `<message to='`+e.cfg.Upstream.JID+`' type='chat' id='d1'><body>direct</body></message>`)
+	laptop.Expect(t, "its own copy of the chat", hasBody("direct"))
 	laptop.ExpectNone(t, time.Second, hasBody("private"))
 	laptop.Expect(t, "the unacked PM after expiry", hasBody("private"))
 	laptop.ExpectNone(t, 300*time.Millisecond, hasBody("private"))
 	laptop.ExpectNone(t, 0, hasBody("public"))
+	laptop.ExpectNone(t, 0, hasBody("direct"))
+	if n := e.offlineCount(); n != 0 {
+		t.Fatalf("offline store holds %d messages, want 0: another client was available", n)
+	}
+}
+
+// TestSMExpiryStoresOffline: with no other client, a hibernated session
+// that expires with a chat unacked puts it in the offline store, never
+// bouncing it; the next client to send presence gets it, once. Unacked
+// groupchat is not stored: it stays behind the room cursor.
+func TestSMExpiryStoresOffline(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) { c.Limits.ResumeTimeout.Duration = 2 * time.Second })
+	room := "alone@" + e.srv.MUC
+	bob := e.bobInRoom(room)
+
+	c := e.dialSM(t)
+	c.bind("phone")
+	c.enable()
+	c.write(`<presence/>`)
+	c.write(`<presence to='` + room + `/alice'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>`)
+	c.expect("room subject", func(el *stanza.Element) bool { return fromRoom(room)(el) && isSubject(el) })
+	bob.Send(t, `<message to='`+e.cfg.Upstream.JID+`' type='chat' id='o1'><body>keep me</body></message>`)
+	bob.Send(t, `<message to='`+e.cfg.Upstream.JID+`' type='chat' id='o2'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>`)
+	bob.Send(t, `<message to='`+room+`' type='groupchat' id='og'><body>room talk</body></message>`)
+	c.expect("keep me", hasBody("keep me"))
+	c.expect("room talk", hasBody("room talk"))
+	c.drop() // nothing acked
+	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	if n := e.offlineCount(); n != 0 {
+		t.Fatalf("offline store holds %d messages while the session hibernates", n)
+	}
+	e.waitFor("expiry", func() bool { return e.session("phone") == nil })
+	e.waitFor("the unacked chat stored offline", func() bool { return e.offlineCount() == 1 })
+	bob.ExpectNone(t, 300*time.Millisecond, func(el *stanza.Element) bool { return el.Kind() == "message" && el.Type() == "error" })
+
+	// A client that binds but sends no presence gets nothing yet.
+	tablet := e.client("tablet")
+	tablet.ExpectNone(t, 300*time.Millisecond, hasBody("keep me"))
+	tablet.Send(t, `<presence/>`)
+	m := tablet.Expect(t, "the stored chat", hasBody("keep me"))
+	if m.Child(stanza.NSDelay, "delay") == nil {
+		t.Fatalf("offline message without delay: %s", m)
+	}
+	tablet.ExpectNone(t, 300*time.Millisecond, hasBody("keep me"))
+	tablet.ExpectNone(t, 0, hasBody("room talk"))
+	e.waitFor("offline store emptied", func() bool { return e.offlineCount() == 0 })
+	// Later clients get none of it.
+	laptop := e.availableClient("laptop")
+	laptop.ExpectNone(t, 300*time.Millisecond, hasBody("keep me"))
 }
 
 // TestSMQueueBound: a hibernated session past resume_queue ends.
