@@ -2,7 +2,10 @@ package bouncer
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -357,4 +360,74 @@ func TestSMQueueBound(t *testing.T) {
 		bob.Send(t, `<message to='`+e.cfg.Upstream.JID+`' type='chat' id='q`+strconv.Itoa(i)+`'><body>n</body></message>`)
 	}
 	e.waitFor("session ended past resume_queue", func() bool { return e.session("phone") == nil })
+}
+
+// TestSMResumedConnectionHardening: the hardening of the listener holds on
+// a resumed connection too. A stanza too large once serialised is refused
+// with an error and still counts for h; the resumed connection holds one
+// of its address's slots; a hibernated session that is closed (as a
+// client too slow for its queue is) ends rather than waits.
+func TestSMResumedConnectionHardening(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) {
+		c.Limits.MaxStanzaBytes = 16 << 10
+		c.Limits.MaxConnectionsPerAddress = 1
+	})
+	c := e.dialSM(t)
+	c.bind("phone")
+	id := c.enable()
+	c.write(`<presence/>`)
+	c.write(`<r xmlns='urn:xmpp:sm:3'/>`)
+	c.expect("a", isSM("a"))
+	c.drop()
+	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	// The dropped connection's slot is released just after it hibernates.
+	time.Sleep(100 * time.Millisecond)
+
+	c2 := e.dialSM(t)
+	c2.write(fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id, 1))
+	c2.expect("resumed", isSM("resumed"))
+	e.waitFor("resumed", func() bool { _, _, h, ok := e.counters("phone"); return ok && !h })
+	// Under 16 KB as sent, over it once each '>' becomes "&gt;".
+	c2.write(`<message to='bob@` + e.srv.Domain + `' type='chat' id='big'><body>` + strings.Repeat(">", 8<<10) + `</body></message>`)
+	got := c2.expect("error for the oversized stanza", func(el *stanza.Element) bool { return el.Kind() == "message" && el.ID() == "big" })
+	if got.Type() != "error" || stanza.ErrorCondition(got) != "policy-violation" {
+		t.Fatalf("oversized stanza on a resumed connection: %s", got)
+	}
+	c2.write(`<r xmlns='urn:xmpp:sm:3'/>`)
+	if a := c2.expect("a", isSM("a")); a.Get("h") != "2" {
+		t.Fatalf("h after the refused stanza: %s (want 2: presence and the refused message)", a)
+	}
+	if !e.online() {
+		t.Fatal("upstream went offline")
+	}
+
+	// The resumed connection holds the address's only slot.
+	raw, err := net.Dial("tcp", e.lsrv.DirectTLSAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
+	tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
+	b, _ := io.ReadAll(tc)
+	raw.Close()
+	if !strings.Contains(string(b), "policy-violation") {
+		t.Fatalf("second connection from the address got %q, want policy-violation", b)
+	}
+
+	// Closing a hibernated session ends it at once, with its unacked
+	// stanzas handed back.
+	c2.drop()
+	e.waitFor("hibernation again", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	s := e.session("phone")
+	if cl, ok := s.Conn.(interface{ Closing() bool }); !ok || cl.Closing() {
+		t.Fatalf("a hibernated session is not closing (Closing: %v)", ok)
+	}
+	e.b.Do(func() { e.b.tooSlow(s, "test") })
+	e.waitFor("session ended", func() bool { return e.session("phone") == nil })
+	time.Sleep(100 * time.Millisecond)
+	c3 := e.dialSM(t)
+	c3.write(fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id, 1))
+	if f := c3.expect("failed", isSM("failed")); f.Child(stanza.NSStanzas, "item-not-found") == nil {
+		t.Fatalf("resume after close: %s", f)
+	}
 }
