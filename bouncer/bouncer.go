@@ -79,6 +79,8 @@ type Bouncer struct {
 	stopped     chan struct{} // closed when Run returns
 	lastPrune   time.Time
 	pushes      *pushState // XEP-0357 registrations (push.go), nil until loaded
+	// XEP-0352: what each inactive client has held back (csi.go)
+	csi map[uint64]*csiHeld
 
 	recovered recoveredCounter // events dropped after a panic (recover.go)
 	admin     *adminState      // XEP-0050 commands and counters (admin*.go)
@@ -189,7 +191,9 @@ func (b *Bouncer) handle(ev event) {
 			b.handleClient(s, ev.el)
 		}
 	case clientClosed:
-		b.clientClosed(ev.id, ev.err)
+		b.clientClosed(ev.id, ev.err, ev.unacked)
+	case clientHibernation:
+		b.clientHibernation(ev)
 	case funcEvent:
 		ev.f()
 	}

@@ -45,6 +45,7 @@ type mark struct {
 	room    string
 	seq     int64
 	offline int64
+	el      *stanza.Element // with offline: the stanza sent (see unackedOffline)
 }
 
 // clientOut is the delivery state of one session; it ends with the session.
@@ -71,6 +72,10 @@ type delivery struct {
 	offlineTo      uint64
 	offlineDeleted int64 // highest offline seq deleted or being deleted
 	pumpArmed      bool
+	// unackedOffline holds, per ended session until its Closed arrives,
+	// the offline-store stanzas it was sent but never confirmed: they stay
+	// stored for the next client, so XEP-0198 re-routing skips them.
+	unackedOffline map[uint64]map[*stanza.Element]bool
 }
 
 func newDelivery() *delivery {
@@ -123,7 +128,9 @@ func (b *Bouncer) backlogLimit() int {
 	return max(b.opt.Config.Offline.MaxMessages, h.ReplayMax, h.DefaultReplay) + 2*b.opt.Config.Limits.QueueLen
 }
 
-// write hands one stanza to the connection and records its mark.
+// write hands one stanza to the connection and records its mark, unless
+// XEP-0352 holds it back for an inactive client (csi.go): a held stanza
+// gets no mark, and goes out through writeNow when the hold is flushed.
 func (b *Bouncer) write(s *sessions.Session, it outItem) bool {
 	if co := b.dlv.clients[s.ID]; co != nil && co.cut {
 		return false
@@ -131,19 +138,28 @@ func (b *Bouncer) write(s *sessions.Session, it outItem) bool {
 	if b.csiHold(s, it.el) {
 		return true
 	}
+	return b.writeNow(s, it)
+}
+
+// writeNow is write without the CSI hold.
+func (b *Bouncer) writeNow(s *sessions.Session, it outItem) bool {
+	if co := b.dlv.clients[s.ID]; co != nil && co.cut {
+		return false
+	}
 	if !s.Conn.Send(it.el) {
 		b.tooSlow(s, "output queue overflow")
 		return false
 	}
 	if it.seq != 0 || it.offline != 0 {
 		co := b.out(s)
-		co.marks = append(co.marks, mark{at: s.Conn.Sent(), room: it.room, seq: it.seq, offline: it.offline})
+		m := mark{at: s.Conn.Sent(), room: it.room, seq: it.seq, offline: it.offline}
+		if it.offline != 0 {
+			m.el = it.el
+		}
+		co.marks = append(co.marks, m)
 	}
 	return true
 }
-
-// csiHold is where XEP-0352 filtering plugs in; nothing is held yet.
-func (b *Bouncer) csiHold(*sessions.Session, *stanza.Element) bool { return false }
 
 // tooSlow disconnects a client that cannot keep up, so it never holds up
 // the others. What it missed stays behind its cursors.
@@ -200,8 +216,8 @@ func (b *Bouncer) pump(s *sessions.Session) {
 			co.backlog = append(it.hole.items, co.backlog[1:]...)
 			continue
 		}
-		if s.Conn.Sent()-s.Conn.Delivered() >= b.window() {
-			b.armPump()
+		if inConn(s) >= b.window() {
+			b.armPumpFor(s)
 			return
 		}
 		co.backlog = co.backlog[1:]
@@ -211,7 +227,27 @@ func (b *Bouncer) pump(s *sessions.Session) {
 	}
 	co.backlog = nil
 	if len(co.marks) > 0 {
-		b.armPump() // resolve the marks once delivered
+		b.armPumpFor(s) // resolve the marks once delivered
+	}
+}
+
+// inConn is how many stanzas sit in s's connection, not yet written to
+// its socket. A connection under XEP-0198 says so itself (Queued): its
+// Delivered waits for the client's acknowledgements, which would make
+// pacing wait on the client's round trips.
+func inConn(s *sessions.Session) uint64 {
+	if q, ok := s.Conn.(interface{ Queued() uint64 }); ok {
+		return q.Queued()
+	}
+	return s.Conn.Sent() - s.Conn.Delivered()
+}
+
+// armPumpFor schedules a pump for s, unless its XEP-0198 session is
+// hibernated: nothing drains or is acknowledged until it resumes, which
+// pumps again (sm.go), and the sweep resolves marks meanwhile.
+func (b *Bouncer) armPumpFor(s *sessions.Session) {
+	if !s.Hibernated {
+		b.armPump()
 	}
 }
 
@@ -264,6 +300,17 @@ func (b *Bouncer) resolve(s *sessions.Session, co *clientOut) {
 func (b *Bouncer) deliveryEnded(s *sessions.Session) {
 	if co := b.dlv.clients[s.ID]; co != nil {
 		b.resolve(s, co)
+		for _, m := range co.marks {
+			if m.el != nil {
+				if b.dlv.unackedOffline == nil {
+					b.dlv.unackedOffline = map[uint64]map[*stanza.Element]bool{}
+				}
+				if b.dlv.unackedOffline[s.ID] == nil {
+					b.dlv.unackedOffline[s.ID] = map[*stanza.Element]bool{}
+				}
+				b.dlv.unackedOffline[s.ID][m.el] = true
+			}
+		}
 		delete(b.dlv.clients, s.ID)
 	}
 	if b.dlv.offlineTo == s.ID {

@@ -25,8 +25,16 @@ type clientStanza struct {
 	el *stanza.Element
 }
 type clientClosed struct {
-	id  uint64
-	err error
+	id      uint64
+	err     error
+	unacked []*stanza.Element // XEP-0198: sent, never acknowledged
+}
+
+// clientHibernation says a client's XEP-0198 session may have hibernated
+// or resumed; the loop asks the client which.
+type clientHibernation struct {
+	id uint64
+	c  interface{ Hibernating() bool }
 }
 type funcEvent struct{ f func() }
 
@@ -69,5 +77,15 @@ func (h ClientHandler) Stanza(c *listener.Client, el *stanza.Element) {
 
 // Closed implements listener.Handler.
 func (h ClientHandler) Closed(c *listener.Client, err error) {
-	h.b.events <- clientClosed{id: c.ID, err: err}
+	h.b.events <- clientClosed{id: c.ID, err: err, unacked: c.Unacked()}
+}
+
+// Hibernated implements listener.ResumeHandler.
+func (h ClientHandler) Hibernated(c *listener.Client) {
+	h.b.events <- clientHibernation{id: c.ID, c: c}
+}
+
+// Resumed implements listener.ResumeHandler.
+func (h ClientHandler) Resumed(c *listener.Client) {
+	h.b.events <- clientHibernation{id: c.ID, c: c}
 }

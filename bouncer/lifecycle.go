@@ -27,17 +27,29 @@ func (b *Bouncer) clientBound(ev clientBound) {
 // clientClosed forgets a session whose stream ended. Disconnecting is not
 // leaving: its room claims end (with the session), but the account's
 // occupancy stays, and a client coming back resyncs by joining.
-func (b *Bouncer) clientClosed(id uint64, err error) {
+func (b *Bouncer) clientClosed(id uint64, err error, unacked []*stanza.Element) {
 	s := b.reg.ByID(id)
 	if s == nil {
-		return // already replaced
+		// Replaced; its successor may take them.
+		b.rerouteUnacked(nil, unacked, b.takeUnackedOffline(id))
+		return
 	}
 	b.sessionEnded(s)
-	b.log.Info("client offline", "jid", s.JID.String(), "reason", errString(err), "clients", b.reg.Len())
+	b.log.Info("client offline", "jid", s.JID.String(), "reason", errString(err), "clients", b.reg.Len(), "unacked", len(unacked))
+	b.rerouteUnacked(s, unacked, b.takeUnackedOffline(id))
+}
+
+// takeUnackedOffline returns and forgets what deliveryEnded kept for the
+// session id.
+func (b *Bouncer) takeUnackedOffline(id uint64) map[*stanza.Element]bool {
+	m := b.dlv.unackedOffline[id]
+	delete(b.dlv.unackedOffline, id)
+	return m
 }
 
 func (b *Bouncer) sessionEnded(s *sessions.Session) {
 	wasAvailable := s.Available()
+	delete(b.csi, s.ID)
 	b.clientGone(s)
 	b.deliveryEnded(s)
 	b.clientQueries.sessionEnded(s.ID)

@@ -25,6 +25,17 @@ import (
 // with an error to its sender (XEP-0160: a server may bounce what it
 // cannot store), so nothing is lost silently.
 func (b *Bouncer) storeOffline(el *stanza.Element) bool {
+	return b.storeOfflineAs(el, true)
+}
+
+// storeOfflineQuiet is storeOffline for a message that may have reached a
+// client already (XEP-0198 unacknowledged at expiry): if the store cannot
+// take it, it is only logged, never bounced to its sender.
+func (b *Bouncer) storeOfflineQuiet(el *stanza.Element) bool {
+	return b.storeOfflineAs(el, false)
+}
+
+func (b *Bouncer) storeOfflineAs(el *stanza.Element, bounce bool) bool {
 	if b.arch == nil {
 		return false
 	}
@@ -35,12 +46,15 @@ func (b *Bouncer) storeOffline(el *stanza.Element) bool {
 		stored.Append(stanza.New(stanza.NSDelay, "delay", "from", b.domain, "stamp", stamp.Format(stampFormat)))
 	}
 	b.arch.storeOffline(&sqlite.Offline{Stamp: stamp, XML: stored.String()}, func(ok bool) {
-		if ok {
+		switch {
+		case ok:
 			b.log.Debug("stored offline", "from", el.From())
-			return
+		case !bounce:
+			b.log.Warn("unacknowledged message lost: the offline store is full", "from", el.From(), "max", b.opt.Config.Offline.MaxMessages)
+		default:
+			b.log.Warn("offline store full: message refused with an error to its sender", "from", el.From(), "max", b.opt.Config.Offline.MaxMessages)
+			b.sendUp(upstreamError(el, stanza.ErrWait, "resource-constraint"))
 		}
-		b.log.Warn("offline store full: message refused with an error to its sender", "from", el.From(), "max", b.opt.Config.Offline.MaxMessages)
-		b.sendUp(upstreamError(el, stanza.ErrWait, "resource-constraint"))
 	})
 	return true
 }

@@ -19,6 +19,9 @@ func (b *Bouncer) handleClient(s *sessions.Session, el *stanza.Element) {
 			// XEP-0352: CSI is per client and never forwarded upstream,
 			// which stays "active" on behalf of the account.
 			s.Inactive = el.Name.Local == "inactive"
+			if !s.Inactive {
+				b.csiFlush(s)
+			}
 			return
 		}
 		s.Conn.Close(&stanza.StreamError{Condition: "unsupported-stanza-type", Text: "<" + el.Name.Local + "/> is not a stanza"})

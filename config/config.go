@@ -128,6 +128,11 @@ type Limits struct {
 	PreAuthTimeout               Duration `toml:"preauth_timeout"`
 	QueueLen                     int      `toml:"queue_len"`
 	AuthFailDelay                Duration `toml:"auth_fail_delay"`
+	// XEP-0198 stream management of local clients.
+	AckAfter      int      `toml:"ack_after"`      // <r/> after this many unacked stanzas
+	AckDelay      Duration `toml:"ack_delay"`      // or this long after unacked output
+	ResumeTimeout Duration `toml:"resume_timeout"` // a hibernated session waits this long
+	ResumeQueue   int      `toml:"resume_queue"`   // unacked stanzas kept per session
 }
 
 // Log configures logging.
@@ -301,6 +306,18 @@ func (c *Config) Defaults() {
 	if l.AuthFailDelay.Duration == 0 {
 		l.AuthFailDelay.Duration = time.Second
 	}
+	if l.AckAfter == 0 {
+		l.AckAfter = 10
+	}
+	if l.AckDelay.Duration == 0 {
+		l.AckDelay.Duration = 5 * time.Second
+	}
+	if l.ResumeTimeout.Duration == 0 {
+		l.ResumeTimeout.Duration = 24 * time.Hour
+	}
+	if l.ResumeQueue == 0 {
+		l.ResumeQueue = 10000
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -424,6 +441,15 @@ func (c *Config) finish() error {
 	}
 	if c.Limits.PreAuthTimeout.Duration < 0 {
 		return bad("limits.preauth_timeout", "must not be negative")
+	}
+	if c.Limits.AckAfter < 1 {
+		return bad("limits.ack_after", "must be at least 1")
+	}
+	if c.Limits.AckDelay.Duration < 0 || c.Limits.ResumeTimeout.Duration < 0 {
+		return bad("limits.resume_timeout", "durations must not be negative")
+	}
+	if c.Limits.ResumeQueue < 1 {
+		return bad("limits.resume_queue", "must be at least 1")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

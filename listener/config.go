@@ -34,7 +34,8 @@ type Config struct {
 	Address, DirectTLSAddress string
 
 	Limits         wire.Options
-	MaxConnections int // beyond it new connections get <policy-violation/>
+	SM             SMOptions // XEP-0198 stream management
+	MaxConnections int       // beyond it new connections get <policy-violation/>
 	// Per remote address: connections, and connections not yet
 	// authenticated (0: no limit), so one address cannot lock the others
 	// out. Beyond either, new connections get <policy-violation/>.
@@ -109,6 +110,12 @@ func ConfigFrom(c *config.Config, dataDir string, log *slog.Logger) (Config, err
 			KeepAlive:      l.KeepAlive.Duration,
 			WriteTimeout:   defaultWriteTimeout,
 			QueueLen:       l.QueueLen,
+		},
+		SM: SMOptions{
+			AckAfter:      l.AckAfter,
+			AckDelay:      l.AckDelay.Duration,
+			ResumeTimeout: l.ResumeTimeout.Duration,
+			ResumeQueue:   l.ResumeQueue,
 		},
 		MaxConnections: l.MaxConnections,
 

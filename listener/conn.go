@@ -74,39 +74,63 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 	cancel()
 	_ = meter.SetDeadline(time.Time{})
 	tr.idle.Store(int64(s.cfg.Limits.IdleTimeout))
+	newConn := func(queueLen int) *wire.Conn {
+		opts := s.cfg.Limits
+		if queueLen > 0 {
+			opts.QueueLen = queueLen
+		}
+		return wire.New(sess, meter, opts)
+	}
 
+	if n.resume != nil {
+		c := n.resume
+		conn := s.takeOver(c, newConn, n.resumeH)
+		if conn == nil {
+			return
+		}
+		s.log.Info("listener: client resumed on a new connection", "jid", c.JID.String(), "remote", remote, "direct_tls", direct, "id", c.ID)
+		s.runConn(c, conn)
+		return
+	}
+
+	conn := newConn(0)
 	c := &Client{
 		JID:       n.jid,
 		Remote:    remote,
 		ID:        s.nextID.Add(1),
 		Since:     time.Now(),
 		TLS:       tls.VersionName(sess.ConnectionState().Version),
-		conn:      wire.New(sess, meter, s.cfg.Limits),
+		srv:       s,
 		mechanism: n.mechanism,
+		conn:      conn,
+		last:      conn,
 	}
 	if !s.register(c) {
-		c.conn.Close(&stanza.StreamError{Condition: "system-shutdown"})
+		conn.Close(&stanza.StreamError{Condition: "system-shutdown"})
 		return
 	}
 	s.log.Info("listener: client bound", "jid", c.JID.String(), "remote", remote, "mechanism", c.mechanism, "direct_tls", direct, "id", c.ID)
+	s.h.Bound(c)
+	c.Send(n.bindReply)
+	s.runConn(c, conn)
+}
 
+// runConn reads conn, one of c's connections, until it ends, then lets
+// connEnded decide whether the session ends or hibernates.
+func (s *Server) runConn(c *Client, conn *wire.Conn) {
 	reason := errors.New("listener: connection handler panicked")
 	defer func() {
-		c.conn.Close(&stanza.StreamError{Condition: "internal-server-error"}) // no-op unless we panicked
+		conn.Close(&stanza.StreamError{Condition: "internal-server-error"}) // no-op unless we panicked
 		select {
-		case <-c.conn.Done():
+		case <-conn.Done():
 		case <-time.After(closeTimeout):
 		}
-		s.unregister(c)
-		s.log.Info("listener: client ended", "jid", c.JID.String(), "remote", remote, "id", c.ID, "reason", reason)
-		s.h.Closed(c, reason)
+		s.connEnded(c, conn, reason)
 	}()
-	s.h.Bound(c)
-	c.conn.Send(n.bindReply)
 	refused := false
 	sizeLimit := UpstreamSizeLimit(s.cfg.Limits.MaxStanzaBytes)
 	var buf []byte
-	reason = c.conn.Read(func(el *stanza.Element) {
+	reason = conn.Read(func(el *stanza.Element) {
 		if refused {
 			return
 		}
@@ -122,8 +146,13 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 				buf = nil
 			}
 			if int64(n) > sizeLimit {
+				// This runs on every connection of the session, a resumed
+				// one's included. A refused stanza still counts for the
+				// client's h (XEP-0198 §4: it was handled, with an error).
 				if !s.refuseTooLarge(c, el, n, sizeLimit) {
 					refused = true
+				} else {
+					c.inbound(el)
 				}
 				return
 			}
@@ -133,13 +162,18 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 			// namespace-well-formed; re-serialised they would be invalid XML on
 			// the shared upstream stream.
 			refused = true
-			c.conn.Close(&stanza.StreamError{Condition: "not-well-formed", Text: "element or attribute name is not a valid XML name"})
+			c.mu.Lock()
+			c.fatalLocked(&stanza.StreamError{Condition: "not-well-formed", Text: "element or attribute name is not a valid XML name"})
+			c.mu.Unlock()
+			return
+		}
+		if !c.inbound(el) {
 			return
 		}
 		if isLegacySession(el) {
 			// RFC 3921 §3 session establishment is a no-op today (RFC 6121
 			// Appendix E); answer it here so the core never sees it.
-			c.conn.Send(stanza.Result(el))
+			c.Send(stanza.Result(el))
 			return
 		}
 		s.h.Stanza(c, el)
@@ -147,8 +181,8 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 	if errors.Is(reason, net.ErrClosed) {
 		// We closed the transport; the writer knows why.
 		select {
-		case <-c.conn.Done():
-			reason = c.conn.Err()
+		case <-conn.Done():
+			reason = conn.Err()
 		case <-time.After(closeTimeout):
 		}
 	}
@@ -175,15 +209,20 @@ func UpstreamSizeLimit(maxStanzaBytes int64) int64 {
 // then reports false.
 func (s *Server) refuseTooLarge(c *Client, el *stanza.Element, n int, limit int64) bool {
 	s.log.Warn("listener: stanza refused: too large once serialised", "jid", c.JID.String(), "id", c.ID, "kind", el.Kind(), "bytes", n, "max", limit)
-	if el.Name.Space != stanza.NSClient {
-		c.conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "element too large"})
+	tooLarge := func() bool {
+		// A protocol violation: the session ends, it never hibernates.
+		c.mu.Lock()
+		c.fatalLocked(&stanza.StreamError{Condition: "policy-violation", Text: "element too large"})
+		c.mu.Unlock()
 		return false
+	}
+	if el.Name.Space != stanza.NSClient {
+		return tooLarge()
 	}
 	switch el.Kind() {
 	case "message", "presence", "iq":
 	default:
-		c.conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "element too large"})
-		return false
+		return tooLarge()
 	}
 	// RFC 6120 §8.3.1: never answer an error, nor an IQ result, with an error.
 	if el.Type() == "error" || (el.Kind() == "iq" && el.Type() == "result") {
@@ -191,7 +230,7 @@ func (s *Server) refuseTooLarge(c *Client, el *stanza.Element, n int, limit int6
 	}
 	reply := stanza.New(stanza.NSClient, el.Kind(), "type", "error", "id", el.ID(), "from", el.To(), "to", c.JID.String())
 	reply.Append(stanza.ErrorElement(stanza.ErrModify, "policy-violation", fmt.Sprintf("stanza too large: %d bytes, at most %d", n, limit)))
-	c.conn.Send(reply)
+	c.Send(reply)
 	return true
 }
 

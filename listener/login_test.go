@@ -191,10 +191,10 @@ func TestFeaturesAfterAuth(t *testing.T) {
 	r.d = xml.NewDecoder(r.Conn)
 	r.send(t, header(testDomain))
 	f := r.mustNext(t)
-	if f.Child(stanza.NSBind, "bind") == nil || f.Child(stanza.NSSession, "session").Child(stanza.NSSession, "optional") == nil || f.Child(stanza.NSCSI, "csi") == nil {
+	if f.Child(stanza.NSBind, "bind") == nil || f.Child(stanza.NSSession, "session").Child(stanza.NSSession, "optional") == nil || f.Child(stanza.NSCSI, "csi") == nil || f.Child(nsSM, "sm") == nil {
 		t.Fatalf("features after auth: %s", f)
 	}
-	for _, ns := range []string{"urn:xmpp:sm:3", "urn:xmpp:features:rosterver", "urn:xmpp:sasl:2", stanza.NSSASL} {
+	for _, ns := range []string{"urn:xmpp:features:rosterver", "urn:xmpp:sasl:2", stanza.NSSASL} {
 		for _, c := range f.Elements() {
 			if c.Name.Space == ns {
 				t.Errorf("must not advertise %s: %s", ns, f)

@@ -59,6 +59,8 @@ type negotiation struct {
 	authenticated func()
 	jid           jid.JID
 	bindReply     *stanza.Element // sent once the Handler knows the client
+	resume        *Client         // XEP-0198: the session this stream resumes
+	resumeH       uint32          // ... and the client's h
 }
 
 func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, interface{}, error) {
@@ -90,6 +92,19 @@ func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp
 			mask, rw, err = n.authenticate(ctx, s, el)
 		case el.Kind() == "iq" && el.Child(stanza.NSBind, "bind") != nil && state&xmpp.Authn != 0:
 			mask, err = n.bind(s, in, el)
+		case el.Is(nsSM, "resume") && state&xmpp.Authn != 0:
+			// XEP-0198 §5: resumption takes the place of binding.
+			ok, failed := n.tryResume(el)
+			if !ok {
+				err = n.write(s, failed)
+				break
+			}
+			in.From = n.jid
+			mask = xmpp.Ready
+		case el.Name.Space == nsSM:
+			// XEP-0198 §3: <enable/> only after binding; <resume/> only
+			// after authentication.
+			err = n.write(s, smFailed("unexpected-request").AppendXML(nil, stanza.NSClient))
 		default:
 			err = unexpected(el, state)
 		}
@@ -262,6 +277,8 @@ func (n *negotiation) features(state xmpp.SessionState) []byte {
 			stanza.New(stanza.NSSession, "session").Append(stanza.New(stanza.NSSession, "optional")),
 			// XEP-0352: the bouncer core implements client state indication.
 			stanza.New(stanza.NSCSI, "csi"),
+			// XEP-0198: enable after binding, or resume instead of binding.
+			stanza.New(nsSM, "sm"),
 		)
 	}
 	b := []byte("<stream:features>")

@@ -44,39 +44,28 @@ type Handler interface {
 	Closed(c *Client, err error)
 }
 
-// Client is one bound local client.
+// Client is one bound local client: one session, which with XEP-0198
+// resumption may outlive its connection and move to another.
 type Client struct {
 	JID    jid.JID // bound full JID
-	Remote string  // remote address
-	ID     uint64  // unique per connection
+	Remote string  // remote address of the connection that bound it
+	ID     uint64  // unique per session
 
 	Since time.Time // when it was bound
 	TLS   string    // TLS version, e.g. "TLS 1.3"
 
-	conn      *wire.Conn
+	srv       *Server
 	mechanism string
+
+	mu       sync.Mutex
+	conn     *wire.Conn // current connection; nil while hibernated
+	last     *wire.Conn // the latest connection, also once it ended
+	sm       *streamMgmt
+	closing  bool // Close was called, or the client broke the protocol: never hibernate
+	ended    bool // Closed is reported (or about to be)
+	hibGen   uint64
+	hibTimer *time.Timer
 }
-
-// Send queues el without blocking; false means the queue is full or the
-// client is gone.
-func (c *Client) Send(el *stanza.Element) bool { return c.conn.Send(el) }
-
-// Sent is how many stanzas the client's queue has accepted.
-func (c *Client) Sent() uint64 { return c.conn.Sent() }
-
-// Delivered is how many of them, in order, are known to have reached the
-// client: written to its socket.
-func (c *Client) Delivered() uint64 { return c.conn.Delivered() }
-
-// Close ends the client's stream, with se if it is not nil.
-func (c *Client) Close(se *stanza.StreamError) { c.conn.Close(se) }
-
-// Closing reports whether the client's stream is ending or over: a Send
-// that fails now means the client is gone, not that it is slow.
-func (c *Client) Closing() bool { return c.conn.Closing() }
-
-// Done is closed once the client's transport is closed.
-func (c *Client) Done() <-chan struct{} { return c.conn.Done() }
 
 // Mechanism is the SASL mechanism the client authenticated with.
 func (c *Client) Mechanism() string { return c.mechanism }
@@ -109,11 +98,16 @@ type Server struct {
 	// authFailures counts failed SASL exchanges since start, for metrics.
 	authFailures atomic.Uint64
 
-	mu       sync.Mutex
-	ln, dln  net.Listener
-	clients  map[uint64]*Client
-	stopping bool
-	conns    sync.WaitGroup
+	sm SMOptions
+
+	mu        sync.Mutex
+	ln, dln   net.Listener
+	clients   map[uint64]*Client // bound, hibernated ones included
+	resumable map[string]*Client // XEP-0198 resumption id → session
+	oldIDs    map[string]uint32  // expired resumption ids → their last h
+	oldOrder  []string
+	stopping  bool
+	conns     sync.WaitGroup
 
 	amu   sync.Mutex
 	addrs map[string]*addrCount // remote IP → its connections
@@ -162,6 +156,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 		rejecting:  make(chan struct{}, maxRejecting),
 		negTimeout: negotiationTimeout,
 		clients:    make(map[uint64]*Client),
+		sm:         cfg.SM.withDefaults(),
+		resumable:  make(map[string]*Client),
+		oldIDs:     make(map[string]uint32),
 		addrs:      make(map[string]*addrCount),
 	}
 	return s, nil

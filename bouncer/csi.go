@@ -1,0 +1,160 @@
+package bouncer
+
+import (
+	"xmppbouncer/sessions"
+	"xmppbouncer/stanza"
+)
+
+// XEP-0352 client state indication: while a client says it is inactive,
+// what it would only glance at later is held back, and goes out together
+// with the next thing worth waking the device for, or when it becomes
+// active. The rules follow Prosody's mod_csi_simple (is_important).
+
+// csiMaxHeld caps the stanzas held for one client: reaching it flushes.
+// Presence keeps only the newest per sender, so this is mostly chat states,
+// receipts and markers.
+const csiMaxHeld = 128
+
+const (
+	nsOMEMO      = "eu.siacs.conversations.axolotl"
+	nsEME        = "urn:xmpp:eme:0"
+	nsConference = "jabber:x:conference"
+	nsJingleMsg  = "urn:xmpp:jingle-message:0"
+)
+
+// csiHeld is what one inactive client has waiting, in order. Slots of
+// presences superseded by a newer one from the same sender are nil.
+type csiHeld struct {
+	held     []*stanza.Element
+	presence map[string]int // sender's full JID → slot in held
+	live     int
+}
+
+// csiHold reports whether el, on its way to s, is held back because s is
+// inactive. An urgent stanza is never held: what was held goes out first,
+// so the client sees everything in order, and then el.
+func (b *Bouncer) csiHold(s *sessions.Session, el *stanza.Element) bool {
+	if !s.Inactive {
+		return false
+	}
+	if csiUrgent(el) {
+		b.csiFlush(s)
+		return false
+	}
+	if b.csi == nil {
+		b.csi = map[uint64]*csiHeld{}
+	}
+	h := b.csi[s.ID]
+	if h == nil {
+		h = &csiHeld{presence: map[string]int{}}
+		b.csi[s.ID] = h
+	}
+	if el.Kind() == "presence" {
+		// Only the newest presence of each sender matters to a client that
+		// is not looking.
+		if i, ok := h.presence[el.From()]; ok {
+			h.held[i] = nil
+			h.live--
+		}
+		h.presence[el.From()] = len(h.held)
+	}
+	h.held = append(h.held, el)
+	h.live++
+	switch {
+	case h.live >= csiMaxHeld:
+		b.csiFlush(s)
+	case len(h.held) >= 4*csiMaxHeld:
+		h.compact()
+	}
+	return true
+}
+
+func (h *csiHeld) compact() {
+	kept := h.held[:0]
+	for _, el := range h.held {
+		if el == nil {
+			continue
+		}
+		if el.Kind() == "presence" {
+			h.presence[el.From()] = len(kept)
+		}
+		kept = append(kept, el)
+	}
+	clear(h.held[len(kept):])
+	h.held = kept
+}
+
+// csiFlush sends s everything held for it, in order, through the delivery
+// path (delivery.go) but past the hold, so none of it is held again while
+// s stays inactive. A client too slow for the burst is cut off there.
+func (b *Bouncer) csiFlush(s *sessions.Session) {
+	h := b.csi[s.ID]
+	if h == nil {
+		return
+	}
+	delete(b.csi, s.ID)
+	for _, el := range h.held {
+		if el == nil {
+			continue
+		}
+		if !b.writeNow(s, outItem{el: el}) {
+			return
+		}
+	}
+}
+
+// csiUrgent reports whether el must reach an inactive client at once.
+func csiUrgent(el *stanza.Element) bool {
+	switch el.Kind() {
+	case "iq":
+		return true
+	case "presence":
+		switch el.Type() {
+		case "", "unavailable":
+			return false // presence updates wait
+		}
+		return true // subscription requests and answers, errors
+	case "message":
+		return csiUrgentMessage(el)
+	}
+	return true // not a stanza: let it through untouched
+}
+
+func csiUrgentMessage(el *stanza.Element) bool {
+	if el.Type() == "error" {
+		return true
+	}
+	if el.Child(stanza.NSCarbons, "sent") != nil {
+		// Another of the user's clients said something: the phone should
+		// know, e.g. to clear a notification.
+		return true
+	}
+	if rc := el.Child(stanza.NSCarbons, "received"); rc != nil {
+		if inner := rc.Child(stanza.NSForward, "forwarded").Child(stanza.NSClient, "message"); inner != nil {
+			return csiUrgentMessage(inner)
+		}
+	}
+	switch {
+	case el.Child(stanza.NSClient, "body") != nil,
+		el.Child(stanza.NSClient, "subject") != nil, // a room join ends with the subject
+		el.Child(stanza.NSHints, "store") != nil,
+		el.Child(nsOMEMO, "encrypted") != nil,
+		el.Child(nsEME, "encryption") != nil,
+		el.Child(stanza.NSMUCUser, "x").Child(stanza.NSMUCUser, "invite") != nil,
+		el.Child(nsConference, "x") != nil,
+		el.Child(stanza.NSMAM, "result") != nil, // answers to the client's own query
+		hasChildIn(el, nsJingleMsg):
+		return true
+	}
+	// Chat states, receipts, markers, headlines, PEP events: wait.
+	return false
+}
+
+func hasChildIn(el *stanza.Element, ns string) bool {
+	for _, c := range el.Elements() {
+		if c.Name.Space == ns {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,103 @@
+package bouncer
+
+import (
+	"xmppbouncer/sessions"
+	"xmppbouncer/stanza"
+)
+
+// clientHibernation follows a client's XEP-0198 session into and out of
+// hibernation. A hibernated session keeps its claims and presence, so its
+// rooms see no leave, and what is sent to it queues for the resume.
+func (b *Bouncer) clientHibernation(ev clientHibernation) {
+	s := b.reg.ByID(ev.id)
+	if s == nil {
+		return
+	}
+	h := ev.c.Hibernating()
+	if h != s.Hibernated {
+		s.Hibernated = h
+		b.log.Info("client session", "jid", s.JID.String(), "hibernated", h)
+		if !h {
+			// Paced output (delivery.go) waits while the session sleeps;
+			// the resumed connection takes the rest.
+			b.pump(s)
+		}
+	}
+}
+
+// rerouteUnacked places the messages a client's stream management never
+// saw acknowledged, once its session has ended (s is nil when it was
+// replaced). As mod_smacks does, only what is worth keeping counts: chat
+// and normal messages (worthStoringOffline). Groupchat stays behind the
+// per-client room cursor, which only acknowledged stanzas move, and so do
+// offline-store rows (skip): they are deleted only once acknowledged, and
+// go to the next client again. Nothing bounces back to the sender.
+//
+// A message the account's other clients got their own copy of (the fan-out
+// to every available session, or a room's other claimants) is not sent
+// twice. One that only this session got (a private message from a room
+// that only it had joined) goes to the other available clients. With no
+// other available client awake, it goes to the offline store, for the next
+// client that sends presence.
+func (b *Bouncer) rerouteUnacked(s *sessions.Session, els []*stanza.Element, skip map[*stanza.Element]bool) {
+	// The clients a message to the account reaches (toAccount): available,
+	// with a priority that is not negative, and awake.
+	var others []*sessions.Session
+	for _, o := range b.reg.Available() {
+		if !o.Hibernated && o.Priority >= 0 && (s == nil || o.ID != s.ID) {
+			others = append(others, o)
+		}
+	}
+	who := "replaced session"
+	if s != nil {
+		who = s.JID.String()
+	}
+	stored, delivered, dup := 0, 0, 0
+	for _, el := range els {
+		if el.Kind() != "message" || el.Child(stanza.NSMAM, "result") != nil || skip[el] || !worthStoringOffline(el) {
+			continue
+		}
+		// A copy: el may still be referenced by the ended connection.
+		el = el.ShallowCopy()
+		if len(others) == 0 {
+			if b.storeOfflineQuiet(el) {
+				stored++
+			} else {
+				b.log.Warn("unacknowledged message lost: no other client and no offline store", "from_session", who, "from", el.From())
+			}
+			continue
+		}
+		var to []*sessions.Session
+		if room, _ := splitJID(el.From()); b.rooms[room] != nil {
+			// A room's private message went to the room's claimants.
+			if !b.anyClaims(room, others) {
+				to = others
+			}
+		}
+		if len(to) == 0 {
+			dup++
+			continue
+		}
+		el.Freeze()
+		for _, o := range to {
+			b.sendTo(o, el.With("to", o.JID.String()))
+		}
+		delivered++
+	}
+	if dup > 0 {
+		b.log.Debug("unacknowledged messages not re-routed: the other clients have their own copies", "from_session", who, "count", dup, "clients", len(others))
+	}
+	if stored+delivered > 0 {
+		b.log.Info("re-routed unacknowledged messages", "from_session", who, "offline", stored, "to_clients", delivered, "clients", len(others))
+	}
+}
+
+// anyClaims reports whether one of ss claims room.
+func (b *Bouncer) anyClaims(room string, ss []*sessions.Session) bool {
+	for _, s := range ss {
+		if b.reg.ClaimOf(room, s) != nil {
+			return true
+		}
+	}
+	return false
+}
