@@ -195,7 +195,7 @@ func mamResult(m *sqlite.Message, room, queryid, to string) *stanza.Element {
 	inner = inner.Without(func(c *stanza.Element) bool { return c.Is(stanza.NSDelay, "delay") })
 	res := stanza.New(stanza.NSMAM, "result", "queryid", queryid, "id", m.ArchiveID())
 	res.Append(stanza.New(stanza.NSForward, "forwarded").Append(
-		stanza.New(stanza.NSDelay, "delay", "stamp", m.Stamp.UTC().Format("2006-01-02T15:04:05.000000Z")),
+		stanza.New(stanza.NSDelay, "delay", "stamp", m.Stamp.UTC().Format(mamStampFormat)),
 		inner))
 	return stanza.New(stanza.NSClient, "message", "from", room, "to", to).Append(res)
 }

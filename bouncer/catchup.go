@@ -37,7 +37,7 @@ type catchUpState struct {
 
 func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
 	r := st.room
-	qid := b.nextID("xm")
+	qid := b.nextID(idGapFill)
 	q := stanza.New(stanza.NSMAM, "query", "queryid", qid)
 	if after == "" {
 		form := stanza.New(stanza.NSDataForm, "x", "type", "submit")

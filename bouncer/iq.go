@@ -70,7 +70,7 @@ func (b *Bouncer) forwardIQ(s *sessions.Session, t target, el, payload *stanza.E
 		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "recipient-unavailable", "the bouncer's upstream connection is down; try again shortly"))
 		return
 	}
-	id := b.nextID("xb")
+	id := b.nextID(idClientIQ)
 	b.pendingOut[id] = &pendingIQ{
 		session:  s.ID,
 		id:       el.ID(),
@@ -192,8 +192,6 @@ func (b *Bouncer) push(el, payload *stanza.Element, want func(*sessions.Session)
 	}
 }
 
-const pushPrefix = "xb-push-"
-
 func isPushID(id string) bool { return len(id) > len(pushPrefix) && id[:len(pushPrefix)] == pushPrefix }
 
 // forwardIQToClient hands an IQ addressed to the account's upstream full
@@ -205,7 +203,7 @@ func (b *Bouncer) forwardIQToClient(el *stanza.Element) {
 		b.sendUp(upstreamError(el, stanza.ErrCancel, "service-unavailable"))
 		return
 	}
-	id := b.nextID("xi")
+	id := b.nextID(idUpstreamIQ)
 	b.pendingIn[id] = &pendingIQ{session: s.ID, id: el.ID(), from: el.From(), deadline: time.Now().Add(b.opt.IQTimeout)}
 	b.sendTo(s, el.With("id", id, "to", s.JID.String()))
 }
@@ -263,7 +261,7 @@ func (b *Bouncer) failPending(p *pendingIQ, typ, cond, text string) {
 
 // sendInternal sends the core's own IQ upstream and calls cb with the answer.
 func (b *Bouncer) sendInternal(el *stanza.Element, cb func(*stanza.Element)) bool {
-	id := b.nextID("xc")
+	id := b.nextID(idInternal)
 	el.Set("id", id)
 	if !b.sendUp(el) {
 		return false

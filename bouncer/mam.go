@@ -66,7 +66,7 @@ func mamPage(page *sqlite.Page, room, to, qid, iqID string) []*stanza.Element {
 		inner = inner.Without(func(c *stanza.Element) bool { return c.Is(stanza.NSDelay, "delay") })
 		res := stanza.New(stanza.NSMAM, "result", "queryid", qid, "id", m.ArchiveID())
 		res.Append(stanza.New(stanza.NSForward, "forwarded").Append(
-			stanza.New(stanza.NSDelay, "delay", "stamp", m.Stamp.UTC().Format("2006-01-02T15:04:05.000000Z")),
+			stanza.New(stanza.NSDelay, "delay", "stamp", m.Stamp.UTC().Format(mamStampFormat)),
 			inner))
 		out = append(out, stanza.New(stanza.NSClient, "message", "from", room, "to", to).Append(res))
 	}
@@ -114,7 +114,7 @@ func parseMAMQuery(room string, q *stanza.Element, maxPage int) (sqlite.Query, e
 				for _, x := range vals {
 					out.IDs = append(out.IDs, x.Text())
 				}
-			case "{urn:xmpp:fulltext:0}fulltext", "fulltext":
+			case "{" + stanza.NSFulltext + "}fulltext", "fulltext":
 				out.FullText = v
 			default:
 				return out, errors.New("unsupported field " + f.Get("var"))

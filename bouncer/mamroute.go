@@ -11,7 +11,7 @@ import (
 // back as messages (XEP-0313 §4.1.2) that carry only the queryid, so that is
 // what routes them to the one client that asked.
 func (b *Bouncer) rewriteMAMQuery(s *sessions.Session, el, q *stanza.Element) *stanza.Element {
-	qid := b.nextID("xq")
+	qid := b.nextID(idClientMAM)
 	b.mamQueries[qid] = &mamRoute{session: s.ID, queryid: q.Get("queryid"), deadline: time.Now().Add(b.opt.IQTimeout)}
 	return el.Replace(q, q.With("queryid", qid))
 }

@@ -59,9 +59,6 @@ func (b *Bouncer) storeOfflineAs(el *stanza.Element, bounce bool) bool {
 	return true
 }
 
-// stampFormat is how the bouncer writes XEP-0082 timestamps.
-const stampFormat = "2006-01-02T15:04:05.000Z"
-
 func hasDelayFrom(el *stanza.Element, from string) bool {
 	for _, d := range el.ChildrenNamed(stanza.NSDelay, "delay") {
 		if d.Get("from") == from {

@@ -27,7 +27,7 @@ type Handler interface {
 	// handler's to send.
 	Online(bound jid.JID)
 	// Stanza is every inbound stanza in order, except answers to the
-	// Client's own keepalive and carbons IQs (ids starting "xb-").
+	// Client's own keepalive and carbons IQs (ids starting with idPrefix).
 	Stanza(el *stanza.Element)
 	// Offline: the session ended for err; Run reconnects by itself.
 	Offline(err error)
@@ -42,7 +42,7 @@ const (
 
 // idPrefix marks IQs the Client sends for itself; their answers are not
 // passed to the Handler.
-const idPrefix = "xb-"
+const idPrefix = "xbup-"
 
 var errReconnect = errors.New("reconnect requested")
 

@@ -53,7 +53,7 @@ func (r *recorder) Stanza(el *stanza.Element) {
 		r.t.Errorf("Stanza while offline: %s", el)
 	}
 	r.mu.Unlock()
-	if strings.HasPrefix(el.ID(), "xb-") {
+	if strings.HasPrefix(el.ID(), idPrefix) {
 		r.t.Errorf("the Client's own IQ answer reached the Handler: %s", el)
 	}
 	r.events <- event{kind: "stanza", el: el, at: time.Now()}
@@ -289,7 +289,7 @@ func TestKeepalive(t *testing.T) {
 	run(t, c)
 	rec.next("online", 5*time.Second)
 	// Answered pings keep the session up and stay out of the Handler
-	// (the recorder fails the test on any xb- id).
+	// (the recorder fails the test on any idPrefix id).
 	rec.none(time.Second)
 	if n := c.pings.Load(); n < 5 {
 		t.Fatalf("%d pings in 1 s at a 100 ms interval", n)
