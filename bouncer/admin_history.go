@@ -252,7 +252,7 @@ func (b *Bouncer) RunPruner(ctx context.Context) {
 	}
 }
 
-func pruneOnce(ctx context.Context, db *sqlite.DB, retention time.Duration, log *slog.Logger) {
+func pruneOnce(ctx context.Context, db Store, retention time.Duration, log *slog.Logger) {
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	n, err := db.Prune(pctx, time.Now().Add(-retention))

@@ -24,7 +24,7 @@ import (
 // rooms forward their messages without waiting for the commit.
 
 type archiver struct {
-	db    *sqlite.DB
+	db    Store
 	log   *slog.Logger
 	post  func(func()) // runs a function on the loop
 	limit func() int   // the offline store's bound
@@ -45,8 +45,8 @@ type archiver struct {
 type archJob struct {
 	msg     *sqlite.Message // a room message; then runs on the loop once committed
 	offline *sqlite.Offline // an offline message; stored(ok) runs on the loop
-	write   func(ctx context.Context, db *sqlite.DB) error
-	read    func(ctx context.Context, db *sqlite.DB)
+	write   func(ctx context.Context, db Store) error
+	read    func(ctx context.Context, db Store)
 
 	then   func()
 	stored func(ok bool)
@@ -55,7 +55,7 @@ type archJob struct {
 // archiveBatchMax bounds one group commit.
 const archiveBatchMax = 512
 
-func newArchiver(db *sqlite.DB, log *slog.Logger, post func(func()), limit func() int) *archiver {
+func newArchiver(db Store, log *slog.Logger, post func(func()), limit func() int) *archiver {
 	a := &archiver{db: db, log: log, post: post, limit: limit, done: make(chan struct{})}
 	a.cond = sync.NewCond(&a.mu)
 	go a.run()
@@ -83,12 +83,12 @@ func (a *archiver) storeOffline(o *sqlite.Offline, stored func(bool)) {
 }
 
 // write runs an ordered write; it is retried until it succeeds.
-func (a *archiver) write(w func(ctx context.Context, db *sqlite.DB) error) {
+func (a *archiver) write(w func(ctx context.Context, db Store) error) {
 	a.enqueue(archJob{write: w})
 }
 
 // read runs r in its own goroutine once every earlier write is committed.
-func (a *archiver) read(r func(ctx context.Context, db *sqlite.DB)) {
+func (a *archiver) read(r func(ctx context.Context, db Store)) {
 	a.enqueue(archJob{read: r})
 }
 

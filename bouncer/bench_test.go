@@ -161,7 +161,7 @@ func BenchmarkEmulatedJoin500(b *testing.B) {
 
 // benchBouncer is a core that believes it is online upstream, with nothing
 // behind its upstream: the benchmarks drive its handlers directly.
-func benchBouncer(db *sqlite.DB) *Bouncer {
+func benchBouncer(db Store) *Bouncer {
 	bn := New(Options{Account: jid.MustParse("alice@example.org"), Logger: testLogger(), Archive: db})
 	bn.online = true
 	bn.upFull = "alice@example.org/bouncer"

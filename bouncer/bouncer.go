@@ -20,7 +20,6 @@ import (
 
 	"xmppbouncer/config"
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
 )
 
@@ -34,7 +33,7 @@ type Options struct {
 	Account        jid.JID // bare
 	Config         *config.Config
 	Logger         *slog.Logger
-	Archive        *sqlite.DB // nil: nothing archived or replayed
+	Archive        Store // nil: nothing archived or replayed
 	Version        string
 	OutboxLimit    int           // messages queued while upstream is down
 	IQTimeout      time.Duration // pending upstream IQs expire after this

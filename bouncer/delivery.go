@@ -354,7 +354,7 @@ func (b *Bouncer) saveCursors() {
 		cs = append(cs, sqlite.Cursor{Room: k.room, Resource: k.resource, Seq: seq})
 	}
 	clear(b.dlv.dirty)
-	b.background(func(ctx context.Context, db *sqlite.DB) error {
+	b.background(func(ctx context.Context, db Store) error {
 		return db.SaveCursors(ctx, cs)
 	})
 }

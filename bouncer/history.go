@@ -96,7 +96,7 @@ func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLi
 	}
 	h := b.reserve(s)
 	id, to, room := s.ID, s.JID.String(), r.JID
-	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
+	b.offLoop(func(ctx context.Context, db Store) func() {
 		var msgs []*sqlite.Message
 		var err error
 		if plain && seen {

@@ -26,7 +26,7 @@ func (b *Bouncer) serveMAM(s *sessions.Session, r *Room, el, q *stanza.Element) 
 	// Read beside the loop, after every message archived so far is
 	// committed; the answer comes back as an event.
 	id, to, room, qid := s.ID, s.JID.String(), r.JID, q.Get("queryid")
-	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
+	b.offLoop(func(ctx context.Context, db Store) func() {
 		page, err := db.Query(ctx, query)
 		var out []*stanza.Element
 		switch {

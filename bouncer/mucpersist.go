@@ -50,7 +50,7 @@ func (b *Bouncer) sendJoin(r *Room) {
 	// The newest archived message decides what to ask for; it is read
 	// after every message archived so far is committed.
 	room := r.JID
-	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
+	b.offLoop(func(ctx context.Context, db Store) func() {
 		last, err := db.Last(ctx, room)
 		if err != nil {
 			b.log.Error("reading the archive before a join", "room", room, "err", err)

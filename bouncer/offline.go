@@ -79,7 +79,7 @@ func (b *Bouncer) feedOffline(s *sessions.Session) {
 	b.dlv.offlineTo = s.ID
 	h := b.reserve(s)
 	id, to := s.ID, s.JID.String()
-	b.offLoop(func(ctx context.Context, db *sqlite.DB) func() {
+	b.offLoop(func(ctx context.Context, db Store) func() {
 		rows, err := db.OfflineMessages(ctx)
 		if err != nil {
 			b.log.Error("reading offline messages; they stay stored", "err", err)
@@ -109,7 +109,7 @@ func (b *Bouncer) feedOffline(s *sessions.Session) {
 
 // deleteOffline deletes the offline messages up to seq, delivered in order.
 func (b *Bouncer) deleteOffline(seq int64) {
-	b.background(func(ctx context.Context, db *sqlite.DB) error {
+	b.background(func(ctx context.Context, db Store) error {
 		return db.DeleteOffline(ctx, seq)
 	})
 }
@@ -121,7 +121,7 @@ func (b *Bouncer) pruneOffline() {
 	if b.arch == nil || ret <= 0 {
 		return
 	}
-	b.background(func(ctx context.Context, db *sqlite.DB) error {
+	b.background(func(ctx context.Context, db Store) error {
 		n, err := db.PruneOffline(ctx, time.Now().Add(-ret))
 		if n > 0 {
 			b.log.Warn("offline messages expired undelivered", "deleted", n, "retention", ret.String())

@@ -2,8 +2,6 @@ package bouncer
 
 import (
 	"context"
-
-	"xmppbouncer/sqlite"
 )
 
 // Work that waits on disk leaves the loop: it runs in its own goroutine and
@@ -12,11 +10,11 @@ import (
 // offLoop reads from the archive beside the loop, once every write queued
 // before it is committed; the function it returns, if any, then runs on
 // the loop.
-func (b *Bouncer) offLoop(work func(ctx context.Context, db *sqlite.DB) func()) {
+func (b *Bouncer) offLoop(work func(ctx context.Context, db Store) func()) {
 	if b.arch == nil {
 		return
 	}
-	b.arch.read(func(ctx context.Context, db *sqlite.DB) {
+	b.arch.read(func(ctx context.Context, db Store) {
 		if then := work(ctx, db); then != nil {
 			b.post(then)
 		}
@@ -33,7 +31,7 @@ func (b *Bouncer) post(f func()) {
 
 // background queues a write to the archive, in order with the others; it
 // is retried until it succeeds.
-func (b *Bouncer) background(work func(ctx context.Context, db *sqlite.DB) error) {
+func (b *Bouncer) background(work func(ctx context.Context, db Store) error) {
 	if b.arch != nil {
 		b.arch.write(work)
 	}
