@@ -27,29 +27,7 @@ func TestKillDuringFlood(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildBinary(t, dir)
 	room := "flood@" + srv.MUC
-	cfgPath := filepath.Join(dir, "xmppbouncer.toml")
-	cfg := fmt.Sprintf(`
-[upstream]
-jid = "alice@localhost"
-password = "alicepw"
-address = %q
-ca_file = %q
-[listen]
-address = "127.0.0.1:0"
-[auth]
-password = "x"
-[storage]
-path = %q
-[log]
-level = "debug"
-[[rooms]]
-jid = %q
-nick = "alice"
-autojoin = true
-`, srv.Addr, srv.CAFile, filepath.Join(dir, "archive.db"), room)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := binaryConfig(t, srv, dir, "127.0.0.1:0", fmt.Sprintf("[[rooms]]\njid = %q\nnick = \"alice\"\nautojoin = true\n", room))
 	bob := (&env{t: t, srv: srv}).bobInRoom(room)
 
 	start := func() (*exec.Cmd, *logWatch) { return runBinary(t, bin, cfgPath) }
@@ -148,6 +126,32 @@ func roomArchiveIDs(t *testing.T, bob *testclientT, room string) map[string]bool
 	return nil
 }
 
+// binaryConfig writes a config for the real binary in front of srv, with
+// its archive in dir, listening on listen, plus extra TOML.
+func binaryConfig(t *testing.T, srv *testserver.Server, dir, listen, extra string) string {
+	t.Helper()
+	cfgPath := filepath.Join(dir, "xmppbouncer.toml")
+	cfg := fmt.Sprintf(`
+[upstream]
+jid = "alice@localhost"
+password = "alicepw"
+address = %q
+ca_file = %q
+[listen]
+address = %q
+[auth]
+password = "x"
+[storage]
+path = %q
+[log]
+level = "debug"
+`, srv.Addr, srv.CAFile, listen, filepath.Join(dir, "archive.db")) + extra
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath
+}
+
 // buildBinary builds the real xmppbouncer binary into dir.
 func buildBinary(t *testing.T, dir string) string {
 	t.Helper()
@@ -229,25 +233,7 @@ func TestOfflineSurvivesKill(t *testing.T) {
 	}
 	listen := ln.Addr().String()
 	ln.Close()
-	cfgPath := filepath.Join(dir, "xmppbouncer.toml")
-	cfg := fmt.Sprintf(`
-[upstream]
-jid = "alice@localhost"
-password = "alicepw"
-address = %q
-ca_file = %q
-[listen]
-address = %q
-[auth]
-password = "x"
-[storage]
-path = %q
-[log]
-level = "debug"
-`, srv.Addr, srv.CAFile, listen, filepath.Join(dir, "archive.db"))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := binaryConfig(t, srv, dir, listen, "")
 	start := func() (*exec.Cmd, *logWatch) { return runBinary(t, bin, cfgPath) }
 	cmd, log := start()
 	log.wait(t, "upstream online", 20*time.Second)

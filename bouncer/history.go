@@ -167,16 +167,25 @@ func (b *Bouncer) joinHistory(r *Room, last *sqlite.Message) *stanza.Element {
 // decorateRoomDisco makes an archived room advertise MAM to local clients,
 // which the bouncer answers from its own archive.
 func (b *Bouncer) decorateRoomDisco(room string, out *stanza.Element) *stanza.Element {
+	if b.opt.Archive == nil {
+		return out
+	}
+	return withDiscoFeature(out, stanza.NSMAM)
+}
+
+// withDiscoFeature adds feature to a disco#info result (for the entity
+// itself, not a node) that lacks it.
+func withDiscoFeature(out *stanza.Element, feature string) *stanza.Element {
 	q := out.Child(stanza.NSDiscoInfo, "query")
-	if b.opt.Archive == nil || q == nil || q.Get("node") != "" || out.Type() != "result" {
+	if q == nil || q.Get("node") != "" || out.Type() != "result" {
 		return out
 	}
 	for _, f := range q.ChildrenNamed(stanza.NSDiscoInfo, "feature") {
-		if f.Get("var") == stanza.NSMAM {
+		if f.Get("var") == feature {
 			return out
 		}
 	}
 	nq := q.ShallowCopy()
-	nq.Children = append(append([]stanza.Node(nil), q.Children...), stanza.Node{El: stanza.New(stanza.NSDiscoInfo, "feature", "var", stanza.NSMAM)})
+	nq.Children = append(append([]stanza.Node(nil), q.Children...), stanza.Node{El: stanza.New(stanza.NSDiscoInfo, "feature", "var", feature)})
 	return out.Replace(q, nq)
 }

@@ -11,14 +11,7 @@ import (
 // comes online later, from the bouncer's cache (RFC 6121 §4.4.2).
 func TestContactPresenceCache(t *testing.T) {
 	e := newEnv(t, nil, nil)
-	a := e.availableClient("a")
-	bob := e.availableUser("bob", "desk")
-	a.Send(t, `<presence to="bob@localhost" type="subscribe"/>`)
-	bob.Expect(t, "subscription request", func(el *stanza.Element) bool { return el.Type() == "subscribe" })
-	bob.Send(t, `<presence to="alice@localhost" type="subscribed"/>`)
-	a.Expect(t, "bob's presence", func(el *stanza.Element) bool {
-		return el.Kind() == "presence" && el.From() == "bob@localhost/desk" && el.Type() == ""
-	})
+	a, _ := subscribedToBob(e)
 	carol := e.user("carol", "home")
 	carol.Send(t, `<presence to="alice@localhost" type="subscribe"/>`)
 	a.Expect(t, "carol's request", func(el *stanza.Element) bool { return el.Type() == "subscribe" })
@@ -40,14 +33,7 @@ func TestContactPresenceCache(t *testing.T) {
 // told it is unavailable.
 func TestStaleContactAfterReconnect(t *testing.T) {
 	e := newEnv(t, nil, nil)
-	a := e.availableClient("a")
-	bob := e.availableUser("bob", "desk")
-	a.Send(t, `<presence to="bob@localhost" type="subscribe"/>`)
-	bob.Expect(t, "subscription request", func(el *stanza.Element) bool { return el.Type() == "subscribe" })
-	bob.Send(t, `<presence to="alice@localhost" type="subscribed"/>`)
-	a.Expect(t, "bob's presence", func(el *stanza.Element) bool {
-		return el.Kind() == "presence" && el.From() == "bob@localhost/desk" && el.Type() == ""
-	})
+	a, _ := subscribedToBob(e)
 	e.srv.Stop(t)
 	e.waitFor("upstream offline", func() bool { return !e.online() })
 	e.srv.Start(t) // bob does not come back
@@ -59,4 +45,19 @@ func TestStaleContactAfterReconnect(t *testing.T) {
 	late := e.client("late")
 	late.Send(t, `<presence/>`)
 	late.ExpectNone(t, 500*time.Millisecond, presenceFrom("bob@localhost/desk"))
+}
+
+// subscribedToBob logs in client a and bob (directly on Prosody), has
+// alice subscribe to bob, and waits for bob's presence at a.
+func subscribedToBob(e *env) (a, bob *testclientT) {
+	t := e.t
+	a = e.availableClient("a")
+	bob = e.availableUser("bob", "desk")
+	a.Send(t, `<presence to="bob@localhost" type="subscribe"/>`)
+	bob.Expect(t, "subscription request", func(el *stanza.Element) bool { return el.Type() == "subscribe" })
+	bob.Send(t, `<presence to="alice@localhost" type="subscribed"/>`)
+	a.Expect(t, "bob's presence", func(el *stanza.Element) bool {
+		return el.Kind() == "presence" && el.From() == "bob@localhost/desk" && el.Type() == ""
+	})
+	return a, bob
 }

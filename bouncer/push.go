@@ -442,19 +442,5 @@ func (b *Bouncer) pushDisco(to string, el *stanza.Element) *stanza.Element {
 	if to = normJID(to); to != "" && to != b.account && to != b.domain {
 		return el
 	}
-	if el.Type() != "result" {
-		return el
-	}
-	q := el.Child(stanza.NSDiscoInfo, "query")
-	if q == nil || q.Get("node") != "" {
-		return el
-	}
-	for _, f := range q.ChildrenNamed(stanza.NSDiscoInfo, "feature") {
-		if f.Get("var") == stanza.NSPush {
-			return el
-		}
-	}
-	nq := q.ShallowCopy()
-	nq.Children = append(append([]stanza.Node(nil), q.Children...), stanza.Node{El: stanza.New(stanza.NSDiscoInfo, "feature", "var", stanza.NSPush)})
-	return el.Replace(q, nq)
+	return withDiscoFeature(el, stanza.NSPush)
 }
