@@ -27,7 +27,8 @@ type outItem struct {
 	el      *stanza.Element
 	room    string // with seq: an archived room message
 	seq     int64
-	offline int64 // an offline-store row
+	pm      *pendingMsg // with room: a room message forwarded before its commit
+	offline int64       // an offline-store row
 	hole    *hole // a place kept for output being read from disk
 }
 
@@ -44,6 +45,7 @@ type mark struct {
 	at      uint64
 	room    string
 	seq     int64
+	pm      *pendingMsg // its seq is known once committed
 	offline int64
 	el      *stanza.Element // with offline: the stanza sent (see unackedOffline)
 }
@@ -150,9 +152,9 @@ func (b *Bouncer) writeNow(s *sessions.Session, it outItem) bool {
 		b.tooSlow(s, "output queue overflow")
 		return false
 	}
-	if it.seq != 0 || it.offline != 0 {
+	if it.seq != 0 || it.pm != nil || it.offline != 0 {
 		co := b.out(s)
-		m := mark{at: s.Conn.Sent(), room: it.room, seq: it.seq, offline: it.offline}
+		m := mark{at: s.Conn.Sent(), room: it.room, seq: it.seq, pm: it.pm, offline: it.offline}
 		if it.offline != 0 {
 			m.el = it.el
 		}
@@ -278,12 +280,19 @@ func (b *Bouncer) resolve(s *sessions.Session, co *clientOut) {
 		if m.at > done {
 			break
 		}
+		seq := m.seq
+		if m.pm != nil {
+			if !m.pm.done {
+				break // forwarded before its commit, which is still pending
+			}
+			seq = m.pm.m.Seq
+		}
 		n++
-		if m.seq != 0 {
+		if seq != 0 {
 			k := cursorKey{m.room, s.JID.Resourcepart()}
-			if m.seq > b.dlv.cursors[k] {
-				b.dlv.cursors[k] = m.seq
-				b.dlv.dirty[k] = m.seq
+			if seq > b.dlv.cursors[k] {
+				b.dlv.cursors[k] = seq
+				b.dlv.dirty[k] = seq
 			}
 		}
 		offline = max(offline, m.offline)

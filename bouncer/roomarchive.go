@@ -119,17 +119,21 @@ func (b *Bouncer) armArchiveWait(r *Room, head *pendingMsg) {
 // still stand. A message the archive already had (a replay or gap-fill
 // overlap) is not forwarded again.
 func (b *Bouncer) forwardPending(r *Room, p *pendingMsg) {
-	var seq int64
-	if p.m != nil && p.done {
-		if !p.m.Inserted {
-			return
-		}
-		seq = p.m.Seq
+	it := outItem{room: r.JID}
+	switch {
+	case p.m == nil:
+	case p.done && !p.m.Inserted:
+		return
+	case p.done:
+		it.seq = p.m.Seq
+	default:
+		it.pm = p // forwarded before its commit: the cursor follows once it is in
 	}
 	p.el.Freeze()
 	for _, c := range p.to {
 		if b.reg.ClaimOf(r.JID, c.Session) == c {
-			b.send(c.Session, outItem{el: p.el.With("to", c.Session.JID.String()), room: r.JID, seq: seq})
+			it.el = p.el.With("to", c.Session.JID.String())
+			b.send(c.Session, it)
 		}
 	}
 	if p.live {
