@@ -29,7 +29,7 @@ type outItem struct {
 	seq     int64
 	pm      *pendingMsg // with room: a room message forwarded before its commit
 	offline int64       // an offline-store row
-	hole    *hole // a place kept for output being read from disk
+	hole    *hole       // a place kept for output being read from disk
 }
 
 // hole keeps the place of output that is still being read, so what is
