@@ -2,7 +2,6 @@ package bouncer
 
 import (
 	"context"
-
 	"math/rand/v2"
 	"strconv"
 	"time"
