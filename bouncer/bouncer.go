@@ -61,10 +61,8 @@ type Bouncer struct {
 
 	reg *sessions.Registry
 
-	seq        uint64
-	pendingOut map[string]*pendingIQ // rewritten id → IQ a client sent upstream
-	pendingIn  map[string]*pendingIQ // rewritten id → IQ upstream sent to a client
-	mamQueries map[string]*mamRoute  // rewritten queryid → client
+	seq uint64
+	iqs iqRoutes // rewritten IQ ids and MAM queryids (iq.go)
 
 	presence *presenceState
 	caps     *capsCache
@@ -112,19 +110,17 @@ func New(opt Options) *Bouncer {
 		opt.DetachedStatus = opt.Config.Presence.DetachedStatus
 	}
 	b := &Bouncer{
-		opt:        opt,
-		log:        opt.Logger,
-		account:    opt.Account.Bare().String(),
-		domain:     opt.Account.Domainpart(),
-		events:     make(chan event, 1024),
-		reg:        sessions.New(),
-		pendingOut: map[string]*pendingIQ{},
-		pendingIn:  map[string]*pendingIQ{},
-		mamQueries: map[string]*mamRoute{},
-		presence:   newPresenceState(),
-		caps:       newCapsCache(),
-		rooms:      map[string]*Room{},
-		internal:   waiters{},
+		opt:      opt,
+		log:      opt.Logger,
+		account:  opt.Account.Bare().String(),
+		domain:   opt.Account.Domainpart(),
+		events:   make(chan event, 1024),
+		reg:      sessions.New(),
+		iqs:      newIQRoutes(),
+		presence: newPresenceState(),
+		caps:     newCapsCache(),
+		rooms:    map[string]*Room{},
+		internal: waiters{},
 
 		clientQueries: waiters{},
 		internalMAM:   map[string]func(*stanza.Element){},

@@ -31,9 +31,9 @@ func TestPendingStateDoesNotGrowUnderChurn(t *testing.T) {
 		return n == 0
 	})
 	e.b.Do(func() {
-		if n := len(e.b.clientQueries) + len(e.b.caps.asked) + len(e.b.dlv.clients) + len(e.b.pendingOut) + len(e.b.pendingIn) + len(e.b.mamQueries); n != 0 {
-			t.Errorf("state left behind: clientQueries %d, caps.asked %d, delivery %d, pendingOut %d, pendingIn %d, mamQueries %d",
-				len(e.b.clientQueries), len(e.b.caps.asked), len(e.b.dlv.clients), len(e.b.pendingOut), len(e.b.pendingIn), len(e.b.mamQueries))
+		if n := len(e.b.clientQueries) + len(e.b.caps.asked) + len(e.b.dlv.clients) + len(e.b.iqs.out) + len(e.b.iqs.in) + len(e.b.iqs.mam); n != 0 {
+			t.Errorf("state left behind: clientQueries %d, caps.asked %d, delivery %d, iqs.out %d, iqs.in %d, iqs.mam %d",
+				len(e.b.clientQueries), len(e.b.caps.asked), len(e.b.dlv.clients), len(e.b.iqs.out), len(e.b.iqs.in), len(e.b.iqs.mam))
 		}
 	})
 	// A caps version whose first client left unanswered is asked again.

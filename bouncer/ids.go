@@ -5,10 +5,10 @@ package bouncer
 // upstream package's own prefix (upstream.idPrefix), whose answers it
 // keeps for itself.
 const (
-	idClientIQ   = "xb"       // a client's IQ rewritten on its way upstream (pendingOut)
-	idUpstreamIQ = "xi"       // an upstream IQ handed to a client (pendingIn)
+	idClientIQ   = "xb"       // a client's IQ rewritten on its way upstream (iqs.out)
+	idUpstreamIQ = "xi"       // an upstream IQ handed to a client (iqs.in)
 	idInternal   = "xc"       // the core's own IQ upstream (internal)
-	idClientMAM  = "xq"       // a client's MAM queryid (mamQueries)
+	idClientMAM  = "xq"       // a client's MAM queryid (iqs.mam)
 	idGapFill    = "xm"       // a gap-fill MAM queryid (internalMAM)
 	pushPrefix   = "xb-push-" // a roster or blocklist push, or caps query, to a client
 )

@@ -9,13 +9,28 @@ import (
 
 // pendingIQ remembers where the answer to a rewritten IQ goes.
 type pendingIQ struct {
-	session  uint64 // local client (for pendingOut) or target (for pendingIn)
+	session  uint64 // local client (for iqs.out) or target (for iqs.in)
 	id       string // the id as its sender wrote it
 	to, from string // original addressing, restored on the answer
 	deadline time.Time
 	strip    bool // the answer is disco#info: add urn:xmpp:push:0 if from the account
 	room     string
 	mam      string // rewritten MAM queryid, forgotten with the answer
+}
+
+// iqRoutes is where answers go: the ids the core rewrote on IQs between
+// clients and upstream, and the queryids of clients' MAM queries. Every
+// entry ends with its answer or its deadline (sweepIQs); those of one
+// upstream session end with it (upstreamOffline), and the IQs upstream
+// sent to a client that leaves get an error at once (sessionEnded).
+type iqRoutes struct {
+	out map[string]*pendingIQ // rewritten id → IQ a client sent upstream
+	in  map[string]*pendingIQ // rewritten id → IQ upstream sent to a client
+	mam map[string]*mamRoute  // rewritten queryid → client
+}
+
+func newIQRoutes() iqRoutes {
+	return iqRoutes{out: map[string]*pendingIQ{}, in: map[string]*pendingIQ{}, mam: map[string]*mamRoute{}}
 }
 
 // mamRoute remembers which client a rewritten MAM queryid belongs to.
@@ -71,7 +86,7 @@ func (b *Bouncer) forwardIQ(s *sessions.Session, t target, el, payload *stanza.E
 		return
 	}
 	id := b.nextID(idClientIQ)
-	b.pendingOut[id] = &pendingIQ{
+	b.iqs.out[id] = &pendingIQ{
 		session:  s.ID,
 		id:       el.ID(),
 		to:       el.To(),
@@ -80,10 +95,10 @@ func (b *Bouncer) forwardIQ(s *sessions.Session, t target, el, payload *stanza.E
 		room:     roomOf(t),
 	}
 	if q := el.Child(stanza.NSMAM, "query"); q != nil {
-		b.pendingOut[id].mam = q.Get("queryid")
+		b.iqs.out[id].mam = q.Get("queryid")
 	}
 	if !b.sendUp(el.With("id", id, "from", "", "to", t.to)) {
-		delete(b.pendingOut, id)
+		delete(b.iqs.out, id)
 		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "upstream queue full"))
 	}
 }
@@ -109,8 +124,8 @@ func (b *Bouncer) clientIQAnswer(s *sessions.Session, t target, el *stanza.Eleme
 		b.sendTo(t.sibling, el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
 		return
 	}
-	if p := b.pendingIn[id]; p != nil && p.session == s.ID {
-		delete(b.pendingIn, id)
+	if p := b.iqs.in[id]; p != nil && p.session == s.ID {
+		delete(b.iqs.in, id)
 		b.sendUp(el.With("id", p.id, "from", "", "to", p.from))
 		return
 	}
@@ -152,13 +167,13 @@ func (b *Bouncer) upstreamIQAnswer(el *stanza.Element) {
 	if b.internal.answer(id, el) {
 		return
 	}
-	p := b.pendingOut[id]
+	p := b.iqs.out[id]
 	if p == nil {
 		return // expired, or an answer to an IQ we never sent
 	}
-	delete(b.pendingOut, id)
+	delete(b.iqs.out, id)
 	if p.mam != "" {
-		delete(b.mamQueries, p.mam)
+		delete(b.iqs.mam, p.mam)
 	}
 	s := b.reg.ByID(p.session)
 	if s == nil {
@@ -204,7 +219,7 @@ func (b *Bouncer) forwardIQToClient(el *stanza.Element) {
 		return
 	}
 	id := b.nextID(idUpstreamIQ)
-	b.pendingIn[id] = &pendingIQ{session: s.ID, id: el.ID(), from: el.From(), deadline: time.Now().Add(b.opt.IQTimeout)}
+	b.iqs.in[id] = &pendingIQ{session: s.ID, id: el.ID(), from: el.From(), deadline: time.Now().Add(b.opt.IQTimeout)}
 	b.sendTo(s, el.With("id", id, "to", s.JID.String()))
 }
 
@@ -229,20 +244,20 @@ func upstreamError(el *stanza.Element, typ, cond string) *stanza.Element {
 // sweepIQs answers pending IQs that waited too long (XEP-0199-style
 // timeouts would otherwise leave clients waiting forever).
 func (b *Bouncer) sweepIQs(now time.Time) {
-	for id, p := range b.pendingOut {
+	for id, p := range b.iqs.out {
 		if now.After(p.deadline) {
-			delete(b.pendingOut, id)
+			delete(b.iqs.out, id)
 			b.failPending(p, stanza.ErrWait, "remote-server-timeout", "no answer from upstream")
 		}
 	}
-	for id, p := range b.pendingIn {
+	for id, p := range b.iqs.in {
 		if now.After(p.deadline) {
-			delete(b.pendingIn, id)
+			delete(b.iqs.in, id)
 		}
 	}
-	for id, m := range b.mamQueries {
+	for id, m := range b.iqs.mam {
 		if now.After(m.deadline) {
-			delete(b.mamQueries, id)
+			delete(b.iqs.mam, id)
 		}
 	}
 	b.internal.expire(now)

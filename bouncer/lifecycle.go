@@ -54,9 +54,9 @@ func (b *Bouncer) sessionEnded(s *sessions.Session) {
 	b.deliveryEnded(s)
 	b.clientQueries.sessionEnded(s.ID)
 	b.reg.Remove(s)
-	for id, p := range b.pendingIn {
+	for id, p := range b.iqs.in {
 		if p.session == s.ID {
-			delete(b.pendingIn, id)
+			delete(b.iqs.in, id)
 			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", b.upFull, "to", p.from)
 			b.sendUp(upstreamError(req, stanza.ErrCancel, "service-unavailable"))
 		}
@@ -93,15 +93,15 @@ func (b *Bouncer) upstreamOffline(err error) {
 	b.online = false
 	b.upFull = ""
 	b.log.Warn("upstream offline", "reason", errString(err))
-	for id, p := range b.pendingOut {
-		delete(b.pendingOut, id)
+	for id, p := range b.iqs.out {
+		delete(b.iqs.out, id)
 		b.failPending(p, stanza.ErrWait, "remote-server-timeout", "the bouncer's upstream connection was lost")
 	}
-	for id := range b.pendingIn {
-		delete(b.pendingIn, id)
+	for id := range b.iqs.in {
+		delete(b.iqs.in, id)
 	}
-	for id := range b.mamQueries {
-		delete(b.mamQueries, id)
+	for id := range b.iqs.mam {
+		delete(b.iqs.mam, id)
 	}
 	b.internal.failAll("remote-server-timeout")
 	b.roomsOffline()

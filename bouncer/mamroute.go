@@ -12,7 +12,7 @@ import (
 // what routes them to the one client that asked.
 func (b *Bouncer) rewriteMAMQuery(s *sessions.Session, el, q *stanza.Element) *stanza.Element {
 	qid := b.nextID(idClientMAM)
-	b.mamQueries[qid] = &mamRoute{session: s.ID, queryid: q.Get("queryid"), deadline: time.Now().Add(b.opt.IQTimeout)}
+	b.iqs.mam[qid] = &mamRoute{session: s.ID, queryid: q.Get("queryid"), deadline: time.Now().Add(b.opt.IQTimeout)}
 	return el.Replace(q, q.With("queryid", qid))
 }
 
@@ -25,7 +25,7 @@ func (b *Bouncer) mamResult(el, r *stanza.Element) {
 		}
 		return
 	}
-	route := b.mamQueries[r.Get("queryid")]
+	route := b.iqs.mam[r.Get("queryid")]
 	if route == nil {
 		return
 	}
