@@ -86,11 +86,16 @@ type Bouncer struct {
 
 // New creates a bouncer. Call SetUpstream before Run.
 func New(opt Options) *Bouncer {
+	if opt.Config == nil {
+		opt.Config = &config.Config{}
+		opt.Config.Defaults()
+	}
+	// The configurable defaults live in config.Defaults only.
 	if opt.OutboxLimit == 0 {
-		opt.OutboxLimit = 1000
+		opt.OutboxLimit = opt.Config.Upstream.OutboxLimit
 	}
 	if opt.IQTimeout == 0 {
-		opt.IQTimeout = 2 * time.Minute
+		opt.IQTimeout = opt.Config.Upstream.IQTimeout.Duration
 	}
 	if opt.DBTimeout == 0 {
 		opt.DBTimeout = 5 * time.Second
@@ -100,10 +105,6 @@ func New(opt Options) *Bouncer {
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
-	}
-	if opt.Config == nil {
-		opt.Config = &config.Config{}
-		opt.Config.Defaults()
 	}
 	if opt.DetachedShow == "" {
 		opt.DetachedShow = opt.Config.Presence.DetachedShow
