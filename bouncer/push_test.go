@@ -367,3 +367,37 @@ func TestMentions(t *testing.T) {
 		}
 	}
 }
+
+// End to end with stream management: a phone that enabled resumption and
+// push loses its connection; its session hibernates, and a chat for the
+// account wakes it through the app server. After the resume it gets the
+// chat itself, and no notification is sent while it is connected.
+func TestPushForHibernatedSession(t *testing.T) {
+	e, app, svc := pushEnv(t, time.Millisecond, nil)
+	phone := e.dialSM(t)
+	phone.bind("phone")
+	phone.write(`<presence/>`)
+	phone.expect("own presence", func(el *stanza.Element) bool { return el.Kind() == "presence" })
+	phone.write(fmt.Sprintf(`<iq type="set" id="push1"><enable xmlns="urn:xmpp:push:0" jid="%s" node="node-sm">`+
+		`<x xmlns="jabber:x:data" type="submit"><field var="FORM_TYPE"><value>http://jabber.org/protocol/pubsub#publish-options</value></field>`+
+		`<field var="secret"><value>%s</value></field></x></enable></iq>`, svc, pushSecret))
+	phone.expect("push enabled", iqID("push1"))
+	id := phone.enable()
+	phone.drop()
+	e.waitFor("session hibernated", func() bool {
+		var h bool
+		e.b.Do(func() { s := e.b.reg.ByResource("phone"); h = s != nil && s.Hibernated })
+		return h
+	})
+	bob := e.user("bob", "desk")
+	bob.Send(t, `<message type="chat" to="`+e.cfg.Upstream.JID+`" id="wake"><body>wake up</body></message>`)
+	if f := summary(t, expectPublish(t, app, ""), "node-sm"); f["message-count"] != "1" || f["last-message-sender"] != e.srv.JID("bob") {
+		t.Fatalf("summary for the hibernated phone: %v", f)
+	}
+	back := e.dialSMResume(t, id, 0)
+	back.expect("resumed", isSM("resumed"))
+	back.expect("the chat, resent after the resume", hasBody("wake up"))
+	bob.Send(t, `<message type="chat" to="`+e.cfg.Upstream.JID+`"><body>now you are here</body></message>`)
+	back.expect("live chat", hasBody("now you are here"))
+	app.ExpectNone(t, 1500*time.Millisecond, isPublish)
+}
