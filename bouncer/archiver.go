@@ -39,7 +39,18 @@ type archiver struct {
 	down     atomic.Bool   // the last commit failed and is being retried
 	failures atomic.Uint64 // failed commits since start
 	pending  atomic.Int64  // jobs queued or running
+
+	// max bounds the queue: past it, admit holds the upstream reader (not
+	// the loop) until half of it is done. The server then buffers for us;
+	// nothing is dropped.
+	max     int64
+	drained *sync.Cond // signalled as jobs finish, with mu
+	paused  atomic.Bool
 }
+
+// archiveQueueMax is the default bound of the archiver's queue: at 200
+// room messages a second, over eight minutes of a locked database.
+const archiveQueueMax = 100_000
 
 // archJob is one unit of archive work; exactly one field is set.
 type archJob struct {
@@ -56,8 +67,9 @@ type archJob struct {
 const archiveBatchMax = 512
 
 func newArchiver(db Store, log *slog.Logger, post func(func()), limit func() int) *archiver {
-	a := &archiver{db: db, log: log, post: post, limit: limit, done: make(chan struct{})}
+	a := &archiver{db: db, log: log, post: post, limit: limit, done: make(chan struct{}), max: archiveQueueMax}
 	a.cond = sync.NewCond(&a.mu)
+	a.drained = sync.NewCond(&a.mu)
 	go a.run()
 	return a
 }
@@ -97,6 +109,7 @@ func (a *archiver) read(r func(ctx context.Context, db Store)) {
 func (a *archiver) close(ctx context.Context) {
 	a.mu.Lock()
 	a.closed = true
+	a.drained.Broadcast()
 	a.mu.Unlock()
 	a.cond.Signal()
 	select {
@@ -105,6 +118,25 @@ func (a *archiver) close(ctx context.Context) {
 	case <-ctx.Done():
 		a.log.Error("archive writes still pending at shutdown", "jobs", a.pending.Load())
 	}
+}
+
+// admit is called by the upstream reader before it hands the loop a
+// stanza: while the queue is over its bound it waits, so the backlog stays
+// in the server's hands instead of growing here.
+func (a *archiver) admit() {
+	if a.pending.Load() < a.max {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.paused.Swap(true) {
+		a.log.Error("archive queue full: reading from upstream paused until it drains", "jobs", a.pending.Load())
+	}
+	for a.pending.Load() >= a.max/2 && !a.closed {
+		a.drained.Wait()
+	}
+	a.paused.Store(false)
+	a.log.Warn("archive queue drained: reading from upstream again")
 }
 
 func (a *archiver) take() []archJob {
@@ -176,7 +208,11 @@ func (a *archiver) run() {
 				}()
 			}
 			i += n
-			a.pending.Add(int64(-n))
+			if a.pending.Add(int64(-n)) < a.max/2 && a.paused.Load() {
+				a.mu.Lock()
+				a.drained.Broadcast()
+				a.mu.Unlock()
+			}
 		}
 		if len(thens) > 0 {
 			a.post(func() {

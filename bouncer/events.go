@@ -52,6 +52,9 @@ func (h UpstreamHandler) Online(bound jid.JID) { h.b.events <- upOnline{bound} }
 // Stanza implements upstream.Handler.
 func (h UpstreamHandler) Stanza(el *stanza.Element) {
 	h.b.admin.stats.count(FromUpstream, el)
+	if h.b.arch != nil {
+		h.b.arch.admit() // backpressure from a congested archive
+	}
 	h.b.events <- upStanza{el}
 }
 
