@@ -199,6 +199,17 @@ func (a *archiver) run() {
 			case j.write != nil:
 				a.retry("writing to the archive", func(ctx context.Context) error { return j.write(ctx, a.db) })
 			case j.read != nil:
+				// What the earlier commits answer reaches the loop
+				// before what this read finds.
+				if len(thens) > 0 {
+					ts := thens
+					a.post(func() {
+						for _, f := range ts {
+							f()
+						}
+					})
+					thens = nil
+				}
 				a.reads.Add(1)
 				go func() {
 					defer a.reads.Done()

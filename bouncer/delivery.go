@@ -73,7 +73,10 @@ type delivery struct {
 	// offlineLoaded says whether its rows are loaded (see feedOffline).
 	offlineTo      uint64
 	offlineDeleted int64 // highest offline seq deleted or being deleted
-	pumpArmed      bool
+	// uncommitted are delivered room messages still waiting for their
+	// commit; they move their cursor once it lands (resolveUncommitted).
+	uncommitted []uncommittedMark
+	pumpArmed   bool
 	// unackedOffline holds, per ended session until its Closed arrives,
 	// the offline-store stanzas it was sent but never confirmed: they stay
 	// stored for the next client, so XEP-0198 re-routing skips them.
@@ -280,21 +283,15 @@ func (b *Bouncer) resolve(s *sessions.Session, co *clientOut) {
 		if m.at > done {
 			break
 		}
-		seq := m.seq
-		if m.pm != nil {
-			if !m.pm.done {
-				break // forwarded before its commit, which is still pending
-			}
-			seq = m.pm.m.Seq
-		}
 		n++
-		if seq != 0 {
-			k := cursorKey{m.room, s.JID.Resourcepart()}
-			if seq > b.dlv.cursors[k] {
-				b.dlv.cursors[k] = seq
-				b.dlv.dirty[k] = seq
-			}
+		k := cursorKey{m.room, s.JID.Resourcepart()}
+		if m.pm != nil {
+			// Forwarded before its commit: its seq is known once that
+			// lands. Cursors only move forward, so it can wait apart.
+			b.dlv.uncommitted = append(b.dlv.uncommitted, uncommittedMark{k, m.pm})
+			continue
 		}
+		b.moveCursor(k, m.seq)
 		offline = max(offline, m.offline)
 	}
 	co.marks = co.marks[n:]
@@ -302,6 +299,34 @@ func (b *Bouncer) resolve(s *sessions.Session, co *clientOut) {
 		b.dlv.offlineDeleted = offline
 		b.deleteOffline(offline)
 	}
+}
+
+// uncommittedMark is a delivered room message whose commit is pending.
+type uncommittedMark struct {
+	key cursorKey
+	pm  *pendingMsg
+}
+
+func (b *Bouncer) moveCursor(k cursorKey, seq int64) {
+	if seq > b.dlv.cursors[k] {
+		b.dlv.cursors[k] = seq
+		b.dlv.dirty[k] = seq
+	}
+}
+
+// resolveUncommitted moves the cursors of delivered messages whose commit
+// has landed since.
+func (b *Bouncer) resolveUncommitted() {
+	keep := b.dlv.uncommitted[:0]
+	for _, u := range b.dlv.uncommitted {
+		if !u.pm.done {
+			keep = append(keep, u)
+			continue
+		}
+		b.moveCursor(u.key, u.pm.m.Seq)
+	}
+	clear(b.dlv.uncommitted[len(keep):])
+	b.dlv.uncommitted = keep
 }
 
 // deliveryEnded resolves what s's connection delivered before it ended and
@@ -371,6 +396,7 @@ func (b *Bouncer) saveCursors() {
 // sweepDelivery runs with the IQ sweep: marks of idle clients resolve and
 // moved cursors are saved.
 func (b *Bouncer) sweepDelivery() {
+	b.resolveUncommitted()
 	for id, co := range b.dlv.clients {
 		if s := b.reg.ByID(id); s != nil {
 			b.resolve(s, co)

@@ -120,14 +120,36 @@ func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLi
 			}
 			items = append(items, outItem{el: withDelay(el, room, m.Stamp).With("to", to), room: room, seq: m.Seq})
 		}
-		return func() { b.fill(id, h, items) }
+		return func() {
+			if plain && seen {
+				items = b.notYetSent(room, id, items)
+			}
+			b.fill(id, h, items)
+		}
 	})
+}
+
+// notYetSent drops from a catch-up replay what reached the client after
+// the replay was asked for (a message forwarded before its commit, whose
+// cursor moved only once the commit landed). Nothing behind the replay has
+// been written yet, so the cursor now still marks what the client has.
+func (b *Bouncer) notYetSent(room string, id uint64, items []outItem) []outItem {
+	s := b.reg.ByID(id)
+	if s == nil {
+		return items
+	}
+	cur, _ := b.sentCursor(room, s)
+	for len(items) > 0 && items[0].seq <= cur {
+		items = items[1:]
+	}
+	return items
 }
 
 // sentCursor is where s stands in room counting what was already handed to
 // its connection, delivered or not: a client that leaves and rejoins at
 // once must not get again what is still on its way to it.
 func (b *Bouncer) sentCursor(room string, s *sessions.Session) (int64, bool) {
+	b.resolveUncommitted()
 	cur, seen := b.cursor(room, s.JID.Resourcepart())
 	if co := b.dlv.clients[s.ID]; co != nil {
 		for _, m := range co.marks {
