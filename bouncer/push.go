@@ -11,6 +11,7 @@ package bouncer
 // Prosody's mod_cloud_notify unless a comment says otherwise.
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"time"
@@ -181,16 +182,10 @@ func (b *Bouncer) pushEnable(s *sessions.Session, el, payload *stanza.Element) {
 		r.form = form.DeepCopy()
 		r.Form = r.form.String()
 	}
-	if b.opt.Archive != nil {
-		ctx, cancel := b.dbCtx()
-		err := b.opt.Archive.SetPushRegistration(ctx, r.PushRegistration)
-		cancel()
-		if err != nil {
-			b.log.Error("storing push registration failed", "jid", s.JID.String(), "err", err)
-			b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "internal-server-error", "could not store the registration"))
-			return
-		}
-	}
+	// Stored by the archiver, in order with any later disable; it retries
+	// until the write succeeds, so the loop never waits on the disk.
+	reg := r.PushRegistration
+	b.background(func(ctx context.Context, db Store) error { return db.SetPushRegistration(ctx, reg) })
 	ps := b.pushRegistry()
 	for _, o := range ps.regs {
 		// One device, one registration: a client that binds a new resource
@@ -215,31 +210,23 @@ func (b *Bouncer) pushDisable(s *sessions.Session, el, payload *stanza.Element) 
 	node := payload.Get("node")
 	for _, r := range b.pushRegistry().regs {
 		if r.Service == service && (node == "" || r.Node == node) {
-			if !b.pushForget(r) {
-				b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "internal-server-error", "could not remove the registration"))
-				return
-			}
+			b.pushForget(r)
 			b.log.Info("push disabled", "resource", r.Resource, "service", service, "by", s.JID.String())
 		}
 	}
 	b.sendTo(s, localResult(el, s, b.domain))
 }
 
-// pushForget drops r from memory and from SQLite; false if SQLite failed.
-func (b *Bouncer) pushForget(r *pushReg) bool {
-	if b.opt.Archive != nil {
-		ctx, cancel := b.dbCtx()
-		_, err := b.opt.Archive.DeletePushRegistration(ctx, r.Resource, r.Service, r.Node)
-		cancel()
-		if err != nil {
-			b.log.Error("removing push registration failed", "resource", r.Resource, "err", err)
-			return false
-		}
-	}
+// pushForget drops r from memory and (through the archiver) from SQLite.
+func (b *Bouncer) pushForget(r *pushReg) {
+	res, svc, node := r.Resource, r.Service, r.Node
+	b.background(func(ctx context.Context, db Store) error {
+		_, err := db.DeletePushRegistration(ctx, res, svc, node)
+		return err
+	})
 	if ps := b.pushRegistry(); ps.regs[r.Resource] == r {
 		delete(ps.regs, r.Resource)
 	}
-	return true
 }
 
 // pushFor is the delivery path's entry point: el has arrived for the
@@ -423,9 +410,7 @@ func (b *Bouncer) pushAnswer(r *pushReg, ans *stanza.Element) {
 			return
 		}
 	}
-	if !b.pushForget(r) {
-		return
-	}
+	b.pushForget(r)
 	args := []any{"resource", r.Resource, "service", r.Service, "condition", cond}
 	if cond == "forbidden" {
 		// p2 (Conversations) refuses every publish whose sender is not a
