@@ -10,7 +10,8 @@ import (
 	"xmppbouncer/stanza"
 )
 
-// dbCtx is the context for one archive call from the loop.
+// dbCtx is the context for the loop's only archive calls: the reads at
+// startup (cursors, push registrations), before any client is served.
 func (b *Bouncer) dbCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), b.opt.DBTimeout)
 }
