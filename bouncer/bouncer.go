@@ -220,9 +220,6 @@ func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) {
 	b.send(s, outItem{el: el})
 }
 
-// localJID returns the full JID local clients use for resource res.
-func (b *Bouncer) localJID(res string) string { return b.account + "/" + res }
-
 // splitJID splits a JID string at the first '/' into bare and resource.
 func splitJID(s string) (bare, res string) {
 	if i := strings.IndexByte(s, '/'); i >= 0 {

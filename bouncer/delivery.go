@@ -182,13 +182,6 @@ func (b *Bouncer) tooSlow(s *sessions.Session, why string) {
 	s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
 }
 
-// sendBulk queues items behind whatever s is already waiting for.
-func (b *Bouncer) sendBulk(s *sessions.Session, items []outItem) {
-	co := b.out(s)
-	co.backlog = append(co.backlog, items...)
-	b.pump(s)
-}
-
 // reserve keeps s's place for output being read from disk.
 func (b *Bouncer) reserve(s *sessions.Session) *hole {
 	h := &hole{}

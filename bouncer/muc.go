@@ -118,21 +118,6 @@ func statusCodes(el *stanza.Element) map[string]bool {
 	return out
 }
 
-// endsOccupancy reports whether a self-unavailable removes the account from
-// the room: kick 307, ban 301, affiliation 321, members-only 322, shutdown
-// 332, error 333, or <destroy/> (XEP-0045 §9.2, §9.8, §10.9).
-func endsOccupancy(el *stanza.Element, codes map[string]bool) bool {
-	if x := mucUser(el); x != nil && x.Child(stanza.NSMUCUser, "destroy") != nil {
-		return true
-	}
-	for _, c := range []string{"307", "301", "321", "322", "332", "333"} {
-		if codes[c] {
-			return true
-		}
-	}
-	return false
-}
-
 // isSubject reports whether a groupchat message is a subject change
 // (XEP-0045 §8.1: a <subject/> and no <body/>).
 func isSubject(el *stanza.Element) bool {

@@ -238,19 +238,6 @@ func (c *smClient) expect(what string, match func(*stanza.Element) bool) *stanza
 	}
 }
 
-// none fails if match accepts anything received within d.
-func (c *smClient) none(d time.Duration, match func(*stanza.Element) bool) {
-	c.t.Helper()
-	time.Sleep(d)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, el := range c.in {
-		if match(el) {
-			c.t.Fatalf("unexpected %s", el)
-		}
-	}
-}
-
 // received returns the stanzas (not nonzas) received since the last call,
 // in order, whether expect has taken them or not.
 func (c *smClient) received() []*stanza.Element {
