@@ -159,6 +159,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 			if now.Sub(b.lastPrune) > time.Hour {
 				b.lastPrune = now
 				b.pruneOffline()
+				b.pruneCursors(now)
 			}
 			b.pushTick(now)
 		}

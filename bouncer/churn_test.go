@@ -1,6 +1,7 @@
 package bouncer
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -55,4 +56,36 @@ func TestPendingStateDoesNotGrowUnderChurn(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("an expired internal IQ was never failed")
 	}
+}
+
+// Catch-up cursors expire: a resource that has not received anything in a
+// room for cursorExpiry is forgotten, in memory and in SQLite, so
+// generated resources cannot pile up cursors for ever.
+func TestCursorsExpire(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	room := "expire@" + e.srv.MUC
+	bob := e.bobInRoom(room)
+	a := e.availableClient("generated-1")
+	join(t, a, room, "alice", `<history maxchars="0"/>`)
+	bob.Send(t, `<message to="`+room+`" type="groupchat" id="x1"><body>one</body></message>`)
+	a.Expect(t, "message", hasBody("one"))
+	a.Close()
+	key := cursorKey{room, "generated-1"}
+	e.waitFor("cursor saved", func() bool {
+		cs, err := e.db.Cursors(context.Background())
+		return err == nil && len(cs) == 1
+	})
+	e.b.Do(func() {
+		p := e.b.dlv.cursors[key]
+		p.at = time.Now().Add(-cursorExpiry - time.Hour) // as if long ago
+		e.b.dlv.cursors[key] = p
+		e.b.pruneCursors(time.Now().Add(cursorExpiry + 2*time.Hour))
+		if _, ok := e.b.dlv.cursors[key]; ok {
+			t.Error("expired cursor still in memory")
+		}
+	})
+	e.waitFor("cursor pruned from SQLite", func() bool {
+		cs, err := e.db.Cursors(context.Background())
+		return err == nil && len(cs) == 0
+	})
 }

@@ -67,8 +67,8 @@ type cursorKey struct{ room, resource string }
 // feed. It runs on the loop goroutine.
 type delivery struct {
 	clients map[uint64]*clientOut
-	cursors map[cursorKey]int64 // loaded at start, moved by resolved marks
-	dirty   map[cursorKey]int64 // moved since last saved
+	cursors map[cursorKey]cursorPos // loaded at start, moved by resolved marks
+	dirty   map[cursorKey]cursorPos // moved since last saved
 	// offlineTo is the session being fed the offline store (0: none);
 	// offlineLoaded says whether its rows are loaded (see feedOffline).
 	offlineTo      uint64
@@ -84,7 +84,7 @@ type delivery struct {
 }
 
 func newDelivery() *delivery {
-	return &delivery{clients: map[uint64]*clientOut{}, cursors: map[cursorKey]int64{}, dirty: map[cursorKey]int64{}}
+	return &delivery{clients: map[uint64]*clientOut{}, cursors: map[cursorKey]cursorPos{}, dirty: map[cursorKey]cursorPos{}}
 }
 
 // pumpInterval is how soon a client's backlog is looked at again while its
@@ -300,11 +300,38 @@ type uncommittedMark struct {
 	pm  *pendingMsg
 }
 
+// cursorPos is a cursor: the seq, and when it last moved.
+type cursorPos struct {
+	seq int64
+	at  time.Time
+}
+
+// cursorExpiry is how long a cursor that does not move is kept. A
+// generated resource is new on every login, so its cursors would pile up
+// for ever; a fixed one that stays away this long gets default_replay.
+const cursorExpiry = 90 * 24 * time.Hour
+
 func (b *Bouncer) moveCursor(k cursorKey, seq int64) {
-	if seq > b.dlv.cursors[k] {
-		b.dlv.cursors[k] = seq
-		b.dlv.dirty[k] = seq
+	if seq > b.dlv.cursors[k].seq {
+		p := cursorPos{seq: seq, at: time.Now()}
+		b.dlv.cursors[k] = p
+		b.dlv.dirty[k] = p
 	}
+}
+
+// pruneCursors forgets the cursors that have not moved for cursorExpiry,
+// here and in the database.
+func (b *Bouncer) pruneCursors(now time.Time) {
+	cut := now.Add(-cursorExpiry)
+	for k, p := range b.dlv.cursors {
+		if p.at.Before(cut) {
+			delete(b.dlv.cursors, k)
+		}
+	}
+	b.background(func(ctx context.Context, db Store) error {
+		_, err := db.PruneCursors(ctx, cut)
+		return err
+	})
 }
 
 // resolveUncommitted moves the cursors of delivered messages whose commit
@@ -349,8 +376,8 @@ func (b *Bouncer) deliveryEnded(s *sessions.Session) {
 // cursor is where resource stands in room: the seq of the newest archived
 // message delivered to it, and whether it has ever received one.
 func (b *Bouncer) cursor(room, resource string) (int64, bool) {
-	seq, ok := b.dlv.cursors[cursorKey{room, resource}]
-	return seq, ok
+	p, ok := b.dlv.cursors[cursorKey{room, resource}]
+	return p.seq, ok
 }
 
 // loadCursors reads the stored cursors at start.
@@ -366,7 +393,7 @@ func (b *Bouncer) loadCursors() {
 		return
 	}
 	for _, c := range cs {
-		b.dlv.cursors[cursorKey{c.Room, c.Resource}] = c.Seq
+		b.dlv.cursors[cursorKey{c.Room, c.Resource}] = cursorPos{seq: c.Seq, at: c.Updated}
 	}
 }
 
@@ -377,8 +404,8 @@ func (b *Bouncer) saveCursors() {
 		return
 	}
 	cs := make([]sqlite.Cursor, 0, len(b.dlv.dirty))
-	for k, seq := range b.dlv.dirty {
-		cs = append(cs, sqlite.Cursor{Room: k.room, Resource: k.resource, Seq: seq})
+	for k, p := range b.dlv.dirty {
+		cs = append(cs, sqlite.Cursor{Room: k.room, Resource: k.resource, Seq: p.seq, Updated: p.at})
 	}
 	clear(b.dlv.dirty)
 	b.background(func(ctx context.Context, db Store) error {

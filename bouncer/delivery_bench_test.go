@@ -109,7 +109,7 @@ func BenchmarkCursorReplay1000(b *testing.B) {
 		join := stanza.MustParse(`<presence to="` + room + `/alice"><x xmlns="http://jabber.org/protocol/muc"/></presence>`)
 		start := time.Now()
 		bn.Do(func() {
-			bn.dlv.cursors[cursorKey{room, "phone"}] = ms[0].Seq - 1
+			bn.dlv.cursors[cursorKey{room, "phone"}] = cursorPos{seq: ms[0].Seq - 1, at: time.Now()}
 			bn.reg.Add(s)
 			bn.joinRoom(s, room, "alice", join)
 		})

@@ -46,6 +46,7 @@ type DeliveryStore interface {
 	OfflineCount(ctx context.Context) (int, error)
 	Cursors(ctx context.Context) ([]sqlite.Cursor, error)
 	SaveCursors(ctx context.Context, cs []sqlite.Cursor) error
+	PruneCursors(ctx context.Context, olderThan time.Time) (int64, error)
 }
 
 var _ Store = (*sqlite.DB)(nil)

@@ -101,11 +101,12 @@ func (db *DB) OfflineCount(ctx context.Context) (int, error) {
 type Cursor struct {
 	Room, Resource string
 	Seq            int64
+	Updated        time.Time // when it last moved (whole seconds)
 }
 
 // Cursors returns every stored cursor.
 func (db *DB) Cursors(ctx context.Context) ([]Cursor, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT room, resource, seq FROM cursors`)
+	rows, err := db.r.QueryContext(ctx, `SELECT room, resource, seq, updated FROM cursors`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: cursors: %w", err)
 	}
@@ -113,9 +114,11 @@ func (db *DB) Cursors(ctx context.Context) ([]Cursor, error) {
 	var out []Cursor
 	for rows.Next() {
 		var c Cursor
-		if err := rows.Scan(&c.Room, &c.Resource, &c.Seq); err != nil {
+		var updated int64
+		if err := rows.Scan(&c.Room, &c.Resource, &c.Seq, &updated); err != nil {
 			return nil, fmt.Errorf("sqlite: cursors: %w", err)
 		}
+		c.Updated = time.Unix(updated, 0).UTC()
 		out = append(out, c)
 	}
 	return out, rows.Err()
@@ -133,8 +136,9 @@ func (db *DB) SaveCursors(ctx context.Context, cs []Cursor) error {
 	}
 	defer tx.Rollback()
 	for _, c := range cs {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO cursors(room, resource, seq) VALUES (?, ?, ?)
-			ON CONFLICT (room, resource) DO UPDATE SET seq = max(seq, excluded.seq)`, c.Room, c.Resource, c.Seq); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO cursors(room, resource, seq, updated) VALUES (?, ?, ?, ?)
+			ON CONFLICT (room, resource) DO UPDATE SET seq = max(seq, excluded.seq), updated = max(updated, excluded.updated)`,
+			c.Room, c.Resource, c.Seq, c.Updated.Unix()); err != nil {
 			return fmt.Errorf("sqlite: save cursor %s %s: %w", c.Room, c.Resource, err)
 		}
 	}
@@ -142,6 +146,16 @@ func (db *DB) SaveCursors(ctx context.Context, cs []Cursor) error {
 		return fmt.Errorf("sqlite: save cursors: commit: %w", err)
 	}
 	return nil
+}
+
+// PruneCursors deletes the cursors that have not moved since olderThan
+// and returns how many.
+func (db *DB) PruneCursors(ctx context.Context, olderThan time.Time) (int64, error) {
+	res, err := db.w.ExecContext(ctx, `DELETE FROM cursors WHERE updated < ?`, olderThan.Unix())
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: prune cursors: %w", err)
+	}
+	return res.RowsAffected()
 }
 
 // After returns the room's messages archived after seq (in archive order,

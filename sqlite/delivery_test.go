@@ -32,13 +32,14 @@ func TestOfflineStore(t *testing.T) {
 	}
 }
 
-func TestCursorsOnlyMoveForward(t *testing.T) {
+func TestCursorsOnlyMoveForwardAndExpire(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := context.Background()
-	if err := db.SaveCursors(ctx, []Cursor{{"r@muc", "phone", 10}, {"r@muc", "laptop", 3}}); err != nil {
+	old, now := time.Now().Add(-100*24*time.Hour), time.Now()
+	if err := db.SaveCursors(ctx, []Cursor{{"r@muc", "phone", 10, now}, {"r@muc", "laptop", 3, old}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SaveCursors(ctx, []Cursor{{"r@muc", "phone", 7}, {"r@muc", "laptop", 5}}); err != nil {
+	if err := db.SaveCursors(ctx, []Cursor{{"r@muc", "phone", 7, old}, {"r@muc", "laptop", 5, old}}); err != nil {
 		t.Fatal(err)
 	}
 	cs, err := db.Cursors(ctx)
@@ -46,9 +47,15 @@ func TestCursorsOnlyMoveForward(t *testing.T) {
 		t.Fatalf("%v %v", cs, err)
 	}
 	for _, c := range cs {
-		if c.Resource == "phone" && c.Seq != 10 || c.Resource == "laptop" && c.Seq != 5 {
+		if c.Resource == "phone" && (c.Seq != 10 || c.Updated.Unix() != now.Unix()) || c.Resource == "laptop" && c.Seq != 5 {
 			t.Fatalf("cursor %+v", c)
 		}
+	}
+	if n, err := db.PruneCursors(ctx, now.Add(-90*24*time.Hour)); err != nil || n != 1 {
+		t.Fatalf("pruned %d, %v; want the laptop's", n, err)
+	}
+	if cs, _ := db.Cursors(ctx); len(cs) != 1 || cs[0].Resource != "phone" {
+		t.Fatalf("left %+v", cs)
 	}
 }
 
