@@ -108,6 +108,9 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 	switch el.Type() {
 	case "":
 		first := !s.Available()
+		if first {
+			s.AvailableSince = time.Now()
+		}
 		s.Presence = el
 		s.Show = el.ChildText(stanza.NSClient, "show")
 		s.Priority, _ = strconv.Atoi(el.ChildText(stanza.NSClient, "priority"))

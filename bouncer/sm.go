@@ -1,6 +1,8 @@
 package bouncer
 
 import (
+	"time"
+
 	"xmppbouncer/sessions"
 	"xmppbouncer/stanza"
 )
@@ -16,6 +18,9 @@ func (b *Bouncer) clientHibernation(ev clientHibernation) {
 	h := ev.c.Hibernating()
 	if h != s.Hibernated {
 		s.Hibernated = h
+		if h {
+			s.HibernatedAt = time.Now()
+		}
 		b.log.Info("client session", "jid", s.JID.String(), "hibernated", h)
 		if !h {
 			// Paced output (delivery.go) waits while the session sleeps;
@@ -40,11 +45,15 @@ func (b *Bouncer) clientHibernation(ev clientHibernation) {
 // other available client awake, it goes to the offline store, for the next
 // client that sends presence.
 func (b *Bouncer) rerouteUnacked(s *sessions.Session, els []*stanza.Element, skip map[*stanza.Element]bool) {
-	// The clients a message to the account reaches (toAccount): available,
-	// with a priority that is not negative, and awake.
+	// The clients that got their own copy of what this session was sent
+	// (toAccount): available, with a priority that is not negative, awake,
+	// and available already before this session went to sleep. One that
+	// came later got none of what queued here meanwhile. For a replaced
+	// session (s nil) nothing is known, so nobody counts.
 	var others []*sessions.Session
 	for _, o := range b.reg.Available() {
-		if !o.Hibernated && o.Priority >= 0 && (s == nil || o.ID != s.ID) {
+		if s != nil && !o.Hibernated && o.Priority >= 0 && o.ID != s.ID &&
+			(s.HibernatedAt.IsZero() || o.AvailableSince.Before(s.HibernatedAt)) {
 			others = append(others, o)
 		}
 	}
@@ -60,6 +69,15 @@ func (b *Bouncer) rerouteUnacked(s *sessions.Session, els []*stanza.Element, ski
 		// A copy: el may still be referenced by the ended connection.
 		el = el.ShallowCopy()
 		if len(others) == 0 {
+			// A session replaced by a new bind on its resource (the same
+			// device, logging in again): that one gets it, if it has
+			// already sent the presence the offline store waits for.
+			_, res := splitJID(el.To())
+			if o := b.reg.ByResource(res); s == nil && res != "" && o != nil && o.Available() && !o.Hibernated {
+				b.sendTo(o, el.With("to", o.JID.String()))
+				delivered++
+				continue
+			}
 			if b.storeOfflineQuiet(el) {
 				stored++
 			} else {

@@ -431,3 +431,49 @@ func TestSMResumedConnectionHardening(t *testing.T) {
 		t.Fatalf("resume after close: %s", f)
 	}
 }
+
+// A chat that arrives while the only available client hibernates reaches
+// only that session. A client that comes online afterwards never got it,
+// so when the hibernation expires it is not "already delivered to the
+// others": it goes to the offline store and reaches the next client.
+func TestSMExpiryLateJoinerDidNotGetIt(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) { c.Limits.ResumeTimeout.Duration = 2 * time.Second })
+	bob := e.availableUser("bob", "desk")
+	c := e.dialSM(t)
+	c.bind("phone")
+	c.enable()
+	c.write(`<presence/>`)
+	c.expect("own presence", func(el *stanza.Element) bool { return el.Kind() == "presence" })
+	c.drop()
+	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	bob.Send(t, `<message to='`+e.cfg.Upstream.JID+`' type='chat' id='late1'><body>while asleep</body></message>`)
+	time.Sleep(300 * time.Millisecond) // it goes into the hibernated session's queue
+	laptop := e.availableClient("laptop")
+	laptop.ExpectNone(t, 300*time.Millisecond, hasBody("while asleep"))
+	e.waitFor("expiry", func() bool { return e.session("phone") == nil })
+	e.waitFor("the chat stored offline", func() bool { return e.offlineCount() == 1 })
+	tablet := e.availableClient("tablet")
+	tablet.Expect(t, "the chat nobody else got", hasBody("while asleep"))
+	laptop.ExpectNone(t, 300*time.Millisecond, hasBody("while asleep"))
+}
+
+// A hibernated session replaced by a fresh bind on its resource (the
+// phone logging in again instead of resuming): what was queued for it
+// reaches the new session once, whether the old one's end is handled
+// before or after the new one's presence.
+func TestSMReplacedSessionHandsOver(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	bob := e.availableUser("bob", "desk")
+	c := e.dialSM(t)
+	c.bind("phone")
+	c.enable()
+	c.write(`<presence/>`)
+	c.expect("own presence", func(el *stanza.Element) bool { return el.Kind() == "presence" })
+	c.drop()
+	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	bob.Send(t, `<message to='`+e.cfg.Upstream.JID+`' type='chat' id='h1'><body>queued while asleep</body></message>`)
+	time.Sleep(300 * time.Millisecond)
+	again := e.availableClient("phone")
+	again.Expect(t, "the queued chat", hasBody("queued while asleep"))
+	again.ExpectNone(t, 500*time.Millisecond, hasBody("queued while asleep"))
+}

@@ -5,6 +5,7 @@ package sessions
 
 import (
 	"sort"
+	"time"
 
 	"mellium.im/xmpp/jid"
 
@@ -41,6 +42,11 @@ type Session struct {
 	// Hibernated is set while an XEP-0198 session waits for a resume: it
 	// stays bound and keeps its claims, but nothing reaches the client.
 	Hibernated bool
+	// AvailableSince is when the client last sent initial presence, and
+	// HibernatedAt when its session last went to sleep: a client that
+	// became available after another one hibernated did not get what was
+	// queued for that one meanwhile.
+	AvailableSince, HibernatedAt time.Time
 }
 
 // Available reports whether the client has sent initial presence.
