@@ -150,7 +150,19 @@ func (c *Conn) Err() error {
 
 func (c *Conn) writer() {
 	conn := c.sess.Conn()
-	bw := bufio.NewWriterSize(conn, 16<<10)
+	// Delivered counts a stanza once its last byte was accepted by the
+	// transport, so a write cut short (a stuck peer) counts exactly the
+	// stanzas that got out before it.
+	cw := &countWriter{w: conn}
+	bw := bufio.NewWriterSize(cw, 16<<10)
+	var pos int64    // bytes handed to bw so far
+	var ends []int64 // where each stanza not yet counted ends
+	counted := func() {
+		for len(ends) > 0 && ends[0] <= cw.n {
+			ends = ends[1:]
+			c.written.Add(1)
+		}
+	}
 	var buf []byte
 	var tick <-chan time.Time
 	if c.opts.KeepAlive > 0 {
@@ -171,18 +183,26 @@ func (c *Conn) writer() {
 		if by := c.closeBy.Load(); by != 0 {
 			c.meter.SetWriteDeadline(time.Unix(0, by))
 		}
+		pos += int64(len(b))
 		_, err = bw.Write(b)
+	}
+	stanzaOut := func(el *stanza.Element) {
+		buf = el.AppendXML(buf[:0], stanza.NSClient)
+		write(buf)
+		if err == nil {
+			ends = append(ends, pos)
+		}
 	}
 	flush := func() {
 		if err == nil {
 			err = bw.Flush()
 		}
+		counted()
 		lastWrite = time.Now()
 	}
 	finish := func(se *stanza.StreamError) {
 		// Flush what was queued before the close, unless the peer
 		// overflowed its queue: then the stream error goes first.
-		n := uint64(0)
 		abort := c.closeBy.Load() != 0
 		for drained := false; !drained; {
 			select {
@@ -190,9 +210,7 @@ func (c *Conn) writer() {
 				if abort {
 					continue
 				}
-				buf = el.AppendXML(buf[:0], stanza.NSClient)
-				write(buf)
-				n++
+				stanzaOut(el)
 			default:
 				drained = true
 			}
@@ -202,9 +220,6 @@ func (c *Conn) writer() {
 		}
 		write([]byte("</stream:stream>"))
 		flush()
-		if err == nil {
-			c.written.Add(n)
-		}
 		if abort {
 			// TLS close_notify would wait up to 5 s more on the stuck
 			// socket: close the transport beneath it first.
@@ -228,24 +243,17 @@ func (c *Conn) writer() {
 	for {
 		select {
 		case el := <-c.out:
-			buf = el.AppendXML(buf[:0], stanza.NSClient)
-			write(buf)
-			n := uint64(1)
+			stanzaOut(el)
 			// Batch whatever else is queued into one flush.
 			for more := true; more && err == nil; {
 				select {
 				case el = <-c.out:
-					buf = el.AppendXML(buf[:0], stanza.NSClient)
-					write(buf)
-					n++
+					stanzaOut(el)
 				default:
 					more = false
 				}
 			}
 			flush()
-			if err == nil {
-				c.written.Add(n)
-			}
 			if err != nil {
 				c.err = err
 				c.Close(nil)
@@ -416,4 +424,16 @@ func isTLSAlert(err error) bool {
 	var rhe tls.RecordHeaderError
 	var alert tls.AlertError
 	return errors.As(err, &rhe) || errors.As(err, &alert)
+}
+
+// countWriter counts the bytes its writer accepted.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
