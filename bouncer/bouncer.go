@@ -214,11 +214,16 @@ func (b *Bouncer) sendUp(el *stanza.Element) bool {
 	return b.up.Send(el)
 }
 
-// sendTo sends el to a local session (see delivery.go). A client whose
-// queue is full is disconnected rather than allowed to block everyone.
-func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) {
-	b.admin.stats.count(ToClients, el)
-	b.send(s, outItem{el: el})
+// sendTo sends el to a local session (see delivery.go) and reports whether
+// it took it. A client whose queue is full is disconnected rather than
+// allowed to block everyone.
+func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) bool {
+	return b.sendItem(s, outItem{el: el})
+}
+
+func (b *Bouncer) sendItem(s *sessions.Session, it outItem) bool {
+	b.admin.stats.count(ToClients, it.el)
+	return b.send(s, it)
 }
 
 // splitJID splits a JID string at the first '/' into bare and resource.

@@ -29,6 +29,7 @@ type outItem struct {
 	seq     int64
 	pm      *pendingMsg // with room: a room message forwarded before its commit
 	offline int64       // an offline-store row
+	keep    bool        // a message to the account: placed elsewhere if never delivered
 	hole    *hole       // a place kept for output being read from disk
 }
 
@@ -46,6 +47,7 @@ type mark struct {
 	room    string
 	seq     int64
 	pm      *pendingMsg // its seq is known once committed
+	keep    bool        // with el: re-routed if never delivered (deliveryEnded)
 	offline int64
 	el      *stanza.Element // with offline: the stanza sent (see unackedOffline)
 }
@@ -81,10 +83,13 @@ type delivery struct {
 	// the offline-store stanzas it was sent but never confirmed: they stay
 	// stored for the next client, so XEP-0198 re-routing skips them.
 	unackedOffline map[uint64]map[*stanza.Element]bool
+	// undelivered holds, per ended session until its Closed arrives, the
+	// messages to the account it was handed but never delivered.
+	undelivered map[uint64][]*stanza.Element
 }
 
 func newDelivery() *delivery {
-	return &delivery{clients: map[uint64]*clientOut{}, cursors: map[cursorKey]cursorPos{}, dirty: map[cursorKey]cursorPos{}}
+	return &delivery{clients: map[uint64]*clientOut{}, cursors: map[cursorKey]cursorPos{}, dirty: map[cursorKey]cursorPos{}, undelivered: map[uint64][]*stanza.Element{}}
 }
 
 // pumpInterval is how soon a client's backlog is looked at again while its
@@ -107,24 +112,26 @@ func (b *Bouncer) out(s *sessions.Session) *clientOut {
 }
 
 // send delivers one item to s: at once when nothing waits before it,
-// otherwise behind the backlog.
-func (b *Bouncer) send(s *sessions.Session, it outItem) {
+// otherwise behind the backlog. It reports false when s did not take it
+// (cut off for being too slow, now or before).
+func (b *Bouncer) send(s *sessions.Session, it outItem) bool {
 	co := b.dlv.clients[s.ID]
 	if co != nil && co.cut {
-		return
+		return false
 	}
 	if co != nil && len(co.backlog) > 0 {
 		co.backlog = append(co.backlog, it)
 		if len(co.backlog) > b.backlogLimit() {
 			b.tooSlow(s, "backlog overflow")
+			return false
 		}
-		return
+		return true
 	}
 	if it.hole != nil {
 		b.out(s).backlog = append(b.out(s).backlog, it)
-		return
+		return true
 	}
-	b.write(s, it)
+	return b.write(s, it)
 }
 
 // backlogLimit bounds a backlog: the largest replay plus a full queue.
@@ -155,10 +162,10 @@ func (b *Bouncer) writeNow(s *sessions.Session, it outItem) bool {
 		b.tooSlow(s, "output queue overflow")
 		return false
 	}
-	if it.seq != 0 || it.pm != nil || it.offline != 0 {
+	if it.seq != 0 || it.pm != nil || it.offline != 0 || it.keep {
 		co := b.out(s)
-		m := mark{at: s.Conn.Sent(), room: it.room, seq: it.seq, pm: it.pm, offline: it.offline}
-		if it.offline != 0 {
+		m := mark{at: s.Conn.Sent(), room: it.room, seq: it.seq, pm: it.pm, offline: it.offline, keep: it.keep}
+		if it.offline != 0 || it.keep {
 			m.el = it.el
 		}
 		co.marks = append(co.marks, m)
@@ -355,6 +362,12 @@ func (b *Bouncer) deliveryEnded(s *sessions.Session) {
 	if co := b.dlv.clients[s.ID]; co != nil {
 		b.resolve(s, co)
 		for _, m := range co.marks {
+			if m.keep {
+				// Queued, never delivered: placed like XEP-0198's
+				// unacknowledged stanzas when the stream ends.
+				b.dlv.undelivered[s.ID] = append(b.dlv.undelivered[s.ID], m.el)
+				continue
+			}
 			if m.el != nil {
 				if b.dlv.unackedOffline == nil {
 					b.dlv.unackedOffline = map[uint64]map[*stanza.Element]bool{}

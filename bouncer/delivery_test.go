@@ -331,6 +331,12 @@ func TestSlowClientCatchesUp(t *testing.T) {
 	if first >= n {
 		t.Fatalf("the client was not cut off mid-flood (got all %d)", first)
 	}
+	// The whole flood is in the archive before the rejoin, so the replay
+	// is all there is to receive.
+	e.waitFor("flood archived", func() bool {
+		p, err := e.db.Query(context.Background(), sqlite.Query{Room: room, Max: 1})
+		return err == nil && p.Count == n
+	})
 	again := e.availableClient("slow")
 	again.Timeout = 30 * time.Second
 	note(join(t, again, room, "alice", ""))
@@ -371,7 +377,9 @@ func newPauseProxy(t testing.TB, target string) *pauseProxy {
 				c.Close()
 				continue
 			}
-			_ = u.(*net.TCPConn).SetReadBuffer(4096)
+			// A bounded window, so the target's writes back up soon
+			// while paused and drain at once when resumed.
+			_ = u.(*net.TCPConn).SetReadBuffer(64 << 10)
 			go func() { _, _ = io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
 			go func() {
 				buf := make([]byte, 4096)
@@ -438,4 +446,61 @@ func TestHistoryCappedAndPaced(t *testing.T) {
 		t.Fatalf("replay of %d messages, from %q to %q; want the newest 150", len(got), got[0], got[len(got)-1])
 	}
 	c.IQ(t, `<iq type="get"><ping xmlns="urn:xmpp:ping"/></iq>`) // still connected
+}
+
+// Chats for the account are not lost when the only client is cut off for
+// being too slow: those it was handed but never received, and those that
+// arrive while it is being cut off, go to the offline store, and the next
+// client gets them; across both, every chat arrives exactly once.
+func TestSlowClientChatsNotLost(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) { c.Limits.QueueLen = 16 })
+	bob := e.availableUser("bob", "desk")
+	px := newPauseProxy(t, e.lsrv.Addr().String())
+	opts := e.clientOpts("slow")
+	opts.Addr = px.addr()
+	slow := testclient.Dial(t, opts)
+	slow.Send(t, `<presence/>`)
+	slow.Expect(t, "own presence", presenceFrom(slow.JID().String()))
+	px.pause()
+	const n = 1500
+	pad := strings.Repeat("y", 4000)
+	for i := 0; i < n; i++ {
+		bob.Send(t, fmt.Sprintf(`<message to="%s" type="chat" id="c-%d"><body>c %d %s</body></message>`, e.cfg.Upstream.JID, i, i, pad))
+	}
+	e.waitFor("slow client cut off", func() bool {
+		var gone bool
+		e.b.Do(func() { gone = e.b.reg.ByResource("slow") == nil })
+		return gone
+	})
+	px.resume()
+	<-slow.Closed()
+	count := map[int]int{}
+	note := func(els []*stanza.Element) {
+		for _, el := range els {
+			var i int
+			if _, err := fmt.Sscanf(el.ChildText(stanza.NSClient, "body"), "c %d", &i); err == nil {
+				count[i]++
+			}
+		}
+	}
+	note(slow.Backlog())
+	first := len(count)
+	if first >= n {
+		t.Fatalf("the client was not cut off mid-flood (got all %d)", first)
+	}
+	next := e.client("next")
+	next.Timeout = 30 * time.Second
+	next.Send(t, `<presence/>`)
+	deadline := time.Now().Add(30 * time.Second)
+	for len(count) < n && time.Now().Before(deadline) {
+		el := next.Expect(t, "a stored chat", anyBody)
+		note([]*stanza.Element{el})
+	}
+	next.ExpectNone(t, 500*time.Millisecond, anyBody)
+	for i := 0; i < n; i++ {
+		if count[i] != 1 {
+			t.Fatalf("chat %d received %d times (the slow client got %d)", i, count[i], first)
+		}
+	}
+	t.Logf("the slow client got %d of %d; the next client the rest", first, n)
 }

@@ -29,12 +29,21 @@ func (b *Bouncer) clientBound(ev clientBound) {
 // occupancy stays, and a client coming back resyncs by joining.
 func (b *Bouncer) clientClosed(id uint64, err error, unacked []*stanza.Element) {
 	s := b.reg.ByID(id)
+	if s != nil {
+		b.sessionEnded(s)
+	}
+	// Without stream management the bouncer's own record of what the
+	// connection never delivered stands in for the unacknowledged stanzas
+	// (with it, those include these).
+	if undelivered := b.dlv.undelivered[id]; len(unacked) == 0 {
+		unacked = undelivered
+	}
+	delete(b.dlv.undelivered, id)
 	if s == nil {
 		// Replaced; its successor may take them.
 		b.rerouteUnacked(nil, unacked, b.takeUnackedOffline(id))
 		return
 	}
-	b.sessionEnded(s)
 	b.log.Info("client offline", "jid", s.JID.String(), "reason", errString(err), "clients", b.reg.Len(), "unacked", len(unacked))
 	b.rerouteUnacked(s, unacked, b.takeUnackedOffline(id))
 }

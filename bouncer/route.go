@@ -138,11 +138,17 @@ func (b *Bouncer) toAccount(el *stanza.Element) {
 			}
 		}
 	}
-	if len(to) == 0 && worthStoringOffline(el) && b.storeOffline(el) {
-		return
-	}
+	took := 0
+	keep := worthStoringOffline(el)
 	for _, s := range to {
-		b.sendTo(s, el.With("to", s.JID.String()))
+		if b.sendItem(s, outItem{el: el.With("to", s.JID.String()), keep: keep}) {
+			took++
+		}
+	}
+	// Nobody took it (no client, or each was just cut off for being too
+	// slow): a message worth keeping waits in the offline store.
+	if took == 0 && keep {
+		b.storeOffline(el)
 	}
 }
 
