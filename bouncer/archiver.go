@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"xmppbouncer/sqlite"
+	"xmppbouncer/upstream"
 )
 
 // The archiver is the one goroutine that writes to SQLite, so the loop
@@ -46,6 +47,10 @@ type archiver struct {
 	max     int64
 	drained *sync.Cond // signalled as jobs finish, with mu
 	paused  atomic.Bool
+
+	// onMark acknowledges upstream stanzas once they are durable and
+	// their h persisted (upsm.go); nil without upstream XEP-0198.
+	onMark func(upstream.Token)
 }
 
 // archiveQueueMax is the default bound of the archiver's queue: at 200
@@ -58,6 +63,9 @@ type archJob struct {
 	offline *sqlite.Offline // an offline message; stored(ok) runs on the loop
 	write   func(ctx context.Context, db Store) error
 	read    func(ctx context.Context, db Store)
+	chat    *sqlite.Chat    // a 1:1 message for the durable chat queue; then runs once committed
+	mark    *upstream.Token // an upstream stanza whose writes are all queued before this
+
 
 	then   func()
 	stored func(ok bool)
@@ -158,25 +166,50 @@ func (a *archiver) run() {
 			return // closed and drained
 		}
 		var thens []func()
+		var mark *upstream.Token // the newest upstream stanza all of whose writes are in this round
 		for i := 0; i < len(jobs); {
 			j := jobs[i]
 			n := 1
 			switch {
+			case j.mark != nil:
+				mark = j.mark
 			case j.msg != nil:
-				for i+n < len(jobs) && jobs[i+n].msg != nil && n < archiveBatchMax {
+				// Marks between room messages do not split the group
+				// commit: the round's newest mark is saved after it.
+				for i+n < len(jobs) && (jobs[i+n].msg != nil || jobs[i+n].mark != nil) && n < archiveBatchMax {
 					n++
 				}
-				ms := make([]*sqlite.Message, n)
-				for k := range ms {
-					ms[k] = jobs[i+k].msg
+				ms := make([]*sqlite.Message, 0, n)
+				for k := 0; k < n; k++ {
+					if m := jobs[i+k].mark; m != nil {
+						mark = m
+						continue
+					}
+					ms = append(ms, jobs[i+k].msg)
 				}
 				a.retry("archiving room messages", func(ctx context.Context) error {
 					_, err := a.db.AppendBatch(ctx, ms)
 					return err
 				})
 				for k := 0; k < n; k++ {
+					if jobs[i+k].msg != nil {
+						thens = append(thens, jobs[i+k].then)
+					}
+				}
+			case j.chat != nil:
+				for i+n < len(jobs) && (jobs[i+n].chat != nil || jobs[i+n].mark != nil) && n < archiveBatchMax {
+					n++
+				}
+				cs := make([]*sqlite.Chat, 0, n)
+				for k := 0; k < n; k++ {
+					if m := jobs[i+k].mark; m != nil {
+						mark = m
+						continue
+					}
+					cs = append(cs, jobs[i+k].chat)
 					thens = append(thens, jobs[i+k].then)
 				}
+				a.retry("storing chats", func(ctx context.Context) error { return storeChats(ctx, a.db, cs) })
 			case j.offline != nil:
 				for i+n < len(jobs) && jobs[i+n].offline != nil && n < archiveBatchMax {
 					n++
@@ -224,6 +257,11 @@ func (a *archiver) run() {
 				a.drained.Broadcast()
 				a.mu.Unlock()
 			}
+		}
+		if mark != nil && a.onMark != nil {
+			m := *mark
+			a.retry("saving the upstream stream-management state", func(ctx context.Context) error { return saveUpstreamH(ctx, a.db, m) })
+			a.onMark(m)
 		}
 		if len(thens) > 0 {
 			a.post(func() {

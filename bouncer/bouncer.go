@@ -81,6 +81,7 @@ type Bouncer struct {
 	csi map[uint64]*csiHeld
 
 	recovered recoveredCounter // events dropped after a panic (recover.go)
+	chatq     chatQueue        // the account's 1:1 messages through the archive (chatq.go)
 	admin     *adminState      // XEP-0050 commands and counters (admin*.go)
 }
 
@@ -131,6 +132,7 @@ func New(opt Options) *Bouncer {
 	}
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
+		b.arch.onMark = b.upstreamAck // upsm.go
 	}
 	return b
 }
@@ -179,7 +181,14 @@ func (b *Bouncer) handle(ev event) {
 	case upOnline:
 		b.upstreamOnline(ev.bound)
 	case upStanza:
-		b.handleUpstream(ev.el)
+		if ev.el != nil {
+			b.handleUpstream(ev.el)
+		}
+		b.upstreamHandled(ev.tok)
+	case upLost:
+		b.upstreamLost(ev)
+	case upResumed:
+		b.log.Info("upstream session resumed; nothing was lost", "jid", ev.bound.String())
 	case upOffline:
 		b.upstreamOffline(ev.err)
 	case clientBound:

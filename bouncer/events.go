@@ -6,13 +6,17 @@ import (
 	"xmppbouncer/listener"
 	"xmppbouncer/sessions"
 	"xmppbouncer/stanza"
+	"xmppbouncer/upstream"
 )
 
 // event is anything the loop handles.
 type event interface{}
 
 type upOnline struct{ bound jid.JID }
-type upStanza struct{ el *stanza.Element }
+type upStanza struct {
+	el  *stanza.Element // nil: only acknowledge tok (upsm.go)
+	tok upstream.Token
+}
 type upOffline struct{ err error }
 
 type clientBound struct {
@@ -55,7 +59,7 @@ func (h UpstreamHandler) Stanza(el *stanza.Element) {
 	if h.b.arch != nil {
 		h.b.arch.admit() // backpressure from a congested archive
 	}
-	h.b.events <- upStanza{el}
+	h.b.events <- upStanza{el: el}
 }
 
 // Offline implements upstream.Handler.

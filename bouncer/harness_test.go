@@ -37,13 +37,23 @@ type env struct {
 	up     *upstream.Client
 	cancel context.CancelFunc
 	done   chan struct{}
+	// upWrap, when set, wraps the upstream session the core sends through.
+	upWrap func(*upstream.Client) Upstream
 }
 
 // newEnv starts Prosody (unless srv is given) and a bouncer for alice.
 func newEnv(t testing.TB, srv *testserver.Server, tweak func(*config.Config)) *env {
 	t.Helper()
+	return newEnvWith(t, &env{t: t, srv: srv}, tweak)
+}
+
+// newEnvWith is newEnv for a prepared env (e.g. with upWrap set).
+func newEnvWith(t testing.TB, e *env, tweak func(*config.Config)) *env {
+	t.Helper()
+	srv := e.srv
 	if srv == nil {
 		srv = testserver.Start(t)
+		e.srv = srv
 	}
 	dir := t.TempDir()
 	cfg := &config.Config{}
@@ -56,7 +66,7 @@ func newEnv(t testing.TB, srv *testserver.Server, tweak func(*config.Config)) *e
 	if tweak != nil {
 		tweak(cfg)
 	}
-	e := &env{t: t, srv: srv, cfg: cfg}
+	e.cfg = cfg
 	e.start()
 	t.Cleanup(e.stop)
 	return e
@@ -90,6 +100,9 @@ func (e *env) start() {
 	ucfg.Logger = log
 	e.up = upstream.New(ucfg, e.b.UpstreamHandler())
 	e.b.SetUpstream(e.up)
+	if e.upWrap != nil {
+		e.b.SetUpstream(e.upWrap(e.up))
+	}
 	lcfg, err := listener.ConfigFrom(e.cfg, filepath.Dir(e.cfg.Storage.Path), log)
 	if err != nil {
 		t.Fatal(err)

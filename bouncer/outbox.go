@@ -50,7 +50,7 @@ func (b *Bouncer) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
 		b.enqueue(s, &b.outbox, el)
 		return
 	}
-	if !b.sendUp(el) {
+	if !b.sendUpFrom(s.ID, el) {
 		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
 	}
 }
@@ -84,7 +84,7 @@ func (b *Bouncer) flushRoom(r *Room) {
 
 func (b *Bouncer) flush(q []queued) []queued {
 	for i, m := range q {
-		if !b.sendUp(m.el) {
+		if !b.sendUpFrom(m.session, m.el) {
 			if !b.online {
 				return q[i:] // down again: the rest waits for the next session
 			}

@@ -107,7 +107,7 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 		return
 	}
 	b.pushFor(el, pushDirect)
-	b.toAccount(el)
+	b.chatIn(el) // committed first, then toAccount (chatq.go)
 }
 
 // toAccount delivers a message the server routed to the account, as a

@@ -60,6 +60,13 @@ type Client struct {
 	wake   chan struct{}
 	pings  atomic.Uint64
 	st     status
+
+	// XEP-0198 (sm.go, smsession.go), guarded by mu.
+	dh          DurableHandler // h, when it acknowledges durably
+	sm          smSession
+	resume      SMState   // the session to resume on the next dial
+	suspendedAt time.Time // when the live connection of a resumable session dropped
+	poke        chan struct{}
 }
 
 // New returns a Client; nothing happens until Run.
@@ -73,11 +80,14 @@ func New(cfg Config, h Handler) *Client {
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = 1000
 	}
-	return &Client{
+	c := &Client{
 		cfg: cfg, h: h, log: cfg.logger(),
 		minBackoff: defaultMinBackoff, maxBackoff: defaultMaxBackoff, stableAfter: defaultStableAfter,
 		wake: make(chan struct{}, 1),
+		poke: make(chan struct{}, 1),
 	}
+	c.dh, _ = h.(DurableHandler)
+	return c
 }
 
 // Run connects and keeps reconnecting, with exponential backoff and jitter
@@ -86,11 +96,16 @@ func New(cfg Config, h Handler) *Client {
 func (c *Client) Run(ctx context.Context) {
 	backoff := c.minBackoff
 	failures := 0 // connection attempts that failed since the last session
+	c.loadResume()
 	for ctx.Err() == nil {
 		upFor, err := c.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
+		if c.resumeNow(upFor) {
+			continue
+		}
+		c.suspensionCheck(err)
 		if errors.Is(err, errReconnect) {
 			c.log.Info("upstream: reconnecting on request")
 			continue
@@ -138,7 +153,9 @@ func jitter(d time.Duration) time.Duration {
 // was online and why it ended.
 func (c *Client) session(ctx context.Context) (time.Duration, error) {
 	dctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
-	conn, bound, err := dialRecording(dctx, c.cfg, wire.Options{
+	cfg := c.cfg
+	cfg.sm = c.negotiation()
+	conn, bound, err := dialRecording(dctx, cfg, wire.Options{
 		QueueLen:       c.cfg.QueueLen,
 		MaxStanzaBytes: 16 << 20, // memory bound only; servers cap far lower
 		MaxDepth:       128,
@@ -156,18 +173,20 @@ func (c *Client) session(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
 	c.mu.Lock()
 	c.conn, c.reason = conn, nil
+	st := c.smStart(conn, cfg.sm, bound)
 	c.mu.Unlock()
 	// A Reconnect asked for while dialling is satisfied by this session.
 	select {
 	case <-c.wake:
 	default:
 	}
-
-	// XEP-0280 §4: have the server copy our account's chats with other
-	// resources to this one, so local clients see them too.
-	conn.Send(stanza.New(stanza.NSClient, "iq", "type", "set", "id", idPrefix+"carbons").
-		Append(stanza.New(stanza.NSCarbons, "enable")))
-	c.h.Online(bound)
+	if c.smAnnounce(cfg.sm, bound, st) {
+		// XEP-0280 §4: have the server copy our account's chats with
+		// other resources to this one, so local clients see them too.
+		c.SendTagged(stanza.New(stanza.NSClient, "iq", "type", "set", "id", idPrefix+"carbons").
+			Append(stanza.New(stanza.NSCarbons, "enable")), 0)
+		c.h.Online(bound)
+	}
 
 	var lastIn atomic.Int64
 	lastIn.Store(time.Now().UnixNano())
@@ -184,17 +203,32 @@ func (c *Client) session(ctx context.Context) (time.Duration, error) {
 		select {
 		case <-ctx.Done():
 			// RFC 6121 §4.5.1: say goodbye before closing the stream.
-			conn.Send(stanza.New(stanza.NSClient, "presence", "type", "unavailable"))
+			c.SendTagged(stanza.New(stanza.NSClient, "presence", "type", "unavailable"), 0)
+			if c.leaveResumable(conn) {
+				return
+			}
 			c.drop(conn, errors.New("shutting down"))
 		case <-stop:
 		}
 	}()
 	err = conn.Read(func(el *stanza.Element) {
 		lastIn.Store(time.Now().UnixNano())
-		if c.own(el) {
+		if el.Name.Space == NSSM {
+			c.smInbound(conn, el)
 			return
 		}
-		c.h.Stanza(el)
+		tok, dup := c.countIn()
+		switch {
+		case dup:
+			// Resent after a resume in this process: already handed on.
+		case c.own(el):
+			c.handledOwn(tok)
+		case c.dh != nil && tok.ID != "":
+			c.dh.StanzaSM(el, tok)
+		default:
+			c.h.Stanza(el)
+			c.Handled(tok)
+		}
 	})
 	close(stop)
 	wg.Wait()
@@ -208,7 +242,9 @@ func (c *Client) session(ctx context.Context) (time.Duration, error) {
 		err = errors.New("the server closed the stream")
 	}
 	c.st.offline(err, true)
-	c.h.Offline(err)
+	if !c.smEnded(ctx, err) {
+		c.h.Offline(err)
+	}
 	return time.Since(start), err
 }
 
@@ -235,10 +271,16 @@ func (c *Client) keepalive(conn *wire.Conn, lastIn *atomic.Int64, stop <-chan st
 		select {
 		case <-stop:
 			return
+		case <-c.poke:
+			// An <r/> went out (XEP-0198): it is the probe, like a ping.
+			if deadline == nil {
+				sentAt = time.Now()
+				deadline = time.After(c.cfg.PingTimeout)
+			}
 		case <-tick.C:
 			id := idPrefix + "ka-" + strconv.FormatUint(c.pings.Add(1), 10)
-			conn.Send(stanza.New(stanza.NSClient, "iq", "type", "get", "id", id, "to", c.cfg.JID.Domainpart()).
-				Append(stanza.New(stanza.NSPing, "ping")))
+			c.SendTagged(stanza.New(stanza.NSClient, "iq", "type", "get", "id", id, "to", c.cfg.JID.Domainpart()).
+				Append(stanza.New(stanza.NSPing, "ping")), 0)
 			// One check at a time: when it fires, any input since its
 			// ping counts, and the next tick arms a new one.
 			if deadline == nil {
@@ -268,10 +310,7 @@ func (c *Client) drop(conn *wire.Conn, reason error) {
 // Send queues el on the live session without blocking. It returns false
 // when there is no session or its queue is full.
 func (c *Client) Send(el *stanza.Element) bool {
-	c.mu.Lock()
-	conn := c.conn
-	c.mu.Unlock()
-	return conn != nil && conn.Send(el)
+	return c.SendTagged(el, 0)
 }
 
 // Reconnect drops the current session and has Run connect again at once,

@@ -51,6 +51,8 @@ type Config struct {
 	Logger             *slog.Logger   // nil means slog.Default()
 
 	tlsMaxVersion uint16 // tests: force TLS 1.2 to exercise tls-unique
+
+	sm *smNegotiation // XEP-0198 bind-or-resume for this dial; nil: plain bind
 }
 
 // ConfigFrom builds a Config from the [upstream] section of the TOML
@@ -252,7 +254,11 @@ func dialTarget(ctx context.Context, cfg *Config, t target, opts wire.Options, s
 		}))
 	}
 	var bound jid.JID
-	features = append(features, wire.ClientBind(cfg.Resource, &bound))
+	if cfg.sm != nil {
+		features = append(features, cfg.sm.feature(cfg.Resource, &bound))
+	} else {
+		features = append(features, wire.ClientBind(cfg.Resource, &bound))
+	}
 	// NewClientSession, but with the Secure state set by hand for direct
 	// TLS: mellium only sees that the transport is TLS when it is given
 	// the *tls.Conn itself, and the tail sits above it.

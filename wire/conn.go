@@ -437,3 +437,10 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// Abort closes the transport at once, without </stream:stream>: to the
+// peer the connection dropped (a resumable XEP-0198 session hibernates).
+func (c *Conn) Abort() {
+	c.closed.Store(true)
+	_ = c.meter.Close()
+}

@@ -1,0 +1,191 @@
+package bouncer
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"xmppbouncer/sqlite"
+	"xmppbouncer/stanza"
+	"xmppbouncer/upstream"
+)
+
+// XEP-0198 on the upstream session, the bouncer's side (the protocol is
+// in upstream/sm.go). The server's stanzas are acknowledged only once the
+// bouncer durably handled them: each upstream stanza is followed, in the
+// archiver's queue, by a mark; the archiver commits everything before it
+// (room messages, offline and durable chats), saves the mark's h with the
+// session id, and only then lets the upstream session send that h. After a
+// crash the server still holds whatever was not committed, and the resume
+// gets it again; room messages and chats are recognised by stanza-id.
+
+// upstreamSMStore is what the upstream state needs from the Store (the
+// sqlite package implements it).
+type upstreamSMStore interface {
+	UpstreamSM(ctx context.Context) (sqlite.UpstreamSM, bool, error)
+	SetUpstreamSM(ctx context.Context, s sqlite.UpstreamSM) error
+	SetUpstreamH(ctx context.Context, id string, h uint32) error
+}
+
+// chatStore is the durable chat queue (chatq.go).
+type chatStore interface {
+	StoreChats(ctx context.Context, cs []*sqlite.Chat) error
+	ChatsAfter(ctx context.Context, seq int64, max int) ([]sqlite.Chat, error)
+	LastChat(ctx context.Context) (int64, error)
+	DeleteChats(ctx context.Context, seq int64, olderThan time.Time) (int64, error)
+}
+
+func saveUpstreamH(ctx context.Context, db Store, tok upstream.Token) error {
+	s, ok := db.(upstreamSMStore)
+	if !ok {
+		return nil
+	}
+	return s.SetUpstreamH(ctx, tok.ID, tok.N)
+}
+
+func storeChats(ctx context.Context, db Store, cs []*sqlite.Chat) error {
+	s, ok := db.(chatStore)
+	if !ok {
+		for _, c := range cs {
+			c.Inserted = true
+		}
+		return nil
+	}
+	return s.StoreChats(ctx, cs)
+}
+
+type upLost struct {
+	items      []upstream.Sent
+	notHandled bool
+}
+type upResumed struct{ bound jid.JID }
+
+// ResumeState implements upstream.DurableHandler: the persisted session,
+// read once at start.
+func (h UpstreamHandler) ResumeState() (upstream.SMState, bool) {
+	s, ok := h.b.opt.Archive.(upstreamSMStore)
+	if h.b.arch == nil || !ok {
+		return upstream.SMState{}, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.b.opt.DBTimeout)
+	defer cancel()
+	st, found, err := s.UpstreamSM(ctx)
+	if err != nil {
+		h.b.log.Error("reading the upstream session state; starting a new session", "err", err)
+		return upstream.SMState{}, false
+	}
+	return upstream.SMState{ID: st.ID, Bound: st.Bound, H: st.H}, found
+}
+
+// SMEnabled implements upstream.DurableHandler: the new session is
+// persisted before any of its marks (they are queued after it).
+func (h UpstreamHandler) SMEnabled(st upstream.SMState) {
+	if h.b.arch == nil {
+		return
+	}
+	h.b.arch.write(func(ctx context.Context, db Store) error {
+		if s, ok := db.(upstreamSMStore); ok {
+			return s.SetUpstreamSM(ctx, sqlite.UpstreamSM{ID: st.ID, Bound: st.Bound, H: st.H})
+		}
+		return nil
+	})
+}
+
+// StanzaSM implements upstream.DurableHandler. el is nil for a stanza the
+// upstream session consumed itself, acknowledged in its turn.
+func (h UpstreamHandler) StanzaSM(el *stanza.Element, tok upstream.Token) {
+	if el != nil {
+		h.b.admin.stats.count(FromUpstream, el)
+		if h.b.arch != nil {
+			h.b.arch.admit()
+		}
+	}
+	h.b.events <- upStanza{el: el, tok: tok}
+}
+
+// Lost implements upstream.DurableHandler.
+func (h UpstreamHandler) Lost(items []upstream.Sent, notHandled bool) {
+	h.b.events <- upLost{items: items, notHandled: notHandled}
+}
+
+// Resumed implements upstream.DurableHandler.
+func (h UpstreamHandler) Resumed(bound jid.JID) { h.b.events <- upResumed{bound} }
+
+// upstreamHandled queues the mark after the writes a stanza caused.
+func (b *Bouncer) upstreamHandled(tok upstream.Token) {
+	if tok.ID == "" {
+		return
+	}
+	if b.arch == nil {
+		b.upstreamAck(tok)
+		return
+	}
+	b.arch.enqueue(archJob{mark: &tok})
+}
+
+// upstreamAck lets the upstream session acknowledge up to tok.
+func (b *Bouncer) upstreamAck(tok upstream.Token) {
+	if a, ok := b.up.(interface{ Handled(upstream.Token) }); ok {
+		a.Handled(tok)
+	}
+}
+
+// sendUpFrom is sendUp for a message a local session sent: if the
+// upstream session ends before the server acknowledged it, it comes back
+// (upstreamLost) with the session's id.
+func (b *Bouncer) sendUpFrom(session uint64, el *stanza.Element) bool {
+	t, ok := b.up.(interface {
+		SendTagged(*stanza.Element, uint64) bool
+	})
+	if !ok || !b.online {
+		return b.sendUp(el)
+	}
+	b.admin.stats.count(ToUpstream, el)
+	return t.SendTagged(el, session)
+}
+
+// upstreamLost handles messages sent on an upstream session that ended
+// before the server acknowledged them: never silence. When the server
+// said it did not handle them (<failed h/>) they are sent again, first in
+// line, as if they had waited in the outbox; otherwise nobody knows
+// whether they arrived, and their senders are told so.
+func (b *Bouncer) upstreamLost(ev upLost) {
+	var chats []queued
+	rooms := map[*Room][]queued{}
+	errs := 0
+	for _, it := range ev.items {
+		el := it.El
+		if el.Kind() != "message" || it.Tag == 0 {
+			continue // IQs failed with the session; presence is sent afresh
+		}
+		if ev.notHandled {
+			bare, _ := splitJID(el.To())
+			if r := b.rooms[bare]; r != nil && el.Type() == "groupchat" {
+				rooms[r] = append(rooms[r], queued{session: it.Tag, el: el})
+			} else {
+				chats = append(chats, queued{session: it.Tag, el: el})
+			}
+			b.queued++
+			continue
+		}
+		errs++
+		if s := b.reg.ByID(it.Tag); s != nil {
+			b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "remote-server-timeout",
+				"the upstream connection was lost before the server confirmed this message; it may not have been delivered"))
+		}
+	}
+	if len(chats) > 0 {
+		b.outbox = append(chats, b.outbox...)
+	}
+	for r, q := range rooms {
+		r.outbox = append(q, r.outbox...)
+	}
+	resent := len(ev.items) - errs
+	b.log.Warn("upstream session ended with messages the server had not acknowledged",
+		"resent", fmt.Sprint(resent), "errors_to_senders", errs, "not_handled_known", ev.notHandled)
+	if b.online && len(chats) > 0 && len(b.outbox) == len(chats) {
+		b.flushOutbox()
+	}
+}

@@ -1,0 +1,138 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// UpstreamSM is the persisted XEP-0198 state of the upstream session.
+type UpstreamSM struct {
+	ID    string // resumption id (<enabled id/>)
+	Bound string // the full JID the session is bound to
+	H     uint32 // stanzas from the server durably handled
+}
+
+// UpstreamSM returns the persisted upstream session, if any.
+func (db *DB) UpstreamSM(ctx context.Context) (UpstreamSM, bool, error) {
+	var s UpstreamSM
+	var h int64
+	err := db.w.QueryRowContext(ctx, `SELECT id, bound, h FROM upstream_sm WHERE one = 1`).Scan(&s.ID, &s.Bound, &h)
+	if errors.Is(err, sql.ErrNoRows) {
+		return s, false, nil
+	}
+	if err != nil {
+		return s, false, fmt.Errorf("sqlite: upstream sm: %w", err)
+	}
+	s.H = uint32(h)
+	return s, s.ID != "", nil
+}
+
+// SetUpstreamSM replaces the persisted upstream session (an empty ID
+// forgets it).
+func (db *DB) SetUpstreamSM(ctx context.Context, s UpstreamSM) error {
+	_, err := db.w.ExecContext(ctx, `INSERT INTO upstream_sm(one, id, bound, h, updated) VALUES (1, ?, ?, ?, ?)
+		ON CONFLICT(one) DO UPDATE SET id = excluded.id, bound = excluded.bound, h = excluded.h, updated = excluded.updated`,
+		s.ID, s.Bound, int64(s.H), time.Now().Unix())
+	if err != nil {
+		return fmt.Errorf("sqlite: set upstream sm: %w", err)
+	}
+	return nil
+}
+
+// SetUpstreamH records h for the session id; it does nothing when another
+// session has been persisted since.
+func (db *DB) SetUpstreamH(ctx context.Context, id string, h uint32) error {
+	_, err := db.w.ExecContext(ctx, `UPDATE upstream_sm SET h = ?, updated = ? WHERE one = 1 AND id = ?`, int64(h), time.Now().Unix(), id)
+	if err != nil {
+		return fmt.Errorf("sqlite: set upstream h: %w", err)
+	}
+	return nil
+}
+
+// Chat is one message in the durable chat queue.
+type Chat struct {
+	Seq      int64
+	SID      string // server stanza-id, "" if none
+	Stamp    time.Time
+	XML      string
+	Inserted bool // set by StoreChats: false for a stanza-id already queued
+}
+
+// StoreChats commits chats in one transaction, in order, setting Seq and
+// Inserted. A chat whose SID is already queued is not stored again (its
+// Seq is the existing row's).
+func (db *DB) StoreChats(ctx context.Context, cs []*Chat) error {
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: store chats: begin: %w", err)
+	}
+	defer tx.Rollback()
+	for _, c := range cs {
+		var sid any
+		if c.SID != "" {
+			sid = c.SID
+		}
+		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO chats(sid, stamp, xml) VALUES (?, ?, ?)`, sid, c.Stamp.UnixMicro(), c.XML)
+		if err != nil {
+			return fmt.Errorf("sqlite: store chats: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sqlite: store chats: %w", err)
+		}
+		c.Inserted = n == 1
+		if c.Inserted {
+			if c.Seq, err = res.LastInsertId(); err != nil {
+				return fmt.Errorf("sqlite: store chats: %w", err)
+			}
+		} else if err := tx.QueryRowContext(ctx, `SELECT seq FROM chats WHERE sid = ?`, c.SID).Scan(&c.Seq); err != nil {
+			return fmt.Errorf("sqlite: store chats: existing: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: store chats: commit: %w", err)
+	}
+	return nil
+}
+
+// ChatsAfter returns up to max queued chats after seq, oldest first.
+func (db *DB) ChatsAfter(ctx context.Context, seq int64, max int) ([]Chat, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT seq, COALESCE(sid, ''), stamp, xml FROM chats WHERE seq > ? ORDER BY seq LIMIT ?`, seq, max)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: chats after %d: %w", seq, err)
+	}
+	defer rows.Close()
+	var out []Chat
+	for rows.Next() {
+		var c Chat
+		var us int64
+		if err := rows.Scan(&c.Seq, &c.SID, &us, &c.XML); err != nil {
+			return nil, fmt.Errorf("sqlite: chats after %d: %w", seq, err)
+		}
+		c.Stamp = time.UnixMicro(us).UTC()
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// LastChat returns the newest queued chat's seq (0 when empty).
+func (db *DB) LastChat(ctx context.Context) (int64, error) {
+	var seq sql.NullInt64
+	if err := db.r.QueryRowContext(ctx, `SELECT max(seq) FROM chats`).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("sqlite: last chat: %w", err)
+	}
+	return seq.Int64, nil
+}
+
+// DeleteChats deletes the queued chats up to and including seq, and those
+// older than olderThan (when not zero). It returns how many it deleted.
+func (db *DB) DeleteChats(ctx context.Context, seq int64, olderThan time.Time) (int64, error) {
+	res, err := db.w.ExecContext(ctx, `DELETE FROM chats WHERE seq <= ? OR stamp < ?`, seq, olderThan.UnixMicro())
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: delete chats: %w", err)
+	}
+	return res.RowsAffected()
+}
