@@ -66,7 +66,6 @@ type archJob struct {
 	chat    *sqlite.Chat    // a 1:1 message for the durable chat queue; then runs once committed
 	mark    *upstream.Token // an upstream stanza whose writes are all queued before this
 
-
 	then   func()
 	stored func(ok bool)
 }

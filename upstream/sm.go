@@ -101,14 +101,14 @@ type smNegotiation struct {
 	prev   SMState // try to resume this (ID empty: bind)
 	enable bool    // enable stream management after binding
 
-	offered  bool   // the server offers XEP-0198
-	resumed  bool   // <resumed/>
-	serverH  uint32 // its h in <resumed/> or <failed/>
-	failedH  bool   // <failed/> carried h
-	failed   string // why a resume failed, "" if none was tried or it worked
-	enabled  bool   // <enabled/> after bind
-	id       string // its resumption id
-	maxSecs  int    // its max (seconds), 0 if none
+	offered bool   // the server offers XEP-0198
+	resumed bool   // <resumed/>
+	serverH uint32 // its h in <resumed/> or <failed/>
+	failedH bool   // <failed/> carried h
+	failed  string // why a resume failed, "" if none was tried or it worked
+	enabled bool   // <enabled/> after bind
+	id      string // its resumption id
+	maxSecs int    // its max (seconds), 0 if none
 }
 
 // bindOrResume replaces plain resource binding: with a session to resume

@@ -19,7 +19,6 @@ import (
 // given up, in which case what the server never acknowledged goes back to
 // the Handler.
 
-
 // loadResume reads the persisted session once, before the first dial.
 func (c *Client) loadResume() {
 	if c.dh == nil {
