@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -145,5 +147,189 @@ func TestUpstreamResumeFailsFallsBack(t *testing.T) {
 	st, ok, err := e.db.UpstreamSM(context.Background())
 	if err != nil || !ok || st.ID == "gone" {
 		t.Fatalf("the new session was not persisted: %+v %v %v", st, ok, err)
+	}
+}
+
+// A silent server (SIGSTOP): what the clients sent meanwhile went into
+// the dead connection. The bouncer notices (its <r/> gets no answer),
+// resumes once the server is back, and resends exactly what the server
+// had not handled: bob gets every chat and room message once, and no
+// sender gets an error.
+func TestUpstreamSilentServerResends(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) {
+		c.Upstream.PingInterval.Duration = time.Second
+		c.Upstream.PingTimeout.Duration = 1500 * time.Millisecond
+	})
+	room := "stopped@" + e.srv.MUC
+	bob := e.bobInRoom(room)
+	a := e.availableClient("phone")
+	join(t, a, room, "alice", "")
+	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+
+	e.srv.Freeze(t)
+	const n = 5
+	for i := 0; i < n; i++ {
+		a.Send(t, fmt.Sprintf(`<message to="bob@localhost" type="chat" id="s%d"><body>chat %d</body></message>`, i, i))
+		a.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="g%d"><body>room %d</body></message>`, room, i, i))
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second)
+	e.srv.Thaw(t)
+
+	got := map[string]int{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got) < 2*n && time.Now().Before(deadline) {
+		el := bob.Expect(t, "chats and room messages", anyBody)
+		got[el.ChildText(stanza.NSClient, "body")]++
+	}
+	bob.ExpectNone(t, time.Second, anyBody)
+	for i := 0; i < n; i++ {
+		for _, b := range []string{fmt.Sprintf("chat %d", i), fmt.Sprintf("room %d", i)} {
+			if got[b] != 1 {
+				t.Errorf("bob got %q %d times (all: %v)", b, got[b], got)
+			}
+		}
+	}
+	a.ExpectNone(t, 200*time.Millisecond, func(el *stanza.Element) bool { return el.Type() == "error" })
+}
+
+// The server dies while stanzas are unacknowledged and comes back without
+// the session: the resume fails, and each message's sender gets an error
+// instead of silence.
+func TestUpstreamLostSessionErrorsSenders(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) {
+		c.Upstream.PingInterval.Duration = time.Second
+		c.Upstream.PingTimeout.Duration = 1500 * time.Millisecond
+	})
+	a := e.availableClient("phone")
+	e.srv.Freeze(t)
+	a.Send(t, `<message to="bob@localhost" type="chat" id="lost-1"><body>into the void</body></message>`)
+	time.Sleep(300 * time.Millisecond)
+	e.srv.Kill(t)
+	e.srv.Start(t)
+	el := a.Expect(t, "error for the unacknowledged message", func(el *stanza.Element) bool {
+		return el.Kind() == "message" && el.ID() == "lost-1" && el.Type() == "error"
+	})
+	if c := stanza.ErrorCondition(el); c != "remote-server-timeout" {
+		t.Fatalf("condition %q: %s", c, el)
+	}
+}
+
+// A link that dies silently (a NAT or a partition): what the bouncer writes
+// into it never reaches the server. It notices (its <r/> gets no answer),
+// resumes on a new connection, and the server's h says which messages it
+// never got: they are sent again, each once. Without stream management
+// they are lost and nobody is told.
+func TestUpstreamDeadLinkResends(t *testing.T) {
+	srv := testserver.Start(t)
+	hole := newHoleProxy(t, srv.Addr)
+	e := newEnv(t, srv, func(c *configT) {
+		c.Upstream.Address = hole.addr()
+		c.Upstream.PingInterval.Duration = time.Second
+		c.Upstream.PingTimeout.Duration = 1500 * time.Millisecond
+	})
+	room := "deadlink@" + srv.MUC
+	bob := e.bobInRoom(room)
+	a := e.availableClient("phone")
+	join(t, a, room, "alice", "")
+	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+
+	hole.swallow()
+	const n = 5
+	for i := 0; i < n; i++ {
+		a.Send(t, fmt.Sprintf(`<message to="bob@localhost" type="chat" id="s%d"><body>chat %d</body></message>`, i, i))
+		a.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="g%d"><body>room %d</body></message>`, room, i, i))
+	}
+	got := map[string]int{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got) < 2*n && time.Now().Before(deadline) {
+		el := bob.Expect(t, "chats and room messages", anyBody)
+		got[el.ChildText(stanza.NSClient, "body")]++
+	}
+	bob.ExpectNone(t, time.Second, anyBody)
+	for i := 0; i < n; i++ {
+		for _, b := range []string{fmt.Sprintf("chat %d", i), fmt.Sprintf("room %d", i)} {
+			if got[b] != 1 {
+				t.Errorf("bob got %q %d times (all: %v)", b, got[b], got)
+			}
+		}
+	}
+	a.ExpectNone(t, 200*time.Millisecond, func(el *stanza.Element) bool { return el.Type() == "error" })
+}
+
+// holeProxy forwards TCP; swallow makes every connection open now discard
+// what it carries, both ways, without closing (new ones work).
+type holeProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []*holeConn
+}
+
+type holeConn struct {
+	a, b net.Conn
+	dead atomic.Bool
+}
+
+func newHoleProxy(t testing.TB, target string) *holeProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &holeProxy{ln: ln}
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.a.Close()
+			c.b.Close()
+		}
+		p.mu.Unlock()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			hc := &holeConn{a: c, b: u}
+			p.mu.Lock()
+			p.conns = append(p.conns, hc)
+			p.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if n > 0 && !hc.dead.Load() {
+						if _, werr := dst.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				if !hc.dead.Load() {
+					dst.Close()
+				}
+			}
+			go pipe(u, c)
+			go pipe(c, u)
+		}
+	}()
+	return p
+}
+
+func (p *holeProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *holeProxy) swallow() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.dead.Store(true)
 	}
 }

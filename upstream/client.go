@@ -303,7 +303,14 @@ func (c *Client) drop(conn *wire.Conn, reason error) {
 	if c.conn == conn && c.reason == nil {
 		c.reason = reason
 	}
+	// A resumable session is left without closing its stream, so the
+	// server keeps it for the resume (XEP-0198 §5).
+	abort := c.sm.id != "" && c.sm.on && !errors.Is(reason, errReconnect)
 	c.mu.Unlock()
+	if abort {
+		conn.Abort()
+		return
+	}
 	conn.Close(nil)
 }
 
