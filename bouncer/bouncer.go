@@ -181,7 +181,7 @@ func (b *Bouncer) handle(ev event) {
 	case upOnline:
 		b.upstreamOnline(ev.bound)
 	case upStanza:
-		if ev.el != nil {
+		if ev.el != nil && !b.staleResent(ev.el) {
 			b.handleUpstream(ev.el)
 		}
 		b.upstreamHandled(ev.tok)

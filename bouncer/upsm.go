@@ -80,17 +80,28 @@ func (h UpstreamHandler) ResumeState() (upstream.SMState, bool) {
 }
 
 // SMEnabled implements upstream.DurableHandler: the new session is
-// persisted before any of its marks (they are queued after it).
+// persisted before any of its marks (they are queued after it), and before
+// Online.
 func (h UpstreamHandler) SMEnabled(st upstream.SMState) {
 	if h.b.arch == nil {
 		return
 	}
+	// The session is announced only once a restart could resume it.
+	saved := make(chan struct{})
 	h.b.arch.write(func(ctx context.Context, db Store) error {
 		if s, ok := db.(upstreamSMStore); ok {
-			return s.SetUpstreamSM(ctx, sqlite.UpstreamSM{ID: st.ID, Bound: st.Bound, H: st.H})
+			if err := s.SetUpstreamSM(ctx, sqlite.UpstreamSM{ID: st.ID, Bound: st.Bound, H: st.H}); err != nil {
+				return err
+			}
 		}
+		close(saved)
 		return nil
 	})
+	select {
+	case <-saved:
+	case <-time.After(h.b.opt.DBTimeout):
+		h.b.log.Warn("upstream session state not saved yet; a restart before it is cannot resume")
+	}
 }
 
 // StanzaSM implements upstream.DurableHandler. el is nil for a stanza the
@@ -188,4 +199,18 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 	if b.online && len(chats) > 0 && len(b.outbox) == len(chats) {
 		b.flushOutbox()
 	}
+}
+
+// staleResent recognises a room's presence that the server queued for the
+// session before a restart and resent on the resume (XEP-0198 servers
+// mark what they resend with a <delay/> from the account): the room is
+// being joined afresh, and the join brings its current occupants, so the
+// old presences (our own leave at shutdown among them) are history.
+func (b *Bouncer) staleResent(el *stanza.Element) bool {
+	if el.Kind() != "presence" {
+		return false
+	}
+	bare, _ := splitJID(el.From())
+	r := b.rooms[bare]
+	return r != nil && r.State != roomJoined && hasDelayFrom(el, b.account)
 }
