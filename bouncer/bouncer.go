@@ -162,6 +162,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.lastPrune = now
 				b.pruneOffline()
 				b.pruneCursors(now)
+				b.pruneChats(now)
 			}
 			b.pushTick(now)
 		}

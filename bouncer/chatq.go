@@ -1,7 +1,10 @@
 package bouncer
 
 import (
+	"context"
 	"time"
+
+	"xmppbouncer/sessions"
 
 	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
@@ -21,7 +24,18 @@ import (
 type chatQueue struct {
 	inflight []*pendingChat
 	waiting  bool // an archiveWait timer is armed for the head
+	// releasing is the queue row of the message being forwarded (0:
+	// none), which moves each recipient's chat cursor once delivered.
+	releasing int64
+	// released is the newest row forwarded; bootSeq the newest row at
+	// start (rows up to it were for clients of an earlier run).
+	released, bootSeq int64
 }
+
+// chatCursor is the cursors-table "room" of the clients' chat cursors: a
+// resource's cursor is the newest queued chat its connection acknowledged
+// (XEP-0198 h) or wrote out, as for rooms.
+const chatCursor = "urn:xmppbouncer:chats"
 
 type pendingChat struct {
 	el       *stanza.Element
@@ -36,7 +50,7 @@ func (b *Bouncer) chatIn(el *stanza.Element) {
 	p := &pendingChat{el: el, done: true}
 	if b.arch != nil && worthStoringOffline(el) {
 		p.done = false
-		p.c = &sqlite.Chat{SID: b.accountStanzaID(el), Stamp: time.Now().UTC(), XML: el.String()}
+		p.c = &sqlite.Chat{SID: b.accountStanzaID(el), Stamp: time.Now().UTC(), Rcpt: b.chatRecipients(el), XML: el.String()}
 		b.arch.enqueue(archJob{chat: p.c, then: func() {
 			p.done = true
 			b.releaseChats()
@@ -79,9 +93,127 @@ func (b *Bouncer) releaseChats() {
 			b.log.Debug("chat resent by the server after a resume is already handled", "from", p.el.From(), "stanza_id", p.c.SID)
 			continue
 		}
+		if p.c != nil {
+			q.releasing, q.released = p.c.Seq, p.c.Seq
+		}
 		b.toAccount(p.el)
+		q.releasing = 0
 	}
 	q.inflight = nil
+}
+
+// chatRecipients are the resources toAccount would give el to now (RFC
+// 6121 §8.5, see there).
+func (b *Bouncer) chatRecipients(el *stanza.Element) []string {
+	_, res := splitJID(el.To())
+	var out []string
+	switch {
+	case res != "" && b.reg.ByResource(res) != nil:
+		out = append(out, res)
+	case res != "" && el.To() == b.upFull:
+		for _, s := range b.reg.All() {
+			out = append(out, s.JID.Resourcepart())
+		}
+	default:
+		for _, s := range b.reg.Available() {
+			if s.Priority >= 0 {
+				out = append(out, s.JID.Resourcepart())
+			}
+		}
+	}
+	return out
+}
+
+// chatsStartup notes where the queue stood at start.
+func (b *Bouncer) chatsStartup() {
+	cs, ok := b.opt.Archive.(chatStore)
+	if b.arch == nil || !ok {
+		return
+	}
+	ctx, cancel := b.dbCtx()
+	defer cancel()
+	seq, err := cs.LastChat(ctx)
+	if err != nil {
+		b.log.Error("reading the durable chat queue", "err", err)
+		return
+	}
+	b.chatq.bootSeq, b.chatq.released = seq, seq
+}
+
+// replayChats gives s, which just sent initial presence, the chats an
+// earlier run of the bouncer handed its resource and that it never
+// acknowledged (the bouncer crashed, and the client could not resume):
+// each once, after the offline messages, with <delay/>. What this run
+// hands it and it does not acknowledge is placed elsewhere when its
+// session ends (rerouteUnacked), as before.
+func (b *Bouncer) replayChats(s *sessions.Session) {
+	cs, ok := b.opt.Archive.(chatStore)
+	if b.arch == nil || !ok || b.chatq.bootSeq == 0 {
+		return
+	}
+	res := s.JID.Resourcepart()
+	after, _ := b.cursor(chatCursor, res)
+	if after >= b.chatq.bootSeq {
+		return
+	}
+	h := b.reserve(s)
+	id, to, upTo, max := s.ID, s.JID.String(), b.chatq.bootSeq, b.opt.Config.History.ReplayMax
+	b.offLoop(func(ctx context.Context, _ Store) func() {
+		rows, err := cs.ChatsFor(ctx, res, after, upTo, max)
+		if err != nil {
+			b.log.Error("reading chats to replay", "resource", res, "err", err)
+		}
+		items := make([]outItem, 0, len(rows))
+		for _, c := range rows {
+			el, err := stanza.Parse(c.XML)
+			if err != nil {
+				b.log.Error("queued chat unreadable; skipped", "seq", c.Seq, "err", err)
+				continue
+			}
+			if !hasDelayFrom(el, b.domain) {
+				el.Append(stanza.New(stanza.NSDelay, "delay", "from", b.domain, "stamp", c.Stamp.Format(stampFormat)))
+			}
+			items = append(items, outItem{el: el.With("to", to), room: chatCursor, seq: c.Seq})
+		}
+		return func() {
+			if cur, _ := b.cursor(chatCursor, res); cur > after {
+				for len(items) > 0 && items[0].seq <= cur {
+					items = items[1:]
+				}
+			}
+			if len(items) > 0 {
+				b.log.Info("replaying chats a client had not acknowledged before a restart", "to", to, "count", len(items))
+			}
+			b.fill(id, h, items)
+		}
+	})
+}
+
+// pruneChats deletes queued chats every known resource has (its chat
+// cursor is past them) and an hour old, and any past replay_max_age.
+func (b *Bouncer) pruneChats(now time.Time) {
+	if b.arch == nil {
+		return
+	}
+	var minSeq int64 = -1
+	for k, p := range b.dlv.cursors {
+		if k.room == chatCursor && (minSeq < 0 || p.seq < minSeq) {
+			minSeq = p.seq
+		}
+	}
+	minSeq = max(minSeq, 0)
+	hour, old := now.Add(-time.Hour), now.Add(-max(b.opt.Config.History.ReplayMaxAgePeriod, 24*time.Hour))
+	b.background(func(ctx context.Context, db Store) error {
+		cs, ok := db.(chatStore)
+		if !ok {
+			return nil
+		}
+		n, err := cs.DeleteChats(ctx, minSeq, hour, old)
+		if n > 0 {
+			b.log.Debug("durable chat queue pruned", "deleted", n)
+		}
+		return err
+	})
 }
 
 // releaseChatsEarly forwards everything queued: the archive is slow or

@@ -279,6 +279,7 @@ func (b *Bouncer) resolve(s *sessions.Session, co *clientOut) {
 	done := s.Conn.Delivered()
 	n := 0
 	var offline int64
+	chatMoved := false
 	for _, m := range co.marks {
 		if m.at > done {
 			break
@@ -293,8 +294,13 @@ func (b *Bouncer) resolve(s *sessions.Session, co *clientOut) {
 		}
 		b.moveCursor(k, m.seq)
 		offline = max(offline, m.offline)
+		chatMoved = chatMoved || m.room == chatCursor
 	}
 	co.marks = co.marks[n:]
+	if chatMoved {
+		// Saved at once: after a crash a client gets what is behind it.
+		b.saveCursors()
+	}
 	if offline > b.dlv.offlineDeleted {
 		b.dlv.offlineDeleted = offline
 		b.deleteOffline(offline)

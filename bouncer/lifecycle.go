@@ -119,6 +119,7 @@ func (b *Bouncer) upstreamOffline(err error) {
 // startup runs once when the loop starts.
 func (b *Bouncer) startup() {
 	b.loadCursors()
+	b.chatsStartup()
 	b.roomsStartup()
 	b.pushStartup()
 }

@@ -125,6 +125,7 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 			}
 			// XEP-0160 §3: offline messages follow initial presence.
 			b.feedOffline(s)
+			b.replayChats(s) // after a crash (chatq.go)
 		}
 		b.learnCaps(s, el)
 	case "unavailable":

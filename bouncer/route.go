@@ -141,7 +141,11 @@ func (b *Bouncer) toAccount(el *stanza.Element) {
 	took := 0
 	keep := worthStoringOffline(el)
 	for _, s := range to {
-		if b.sendItem(s, outItem{el: el.With("to", s.JID.String()), keep: keep}) {
+		it := outItem{el: el.With("to", s.JID.String()), keep: keep}
+		if seq := b.chatq.releasing; seq != 0 {
+			it.room, it.seq = chatCursor, seq // chatq.go
+		}
+		if b.sendItem(s, it) {
 			took++
 		}
 	}

@@ -32,9 +32,9 @@ type upstreamSMStore interface {
 // chatStore is the durable chat queue (chatq.go).
 type chatStore interface {
 	StoreChats(ctx context.Context, cs []*sqlite.Chat) error
-	ChatsAfter(ctx context.Context, seq int64, max int) ([]sqlite.Chat, error)
+	ChatsFor(ctx context.Context, resource string, after, upTo int64, max int) ([]sqlite.Chat, error)
 	LastChat(ctx context.Context) (int64, error)
-	DeleteChats(ctx context.Context, seq int64, olderThan time.Time) (int64, error)
+	DeleteChats(ctx context.Context, upTo int64, before, olderThan time.Time) (int64, error)
 }
 
 func saveUpstreamH(ctx context.Context, db Store, tok upstream.Token) error {

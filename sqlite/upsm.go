@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -57,6 +58,7 @@ type Chat struct {
 	Seq      int64
 	SID      string // server stanza-id, "" if none
 	Stamp    time.Time
+	Rcpt     []string // the local resources it is for
 	XML      string
 	Inserted bool // set by StoreChats: false for a stanza-id already queued
 }
@@ -75,7 +77,7 @@ func (db *DB) StoreChats(ctx context.Context, cs []*Chat) error {
 		if c.SID != "" {
 			sid = c.SID
 		}
-		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO chats(sid, stamp, xml) VALUES (?, ?, ?)`, sid, c.Stamp.UnixMicro(), c.XML)
+		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO chats(sid, stamp, rcpt, xml) VALUES (?, ?, ?, ?)`, sid, c.Stamp.UnixMicro(), strings.Join(c.Rcpt, "\n"), c.XML)
 		if err != nil {
 			return fmt.Errorf("sqlite: store chats: %w", err)
 		}
@@ -98,9 +100,13 @@ func (db *DB) StoreChats(ctx context.Context, cs []*Chat) error {
 	return nil
 }
 
-// ChatsAfter returns up to max queued chats after seq, oldest first.
-func (db *DB) ChatsAfter(ctx context.Context, seq int64, max int) ([]Chat, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT seq, COALESCE(sid, ''), stamp, xml FROM chats WHERE seq > ? ORDER BY seq LIMIT ?`, seq, max)
+// ChatsFor returns, oldest first, up to max queued chats with after < seq
+// <= upTo that were for resource.
+func (db *DB) ChatsFor(ctx context.Context, resource string, after, upTo int64, max int) ([]Chat, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT seq, COALESCE(sid, ''), stamp, rcpt, xml FROM chats
+		WHERE seq > ? AND seq <= ? AND instr(char(10) || rcpt || char(10), char(10) || ? || char(10)) > 0
+		ORDER BY seq LIMIT ?`, after, upTo, resource, max)
+	seq := after
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: chats after %d: %w", seq, err)
 	}
@@ -109,10 +115,14 @@ func (db *DB) ChatsAfter(ctx context.Context, seq int64, max int) ([]Chat, error
 	for rows.Next() {
 		var c Chat
 		var us int64
-		if err := rows.Scan(&c.Seq, &c.SID, &us, &c.XML); err != nil {
+		var rcpt string
+		if err := rows.Scan(&c.Seq, &c.SID, &us, &rcpt, &c.XML); err != nil {
 			return nil, fmt.Errorf("sqlite: chats after %d: %w", seq, err)
 		}
 		c.Stamp = time.UnixMicro(us).UTC()
+		if rcpt != "" {
+			c.Rcpt = strings.Split(rcpt, "\n")
+		}
 		out = append(out, c)
 	}
 	return out, rows.Err()
@@ -127,10 +137,11 @@ func (db *DB) LastChat(ctx context.Context) (int64, error) {
 	return seq.Int64, nil
 }
 
-// DeleteChats deletes the queued chats up to and including seq, and those
-// older than olderThan (when not zero). It returns how many it deleted.
-func (db *DB) DeleteChats(ctx context.Context, seq int64, olderThan time.Time) (int64, error) {
-	res, err := db.w.ExecContext(ctx, `DELETE FROM chats WHERE seq <= ? OR stamp < ?`, seq, olderThan.UnixMicro())
+// DeleteChats deletes the queued chats up to and including upTo stamped
+// before before, and every one stamped before olderThan. It returns how
+// many it deleted.
+func (db *DB) DeleteChats(ctx context.Context, upTo int64, before, olderThan time.Time) (int64, error) {
+	res, err := db.w.ExecContext(ctx, `DELETE FROM chats WHERE (seq <= ? AND stamp < ?) OR stamp < ?`, upTo, before.UnixMicro(), olderThan.UnixMicro())
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: delete chats: %w", err)
 	}
