@@ -39,15 +39,20 @@ const chatCursor = "urn:xmppbouncer:chats"
 
 type pendingChat struct {
 	el       *stanza.Element
+	deliver  func(*stanza.Element) // nil: toAccount
 	c        *sqlite.Chat // nil: nothing to commit
 	done     bool         // committed, or nothing to commit
 	released bool         // forwarded before its commit (archive slow)
 }
 
 // chatIn queues a message for the account behind the ones before it.
-func (b *Bouncer) chatIn(el *stanza.Element) {
+func (b *Bouncer) chatIn(el *stanza.Element) { b.chatInVia(el, nil) }
+
+// chatInVia is chatIn with its own delivery (a room's private message
+// goes to the room's claimants).
+func (b *Bouncer) chatInVia(el *stanza.Element, deliver func(*stanza.Element)) {
 	el.Freeze()
-	p := &pendingChat{el: el, done: true}
+	p := &pendingChat{el: el, done: true, deliver: deliver}
 	if b.arch != nil && worthStoringOffline(el) {
 		p.done = false
 		p.c = &sqlite.Chat{SID: b.accountStanzaID(el), Stamp: time.Now().UTC(), Rcpt: b.chatRecipients(el), XML: el.String()}
@@ -58,6 +63,14 @@ func (b *Bouncer) chatIn(el *stanza.Element) {
 	}
 	b.chatq.inflight = append(b.chatq.inflight, p)
 	b.releaseChats()
+}
+
+func (p *pendingChat) forward(b *Bouncer) {
+	if p.deliver != nil {
+		p.deliver(p.el)
+		return
+	}
+	b.toAccount(p.el)
 }
 
 // accountStanzaID is the id the account's server gave el (XEP-0359 with
@@ -96,7 +109,7 @@ func (b *Bouncer) releaseChats() {
 		if p.c != nil {
 			q.releasing, q.released = p.c.Seq, p.c.Seq
 		}
-		b.toAccount(p.el)
+		p.forward(b)
 		q.releasing = 0
 	}
 	q.inflight = nil
@@ -223,7 +236,7 @@ func (b *Bouncer) releaseChatsEarly() {
 	for _, p := range b.chatq.inflight {
 		if !p.released {
 			p.released = true
-			b.toAccount(p.el)
+			p.forward(b)
 		}
 	}
 	b.chatq.inflight = nil

@@ -181,7 +181,8 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 			return false
 		}
 		b.pushFor(el, pushRoomPM)
-		b.toClaimantsOrAll(r, el)
+		// Durable and in order with the account's chats (chatq.go).
+		b.chatInVia(el, func(el *stanza.Element) { b.toClaimantsOrAll(r, el) })
 		return true
 	}
 }
