@@ -82,7 +82,9 @@ type Bouncer struct {
 
 	recovered recoveredCounter // events dropped after a panic (recover.go)
 	chatq     chatQueue        // the account's 1:1 messages through the archive (chatq.go)
-	admin     *adminState      // XEP-0050 commands and counters (admin*.go)
+	// what was last saved of each resumable session, by id (smstore.go)
+	resumeSaved map[string]string
+	admin       *adminState // XEP-0050 commands and counters (admin*.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -158,6 +160,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 		case now := <-sweep.C:
 			b.sweepIQs(now)
 			b.sweepDelivery()
+			b.saveResumables()
 			if now.Sub(b.lastPrune) > time.Hour {
 				b.lastPrune = now
 				b.pruneOffline()

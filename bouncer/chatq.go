@@ -30,6 +30,7 @@ type chatQueue struct {
 	// released is the newest row forwarded; bootSeq the newest row at
 	// start (rows up to it were for clients of an earlier run).
 	released, bootSeq int64
+	resolveArmed      bool // armChatResolve
 }
 
 // chatCursor is the cursors-table "room" of the clients' chat cursors: a
@@ -40,9 +41,9 @@ const chatCursor = "urn:xmppbouncer:chats"
 type pendingChat struct {
 	el       *stanza.Element
 	deliver  func(*stanza.Element) // nil: toAccount
-	c        *sqlite.Chat // nil: nothing to commit
-	done     bool         // committed, or nothing to commit
-	released bool         // forwarded before its commit (archive slow)
+	c        *sqlite.Chat          // nil: nothing to commit
+	done     bool                  // committed, or nothing to commit
+	released bool                  // forwarded before its commit (archive slow)
 }
 
 // chatIn queues a message for the account behind the ones before it.
@@ -113,6 +114,42 @@ func (b *Bouncer) releaseChats() {
 		q.releasing = 0
 	}
 	q.inflight = nil
+}
+
+// chatResolveInterval is how soon a delivered (or acknowledged) chat
+// moves its client's chat cursor, which is then saved at once: after a
+// crash a client gets again at most what it acknowledged this long before.
+const chatResolveInterval = 20 * time.Millisecond
+
+// armChatResolve resolves every client's marks soon, and again while chat
+// marks are pending.
+func (b *Bouncer) armChatResolve() {
+	if b.chatq.resolveArmed {
+		return
+	}
+	b.chatq.resolveArmed = true
+	time.AfterFunc(chatResolveInterval, func() {
+		b.post(func() {
+			b.chatq.resolveArmed = false
+			pending := false
+			for id, co := range b.dlv.clients {
+				s := b.reg.ByID(id)
+				if s == nil {
+					continue
+				}
+				b.resolve(s, co)
+				for _, m := range co.marks {
+					if m.room == chatCursor && !s.Hibernated {
+						pending = true
+						break
+					}
+				}
+			}
+			if pending {
+				b.armChatResolve()
+			}
+		})
+	})
 }
 
 // chatRecipients are the resources toAccount would give el to now (RFC

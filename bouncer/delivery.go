@@ -169,6 +169,9 @@ func (b *Bouncer) writeNow(s *sessions.Session, it outItem) bool {
 			m.el = it.el
 		}
 		co.marks = append(co.marks, m)
+		if it.room == chatCursor {
+			b.armChatResolve() // chatq.go
+		}
 	}
 	return true
 }

@@ -55,7 +55,7 @@ func TestKillLoopLosesNoChat(t *testing.T) {
 		defer wg.Done()
 		for i := 0; !stop.Load(); i++ {
 			carol.SendEl(stanza.New(stanza.NSClient, "message", "to", "alice@localhost", "type", "chat", "id", "C"+strconv.Itoa(i)).
-				Append(stanza.New(stanza.NSClient, "body").AppendText("C"+strconv.Itoa(i))))
+				Append(stanza.New(stanza.NSClient, "body").AppendText("C" + strconv.Itoa(i))))
 			chats.Add(1)
 			time.Sleep(60 * time.Millisecond)
 		}
@@ -64,7 +64,7 @@ func TestKillLoopLosesNoChat(t *testing.T) {
 		defer wg.Done()
 		for i := 0; !stop.Load(); i++ {
 			bob.SendEl(stanza.New(stanza.NSClient, "message", "to", room, "type", "groupchat", "id", "R"+strconv.Itoa(i)).
-				Append(stanza.New(stanza.NSClient, "body").AppendText("R"+strconv.Itoa(i))))
+				Append(stanza.New(stanza.NSClient, "body").AppendText("R" + strconv.Itoa(i))))
 			roomMsgs.Add(1)
 			time.Sleep(25 * time.Millisecond)
 		}

@@ -22,6 +22,7 @@ func (b *Bouncer) clientBound(ev clientBound) {
 	b.reg.Add(s)
 	b.pushClientBound(s)
 	b.log.Info("client online", "jid", ev.jid.String(), "clients", b.reg.Len())
+	b.clientRevived(s, ev.conn) // smstore.go
 }
 
 // clientClosed forgets a session whose stream ended. Disconnecting is not

@@ -22,6 +22,7 @@ func (b *Bouncer) clientHibernation(ev clientHibernation) {
 			s.HibernatedAt = time.Now()
 		}
 		b.log.Info("client session", "jid", s.JID.String(), "hibernated", h)
+		b.saveResumables()
 		if !h {
 			// Paced output (delivery.go) waits while the session sleeps;
 			// the resumed connection takes the rest.

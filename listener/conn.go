@@ -93,6 +93,11 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 		return
 	}
 
+	if n.revive != nil {
+		s.revive(n, newConn, remote, sess.ConnectionState()) // smstore.go
+		return
+	}
+
 	conn := newConn(0)
 	c := &Client{
 		JID:       n.jid,

@@ -61,6 +61,7 @@ type negotiation struct {
 	bindReply     *stanza.Element // sent once the Handler knows the client
 	resume        *Client         // XEP-0198: the session this stream resumes
 	resumeH       uint32          // ... and the client's h
+	revive        *Resumable      // XEP-0198: a session stored by an earlier run (smstore.go)
 }
 
 func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, interface{}, error) {

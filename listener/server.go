@@ -65,6 +65,7 @@ type Client struct {
 	ended    bool // Closed is reported (or about to be)
 	hibGen   uint64
 	hibTimer *time.Timer
+	revived  *Resumable // the stored session it was revived from (smstore.go)
 }
 
 // Mechanism is the SASL mechanism the client authenticated with.

@@ -319,10 +319,12 @@ func (c *Client) handleSM(el *stanza.Element) {
 				Set("max", strconv.FormatInt(int64(c.srv.sm.ResumeTimeout/time.Second), 10))
 		}
 		c.sm = sm
+		c.persist() // smstore.go
 		c.sendNonza(enabled)
 	case "r":
 		if sm != nil {
 			c.sendNonza(smElement("a", "h", strconv.FormatUint(uint64(sm.inH), 10)))
+			c.persist()
 		}
 	case "a":
 		if sm == nil {
@@ -419,6 +421,7 @@ func (s *Server) connEnded(c *Client, conn *wire.Conn, reason error) {
 			s.endHibernated(c, gen, true, errors.New("listener: hibernated session expired"))
 		})
 		unacked := len(c.sm.queue)
+		c.persist()
 		c.mu.Unlock()
 		s.log.Info("listener: client hibernated", "jid", c.JID.String(), "id", c.ID, "unacked", unacked, "reason", reason)
 		if rh, ok := s.h.(ResumeHandler); ok {
@@ -480,6 +483,7 @@ func (s *Server) forgetResumable(c *Client) {
 	if id == "" {
 		return
 	}
+	s.unpersist(id) // smstore.go
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.resumable[id] == c {
@@ -519,6 +523,15 @@ func (n *negotiation) tryResume(el *stanza.Element) (bool, []byte) {
 		return false, smFailed("bad-request").AppendXML(nil, stanza.NSClient)
 	}
 	c, oldH, expired := n.srv.lookupResumable(id)
+	if c == nil && !expired {
+		if r, ok := n.srv.lookupStored(id); ok {
+			j, err := n.srv.revivedJID(r.Resource)
+			if err == nil {
+				n.revive, n.resumeH, n.jid = r, uint32(h), j
+				return true, nil
+			}
+		}
+	}
 	if c == nil {
 		f := smFailed("item-not-found")
 		if expired {

@@ -147,3 +147,57 @@ func (db *DB) DeleteChats(ctx context.Context, upTo int64, before, olderThan tim
 	}
 	return res.RowsAffected()
 }
+
+// Resumable is a local client's persisted XEP-0198 session.
+type Resumable struct {
+	ID       string
+	Resource string
+	InH      uint32
+	Expires  time.Time
+	Presence string // the client's presence (XML), "" if none
+	Rooms    string // "room nick" lines
+}
+
+// SaveResumable records a session's id, resource, h and expiry, keeping
+// what the core stored with it.
+func (db *DB) SaveResumable(ctx context.Context, r Resumable) error {
+	_, err := db.w.ExecContext(ctx, `INSERT INTO resumable(id, resource, in_h, expires) VALUES (?, ?, ?, ?)
+		ON CONFLICT(id) DO UPDATE SET resource = excluded.resource, in_h = excluded.in_h, expires = excluded.expires`,
+		r.ID, r.Resource, int64(r.InH), r.Expires.Unix())
+	if err != nil {
+		return fmt.Errorf("sqlite: save resumable: %w", err)
+	}
+	return nil
+}
+
+// SetResumableState stores the core's part of a session.
+func (db *DB) SetResumableState(ctx context.Context, id, presence, rooms string) error {
+	if _, err := db.w.ExecContext(ctx, `UPDATE resumable SET presence = ?, rooms = ? WHERE id = ?`, presence, rooms, id); err != nil {
+		return fmt.Errorf("sqlite: resumable state: %w", err)
+	}
+	return nil
+}
+
+// Resumable returns the session id unless it is unknown or expired.
+func (db *DB) Resumable(ctx context.Context, id string, now time.Time) (Resumable, bool, error) {
+	var r Resumable
+	var h, exp int64
+	err := db.r.QueryRowContext(ctx, `SELECT id, resource, in_h, expires, presence, rooms FROM resumable WHERE id = ? AND expires > ?`, id, now.Unix()).
+		Scan(&r.ID, &r.Resource, &h, &exp, &r.Presence, &r.Rooms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, false, nil
+	}
+	if err != nil {
+		return r, false, fmt.Errorf("sqlite: resumable: %w", err)
+	}
+	r.InH, r.Expires = uint32(h), time.Unix(exp, 0)
+	return r, true, nil
+}
+
+// DeleteResumable forgets a session, and every expired one.
+func (db *DB) DeleteResumable(ctx context.Context, id string, now time.Time) error {
+	if _, err := db.w.ExecContext(ctx, `DELETE FROM resumable WHERE id = ? OR expires <= ?`, id, now.Unix()); err != nil {
+		return fmt.Errorf("sqlite: delete resumable: %w", err)
+	}
+	return nil
+}

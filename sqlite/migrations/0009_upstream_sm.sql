@@ -24,3 +24,18 @@ CREATE TABLE chats (
     xml   TEXT NOT NULL
 );
 CREATE UNIQUE INDEX chats_sid ON chats(sid) WHERE sid IS NOT NULL;
+
+-- Local clients' resumable XEP-0198 sessions, so a <resume/> works after a
+-- restart: the id, the resource, in_h (stanzas handled from the client),
+-- when it expires, and what the core needs to rebuild it: the client's
+-- presence and the rooms it was in (one "room nick" per line). What the
+-- client had not acknowledged is rebuilt from its cursors (rooms and the
+-- chat queue).
+CREATE TABLE resumable (
+    id       TEXT PRIMARY KEY,
+    resource TEXT NOT NULL,
+    in_h     INTEGER NOT NULL,
+    expires  INTEGER NOT NULL,  -- unix seconds
+    presence TEXT NOT NULL DEFAULT '',
+    rooms    TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
