@@ -83,8 +83,9 @@ type Bouncer struct {
 	recovered recoveredCounter // events dropped after a panic (recover.go)
 	chatq     chatQueue        // the account's 1:1 messages through the archive (chatq.go)
 	// what was last saved of each resumable session, by id (smstore.go)
-	resumeSaved map[string]string
-	admin       *adminState // XEP-0050 commands and counters (admin*.go)
+	resumeSaved    map[string]string
+	chatFillWanted bool        // the upstream session was not resumed (chatfill.go)
+	admin          *adminState // XEP-0050 commands and counters (admin*.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -184,6 +185,12 @@ func (b *Bouncer) handle(ev event) {
 	switch ev := ev.(type) {
 	case upOnline:
 		b.upstreamOnline(ev.bound)
+		if b.chatFillWanted {
+			b.chatFillWanted = false
+			b.chatGapFill() // chatfill.go
+		}
+	case upResumeFailed:
+		b.chatFillWanted = true
 	case upStanza:
 		if ev.el != nil && !b.staleResent(ev.el) {
 			b.handleUpstream(ev.el)

@@ -121,6 +121,11 @@ func (h UpstreamHandler) Lost(items []upstream.Sent, notHandled bool) {
 	h.b.events <- upLost{items: items, notHandled: notHandled}
 }
 
+type upResumeFailed struct{}
+
+// ResumeFailed implements upstream.DurableHandler.
+func (h UpstreamHandler) ResumeFailed() { h.b.events <- upResumeFailed{} }
+
 // Resumed implements upstream.DurableHandler.
 func (h UpstreamHandler) Resumed(bound jid.JID) { h.b.events <- upResumed{bound} }
 

@@ -333,3 +333,35 @@ func (p *holeProxy) swallow() {
 		c.dead.Store(true)
 	}
 }
+
+// The upstream session expires while chats wait in it unacknowledged.
+// A local client had queried the account's archive through it, so
+// Prosody's mod_smacks drops them ("MAM has them") and tells nobody. The
+// bouncer's resume fails; it fetches them from the account's archive,
+// and the client gets each once.
+func TestUpstreamExpiredSessionChatsFromMAM(t *testing.T) {
+	srv := testserver.StartWith(t, testserver.Options{Extra: "smacks_hibernation_time = 1"})
+	proxy := newCutProxy(t, srv.Addr)
+	e := newEnv(t, srv, func(c *configT) { c.Upstream.Address = proxy.addr() })
+	bob := e.availableUser("bob", "desk")
+	a := e.availableClient("phone")
+	bob.Send(t, `<message to="alice@localhost" type="chat" id="m0"><body>before</body></message>`)
+	expectBodies(t, a, "before")
+	r := a.IQ(t, `<iq type="set" id="own-mam"><query xmlns="urn:xmpp:mam:2" queryid="q1"><set xmlns="http://jabber.org/protocol/rsm"><max>1</max></set></query></iq>`)
+	if r.Type() != "result" {
+		t.Fatalf("own MAM query: %s", r)
+	}
+	a.Drain()
+
+	proxy.setCut(true)
+	time.Sleep(300 * time.Millisecond)
+	for i := 0; i < 3; i++ {
+		bob.Send(t, fmt.Sprintf(`<message to="alice@localhost" type="chat" id="x%d"><body>dropped %d</body></message>`, i, i))
+	}
+	time.Sleep(4 * time.Second) // the hibernated session expires
+	bob.ExpectNone(t, 100*time.Millisecond, func(el *stanza.Element) bool { return el.Type() == "error" })
+	proxy.setCut(false)
+	e.up.Reconnect()
+	expectBodies(t, a, "dropped 0", "dropped 1", "dropped 2")
+	a.ExpectNone(t, time.Second, anyBody)
+}

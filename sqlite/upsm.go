@@ -201,3 +201,18 @@ func (db *DB) DeleteResumable(ctx context.Context, id string, now time.Time) err
 	}
 	return nil
 }
+
+// LastChatSID returns the stanza-id and stamp of the newest queued chat
+// that has one ("" when none).
+func (db *DB) LastChatSID(ctx context.Context) (string, time.Time, error) {
+	var sid string
+	var us int64
+	err := db.r.QueryRowContext(ctx, `SELECT sid, stamp FROM chats WHERE sid IS NOT NULL ORDER BY seq DESC LIMIT 1`).Scan(&sid, &us)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", time.Time{}, nil
+	}
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("sqlite: last chat sid: %w", err)
+	}
+	return sid, time.UnixMicro(us), nil
+}

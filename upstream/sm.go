@@ -69,6 +69,10 @@ type DurableHandler interface {
 	// Resumed says the session went on after a reconnect without a new
 	// Online: nothing was lost, and what was unacknowledged was resent.
 	Resumed(bound jid.JID)
+	// ResumeFailed says the previous session could not be resumed (the
+	// server restarted, or it expired): what the server had not had
+	// acknowledged went elsewhere (see README). Online follows.
+	ResumeFailed()
 }
 
 // smSession is the stream-management state of the current (or suspended)

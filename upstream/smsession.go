@@ -123,6 +123,9 @@ func (c *Client) smAnnounce(n *smNegotiation, bound jid.JID, st smState) bool {
 			c.log.Warn("upstream: stanzas never acknowledged by the server are lost", "count", len(st.lost))
 		}
 	}
+	if c.dh != nil && n.failed != "" {
+		c.dh.ResumeFailed()
+	}
 	if c.dh != nil && !n.resumed && n.enabled && n.id != "" {
 		c.dh.SMEnabled(SMState{ID: n.id, Bound: bound.String()})
 	}
