@@ -488,6 +488,13 @@ func TestSlowClientChatsNotLost(t *testing.T) {
 	if first >= n {
 		t.Fatalf("the client was not cut off mid-flood (got all %d)", first)
 	}
+	// Chats are committed before they are placed (chatq.go): let the
+	// flood through, so the next client gets the rest as offline messages.
+	e.waitFor("every chat placed", func() bool {
+		var q int
+		e.b.Do(func() { q = len(e.b.chatq.inflight) })
+		return q == 0
+	})
 	next := e.client("next")
 	next.Timeout = 30 * time.Second
 	next.Send(t, `<presence/>`)
