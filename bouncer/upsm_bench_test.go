@@ -2,6 +2,7 @@ package bouncer
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -75,3 +76,26 @@ func forgetUpstreamSM(path string) error {
 }
 
 func openDB(path string) (*sqlite.DB, error) { return sqlite.Open(context.Background(), path) }
+
+// BenchmarkChatLatency: one chat at a time, bob to a local client; the
+// figure is the median time from bob's send to the client's receipt (with
+// the durable queue it includes the commit).
+func BenchmarkChatLatency(b *testing.B) {
+	e := newEnv(b, nil, nil)
+	bob := e.availableUser("bob", "desk")
+	a := e.availableClient("laptop")
+	const n = 200
+	for r := 0; r < b.N; r++ {
+		lat := make([]time.Duration, 0, n)
+		for i := 0; i < n; i++ {
+			body := "lat " + strconv.Itoa(r) + " " + strconv.Itoa(i)
+			start := time.Now()
+			bob.Send(b, `<message to="alice@localhost" type="chat"><body>`+body+`</body></message>`)
+			a.Expect(b, "the chat", hasBody(body))
+			lat = append(lat, time.Since(start))
+		}
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[n/2].Microseconds())/1000, "ms-p50")
+		b.ReportMetric(float64(lat[n*9/10].Microseconds())/1000, "ms-p90")
+	}
+}
