@@ -297,3 +297,22 @@ func (b *Bouncer) armChatWait(head *pendingChat) {
 		})
 	})
 }
+
+// keptForReplay leaves out of the unacknowledged stanzas of a session that
+// ended because the bouncer is shutting down the chats the durable queue
+// holds for it: its resource gets them after the restart (replayChats, or
+// a resume), so placing them elsewhere now would hand them out twice.
+func (b *Bouncer) keptForReplay(err error, unacked []*stanza.Element) []*stanza.Element {
+	se, ok := err.(*stanza.StreamError)
+	if b.arch == nil || !ok || se.Condition != "system-shutdown" {
+		return unacked
+	}
+	out := unacked[:0:0]
+	for _, el := range unacked {
+		if el.Kind() == "message" && worthStoringOffline(el) {
+			continue
+		}
+		out = append(out, el)
+	}
+	return out
+}

@@ -40,6 +40,7 @@ func (b *Bouncer) clientClosed(id uint64, err error, unacked []*stanza.Element) 
 		unacked = undelivered
 	}
 	delete(b.dlv.undelivered, id)
+	unacked = b.keptForReplay(err, unacked) // chatq.go
 	if s == nil {
 		// Replaced; its successor may take them.
 		b.rerouteUnacked(nil, unacked, b.takeUnackedOffline(id))

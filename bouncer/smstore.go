@@ -125,11 +125,16 @@ func (b *Bouncer) clientRevived(s *sessions.Session, conn any) {
 	}
 	st, _ := c.Revived().State.(sqlite.Resumable)
 	b.log.Info("client resumed a session from before a restart; rebuilding it", "jid", s.JID.String(), "rooms", strings.Count(st.Rooms, "\n")+min(1, len(st.Rooms)))
+	// Its presence, or plain available when it was not saved yet (the
+	// sweep saves it): a client that was getting the account's chats was
+	// available. Initial presence brings the chats it had not acknowledged.
+	pres := stanza.New(stanza.NSClient, "presence")
 	if st.Presence != "" {
 		if el, err := stanza.Parse(st.Presence); err == nil {
-			b.clientPresence(s, el.With("from", s.JID.String(), "to", ""))
+			pres = el
 		}
 	}
+	b.clientPresence(s, pres.With("from", s.JID.String(), "to", ""))
 	for _, line := range strings.Split(st.Rooms, "\n") {
 		room, nick, ok := strings.Cut(line, " ")
 		if !ok || room == "" || nick == "" {

@@ -2,9 +2,11 @@ package bouncer
 
 import (
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
+	"xmppbouncer/internal/testserver"
 	"xmppbouncer/stanza"
 )
 
@@ -95,4 +97,49 @@ func TestSMResumeAfterRestart(t *testing.T) {
 // dialSMAuthOnly authenticates and sends <resume/> for id, h.
 func (e *env) dialSMAuthOnly(t *testing.T, id string, h int) *smClient {
 	return e.dialSMResume(t, id, h)
+}
+
+// The real binary stops with SIGTERM while a phone has chats it has not
+// acknowledged, and starts again: the phone's resume gets each of them
+// once (they are not also put in the offline store at the shutdown).
+func TestSMResumeAfterCleanRestart(t *testing.T) {
+	srv := testserver.Start(t)
+	dir := t.TempDir()
+	bin := buildBinary(t, dir)
+	listen, direct := freeListen(t), freeListen(t)
+	cfgPath := killLoopConfig(t, srv, dir, listen, direct, "none@"+srv.MUC)
+	cmd, log := runBinary(t, bin, cfgPath)
+	log.wait(t, "upstream online", 20*time.Second)
+	bob := (&env{t: t, srv: srv}).availableUser("bob", "desk")
+	ph := &probePhone{t: t, addr: direct, res: "phone"}
+	ph.connect()
+	ph.c.expect("own presence", func(el *stanza.Element) bool { return el.Kind() == "presence" })
+	ph.ack()
+	for i := 0; i < 3; i++ {
+		bob.Send(t, fmt.Sprintf(`<message to="alice@localhost" type="chat" id="t%d"><body>unacked %d</body></message>`, i, i))
+		ph.c.expect("chat", hasBody(fmt.Sprintf("unacked %d", i)))
+	}
+	time.Sleep(300 * time.Millisecond)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	ph.drop()
+	_, log = runBinary(t, bin, cfgPath)
+	log.wait(t, "upstream online", 20*time.Second)
+	if !ph.connect() {
+		t.Fatal("the phone could not resume after the restart")
+	}
+	time.Sleep(1500 * time.Millisecond)
+	got := map[string]int{}
+	for _, el := range ph.c.received() {
+		if b := el.ChildText(stanza.NSClient, "body"); b != "" && el.Kind() == "message" {
+			got[b]++
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if b := fmt.Sprintf("unacked %d", i); got[b] != 1 {
+			t.Errorf("%q reached the phone %d times (all: %v)", b, got[b], got)
+		}
+	}
 }
