@@ -85,6 +85,7 @@ type Bouncer struct {
 	// what was last saved of each resumable session, by id (smstore.go)
 	resumeSaved    map[string]string
 	chatFillWanted bool        // the upstream session was not resumed (chatfill.go)
+	probeWanted    bool        // it was resumed cold: no initial presence (upsm.go)
 	admin          *adminState // XEP-0050 commands and counters (admin*.go)
 }
 
@@ -189,6 +190,12 @@ func (b *Bouncer) handle(ev event) {
 			b.chatFillWanted = false
 			b.chatGapFill() // chatfill.go
 		}
+		if b.probeWanted {
+			b.probeWanted = false
+			b.probeContacts() // upsm.go
+		}
+	case upResumedCold:
+		b.probeWanted = true
 	case upResumeFailed:
 		b.chatFillWanted = true
 	case upStanza:

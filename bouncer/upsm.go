@@ -122,6 +122,31 @@ func (h UpstreamHandler) Lost(items []upstream.Sent, notHandled bool) {
 }
 
 type upResumeFailed struct{}
+type upResumedCold struct{}
+
+// ResumedCold implements upstream.DurableHandler.
+func (h UpstreamHandler) ResumedCold() { h.b.events <- upResumedCold{} }
+
+// probeContacts asks for the presence of every contact the account is
+// subscribed to (RFC 6121 §4.3): a resumed session never sent initial
+// presence in this process, so the server sends none by itself.
+func (b *Bouncer) probeContacts() {
+	q := stanza.New(stanza.NSClient, "iq", "type", "get").Append(stanza.New(stanza.NSRoster, "query"))
+	b.sendInternal(q, func(resp *stanza.Element) {
+		if resp.Type() != "result" {
+			b.log.Warn("roster unavailable: contacts' presence is not known until they change it", "condition", stanza.ErrorCondition(resp))
+			return
+		}
+		n := 0
+		for _, it := range resp.Child(stanza.NSRoster, "query").ChildrenNamed(stanza.NSRoster, "item") {
+			if sub := it.Get("subscription"); (sub == "to" || sub == "both") && it.Get("jid") != "" {
+				b.sendUp(stanza.New(stanza.NSClient, "presence", "type", "probe", "to", it.Get("jid")))
+				n++
+			}
+		}
+		b.log.Info("resumed upstream session: probed contacts for their presence", "contacts", n)
+	})
+}
 
 // ResumeFailed implements upstream.DurableHandler.
 func (h UpstreamHandler) ResumeFailed() { h.b.events <- upResumeFailed{} }

@@ -365,3 +365,29 @@ func TestUpstreamExpiredSessionChatsFromMAM(t *testing.T) {
 	expectBodies(t, a, "dropped 0", "dropped 1", "dropped 2")
 	a.ExpectNone(t, time.Second, anyBody)
 }
+
+// After a crash the restarted bouncer resumes the upstream session, on
+// which the server never sends contacts' presence again (that follows
+// initial presence only). It probes its contacts, so a client connecting
+// afterwards sees bob online.
+func TestUpstreamColdResumeProbesContacts(t *testing.T) {
+	srv := testserver.Start(t)
+	proxy := newCutProxy(t, srv.Addr)
+	e := newEnv(t, srv, func(c *configT) { c.Upstream.Address = proxy.addr() })
+	a, _ := subscribedToBob(e)
+	a.Close()
+	proxy.setCut(true) // the crash: the link dies with the process
+	e.stop()
+	e.cfg.Upstream.Address = srv.Addr
+	e.start()
+	var resumed bool
+	e.b.Do(func() { resumed = e.b.upFull != "" })
+	if !resumed {
+		t.Fatal("not online")
+	}
+	c := e.client("after")
+	c.Send(t, `<presence/>`)
+	c.Expect(t, "bob's presence after the restart", func(el *stanza.Element) bool {
+		return el.Kind() == "presence" && el.From() == "bob@localhost/desk" && el.Type() == ""
+	})
+}

@@ -73,6 +73,10 @@ type DurableHandler interface {
 	// server restarted, or it expired): what the server had not had
 	// acknowledged went elsewhere (see README). Online follows.
 	ResumeFailed()
+	// ResumedCold says the session was resumed but the Handler had been
+	// told it was offline, or is a new process: Online follows, and the
+	// server will not send what a new session gets (contacts' presence).
+	ResumedCold()
 }
 
 // smSession is the stream-management state of the current (or suspended)

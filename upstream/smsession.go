@@ -135,6 +135,9 @@ func (c *Client) smAnnounce(n *smNegotiation, bound jid.JID, st smState) bool {
 		}
 		return false
 	}
+	if c.dh != nil && n.resumed {
+		c.dh.ResumedCold()
+	}
 	return true
 }
 
