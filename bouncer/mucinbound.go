@@ -180,9 +180,11 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 		if carbonOf(el) != nil {
 			return false
 		}
-		b.pushFor(el, pushRoomPM)
 		// Durable and in order with the account's chats (chatq.go).
-		b.chatInVia(el, func(el *stanza.Element) { b.toClaimantsOrAll(r, el) })
+		b.chatInVia(el, func(el *stanza.Element) {
+			b.pushFor(el, pushRoomPM)
+			b.toClaimantsOrAll(r, el)
+		})
 		return true
 	}
 }

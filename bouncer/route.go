@@ -106,8 +106,11 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 		b.upstreamCarbon(el)
 		return
 	}
-	b.pushFor(el, pushDirect)
-	b.chatIn(el) // committed first, then toAccount (chatq.go)
+	// Committed first, then pushed for and delivered (chatq.go).
+	b.chatInVia(el, func(el *stanza.Element) {
+		b.pushFor(el, pushDirect)
+		b.toAccount(el)
+	})
 }
 
 // toAccount delivers a message the server routed to the account, as a
