@@ -62,11 +62,10 @@ type Client struct {
 	st     status
 
 	// XEP-0198 (sm.go, smsession.go), guarded by mu.
-	dh          DurableHandler // h, when it acknowledges durably
-	sm          smSession
-	resume      SMState   // the session to resume on the next dial
-	suspendedAt time.Time // when the live connection of a resumable session dropped
-	poke        chan struct{}
+	dh     DurableHandler // h, when it acknowledges durably
+	sm     smSession
+	resume SMState // the session to resume on the next dial
+	poke   chan struct{}
 }
 
 // New returns a Client; nothing happens until Run.

@@ -182,7 +182,6 @@ func (c *Client) smEnded(ctx context.Context, err error) bool {
 		sm.suspended, sm.on = true, false
 		sm.rPending, sm.ackTimer = false, false
 		c.resume = SMState{ID: sm.id, Bound: sm.bound.String(), H: sm.acked}
-		c.suspendedAt = time.Now()
 		c.log.Info("upstream connection lost; resuming the session (XEP-0198)", "err", err, "unacked_out", len(sm.out))
 		return true
 	}
