@@ -80,6 +80,7 @@ type Bouncer struct {
 	// XEP-0352: what each inactive client has held back (csi.go)
 	csi map[uint64]*csiHeld
 
+	drops     dropLog          // upstream stanzas past the limits (upstreamdrop.go)
 	recovered recoveredCounter // events dropped after a panic (recover.go)
 	admin     *adminState      // XEP-0050 commands and counters (admin*.go)
 }
@@ -182,6 +183,8 @@ func (b *Bouncer) handle(ev event) {
 		b.handleUpstream(ev.el)
 	case upOffline:
 		b.upstreamOffline(ev.err)
+	case upDropped:
+		b.upstreamDropped(ev.head, ev.why)
 	case clientBound:
 		b.clientBound(ev)
 	case clientStanza:

@@ -14,6 +14,10 @@ type event interface{}
 type upOnline struct{ bound jid.JID }
 type upStanza struct{ el *stanza.Element }
 type upOffline struct{ err error }
+type upDropped struct {
+	head *stanza.Element
+	why  error
+}
 
 type clientBound struct {
 	id   uint64
@@ -60,6 +64,11 @@ func (h UpstreamHandler) Stanza(el *stanza.Element) {
 
 // Offline implements upstream.Handler.
 func (h UpstreamHandler) Offline(err error) { h.b.events <- upOffline{err} }
+
+// Dropped implements upstream.Handler.
+func (h UpstreamHandler) Dropped(head *stanza.Element, why error) {
+	h.b.events <- upDropped{head, why}
+}
 
 // ClientHandler adapts the bouncer to listener.Handler.
 type ClientHandler struct{ b *Bouncer }

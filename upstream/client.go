@@ -31,6 +31,10 @@ type Handler interface {
 	Stanza(el *stanza.Element)
 	// Offline: the session ended for err; Run reconnects by itself.
 	Offline(err error)
+	// Dropped is a stanza past the reader's limits (see MaxDepth), read to
+	// its end and dropped; head is its start tag without children, why is
+	// stanza.ErrTooDeep or stanza.ErrTooLarge. The session goes on.
+	Dropped(head *stanza.Element, why error)
 }
 
 // Reconnect timing.
@@ -138,12 +142,7 @@ func jitter(d time.Duration) time.Duration {
 // was online and why it ended.
 func (c *Client) session(ctx context.Context) (time.Duration, error) {
 	dctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
-	conn, bound, err := dialRecording(dctx, c.cfg, wire.Options{
-		QueueLen:       c.cfg.QueueLen,
-		MaxStanzaBytes: 16 << 20, // memory bound only; servers cap far lower
-		MaxDepth:       128,
-		WriteTimeout:   c.cfg.PingTimeout,
-	}, &c.st)
+	conn, bound, err := dialRecording(dctx, c.cfg, c.wireOptions(), &c.st)
 	cancel()
 	if err != nil {
 		c.st.offline(err, false)
