@@ -12,6 +12,8 @@ package bouncer
 
 import (
 	"context"
+	crand "crypto/rand"
+	"math/rand/v2"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -61,7 +63,8 @@ type Bouncer struct {
 
 	reg *sessions.Registry
 
-	seq uint64
+	seq    uint64
+	idRand *rand.ChaCha8 // the unguessable part of nextID
 	iqs iqRoutes // rewritten IQ ids and MAM queryids (iq.go)
 
 	presence *presenceState
@@ -71,7 +74,7 @@ type Bouncer struct {
 	// ids of the core's own IQs to local clients (caps discovery)
 	clientQueries waiters
 	// queryids of the core's own MAM queries upstream (gap fill)
-	internalMAM map[string]func(*stanza.Element)
+	internalMAM map[string]*gapQuery
 	dlv         *delivery     // per-client output, cursors, offline feed
 	arch        *archiver     // the archive's writer; nil without an archive
 	stopped     chan struct{} // closed when Run returns
@@ -123,9 +126,10 @@ func New(opt Options) *Bouncer {
 		caps:     newCapsCache(),
 		rooms:    map[string]*Room{},
 		internal: waiters{},
+		idRand:   newIDRand(),
 
 		clientQueries: waiters{},
-		internalMAM:   map[string]func(*stanza.Element){},
+		internalMAM:   map[string]*gapQuery{},
 		admin:         newAdminState(opt.Config.History.RetentionPeriod),
 		dlv:           newDelivery(),
 		stopped:       make(chan struct{}),
@@ -203,9 +207,20 @@ func (b *Bouncer) handle(ev event) {
 // nextID returns a fresh id with the given prefix, for rewritten IQ ids and
 // query ids. The "xb" prefix keeps them apart from the upstream package's
 // own ids and from anything a client might pick.
+//
+// A contact can send the account stanzas that claim to answer the core's
+// requests (an IQ result, a MAM result carrying a queryid), so the ids must
+// not be guessable: each ends in 64 random bits, besides the counter that
+// keeps it unique.
 func (b *Bouncer) nextID(prefix string) string {
 	b.seq++
-	return prefix + strconv.FormatUint(b.seq, 36)
+	return prefix + strconv.FormatUint(b.seq, 36) + "-" + strconv.FormatUint(b.idRand.Uint64(), 36)
+}
+
+func newIDRand() *rand.ChaCha8 {
+	var seed [32]byte
+	_, _ = crand.Read(seed[:]) // never fails on Linux (Go 1.24+: it panics instead)
+	return rand.NewChaCha8(seed)
 }
 
 // sendUp sends a stanza upstream; it reports false when upstream is down.

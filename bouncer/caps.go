@@ -103,7 +103,7 @@ func (b *Bouncer) learnCaps(s *sessions.Session, presence *stanza.Element) {
 	id := b.nextID(pushPrefix + "caps")
 	q := stanza.New(stanza.NSClient, "iq", "type", "get", "id", id, "from", b.account, "to", s.JID.String())
 	q.Append(stanza.New(stanza.NSDiscoInfo, "query", "node", node+"#"+ver))
-	b.clientQueries.add(id, s.ID, b.opt.IQTimeout, func(resp *stanza.Element) {
+	b.clientQueries.add(id, "", s.ID, b.opt.IQTimeout, func(resp *stanza.Element) {
 		delete(b.caps.asked, ver)
 		if resp.Type() != "result" {
 			return

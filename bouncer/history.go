@@ -22,7 +22,8 @@ func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
 	// Rooms stamp history in whole seconds (XEP-0203 as Prosody writes it);
 	// live arrivals get the same precision so that a live message and the
 	// room's replay of its neighbours sort by arrival within a second.
-	m := &sqlite.Message{Room: r.JID, ID: el.ID(), Nick: nick, Stamp: time.Now().UTC().Truncate(time.Second)}
+	now := time.Now().UTC()
+	m := &sqlite.Message{Room: r.JID, ID: el.ID(), Nick: nick, Stamp: now.Truncate(time.Second)}
 	for _, c := range el.ChildrenNamed(stanza.NSStanzaID, "stanza-id") {
 		// XEP-0359 §3.1: only a stanza-id whose by is the room is the room's.
 		if c.Get("by") == r.JID {
@@ -32,10 +33,10 @@ func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
 	if o := el.Child(stanza.NSStanzaID, "origin-id"); o != nil {
 		m.OriginID = o.Get("id")
 	}
-	if d := el.Child(stanza.NSDelay, "delay"); d != nil {
-		if t, err := time.Parse(time.RFC3339Nano, d.Get("stamp")); err == nil {
-			m.Stamp = t.UTC()
-		}
+	// Only the room's own delay dates a message (trust.go); a live one is
+	// archived when it arrived.
+	if t, ok := delayStamp(el, r.JID, now); ok {
+		m.Stamp = t
 	}
 	if body := el.Child(stanza.NSClient, "body"); body != nil {
 		s := body.Text()

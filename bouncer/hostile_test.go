@@ -1,11 +1,13 @@
 package bouncer
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
 	"xmppbouncer/upstream"
 )
@@ -131,4 +133,159 @@ func TestHostileFloodKeepsUpstream(t *testing.T) {
 	}
 	t.Logf("flood: %d stanzas past the limits in %v; upstream reconnects %d; ordinary chats delivered %d/%d",
 		2*rounds, time.Since(start).Round(time.Millisecond), after.Reconnects-before.Reconnects, delivered, rounds)
+}
+
+// roomHistory reads the bouncer's archive of room.
+func (e *env) roomHistory(t *testing.T, room string) []*sqlite.Message {
+	t.Helper()
+	ms, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+// An occupant's own <stanza-id/> and <delay/> do not count: the archive
+// dates a live message by its arrival, the replay carries the room's id and
+// the bouncer's stamp, and neither live clients nor later joiners see the
+// forged elements. The same holds for a contact's chat: only the account's
+// stanza-id is passed on.
+func TestOccupantCannotDateOrNameArchive(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	room := "forge@" + e.srv.MUC
+	bob := e.bobInRoom(room)
+	laptop := e.availableClient("laptop")
+	join(t, laptop, room, "alice", `<history maxchars="0"/>`)
+	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+
+	bob.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="forged"><body>from the future</body>`+
+		`<stanza-id xmlns="urn:xmpp:sid:0" by="someone@else.example" id="forged-id"/>`+
+		`<delay xmlns="urn:xmpp:delay" stamp="2030-01-01T00:00:00Z"/>`+
+		`<delay xmlns="urn:xmpp:delay" from="%s" stamp="2031-01-01T00:00:00Z"/></message>`, room, room))
+	live := laptop.Expect(t, "the live message", hasBody("from the future"))
+	checkNoForgery := func(what string, el *stanza.Element, wantDelayFrom string) {
+		t.Helper()
+		for _, c := range el.ChildrenNamed(stanza.NSStanzaID, "stanza-id") {
+			if c.Get("by") != room {
+				t.Fatalf("%s: a stanza-id not by the room got through: %s", what, el)
+			}
+		}
+		for _, d := range el.ChildrenNamed(stanza.NSDelay, "delay") {
+			if wantDelayFrom == "" || d.Get("from") != wantDelayFrom || strings.HasPrefix(d.Get("stamp"), "203") {
+				t.Fatalf("%s: forged delay got through: %s", what, el)
+			}
+		}
+	}
+	checkNoForgery("live", live, "")
+	if live.Child(stanza.NSStanzaID, "stanza-id") == nil {
+		t.Fatalf("live: the room's own stanza-id was dropped too: %s", live)
+	}
+
+	ms := e.roomHistory(t, room)
+	if len(ms) != 1 {
+		t.Fatalf("archive holds %d messages, want 1", len(ms))
+	}
+	if d := time.Since(ms[0].Stamp); d < -time.Minute || d > time.Minute {
+		t.Fatalf("archived at %v, want the receive time (now)", ms[0].Stamp)
+	}
+	if ms[0].StanzaID == "forged-id" {
+		t.Fatal("archived under the occupant's stanza-id")
+	}
+
+	phone := e.availableClient("phone")
+	var replayed *stanza.Element
+	for _, el := range join(t, phone, room, "alice", `<history maxstanzas="10"/>`) {
+		if hasBody("from the future")(el) {
+			replayed = el
+		}
+	}
+	if replayed == nil {
+		t.Fatal("the message was not replayed on join")
+	}
+	checkNoForgery("replay", replayed, room)
+
+	// A contact's chat: only the account's stanza-id is passed on.
+	carol := e.availableUser("carol", "phone")
+	carol.Send(t, fmt.Sprintf(`<message to="%s" type="chat" id="c1"><body>chat with ids</body>`+
+		`<stanza-id xmlns="urn:xmpp:sid:0" by="carol@%s" id="carol-made"/></message>`, e.cfg.Upstream.JID, e.srv.Domain))
+	chat := laptop.Expect(t, "the chat", hasBody("chat with ids"))
+	for _, c := range chat.ChildrenNamed(stanza.NSStanzaID, "stanza-id") {
+		if c.Get("by") != e.cfg.Upstream.JID {
+			t.Fatalf("chat: a stanza-id not by the account got through: %s", chat)
+		}
+	}
+}
+
+// forgedResult is a MAM result message claiming to answer queryid, carrying
+// a message from room/nick stamped in 2030.
+func forgedResult(to, queryid, room string) string {
+	return fmt.Sprintf(`<message to="%s" type="chat"><result xmlns="urn:xmpp:mam:2" queryid="%s" id="fake-%s">`+
+		`<forwarded xmlns="urn:xmpp:forward:0"><delay xmlns="urn:xmpp:delay" stamp="2030-01-01T00:00:00Z"/>`+
+		`<message xmlns="jabber:client" from="%s/bob" type="groupchat"><body>fake row</body></message>`+
+		`</forwarded></result></message>`, to, queryid, queryid, room)
+}
+
+// MAM results count only from the archive that was queried and with the
+// queryid of a query in flight. A contact and a room occupant each send
+// results carrying the real queryids of a gap fill and of a client's query
+// while both are in flight (the ids are unguessable, so the test reads
+// them from the core): nothing is archived, nothing reaches the client.
+func TestForgedMAMResultsIgnored(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	room := "mamforge@" + e.srv.MUC
+	bob := e.bobInRoom(room)
+	laptop := e.availableClient("laptop")
+	join(t, laptop, room, "alice", `<history maxchars="0"/>`)
+	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+	carol := e.availableUser("carol", "phone")
+	upFull := e.cfg.Upstream.JID + "/bouncer"
+
+	var gapGot []*stanza.Element
+	var gapID, clientID string
+	e.b.Do(func() {
+		gapID = e.b.nextID(idGapFill)
+		e.b.internalMAM[gapID] = &gapQuery{archive: room, add: func(m *stanza.Element) { gapGot = append(gapGot, m) }}
+		clientID = e.b.nextID(idClientMAM)
+		s := e.b.reg.ByResource("laptop")
+		e.b.iqs.mam[clientID] = &mamRoute{session: s.ID, queryid: "mine", archive: room, deadline: time.Now().Add(time.Minute)}
+	})
+	if gapID == clientID || len(gapID) < len(idGapFill)+12 {
+		t.Fatalf("query ids look guessable: %q, %q", gapID, clientID)
+	}
+	// The <fin/> of a query is an IQ answer: only the queried archive's counts.
+	var finAnswered bool
+	var finID string
+	e.b.Do(func() {
+		finID = e.b.nextID(idInternal)
+		e.b.internal.add(finID, room, 0, time.Minute, func(*stanza.Element) { finAnswered = true })
+	})
+	carol.Send(t, fmt.Sprintf(`<iq to="%s" type="result" id="%s"><fin xmlns="urn:xmpp:mam:2" complete="true"/></iq>`, upFull, finID))
+	for _, qid := range []string{gapID, clientID, idGapFill + "1", idClientMAM + "1"} {
+		// A contact, directly.
+		carol.Send(t, forgedResult(upFull, qid, room))
+		// A room occupant, as a private message through the room.
+		bob.Send(t, forgedResult(room+"/alice", qid, room))
+	}
+	// A chat sent after them arrives after they were handled.
+	carol.Send(t, fmt.Sprintf(`<message to="%s" type="chat"><body>after the forgeries</body></message>`, upFull))
+	laptop.Expect(t, "the chat after the forgeries", hasBody("after the forgeries"))
+	laptop.ExpectNone(t, 200*time.Millisecond, func(el *stanza.Element) bool {
+		return el.Child(stanza.NSMAM, "result") != nil
+	})
+	e.b.Do(func() {
+		if len(gapGot) != 0 {
+			t.Errorf("the gap fill took %d forged results: %s", len(gapGot), gapGot[0])
+		}
+		if finAnswered || e.b.internal[finID] == nil {
+			t.Error("a contact's IQ result answered the gap fill's query")
+		}
+		delete(e.b.internal, finID)
+		delete(e.b.internalMAM, gapID)
+		delete(e.b.iqs.mam, clientID)
+	})
+	for _, m := range e.roomHistory(t, room) {
+		if strings.Contains(m.XML, "fake row") {
+			t.Fatalf("a forged result was archived: %s", m.XML)
+		}
+	}
 }
