@@ -13,8 +13,8 @@ package bouncer
 import (
 	"context"
 	crand "crypto/rand"
-	"math/rand/v2"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -65,7 +65,7 @@ type Bouncer struct {
 
 	seq    uint64
 	idRand *rand.ChaCha8 // the unguessable part of nextID
-	iqs iqRoutes // rewritten IQ ids and MAM queryids (iq.go)
+	iqs    iqRoutes      // rewritten IQ ids and MAM queryids (iq.go)
 
 	presence *presenceState
 	caps     *capsCache
