@@ -289,3 +289,100 @@ func TestForgedMAMResultsIgnored(t *testing.T) {
 		}
 	}
 }
+
+// IQs that only the account's server or the account itself may send are
+// refused when a contact sends them, and no local client sees them; other
+// IQs from a contact still reach the client that answers for the account.
+func TestContactIQsForTheAccountRefused(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	laptop := e.availableClient("laptop")
+	// The laptop asked for the roster, so it would get a real push.
+	laptop.IQ(t, `<iq type="get" id="r1"><query xmlns="jabber:iq:roster"/></iq>`)
+	carol := e.availableUser("carol", "phone")
+	upFull := e.cfg.Upstream.JID + "/bouncer"
+	for _, c := range []struct{ name, payload, typ string }{
+		{"roster-set", `<query xmlns="jabber:iq:roster"><item jid="evil@example.com" subscription="both"/></query>`, "set"},
+		{"roster-get", `<query xmlns="jabber:iq:roster"/>`, "get"},
+		{"blocklist-push", `<block xmlns="urn:xmpp:blocking"><item jid="friend@example.com"/></block>`, "set"},
+		{"private-get", `<query xmlns="jabber:iq:private"><storage xmlns="storage:bookmarks"/></query>`, "get"},
+		{"carbons-disable", `<disable xmlns="urn:xmpp:carbons:2"/>`, "set"},
+		{"push-enable", `<enable xmlns="urn:xmpp:push:0" jid="push.example.com" node="n"/>`, "set"},
+		{"pubsub-set", `<pubsub xmlns="http://jabber.org/protocol/pubsub"><publish node="urn:xmpp:bookmarks:1"><item id="x"/></publish></pubsub>`, "set"},
+		{"pubsub-owner", `<pubsub xmlns="http://jabber.org/protocol/pubsub#owner"><delete node="urn:xmpp:bookmarks:1"/></pubsub>`, "set"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			id := "contact-" + c.name
+			carol.Send(t, fmt.Sprintf(`<iq to="%s" type="%s" id="%s">%s</iq>`, upFull, c.typ, id, c.payload))
+			got := carol.Expect(t, "the answer", func(el *stanza.Element) bool { return el.ID() == id })
+			if got.Type() != "error" || stanza.ErrorCondition(got) != "service-unavailable" {
+				t.Fatalf("want a service-unavailable error, got %s", got)
+			}
+		})
+	}
+	// A ping (and any other IQ) still reaches the client answering for the
+	// account.
+	carol.Send(t, fmt.Sprintf(`<iq to="%s" type="get" id="contact-ping"><time xmlns="urn:xmpp:time"/></iq>`, upFull))
+	req := laptop.Expect(t, "the contact's time request", func(el *stanza.Element) bool {
+		return el.Kind() == "iq" && el.Child("urn:xmpp:time", "time") != nil
+	})
+	laptop.Send(t, fmt.Sprintf(`<iq to="%s" type="result" id="%s"/>`, req.From(), req.ID()))
+	carol.Expect(t, "the time answer", func(el *stanza.Element) bool { return el.ID() == "contact-ping" && el.Type() == "result" })
+	laptop.ExpectNone(t, 200*time.Millisecond, func(el *stanza.Element) bool {
+		return el.Kind() == "iq" && strings.HasPrefix(el.ID(), "contact-")
+	})
+	for _, el := range laptop.Backlog() {
+		if el.Kind() == "iq" && (el.Child(stanza.NSRoster, "query") != nil || el.Child(stanza.NSBlocking, "block") != nil) {
+			t.Fatalf("a contact's push reached the client: %s", el)
+		}
+	}
+}
+
+// Stanzas that look like a room's, from a JID that is not a joined room,
+// change no room state: a groupchat message is not archived as a room's,
+// and a presence with MUC status codes (self, kicked) does not end the
+// account's stay in its rooms.
+func TestStrangerIsNotARoom(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	room := "real@" + e.srv.MUC
+	bob := e.bobInRoom(room)
+	laptop := e.availableClient("laptop")
+	join(t, laptop, room, "alice", `<history maxchars="0"/>`)
+	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+	carol := e.availableUser("carol", "phone")
+	upFull := e.cfg.Upstream.JID + "/bouncer"
+
+	carol.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="fake-gc"><body>not a room</body><subject>fake subject</subject></message>`, upFull))
+	carol.Send(t, fmt.Sprintf(`<presence to="%s" type="unavailable"><x xmlns="http://jabber.org/protocol/muc#user">`+
+		`<item affiliation="none" role="none"/><status code="110"/><status code="307"/></x></presence>`, upFull))
+	carol.Send(t, fmt.Sprintf(`<presence to="%s"><x xmlns="http://jabber.org/protocol/muc#user">`+
+		`<item affiliation="owner" role="moderator"/><status code="110"/><status code="201"/></x></presence>`, upFull))
+	carol.Send(t, fmt.Sprintf(`<message to="%s" type="chat"><body>sentinel</body></message>`, upFull))
+	laptop.Expect(t, "the sentinel", hasBody("sentinel"))
+
+	e.b.Do(func() {
+		for jid := range e.b.rooms {
+			if jid != room {
+				t.Errorf("a stranger became a room: %s", jid)
+			}
+		}
+		if r := e.b.rooms[room]; r == nil || r.State != roomJoined {
+			t.Errorf("the real room was disturbed: %+v", r)
+		}
+	})
+	rooms, err := e.db.Rooms(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rooms {
+		if strings.HasPrefix(r, "carol@") {
+			t.Fatalf("the stranger's groupchat message was archived as a room's: %v", rooms)
+		}
+	}
+	// Still in the room: bob's message reaches the laptop, and bob never
+	// saw alice leave.
+	bob.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat"><body>still joined</body></message>`, room))
+	laptop.Expect(t, "room message", hasBody("still joined"))
+	bob.ExpectNone(t, 200*time.Millisecond, func(el *stanza.Element) bool {
+		return el.Kind() == "presence" && el.From() == room+"/alice" && el.Type() == "unavailable"
+	})
+}

@@ -147,9 +147,14 @@ func (b *Bouncer) upstreamIQ(el *stanza.Element) {
 	payload := el.FirstElement()
 	from := el.From()
 	fromAccount := from == "" || from == b.account || from == b.domain
+	fromBare, _ := splitJID(from)
 	switch {
 	case payload == nil:
 		b.sendUp(upstreamError(el, stanza.ErrModify, "bad-request"))
+	case !fromAccount && fromBare != b.account && accountOnly(el, payload):
+		// A contact asking what only the account's server or the account
+		// itself may ask: no local client sees it.
+		b.sendUp(upstreamError(el, stanza.ErrCancel, "service-unavailable"))
 	case fromAccount && el.Type() == "set" && payload.Is(stanza.NSRoster, "query"):
 		b.push(el, payload, func(s *sessions.Session) bool { return s.RosterRequested })
 	case fromAccount && el.Type() == "set" && (payload.Is(stanza.NSBlocking, "block") || payload.Is(stanza.NSBlocking, "unblock")):

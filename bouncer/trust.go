@@ -64,3 +64,21 @@ func delayStamp(el *stanza.Element, from string, now time.Time) (time.Time, bool
 	}
 	return time.Time{}, false
 }
+
+// accountOnly reports an IQ that only the account's own server or the
+// account itself may send to one of its resources: roster and blocklist
+// pushes (RFC 6121 §2.1.6, XEP-0191), private storage (XEP-0049), carbons
+// (XEP-0280), push (XEP-0357) and PEP/pubsub changes to the account's own
+// nodes (XEP-0163). From anyone else it is answered with an error and
+// never reaches a local client, which might not check its from. Other IQs
+// (ping, disco, version, Jingle, IBB, BoB, ...) are routed as a server
+// would route them.
+func accountOnly(el, payload *stanza.Element) bool {
+	switch payload.Name.Space {
+	case stanza.NSRoster, stanza.NSBlocking, stanza.NSPrivate, stanza.NSCarbons, stanza.NSPush, stanza.NSPubSubOwner:
+		return true
+	case stanza.NSPubSub:
+		return el.Type() == "set"
+	}
+	return false
+}
