@@ -386,3 +386,27 @@ func TestStrangerIsNotARoom(t *testing.T) {
 		return el.Kind() == "presence" && el.From() == room+"/alice" && el.Type() == "unavailable"
 	})
 }
+
+// A remote server can send the account presence from any number of made-up
+// full JIDs; the core remembers at most presenceCap of them (and as many
+// subscription requests), while each is still delivered.
+func TestStrangerPresencesBounded(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	e.b.Do(func() {
+		for i := 0; i < presenceCap+500; i++ {
+			e.b.upstreamPresence(stanza.New(stanza.NSClient, "presence", "from", fmt.Sprintf("u%d@flood.example/r", i)))
+			e.b.upstreamPresence(stanza.New(stanza.NSClient, "presence", "type", "subscribe", "from", fmt.Sprintf("s%d@flood.example", i)))
+		}
+		if n := len(e.b.presence.contacts); n > presenceCap {
+			t.Errorf("%d contact presences remembered, cap %d", n, presenceCap)
+		}
+		if n := len(e.b.presence.subs); n > presenceCap {
+			t.Errorf("%d subscription requests remembered, cap %d", n, presenceCap)
+		}
+		// Known senders are still updated, and leave.
+		e.b.upstreamPresence(stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", "u1@flood.example/r"))
+		if e.b.presence.contacts["u1@flood.example/r"] != nil {
+			t.Error("an unavailable presence did not clear a remembered contact")
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package bouncer
 
 import (
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -18,7 +19,28 @@ type presenceState struct {
 	// unconfirmed are the contacts cached before an upstream reconnect
 	// that the new session has not sent presence for yet.
 	unconfirmed map[string]bool
-	epoch       int // upstream sessions so far, to tell old timers apart
+	epoch       int  // upstream sessions so far, to tell old timers apart
+	capLogged   bool // presenceCap was reached and said so
+}
+
+// presenceCap bounds each of contacts and subs. Anyone can send the
+// account presence, and a remote server can make up any number of full
+// JIDs of its own domain, so past the cap a new sender's presence is still
+// delivered to the clients but not remembered for later ones; an address
+// already known is still updated.
+const presenceCap = 10000
+
+// remember stores el under key in m (contacts or subs) unless the map is
+// full and key is new.
+func (p *presenceState) remember(m map[string]*stanza.Element, key string, el *stanza.Element, log *slog.Logger) {
+	if _, known := m[key]; !known && len(m) >= presenceCap {
+		if !p.capLogged {
+			p.capLogged = true
+			log.Warn("too many contacts' presences to remember; new ones are delivered but not kept for later clients", "cap", presenceCap)
+		}
+		return
+	}
+	m[key] = el
 }
 
 // contactGrace is how long a new upstream session has to confirm a cached
@@ -239,11 +261,11 @@ func (b *Bouncer) upstreamPresence(el *stanza.Element) {
 	delete(b.presence.unconfirmed, from)
 	switch el.Type() {
 	case "":
-		b.presence.contacts[from] = el
+		b.presence.remember(b.presence.contacts, from, el, b.log)
 	case "unavailable":
 		delete(b.presence.contacts, from)
 	case "subscribe":
-		b.presence.subs[bare] = el
+		b.presence.remember(b.presence.subs, bare, el, b.log)
 	case "unsubscribe", "unsubscribed", "subscribed":
 		delete(b.presence.subs, bare)
 	case "probe":
