@@ -252,7 +252,7 @@ func TestAdminTextFaults(t *testing.T) {
 	runTwoStep(t, c, AdminNodeRooms, map[string]string{"action": "leave", "room": other})
 	e.waitFor("other left", func() bool { return e.roomState(other) == -1 })
 	for _, l := range fieldValues(command(t, c, "localhost", AdminNodeStatus, "", nil), "clients") {
-		if strings.HasPrefix(l, "gajim,") && !strings.Contains(l, ", in 1 room") {
+		if strings.HasPrefix(l, "gajim,") && !strings.HasSuffix(l, ", in 1 room") {
 			t.Errorf("gajim's line, want in 1 room: %q", l)
 		}
 	}
