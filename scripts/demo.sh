@@ -227,29 +227,8 @@ say "bob is talking in demo@conference.localhost"
 
 # --- the bouncer -------------------------------------------------------------
 
-cat >"$dir/xmppbouncer.toml" <<EOF
-# Written by scripts/demo.sh for the throwaway Prosody in $dir.
-[upstream]
-jid = "alice@localhost"
-password = "alicepw"
-address = "127.0.0.1:$prosody_port"
-tls = "starttls"
-ca_file = "$dir/certs/localhost.crt"
-
-[listen]
-address = "127.0.0.1:$bouncer_port"
-direct_tls_address = "127.0.0.1:$direct_port"
-
-[auth]
-password = "demo"
-
-[storage]
-path = "$dir/bouncer/xmppbouncer.db"
-
-[[rooms]]
-jid = "demo@conference.localhost"
-autojoin = true
-EOF
+# Mode 0600 from the start: it holds passwords (the bouncer warns otherwise).
+./scripts/demo-config.sh "$dir" "$prosody_port" "$bouncer_port" "$direct_port"
 
 ./xmppbouncer check-config -config "$dir/xmppbouncer.toml" >/dev/null
 ./xmppbouncer -config "$dir/xmppbouncer.toml" >"$dir/bouncer.log" 2>&1 &
