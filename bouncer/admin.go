@@ -323,6 +323,11 @@ func later[T any](b *Bouncer, work func() T, done func(T)) {
 }
 
 // --- XEP-0004 data forms ---
+//
+// Forms are built for the clients that show them: every field has a var
+// of its own, fixed lines included (slixmpp and poezio keep fields by
+// var), and no option has an empty value (Profanity crashes on one).
+// TestAdminFormsEveryClientCanRead walks every command's every step.
 
 // parseForm returns a submitted form's values by field var.
 func parseForm(x *stanza.Element) map[string][]string {
