@@ -34,6 +34,7 @@ func TestArchivedStampsKeepMilliseconds(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: stamp %q: %v", what, v, err)
 		}
+		t.Logf("%s: stamp %s; sent %s, received %s", what, v, before.UTC().Format(time.RFC3339Nano), after.UTC().Format(time.RFC3339Nano))
 		if !strings.Contains(v, ".") {
 			t.Errorf("%s: stamp %q has no fraction of a second", what, v)
 		}
