@@ -19,11 +19,13 @@ func (b *Bouncer) dbCtx() (context.Context, context.CancelFunc) {
 // archiveMessage extracts what the archive indexes from a stanza.
 func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
 	_, nick := splitJID(el.From())
-	// Rooms stamp history in whole seconds (XEP-0203 as Prosody writes it);
-	// live arrivals get the same precision so that a live message and the
-	// room's replay of its neighbours sort by arrival within a second.
+	// A live arrival keeps its fraction of a second (XEP-0082 allows one;
+	// the archive stores microseconds): cut to the second, a replay or MAM
+	// result could show a message up to a second before it was sent, and
+	// out of order with what the room says. Rooms that stamp in whole
+	// seconds (Prosody) keep theirs.
 	now := time.Now().UTC()
-	m := &sqlite.Message{Room: r.JID, ID: el.ID(), Nick: nick, Stamp: now.Truncate(time.Second)}
+	m := &sqlite.Message{Room: r.JID, ID: el.ID(), Nick: nick, Stamp: now}
 	for _, c := range el.ChildrenNamed(stanza.NSStanzaID, "stanza-id") {
 		// XEP-0359 §3.1: only a stanza-id whose by is the room is the room's.
 		if c.Get("by") == r.JID {

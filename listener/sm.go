@@ -238,6 +238,18 @@ func (c *Client) Hibernating() bool {
 	return c.conn == nil && !c.ended
 }
 
+// SMState reports whether the client enabled XEP-0198 stream management,
+// whether its session can be resumed, and how many stanzas sent to it it
+// has not acknowledged yet.
+func (c *Client) SMState() (enabled, resumable bool, unacked int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sm == nil {
+		return false, false, 0
+	}
+	return true, c.sm.id != "", len(c.sm.queue)
+}
+
 // Unacked returns the stanzas sent under stream management that the client
 // never acknowledged, oldest first. It is meant for after Closed, when it
 // no longer changes.
