@@ -65,6 +65,9 @@ type Client struct {
 	ended    bool // Closed is reported (or about to be)
 	hibGen   uint64
 	hibTimer *time.Timer
+
+	ua           UserAgent // SASL2 <user-agent/>; zero for legacy SASL
+	bind2Carbons bool      // XEP-0386 inline carbons enable
 }
 
 // Mechanism is the SASL mechanism the client authenticated with.
