@@ -77,7 +77,7 @@ func plainIR(user, pw string) []byte { return []byte("\x00" + user + "\x00" + pw
 // bind2XML is the Bind2 request Conversations sends, with every inline
 // feature we offer.
 const bind2XML = `<bind xmlns='urn:xmpp:bind:0'><tag>Conversations</tag>` +
-	`<enable xmlns='urn:xmpp:carbons:2'/><enable xmlns='urn:xmpp:sm:3'/><inactive xmlns='urn:xmpp:csi:0'/></bind>`
+	`<enable xmlns='urn:xmpp:carbons:2'/><enable xmlns='urn:xmpp:sm:3' resume='true'/><inactive xmlns='urn:xmpp:csi:0'/></bind>`
 
 // scramLogin runs a SCRAM exchange over SASL2 with mellium's client and
 // returns the server's final element (success or failure). The server

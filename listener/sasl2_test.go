@@ -237,3 +237,105 @@ func TestSASL2BadInput(t *testing.T) {
 	}
 	rec.waitBound(t)
 }
+
+// TestSASL2InlineResume: <resume/> inside <authenticate/> is answered with
+// <resumed/> inside <success/>, then exactly the unacknowledged stanzas,
+// under the same rules as a legacy <resume/>: an h beyond what was sent
+// fails (inside the success) and Bind2 binds afresh instead.
+func TestSASL2InlineResume(t *testing.T) {
+	rec := newRecorder()
+	srv := startServer(t, testConfig(t), rec)
+	c := dialS2(t, srv)
+	c.send(t, auth{mech: "PLAIN", initial: plainIR(testUser, testPassword), uaID: testUA, extra: bind2XML}.xml())
+	s := c.mustNext(t)
+	enabled := s.Child(nsBind2, "bound").Child(nsSM, "enabled")
+	id := enabled.Get("id")
+	if id == "" || enabled.Get("resume") != "true" {
+		t.Fatalf("enabled: %s", enabled)
+	}
+	bc := rec.waitBound(t)
+	rec.waitStanza(t) // the inline <inactive/>
+	msg := func(i int) *stanza.Element {
+		return stanza.MustParse(fmt.Sprintf(`<message xmlns='jabber:client' type='chat' id='m%d' from='bob@example.org/x'><body>%d</body></message>`, i, i))
+	}
+	for i := 1; i <= 3; i++ {
+		bc.Send(msg(i))
+	}
+	for i := 1; i <= 3; i++ {
+		if m := c.mustNext(t); m.ID() != fmt.Sprintf("m%d", i) {
+			t.Fatalf("got %s", m)
+		}
+	}
+	// The client handled one of its own stanzas and claims to have seen m1.
+	c.send(t, `<presence/>`)
+	rec.waitStanza(t)
+	c.send(t, `<a xmlns='urn:xmpp:sm:3' h='1'/>`)
+	time.Sleep(50 * time.Millisecond)
+	c.Conn.Close() // the network drops
+	deadline := time.Now().Add(5 * time.Second)
+	for !bc.Hibernating() {
+		if time.Now().After(deadline) {
+			t.Fatal("no hibernation")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	bc.Send(msg(4))
+
+	c2 := dialS2(t, srv)
+	c2.send(t, auth{mech: "PLAIN", initial: plainIR(testUser, testPassword), uaID: testUA,
+		extra: `<resume xmlns='urn:xmpp:sm:3' previd='` + id + `' h='1'/>` + bind2XML}.xml())
+	s = c2.mustNext(t)
+	r := s.Child(nsSM, "resumed")
+	if !s.Is(nsSASL2, "success") || r == nil || r.Get("h") != "1" || r.Get("previd") != id ||
+		s.ChildText(nsSASL2, "authorization-identifier") != bc.JID.String() || s.Child(nsBind2, "bound") != nil {
+		t.Fatalf("want success with resumed h=1 and the full JID, no bound: %s", s)
+	}
+	var got []string
+	for len(got) < 3 {
+		el := c2.mustNext(t)
+		if el.Kind() == "message" {
+			got = append(got, el.ID())
+		}
+	}
+	if strings.Join(got, ",") != "m2,m3,m4" {
+		t.Fatalf("after resume got %v, want m2,m3,m4", got)
+	}
+	select {
+	case b := <-rec.bound:
+		t.Fatalf("a resume bound a new client %s", b.JID)
+	default:
+	}
+	c2.send(t, `<message to='bob@example.org' id='back'><body>x</body></message>`)
+	if e := rec.waitStanza(t); e.c != bc || e.el.ID() != "back" {
+		t.Fatalf("resumed stream: %s", e.el)
+	}
+
+	// An h beyond what was sent: the resume fails inside the success
+	// (the old session ends, as mod_smacks does), and Bind2 binds anew.
+	c3 := dialS2(t, srv)
+	c3.send(t, auth{mech: "PLAIN", initial: plainIR(testUser, testPassword), uaID: testUA,
+		extra: `<resume xmlns='urn:xmpp:sm:3' previd='` + id + `' h='99'/>` + bind2XML}.xml())
+	s = c3.mustNext(t)
+	if f := s.Child(nsSM, "failed"); !s.Is(nsSASL2, "success") || f == nil || s.Child(nsBind2, "bound") == nil {
+		t.Fatalf("want success with failed and bound: %s", s)
+	}
+	if e := rec.waitClosed(t); e.c != bc {
+		t.Fatalf("closed %v", e.c.JID)
+	}
+	if nb := rec.waitBound(t); nb.JID.Resourcepart() != bc.JID.Resourcepart() {
+		t.Fatalf("fresh bind got %s, want the stable resource %s", nb.JID, bc.JID)
+	}
+
+	// An unknown previd without Bind2: failed inside success, then the
+	// features for a normal bind.
+	c4 := dialS2(t, srv)
+	c4.send(t, auth{mech: "PLAIN", initial: plainIR(testUser, testPassword),
+		extra: `<resume xmlns='urn:xmpp:sm:3' previd='nope' h='0'/>`}.xml())
+	s = c4.mustNext(t)
+	if f := s.Child(nsSM, "failed"); f == nil || f.Child(stanza.NSStanzas, "item-not-found") == nil {
+		t.Fatalf("unknown previd: %s", s)
+	}
+	if f := c4.mustNext(t); f.Child(stanza.NSBind, "bind") == nil {
+		t.Fatalf("features: %s", f)
+	}
+}
