@@ -68,11 +68,14 @@ type negotiation struct {
 	ua            UserAgent
 	inlineSuccess *stanza.Element
 	bind2Req      *bind2Request
-	fastHash      []byte // the FAST token this login used, if any
+	fastHash      []byte     // the FAST token this login used, if any
+	fastToken     *FastToken // ... as stored
+	sess          *xmpp.Session
 }
 
 func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, interface{}, error) {
 	ctx := n.ctx
+	n.sess = s
 	if !n.headerSent {
 		if err := n.openStream(s, in, out); err != nil {
 			return 0, nil, nil, err

@@ -206,11 +206,16 @@ func failText(cond string) string {
 
 // newStepper picks the exchange for a mechanism, or why there is none.
 func (n *negotiation) newStepper(s *xmpp.Session, name string, el *stanza.Element) (stepper, string, string) {
+	if rt := el.Child(nsFAST, "request-token"); rt != nil {
+		switch {
+		case !n.fastOffered(rt.Get("mechanism")):
+			return nil, "malformed-request", "FAST mechanism " + rt.Get("mechanism") + " is not offered"
+		case n.ua.ID == "":
+			return nil, "malformed-request", "a FAST token needs a user-agent id"
+		}
+	}
 	if strings.HasPrefix(name, "HT-") {
 		return n.newFASTStepper(s, name, el)
-	}
-	if rt := el.Child(nsFAST, "request-token"); rt != nil && !n.fastOffered(rt.Get("mechanism")) {
-		return nil, "malformed-request", "FAST mechanism " + rt.Get("mechanism") + " is not offered"
 	}
 	if strings.HasSuffix(name, "-PLUS") {
 		if sc := n.newSCRAMPlus(s, name); sc != nil {

@@ -2,6 +2,5 @@ package listener
 
 import "mellium.im/xmpp"
 
-func (n *negotiation) cbTypes() []string                                 { return nil }
 func (n *negotiation) newSCRAMPlus(s *xmpp.Session, name string) stepper { return nil }
 func (n *negotiation) newSCRAM(s *xmpp.Session, name string) stepper     { return nil }

@@ -102,6 +102,9 @@ type Server struct {
 	authFailures atomic.Uint64
 
 	sm SMOptions
+	// endpoint is the tls-server-end-point binding of our certificate;
+	// nil when it cannot be known in advance (cbind.go).
+	endpoint []byte
 
 	mu        sync.Mutex
 	ln, dln   net.Listener
@@ -163,6 +166,10 @@ func New(cfg Config, h Handler) (*Server, error) {
 		resumable:  make(map[string]*Client),
 		oldIDs:     make(map[string]uint32),
 		addrs:      make(map[string]*addrCount),
+		endpoint:   endpointHash(cfg.TLS),
+	}
+	if cfg.FastTokenLifetime <= 0 {
+		s.cfg.FastTokenLifetime = DefaultFastTokenLifetime
 	}
 	return s, nil
 }
