@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"xmppbouncer/listener"
+	"xmppbouncer/sessions"
 	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
 )
@@ -148,4 +149,21 @@ func fastTokenForm(ts []sqlite.FastToken, now time.Time) *stanza.Element {
 	}
 	x.Append(f)
 	return x
+}
+
+// userAgentParts names a SASL2 client's software and device (XEP-0388
+// <user-agent/>) for the clients list: "Conversations on Pixel 7".
+func userAgentParts(s *sessions.Session) []string {
+	u, ok := s.Conn.(interface{ UserAgent() listener.UserAgent })
+	if !ok {
+		return nil
+	}
+	ua := u.UserAgent()
+	switch {
+	case ua.Software != "" && ua.Device != "":
+		return []string{ua.Software + " on " + ua.Device}
+	case ua.Software != "" || ua.Device != "":
+		return []string{ua.Software + ua.Device}
+	}
+	return nil
 }

@@ -212,6 +212,11 @@ func TestFASTRevokeCommand(t *testing.T) {
 		t.Fatalf("no token: %s", s)
 	}
 	laptop := e.availableClient("laptop")
+	// The clients list names the device from its SASL2 user agent.
+	l := laptop.IQ(t, `<iq type='set' to='`+e.srv.Domain+`'><command xmlns='http://jabber.org/protocol/commands' node='`+AdminNodeClients+`' action='execute'/></iq>`)
+	if !strings.Contains(l.String(), "Conversations on Pixel 7") {
+		t.Fatalf("clients list lacks the user agent: %s", l)
+	}
 	r := laptop.IQ(t, `<iq type='set' to='`+e.srv.Domain+`'><command xmlns='http://jabber.org/protocol/commands' node='`+AdminNodeFastTokens+`' action='execute'/></iq>`)
 	cmd := r.Child(NSCommands, "command")
 	if cmd == nil || !strings.Contains(cmd.String(), "Conversations on Pixel 7") || !strings.Contains(cmd.String(), phoneUA) {
