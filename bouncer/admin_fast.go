@@ -26,6 +26,7 @@ type FastTokenDB interface {
 	UseFastToken(ctx context.Context, hash []byte, count uint64, at time.Time) (bool, error)
 	DeleteFastToken(ctx context.Context, hash []byte) (bool, error)
 	DeleteFastTokens(ctx context.Context, userAgent string) (int64, error)
+	DeleteExpiredFastTokens(ctx context.Context, now time.Time) (int64, error)
 }
 
 // FastTokenStore adapts db to the listener's token store.
@@ -56,6 +57,10 @@ func (f fastStore) DeleteFastToken(ctx context.Context, hash []byte) (bool, erro
 
 func (f fastStore) DeleteFastTokens(ctx context.Context, ua string) (int64, error) {
 	return f.db.DeleteFastTokens(ctx, ua)
+}
+
+func (f fastStore) DeleteExpiredFastTokens(ctx context.Context, now time.Time) (int64, error) {
+	return f.db.DeleteExpiredFastTokens(ctx, now)
 }
 
 type fastListing struct {

@@ -66,6 +66,8 @@ type FastTokenStore interface {
 	DeleteFastToken(ctx context.Context, hash []byte) (bool, error)
 	// DeleteFastTokens revokes every token of a user agent.
 	DeleteFastTokens(ctx context.Context, userAgent string) (int64, error)
+	// DeleteExpiredFastTokens removes the tokens expired at now.
+	DeleteExpiredFastTokens(ctx context.Context, now time.Time) (int64, error)
 }
 
 // fastMechanisms are the HT mechanisms offered on this connection.
@@ -247,6 +249,11 @@ func (n *negotiation) fastAfterSuccess(ctx context.Context, el *stanza.Element) 
 		if _, err := store.DeleteFastTokens(ctx, n.ua.ID); err != nil {
 			n.srv.log.Error("listener: replacing FAST tokens", "err", err)
 		}
+	}
+	// One expiry rule for the table: whenever a token is issued, the
+	// expired ones (of devices that never came back) go.
+	if _, err := store.DeleteExpiredFastTokens(ctx, now); err != nil {
+		n.srv.log.Error("listener: pruning FAST tokens", "err", err)
 	}
 	if err := store.AddFastToken(ctx, t); err != nil {
 		n.srv.log.Error("listener: storing a FAST token", "err", err)
