@@ -91,5 +91,11 @@ func (s *Server) bound(c *Client, req *bind2Request) *stanza.Element {
 		c.mu.Unlock()
 	}
 	c.bind2Carbons = req.carbons
+	if req.carbons {
+		// Not in XEP-0386, but what Conversations looks for (XmppConnection:
+		// bound/enabled in the carbons namespace) before it skips its own
+		// carbons IQ; other clients ignore it.
+		bound.Append(stanza.New(stanza.NSCarbons, "enabled"))
+	}
 	return bound
 }

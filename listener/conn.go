@@ -112,6 +112,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 		conn.Send(n.inlineSuccess.Append(s.bound(c, n.bind2Req)))
 	}
 	if !s.register(c) {
+		s.forgetResumable(c) // a Bind2 inline enable may have registered it
 		conn.Close(&stanza.StreamError{Condition: "system-shutdown"})
 		return
 	}

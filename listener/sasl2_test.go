@@ -60,7 +60,7 @@ func TestSASL2PlainBind2Inline(t *testing.T) {
 			t.Fatalf("authorization-identifier %q", full)
 		}
 		b := s.Child(nsBind2, "bound")
-		if b == nil || b.Child(nsSM, "enabled") == nil {
+		if b == nil || b.Child(nsSM, "enabled") == nil || b.Child(stanza.NSCarbons, "enabled") == nil {
 			t.Fatalf("bound lacks enabled: %s", s)
 		}
 		bc := rec.waitBound(t)
