@@ -229,7 +229,21 @@ func TestSASL2BadInput(t *testing.T) {
 		t.Fatalf("SASL2 before TLS: %s", cond)
 	}
 
-	// Nothing got bound, and a good login still works.
+	// A user-agent id far too long, and a Bind2 tag far too long.
+	c = dialS2(t, srv)
+	c.send(t, auth{mech: "PLAIN", initial: plainIR(testUser, testPassword), uaID: strings.Repeat("u", 300)}.xml())
+	if f := c.mustNext(t); f.Child(stanza.NSSASL, "malformed-request") == nil {
+		t.Fatalf("long user-agent id: %s", f)
+	}
+	c.send(t, auth{mech: "PLAIN", initial: plainIR(testUser, testPassword), uaID: testUA,
+		extra: `<bind xmlns='urn:xmpp:bind:0'><tag>` + strings.Repeat("t", 1000) + `</tag></bind>`}.xml())
+	s := c.mustNext(t)
+	if full := s.ChildText(nsSASL2, "authorization-identifier"); !s.Is(nsSASL2, "success") || len(full) > len(testUser+"@"+testDomain+"/")+maxBind2Tag+9 {
+		t.Fatalf("long tag: %s", s)
+	}
+	rec.waitBound(t)
+
+	// Nothing else got bound, and a good login still works.
 	c = dialS2(t, srv)
 	c.send(t, auth{mech: "PLAIN", initial: plainIR(testUser, testPassword), extra: bind2XML}.xml())
 	if s := c.mustNext(t); !s.Is(nsSASL2, "success") {
