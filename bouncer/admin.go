@@ -57,6 +57,7 @@ func adminCommands() []adminCommand {
 		{AdminNodeRooms, "Bouncer: rooms (list, join, keep, leave)", (*Bouncer).cmdRooms},
 		{AdminNodeHistory, "Bouncer: history (retention, prune, export)", (*Bouncer).cmdHistory},
 		{AdminNodeReconnect, "Bouncer: reconnect upstream", (*Bouncer).cmdReconnect},
+		{AdminNodeFastTokens, "Bouncer: FAST login tokens (list, revoke a device)", (*Bouncer).cmdFastTokens},
 	}
 }
 

@@ -106,6 +106,7 @@ func (b *Bouncer) clientLine(s *sessions.Session) string {
 		remote, since, tlsv, mech := ci.Info()
 		parts = append(parts, "from "+remote, "since "+since.Format(adminStampFormat), orNone(tlsv), mech)
 	}
+	parts = append(parts, userAgentParts(s)...)
 	switch {
 	case s.Available() && s.Show != "":
 		parts = append(parts, "available ("+s.Show+")")

@@ -133,8 +133,8 @@ func TestAdminCommandListWithoutServerCommands(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	c := e.availableClient("gajim")
 	r := c.IQ(t, `<iq type="get" to="localhost" id="l1"><query xmlns="http://jabber.org/protocol/disco#items" node="http://jabber.org/protocol/commands"/></iq>`)
-	if r.Type() != "result" || len(r.Child(stanza.NSDiscoItems, "query").ChildrenNamed(stanza.NSDiscoItems, "item")) != 5 {
-		t.Fatalf("want the bouncer's 5 commands: %s", r)
+	if r.Type() != "result" || len(r.Child(stanza.NSDiscoItems, "query").ChildrenNamed(stanza.NSDiscoItems, "item")) != 6 {
+		t.Fatalf("want the bouncer's 6 commands: %s", r)
 	}
 }
 

@@ -20,9 +20,10 @@ type upDropped struct {
 }
 
 type clientBound struct {
-	id   uint64
-	jid  jid.JID
-	conn sessions.Conn
+	id      uint64
+	jid     jid.JID
+	conn    sessions.Conn
+	carbons bool // XEP-0386: carbons enabled inline with Bind2
 }
 type clientStanza struct {
 	id uint64
@@ -78,7 +79,7 @@ func (b *Bouncer) ClientHandler() ClientHandler { return ClientHandler{b} }
 
 // Bound implements listener.Handler.
 func (h ClientHandler) Bound(c *listener.Client) {
-	h.b.events <- clientBound{id: c.ID, jid: c.JID, conn: c}
+	h.b.events <- clientBound{id: c.ID, jid: c.JID, conn: c, carbons: c.Bind2Carbons()}
 }
 
 // Stanza implements listener.Handler.

@@ -61,11 +61,17 @@ func TestInteropGoXMPP(t *testing.T) {
 			}
 		}
 	}
+	// go-xmpp logs in with SASL2 and Bind2 when offered: its resource is
+	// then its Bind2 tag plus ours, not Options.Resource.
+	_, res, _ := strings.Cut(c.JID(), "/")
+	if !strings.HasPrefix(res, "go-xmpp.") {
+		t.Fatalf("go-xmpp bound %q, want a Bind2 resource", c.JID())
+	}
 	// Chat to the bare JID goes to available resources: wait for go-xmpp's
 	// initial presence to reach the core.
 	e.waitFor("go-xmpp available", func() bool {
 		var ok bool
-		e.b.Do(func() { s := e.b.reg.ByResource("goxmpp"); ok = s != nil && s.Available() })
+		e.b.Do(func() { s := e.b.reg.ByResource(res); ok = s != nil && s.Available() })
 		return ok
 	})
 	bob.Send(t, `<message to="alice@localhost" type="chat" id="gx-1"><body>hi go-xmpp</body></message>`)

@@ -77,6 +77,9 @@ type Listen struct {
 type Auth struct {
 	PasswordHash string `toml:"password_hash"`
 	Password     string `toml:"password"`
+	// FastTokenLifetime is how long a XEP-0484 FAST token lets a device
+	// log in without the password (default 720h, 30 days).
+	FastTokenLifetime Duration `toml:"fast_token_lifetime"`
 }
 
 // Storage is where the archive and state live.
@@ -312,6 +315,9 @@ func (c *Config) Defaults() {
 	if l.AckDelay.Duration == 0 {
 		l.AckDelay.Duration = 5 * time.Second
 	}
+	if c.Auth.FastTokenLifetime.Duration == 0 {
+		c.Auth.FastTokenLifetime.Duration = 30 * 24 * time.Hour
+	}
 	if l.ResumeTimeout.Duration == 0 {
 		l.ResumeTimeout.Duration = 24 * time.Hour
 	}
@@ -398,6 +404,8 @@ func (c *Config) finish() error {
 		return bad("auth.password", "set either auth.password_hash or auth.password, not both")
 	case c.Auth.PasswordHash != "" && !strings.HasPrefix(c.Auth.PasswordHash, "scram$"):
 		return bad("auth.password_hash", "not a hash from `xmppbouncer hash-password`")
+	case c.Auth.FastTokenLifetime.Duration < time.Minute:
+		return bad("auth.fast_token_lifetime", "must be at least 1m; got %s", c.Auth.FastTokenLifetime.Duration)
 	}
 	switch c.Presence.DetachedShow {
 	case "available", "away", "xa", "dnd", "chat":

@@ -46,7 +46,10 @@ type Config struct {
 	// the negotiation timeout.
 	PreAuthTimeout time.Duration
 	AuthFailDelay  time.Duration // base delay of a SASL failure reply, doubling per recent failure from the same IP
-	Logger         *slog.Logger
+	// FastTokens stores XEP-0484 FAST tokens; nil: FAST is not offered.
+	FastTokens        FastTokenStore
+	FastTokenLifetime time.Duration // 0: DefaultFastTokenLifetime
+	Logger            *slog.Logger
 }
 
 // defaultWriteTimeout closes a client that stops reading; config has no
@@ -123,6 +126,7 @@ func ConfigFrom(c *config.Config, dataDir string, log *slog.Logger) (Config, err
 		MaxUnauthenticatedPerAddress: l.MaxUnauthenticatedPerAddress,
 		PreAuthTimeout:               l.PreAuthTimeout.Duration,
 		AuthFailDelay:                l.AuthFailDelay.Duration,
+		FastTokenLifetime:            c.Auth.FastTokenLifetime.Duration,
 		Logger:                       log,
 	}, nil
 }

@@ -84,7 +84,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 
 	if n.resume != nil {
 		c := n.resume
-		conn := s.takeOver(c, newConn, n.resumeH)
+		conn := s.takeOver(c, newConn, n.resumeH, n.inlineSuccess)
 		if conn == nil {
 			return
 		}
@@ -104,14 +104,26 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 		mechanism: n.mechanism,
 		conn:      conn,
 		last:      conn,
+		ua:        n.ua,
+	}
+	if n.bind2Req != nil {
+		// XEP-0386: the <success/> with <bound/> is the first thing the
+		// client reads on this stream; stream management counts from here.
+		conn.Send(n.inlineSuccess.Append(s.bound(c, n.bind2Req)))
 	}
 	if !s.register(c) {
+		s.forgetResumable(c) // a Bind2 inline enable may have registered it
 		conn.Close(&stanza.StreamError{Condition: "system-shutdown"})
 		return
 	}
-	s.log.Info("listener: client bound", "jid", c.JID.String(), "remote", remote, "mechanism", c.mechanism, "direct_tls", direct, "id", c.ID)
+	s.log.Info("listener: client bound", "jid", c.JID.String(), "remote", remote, "mechanism", c.mechanism, "direct_tls", direct, "id", c.ID, "user_agent", c.ua.Software)
 	s.h.Bound(c)
-	c.Send(n.bindReply)
+	if n.bind2Req == nil {
+		c.Send(n.bindReply)
+	} else if n.bind2Req.inactive {
+		// XEP-0386 inline CSI: the same path as a client's own <inactive/>.
+		s.h.Stanza(c, stanza.New(stanza.NSCSI, "inactive"))
+	}
 	s.runConn(c, conn)
 }
 

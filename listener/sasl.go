@@ -135,6 +135,12 @@ func (n *negotiation) readResponse(ctx context.Context, s *xmpp.Session, mech st
 // authFailed answers a failed exchange after the per-IP delay, and closes
 // the stream once the client has used up its retries.
 func (n *negotiation) authFailed(ctx context.Context, s *xmpp.Session, mech, cond, reason string) error {
+	return n.authFailedWith(ctx, s, mech, cond, reason, saslElement("failure", cond))
+}
+
+// authFailedWith is authFailed with the failure element to send (legacy
+// SASL or SASL2).
+func (n *negotiation) authFailedWith(ctx context.Context, s *xmpp.Session, mech, cond, reason string, failure []byte) error {
 	n.authFailures++
 	n.srv.authFailures.Add(1)
 	delay := n.srv.fails.fail(n.ip)
@@ -149,7 +155,7 @@ func (n *negotiation) authFailed(ctx context.Context, s *xmpp.Session, mech, con
 			return ctx.Err()
 		}
 	}
-	if err := n.write(s, saslElement("failure", cond)); err != nil {
+	if err := n.write(s, failure); err != nil {
 		return err
 	}
 	if n.authFailures >= maxAuthFailures {

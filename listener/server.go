@@ -65,6 +65,9 @@ type Client struct {
 	ended    bool // Closed is reported (or about to be)
 	hibGen   uint64
 	hibTimer *time.Timer
+
+	ua           UserAgent // SASL2 <user-agent/>; zero for legacy SASL
+	bind2Carbons bool      // XEP-0386 inline carbons enable
 }
 
 // Mechanism is the SASL mechanism the client authenticated with.
@@ -99,6 +102,9 @@ type Server struct {
 	authFailures atomic.Uint64
 
 	sm SMOptions
+	// endpoint is the tls-server-end-point binding of our certificate;
+	// nil when it cannot be known in advance (cbind.go).
+	endpoint []byte
 
 	mu        sync.Mutex
 	ln, dln   net.Listener
@@ -160,6 +166,10 @@ func New(cfg Config, h Handler) (*Server, error) {
 		resumable:  make(map[string]*Client),
 		oldIDs:     make(map[string]uint32),
 		addrs:      make(map[string]*addrCount),
+		endpoint:   endpointHash(cfg.TLS),
+	}
+	if cfg.FastTokenLifetime <= 0 {
+		s.cfg.FastTokenLifetime = DefaultFastTokenLifetime
 	}
 	return s, nil
 }

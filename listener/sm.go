@@ -323,15 +323,8 @@ func (c *Client) handleSM(el *stanza.Element) {
 			c.sendNonza(smFailed("unexpected-request"))
 			return
 		}
-		sm = &streamMgmt{preSent: c.conn.Sent(), preConn: c.conn}
-		enabled := smElement("enabled")
-		if r := el.Get("resume"); r == "true" || r == "1" {
-			sm.id = c.srv.registerResumable(c)
-			enabled.Set("id", sm.id).Set("resume", "true").
-				Set("max", strconv.FormatInt(int64(c.srv.sm.ResumeTimeout/time.Second), 10))
-		}
-		c.sm = sm
-		c.sendNonza(enabled)
+		r := el.Get("resume")
+		c.sendNonza(c.enableLocked(r == "true" || r == "1"))
 	case "r":
 		if sm != nil {
 			c.sendNonza(smElement("a", "h", strconv.FormatUint(uint64(sm.inH), 10)))
@@ -356,6 +349,20 @@ func (c *Client) handleSM(el *stanza.Element) {
 	default:
 		c.fatalLocked(&stanza.StreamError{Condition: "unsupported-stanza-type", Text: "<" + el.Name.Local + "/> is not a stream management element"})
 	}
+}
+
+// enableLocked turns stream management on for c and returns the
+// <enabled/> answer; also used by Bind2's inline enable. c.mu is held.
+func (c *Client) enableLocked(resume bool) *stanza.Element {
+	sm := &streamMgmt{preSent: c.conn.Sent(), preConn: c.conn}
+	enabled := smElement("enabled")
+	if resume {
+		sm.id = c.srv.registerResumable(c)
+		enabled.Set("id", sm.id).Set("resume", "true").
+			Set("max", strconv.FormatInt(int64(c.srv.sm.ResumeTimeout/time.Second), 10))
+	}
+	c.sm = sm
+	return enabled
 }
 
 // ack drops what h acknowledges; false when h acknowledges stanzas never
@@ -567,11 +574,19 @@ func (n *negotiation) tryResume(el *stanza.Element) (bool, []byte) {
 // stanza (those the old connection lost, then those queued while
 // hibernated) in order, and asks for an ack. It returns nil, after telling
 // the client, when c ended since tryResume.
-func (s *Server) takeOver(c *Client, newConn func(queueLen int) *wire.Conn, h uint32) *wire.Conn {
+// A SASL2 inline resume passes success, the <success/> that <resumed/>
+// goes into (XEP-0198 with XEP-0388).
+func (s *Server) takeOver(c *Client, newConn func(queueLen int) *wire.Conn, h uint32, success *stanza.Element) *wire.Conn {
 	c.mu.Lock()
 	if c.ended || c.closing || c.sm == nil || s.isStopping() || !c.sm.ack(h) {
 		c.mu.Unlock()
 		conn := newConn(0)
+		if success != nil {
+			// Authentication already succeeded: the resume failed too late
+			// to fall back to binding on this stream.
+			conn.Close(&stanza.StreamError{Condition: "undefined-condition", Text: "the session to resume ended meanwhile; log in again"})
+			return nil
+		}
 		conn.Send(smFailed("item-not-found"))
 		conn.Close(nil)
 		return nil
@@ -593,7 +608,11 @@ func (s *Server) takeOver(c *Client, newConn func(queueLen int) *wire.Conn, h ui
 		c.hibTimer.Stop()
 		c.hibTimer = nil
 	}
-	conn.Send(smElement("resumed", "h", strconv.FormatUint(uint64(sm.inH), 10), "previd", sm.id))
+	resumed := smElement("resumed", "h", strconv.FormatUint(uint64(sm.inH), 10), "previd", sm.id)
+	if success != nil {
+		resumed = success.Append(resumed)
+	}
+	conn.Send(resumed)
 	for _, el := range sm.queue {
 		conn.Send(el)
 	}

@@ -137,6 +137,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
+	lcfg.FastTokens = bouncer.FastTokenStore(db) // XEP-0484 tokens survive restarts
 	srv, err := listener.New(lcfg, b.ClientHandler())
 	if err != nil {
 		return err
