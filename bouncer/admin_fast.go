@@ -7,6 +7,7 @@ package bouncer
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"xmppbouncer/listener"
@@ -96,7 +97,7 @@ func (b *Bouncer) cmdFastTokens(c *adminCall) {
 		return
 	}
 	ua := c.value("revoke")
-	if ua == "" {
+	if ua == "" || ua == fastRevokeNone {
 		b.adminDone(c, nil, info("No token revoked."))
 		return
 	}
@@ -123,17 +124,21 @@ func (b *Bouncer) cmdFastTokens(c *adminCall) {
 	})
 }
 
+// fastRevokeNone is the choice to revoke nothing: every option needs a
+// value (Profanity crashes on an empty one), and no user-agent id is this.
+const fastRevokeNone = "(none)"
+
 // fastTokenForm lists the tokens by device and offers each device for
 // revocation.
 func fastTokenForm(ts []sqlite.FastToken, now time.Time) *stanza.Element {
 	x := dataForm("form", "FAST tokens", "Devices that log in with a token instead of the password. Choose one to revoke its tokens (and disconnect it), or none to only look.")
 	f := stanza.New(stanza.NSDataForm, "field", "type", "list-single", "var", "revoke", "label", "Revoke")
-	option(f, "(none)", "")
+	option(f, "(none)", fastRevokeNone)
 	seen := map[string]bool{}
 	if len(ts) == 0 {
-		fixed(x, "No device holds a FAST token.")
+		fixed(x, "no-tokens", "No device holds a FAST token.")
 	}
-	for _, t := range ts {
+	for i, t := range ts {
 		name := t.Device
 		if t.Software != "" {
 			name = t.Software + " on " + orNone(t.Device)
@@ -146,7 +151,7 @@ func fastTokenForm(ts []sqlite.FastToken, now time.Time) *stanza.Element {
 		if !now.Before(t.Expires) {
 			state = "expired " + t.Expires.Format(time.RFC3339)
 		}
-		fixed(x, fmt.Sprintf("%s (id %s): %s, %s, %s", orNone(name), t.UserAgent, t.Mechanism, used, state))
+		fixed(x, "token-"+strconv.Itoa(i+1), fmt.Sprintf("%s (id %s): %s, %s, %s", orNone(name), t.UserAgent, t.Mechanism, used, state))
 		if !seen[t.UserAgent] {
 			seen[t.UserAgent] = true
 			option(f, orNone(name)+" ("+t.UserAgent+")", t.UserAgent)
