@@ -162,6 +162,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.pruneCursors(now)
 			}
 			b.pushTick(now)
+			b.adminExpire(now)
 		}
 	}
 }
