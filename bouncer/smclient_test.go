@@ -21,7 +21,7 @@ const nsSMTest = "urn:xmpp:sm:3"
 // PLAIN, and then either bind or resume, all as literal XML, so a test can
 // count h exactly and drop the TCP connection without closing the stream.
 type smClient struct {
-	t      *testing.T
+	t      testing.TB
 	raw    net.Conn
 	tc     *tls.Conn
 	mu     sync.Mutex
@@ -95,7 +95,7 @@ func (c *countConn) roundTrips(from, to int) int {
 
 // dialSM connects and authenticates; the stream is open after SASL and
 // the features (which must offer sm) have been read.
-func (e *env) dialSM(t *testing.T) *smClient {
+func (e *env) dialSM(t testing.TB) *smClient {
 	t.Helper()
 	c, d := e.dialSMAuth(t)
 	c.write(header(e.srv.Domain))
@@ -109,7 +109,7 @@ func (e *env) dialSM(t *testing.T) *smClient {
 // dialSMResume authenticates and then sends the stream restart and
 // <resume/> together, without waiting for the features (pipelining: one
 // round trip after SASL).
-func (e *env) dialSMResume(t *testing.T, previd string, h int) *smClient {
+func (e *env) dialSMResume(t testing.TB, previd string, h int) *smClient {
 	t.Helper()
 	c, d := e.dialSMAuth(t)
 	c.write(header(e.srv.Domain) + fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, previd, h))
@@ -122,7 +122,7 @@ func (e *env) dialSMResume(t *testing.T, previd string, h int) *smClient {
 
 // dialSMAuth connects with direct TLS and authenticates with PLAIN. Bytes
 // are counted from the first stream header on.
-func (e *env) dialSMAuth(t *testing.T) (*smClient, *xml.Decoder) {
+func (e *env) dialSMAuth(t testing.TB) (*smClient, *xml.Decoder) {
 	t.Helper()
 	raw, err := net.Dial("tcp", e.lsrv.DirectTLSAddr().String())
 	if err != nil {
