@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"xmppbouncer/internal/testdeps"
 	"xmppbouncer/stanza"
 )
 
@@ -78,6 +79,7 @@ asyncio.get_event_loop().run_until_complete(main())
 // message and a chat sent meanwhile arrive exactly once, nothing arrives
 // twice, and the room never saw alice leave.
 func TestSMResumeSlixmpp(t *testing.T) {
+	testdeps.Slixmpp(t)
 	e := newEnv(t, nil, nil)
 	room := "slixsm@" + e.srv.MUC
 	bob := e.bobInRoom(room)
