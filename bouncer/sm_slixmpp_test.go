@@ -44,6 +44,7 @@ class C(slixmpp.ClientXMPP):
     def got(self, msg):
         if msg["body"]:
             counts[msg["body"]] += 1
+            say("GOT", msg["body"])
 
     async def start(self, _):
         self.send_presence()
@@ -128,8 +129,8 @@ func TestSMResumeSlixmpp(t *testing.T) {
 	wait("JOINED")
 	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
 	bob.Send(t, `<message to='`+room+`' type='groupchat' id='b1'><body>before</body></message>`)
-	e.waitFor("before delivered", func() bool { s, d, _, _ := e.counters("slix"); return s > 0 && s == d })
-	time.Sleep(200 * time.Millisecond)
+	wait("GOT before")
+	e.waitFor("before acknowledged", func() bool { s, d, _, _ := e.counters("slix"); return s > 0 && s == d })
 	_, _ = io.WriteString(stdin, "drop\n")
 	if l := wait("DROPPED"); l != "DROPPED True" {
 		t.Fatalf("slixmpp has no resumption id: %s", l)
