@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"xmppbouncer/internal/testdeps"
 )
 
 // adminPython has Debian's python3-slixmpp.
@@ -87,12 +89,7 @@ sys.exit(0 if result == "OK" else 1)
 `
 
 func TestAdminSlixmppXEP0050(t *testing.T) {
-	if _, err := exec.LookPath(adminPython); err != nil {
-		t.Skip("no " + adminPython + " (install python3-slixmpp)")
-	}
-	if err := exec.Command(adminPython, "-c", "import slixmpp").Run(); err != nil {
-		t.Skip("python3-slixmpp is not installed")
-	}
+	testdeps.Slixmpp(t)
 	e := newEnv(t, nil, nil)
 	gajim := e.availableClient("gajim")
 	_ = e.availableClient("phone")

@@ -167,6 +167,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.pruneCursors(now)
 			}
 			b.pushTick(now)
+			b.adminExpire(now)
 		}
 	}
 }
@@ -179,7 +180,6 @@ func (b *Bouncer) Do(f func()) {
 }
 
 func (b *Bouncer) handle(ev event) {
-	defer b.recoverEvent(ev)
 	switch ev := ev.(type) {
 	case upOnline:
 		b.upstreamOnline(ev.bound)
@@ -239,8 +239,9 @@ func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) bool {
 	return b.sendItem(s, outItem{el: el})
 }
 
+// sendItem is sendTo for an item with a mark. Stanzas are counted where
+// they reach the connection (writeNow), whatever path brought them.
 func (b *Bouncer) sendItem(s *sessions.Session, it outItem) bool {
-	b.admin.stats.count(ToClients, it.el)
 	return b.send(s, it)
 }
 

@@ -162,6 +162,8 @@ func (b *Bouncer) writeNow(s *sessions.Session, it outItem) bool {
 		b.tooSlow(s, "output queue overflow")
 		return false
 	}
+	// The one place every stanza for a client passes: count it here.
+	b.admin.stats.count(ToClients, it.el)
 	if it.seq != 0 || it.pm != nil || it.offline != 0 || it.keep {
 		co := b.out(s)
 		m := mark{at: s.Conn.Sent(), room: it.room, seq: it.seq, pm: it.pm, offline: it.offline, keep: it.keep}

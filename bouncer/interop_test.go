@@ -10,6 +10,8 @@ import (
 	"time"
 
 	goxmpp "github.com/xmppo/go-xmpp"
+
+	"xmppbouncer/internal/testdeps"
 )
 
 // go-xmpp, an independent third-party client, logs in through the bouncer,
@@ -131,9 +133,7 @@ asyncio.get_event_loop().run_until_complete(c.disconnected)
 // slixmpp's join_muc_wait completes (self-presence with 110, then the
 // subject) for a second client whose join the bouncer emulates.
 func TestInteropSlixmppJoinWait(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		t.Fatal("python3 missing: run `make test`, which installs python3-slixmpp")
-	}
+	testdeps.Slixmpp(t)
 	e := newEnv(t, nil, nil)
 	room := "slix@" + e.srv.MUC
 	bob := e.bobInRoom(room)
