@@ -103,7 +103,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 		Remote:    remote,
 		ID:        s.nextID.Add(1),
 		Since:     time.Now(),
-		TLS:       tls.VersionName(sess.ConnectionState().Version),
+		TLS:       connTLS(sess, raw),
 		srv:       s,
 		mechanism: n.mechanism,
 		conn:      conn,

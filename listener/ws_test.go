@@ -40,7 +40,7 @@ func TestWSLoginBindAndStanzas(t *testing.T) {
 		t.Fatalf("bound %q", got)
 	}
 	c := rec.waitBound(t)
-	if c.JID.Resourcepart() != "browser" || c.TLS == "" {
+	if c.JID.Resourcepart() != "browser" || c.TLS != "TLS 1.3 (WebSocket)" {
 		t.Fatalf("bound client %v, TLS %q", c.JID, c.TLS)
 	}
 	ws.Send(t, `<message xmlns='jabber:client' to='bob@bouncer.test' id='m1' type='chat'><body>hi &amp; bye</body></message>`)

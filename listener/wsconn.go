@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"mellium.im/xmpp"
 
 	"xmppbouncer/stanza"
 	"xmppbouncer/wire"
@@ -422,6 +423,18 @@ func (c *wsConn) ConnectionState() tls.ConnectionState {
 		return tls.ConnectionState{}
 	}
 	return *c.tlsState
+}
+
+// connTLS names the TLS version of a client's connection, for the admin
+// commands; a WebSocket's is its HTTPS connection's.
+func connTLS(sess *xmpp.Session, raw net.Conn) string {
+	if wc, ok := raw.(*wsConn); ok {
+		if wc.tlsState == nil {
+			return "none (WebSocket, loopback)"
+		}
+		return tls.VersionName(wc.tlsState.Version) + " (WebSocket)"
+	}
+	return tls.VersionName(sess.ConnectionState().Version)
 }
 
 // deadline is a read deadline as a channel that closes when it passes, as

@@ -28,12 +28,17 @@ const (
 	// maxUpgradeHeaderBytes caps the request line and headers of any HTTP
 	// request, the upgrade included.
 	maxUpgradeHeaderBytes = 8 << 10
-	httpHeaderTimeout     = 10 * time.Second
 	httpReadTimeout       = 30 * time.Second
 	httpWriteTimeout      = 2 * time.Minute // the web client's scripts are a few MB
-	httpIdleTimeout       = 60 * time.Second
 	// wsDefaultFrame bounds a frame when there is no stanza size limit.
 	wsDefaultFrame = 1 << 20
+)
+
+// HTTP timeouts for request headers (the upgrade's included) and for idle
+// keep-alive connections; variables so tests can shorten them.
+var (
+	httpHeaderTimeout = 10 * time.Second
+	httpIdleTimeout   = 60 * time.Second
 )
 
 // wsListener is the HTTP side of the server: set up by Listen, run by Serve.
