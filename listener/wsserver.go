@@ -241,7 +241,7 @@ func securityHeaders(next http.Handler) http.Handler {
 		if r.TLS != nil {
 			ws = "wss://" + r.Host
 		}
-		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; "+
+		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "+
 			"style-src 'self' 'unsafe-inline'; img-src 'self' data: blob: https:; media-src 'self' blob: https:; "+
 			"font-src 'self' data:; connect-src 'self' "+ws+"; worker-src 'self' blob:; "+
 			"object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")

@@ -60,6 +60,13 @@ if ! command -v openssl >/dev/null 2>&1; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
 fi
 build
+# The web client (Converse.js from npm); the demo goes on without it.
+web_root=""
+if ./scripts/make-web.sh; then
+	web_root="$repo/web/root"
+else
+	say "warning: no web client (make web failed, see above); the XMPP ports work as usual"
+fi
 
 # --- throwaway directory and cleanup ------------------------------------------
 
@@ -134,14 +141,15 @@ wait_log() {
 
 # Free loopback ports, held open together so they are distinct. Another
 # program could take one before we bind it; then startup fails loudly.
-read -r prosody_port bouncer_port direct_port < <("$python" -c '
+read -r prosody_port bouncer_port direct_port web_port < <("$python" -c '
 import socket
-s = [socket.socket() for _ in range(3)]
+s = [socket.socket() for _ in range(4)]
 for x in s:
     x.bind(("127.0.0.1", 0))
 print(*(x.getsockname()[1] for x in s))
 ') || die "could not find free ports on 127.0.0.1"
 bouncer_port=${DEMO_PORT:-$bouncer_port}
+web_port=${DEMO_WEB_PORT:-$web_port}
 
 # --- Prosody -----------------------------------------------------------------
 
@@ -239,6 +247,7 @@ ca_file = "$dir/certs/localhost.crt"
 [listen]
 address = "127.0.0.1:$bouncer_port"
 direct_tls_address = "127.0.0.1:$direct_port"
+websocket_address = "127.0.0.1:$web_port"
 
 [auth]
 password = "demo"
@@ -250,6 +259,9 @@ path = "$dir/bouncer/xmppbouncer.db"
 jid = "demo@conference.localhost"
 autojoin = true
 EOF
+if [ -n "$web_root" ]; then
+	printf '\n[web]\nroot = "%s"\n' "$web_root" >>"$dir/xmppbouncer.toml"
+fi
 
 ./xmppbouncer check-config -config "$dir/xmppbouncer.toml" >/dev/null
 ./xmppbouncer -config "$dir/xmppbouncer.toml" >"$dir/bouncer.log" 2>&1 &
@@ -292,6 +304,11 @@ cat <<EOF
   Dino has no host/port setting: it needs a name that resolves to the
   bouncer on port 5222 (try DEMO_PORT=5222 make demo) and a certificate it
   trusts, so it does not work with this demo as is.
+
+  In a browser: https://127.0.0.1:$web_port/  (the web client, Converse.js:
+  accept the certificate, log in with the password above; the demo room is
+    https://127.0.0.1:$web_port/#converse/room?jid=demo@conference.localhost
+  ). Other WebSocket clients: wss://127.0.0.1:$web_port/xmpp-websocket
 
   Logs: $dir/bouncer.log (bouncer), prosody.log, bot.log
   Ctrl-C stops the bouncer, the bot and Prosody and removes $dir.
