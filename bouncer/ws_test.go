@@ -169,3 +169,47 @@ func TestWSSMResume(t *testing.T) {
 		return el.Kind() == "presence" && el.From() == room+"/alice" && el.Type() == "unavailable"
 	})
 }
+
+// A WebSocket client that stops reading is cut off when its queue
+// overflows, as a TCP one is; the room goes on for the others.
+func TestWSSlowClientCutOff(t *testing.T) {
+	e := newEnv(t, nil, func(c *config.Config) {
+		c.Listen.WebSocketAddress = "127.0.0.1:0"
+		c.Limits.QueueLen = 32
+	})
+	room := "slow@" + e.srv.MUC
+	bob := e.bobInRoom(room)
+	fast := e.wsClient("fast")
+	wsJoin(t, fast, room, "alice", `<history maxchars="0"/>`)
+	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+
+	proxy := newStallProxy(t, e.lsrv.WebSocketAddr().String())
+	o := e.wsOpts("frozen")
+	o.URL = "wss://" + proxy.ln.Addr().String() + listener.WebSocketPath
+	frozen := testclient.DialWS(t, o)
+	wsJoin(t, frozen, room, "alice", `<history maxchars="0"/>`)
+	proxy.stall()
+
+	gone := func() bool {
+		var g bool
+		e.b.Do(func() { g = e.b.reg.ByResource("frozen") == nil })
+		return g
+	}
+	body := strings.Repeat("flood ", 2000) // 12 KB: the socket buffers fill in fewer messages
+	start := time.Now()
+	deadline := start.Add(30 * time.Second)
+	n := 0
+	for i := 0; !gone(); i++ {
+		n = i
+		if time.Now().After(deadline) {
+			t.Fatal("the frozen WebSocket client was never cut off")
+		}
+		bob.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="f%d"><body>%d %s</body></message>`, room, i, i, body))
+		if i%20 == 19 {
+			fast.Expect(t, "flood reaches the fast client", hasBody(fmt.Sprintf("%d %s", i, body)))
+		}
+	}
+	t.Logf("cut off after %d messages, %v", n, time.Since(start).Round(time.Millisecond))
+	bob.Send(t, `<message to="`+room+`" type="groupchat"><body>later</body></message>`)
+	fast.Expect(t, "room still flows to the fast client", hasBody("later"))
+}
