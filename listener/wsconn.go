@@ -54,6 +54,7 @@ type wsConn struct {
 	// Read side. The pump goroutine reads frames and hands them over one at
 	// a time, so at most two frames are held in memory.
 	frames   chan wsFrame
+	shut     chan struct{} // closed by Close
 	pending  []byte
 	rerr     error
 	rdl      deadline
@@ -81,6 +82,7 @@ func newWSConn(ws *websocket.Conn, local, remote net.Addr, ts *tls.ConnectionSta
 		ws: ws, ctx: ctx, cancel: cancel, local: local, remote: remote, tlsState: ts,
 		maxFrame: maxFrame,
 		frames:   make(chan wsFrame, 1),
+		shut:     make(chan struct{}),
 		code:     websocket.StatusNormalClosure,
 	}
 	c.rdl.init()
@@ -287,7 +289,8 @@ func (c *wsConn) Read(p []byte) (int, error) {
 			c.pending, c.rerr = f.data, f.err
 		case <-c.rdl.wait():
 			return 0, os.ErrDeadlineExceeded
-		case <-c.ctx.Done():
+		case <-c.shut:
+			// As a closed socket: the writer knows why it ended.
 			return 0, net.ErrClosed
 		}
 	}
@@ -390,7 +393,7 @@ func (c *wsConn) Close() error {
 			_ = c.ws.Close(code, reason)
 			c.cancel()
 		}()
-		c.rdl.set(time.Unix(1, 0))
+		close(c.shut)
 	})
 	return nil
 }
