@@ -72,7 +72,9 @@ func (s *Server) WebSocketAddr() net.Addr {
 // serveWS serves HTTP until ctx ends. Upgraded connections are not the
 // HTTP server's: they end like any client's, through Serve's shutdown.
 func (s *Server) serveWS(ctx context.Context, w *wsListener) error {
-	ln := w.ln
+	// A browser opens a few connections for the page; each WebSocket is
+	// one more, and those are capped per address as XMPP clients are.
+	ln := newLimitListener(w.ln, httpConnsPerAddress(s.cfg.MaxConnectionsPerAddress))
 	if !w.plain {
 		tc := s.cfg.TLS.Clone()
 		// WebSocket runs over HTTP/1.1 (RFC 6455); no h2.
@@ -107,6 +109,16 @@ func (s *Server) serveWS(ctx context.Context, w *wsListener) error {
 		}
 		return fmt.Errorf("listener: websocket: %w", err)
 	}
+}
+
+// httpConnsPerAddress is the TCP connection cap per address on the HTTP
+// listener: room for the WebSockets the XMPP cap allows, plus the page's
+// own connections.
+func httpConnsPerAddress(xmppCap int) int {
+	if xmppCap <= 0 {
+		return 0
+	}
+	return xmppCap + 16
 }
 
 func (s *Server) httpHandler() http.Handler {

@@ -174,3 +174,43 @@ func TestWSPlainLoopback(t *testing.T) {
 		t.Fatalf("TLS %q", c.TLS)
 	}
 }
+
+// TCP connections that never send a request are capped per address on the
+// HTTP listener; the rest of the listener keeps serving.
+func TestWSConnectionsPerAddressCapped(t *testing.T) {
+	cfg := wsConfig(t)
+	cfg.MaxConnectionsPerAddress = 2
+	srv := startServer(t, cfg, newRecorder())
+	addr := srv.WebSocketAddr().String()
+	limit := httpConnsPerAddress(cfg.MaxConnectionsPerAddress)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range limit {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	time.Sleep(100 * time.Millisecond) // let the server accept them all
+	extra, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("connection %d over the cap was not closed: %v", limit+1, err)
+	}
+	// Freeing one lets the next one in, and it is served.
+	held[0].Close()
+	held = held[1:]
+	time.Sleep(100 * time.Millisecond)
+	if resp, _ := get(t, "https://"+addr+"/.well-known/host-meta"); resp.StatusCode != 200 {
+		t.Fatalf("after one left: %d", resp.StatusCode)
+	}
+}
