@@ -216,7 +216,12 @@ func load(ctx context.Context, o options, stderr io.Writer) (*result, error) {
 	}
 
 	if o.paths != "direct" {
-		upAddr, err := linkAddr(bounce)
+		// The bouncer's one upstream link is counted on its first path.
+		counted := bounce
+		if o.transport == "websocket" {
+			counted = bounceWS
+		}
+		upAddr, err := linkAddr(counted)
 		if err != nil {
 			return nil, err
 		}

@@ -183,5 +183,5 @@ func (r *result) printTable(w io.Writer) {
 			a.Messages, a.P50ms, a.P99ms, a.Maxms)
 	}
 	fmt.Fprintln(w, "\nlink B/msg: bytes on the path's link(s) to Prosody during the flood, both directions, per room message;")
-	fmt.Fprintln(w, "the bouncer has one upstream link, the direct path one per session (bouncer-ws shares the bouncer's, not counted twice).")
+	fmt.Fprintln(w, "the bouncer has one upstream link (counted on its first path), the direct path one per session.")
 }
