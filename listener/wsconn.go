@@ -31,10 +31,6 @@ import (
 
 const nsFraming = "urn:ietf:params:xml:ns:xmpp-framing"
 
-// errWSClosed is what Read returns once the client's <close/> was read and
-// the connection is closing.
-var errWSClosed = errors.New("listener: websocket closed")
-
 // wsFrame is one message from the pump: translated bytes, or why reading
 // ended.
 type wsFrame struct {
