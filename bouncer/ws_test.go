@@ -195,9 +195,9 @@ func TestWSSlowClientCutOff(t *testing.T) {
 		e.b.Do(func() { g = e.b.reg.ByResource("frozen") == nil })
 		return g
 	}
-	body := strings.Repeat("flood ", 2000) // 12 KB: the socket buffers fill in fewer messages
+	body := strings.Repeat("flood ", 10000) // 60 KB: the socket buffers fill in fewer messages
 	start := time.Now()
-	deadline := start.Add(30 * time.Second)
+	deadline := start.Add(60 * time.Second)
 	n := 0
 	for i := 0; !gone(); i++ {
 		n = i
@@ -205,7 +205,7 @@ func TestWSSlowClientCutOff(t *testing.T) {
 			t.Fatal("the frozen WebSocket client was never cut off")
 		}
 		bob.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="f%d"><body>%d %s</body></message>`, room, i, i, body))
-		if i%20 == 19 {
+		if i%5 == 4 {
 			fast.Expect(t, "flood reaches the fast client", hasBody(fmt.Sprintf("%d %s", i, body)))
 		}
 	}
