@@ -303,3 +303,48 @@ func TestWSIdleTimeoutAndPings(t *testing.T) {
 		}
 	}
 }
+
+// At shutdown a WebSocket client gets <system-shutdown/> and a close, as a
+// TCP client does, and Serve does not wait for it longer than for others.
+func TestWSShutdown(t *testing.T) {
+	srv, err := New(wsConfig(t), newRecorder())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	ws := testclient.DialWS(t, wsOpts(srv, "bye"))
+	// One more, still negotiating.
+	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ccancel()
+	raw, _, err := testclient.DialWSConn(cctx, wsOpts(srv, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := testclient.NewWSClient(raw)
+	pending.Send(t, `<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='bouncer.test' version='1.0'/>`)
+	pending.Expect(t, "features", func(el *stanza.Element) bool { return el.Name.Local == "features" })
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	for i, c := range []*testclient.WSClient{ws, pending} {
+		code, reason := c.WaitClosed(t)
+		if cond, _ := c.StreamError(); cond != "system-shutdown" {
+			t.Fatalf("client %d: stream error %q, close %d %q", i, cond, code, reason)
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("shutdown took %v", d)
+	}
+}

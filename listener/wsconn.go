@@ -398,8 +398,10 @@ func (c *wsConn) LocalAddr() net.Addr  { return c.local }
 func (c *wsConn) RemoteAddr() net.Addr { return c.remote }
 
 func (c *wsConn) SetDeadline(t time.Time) error {
-	_ = c.SetReadDeadline(t)
-	return c.SetWriteDeadline(t)
+	// Write first: a reader woken by the read deadline may set a new
+	// deadline for its last words at once, and it must not be undone.
+	_ = c.SetWriteDeadline(t)
+	return c.SetReadDeadline(t)
 }
 
 func (c *wsConn) SetReadDeadline(t time.Time) error {
