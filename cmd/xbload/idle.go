@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,15 @@ func (r *idleResult) print(w io.Writer) {
 		fmt.Fprintf(w, "  %-9s %4d clients: %6.1f KiB/client (heap %.1f KiB, stacks %.1f KiB), %.1f goroutines/client\n",
 			s.Transport, s.Clients, s.TotalPerClient/1024, s.HeapPerClient/1024, s.StackPerClient/1024, s.GoroutinesPerConn)
 	}
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("heap").WriteTo(f, 0)
 }
 
 type memSnap struct {
@@ -102,6 +112,11 @@ func measureIdle(ctx context.Context, o options, stderr io.Writer) (*idleResult,
 		}
 		time.Sleep(time.Second)
 		after := snapshot()
+		if o.memProfile != "" {
+			if err := writeHeapProfile(o.memProfile + "." + kind); err != nil {
+				return nil, err
+			}
+		}
 		stdin.Close() // the child closes its clients and exits
 		if err := cmd.Wait(); err != nil {
 			return nil, fmt.Errorf("idle clients (%s): %w", kind, err)

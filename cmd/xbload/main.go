@@ -63,6 +63,7 @@ type options struct {
 	transport  string
 	idle       int
 	idleChild  string
+	memProfile string
 }
 
 func main() {
@@ -91,6 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.transport, "transport", "c2s", "how the bouncer's clients connect: c2s, websocket (RFC 7395) or both (a path each, same run)")
 	fs.IntVar(&o.idle, "idle", 0, "instead of a flood: measure the bouncer's memory per idle client, c2s and WebSocket, with this many of each")
 	fs.StringVar(&o.idleChild, "idle-child", "", "(internal) run as the idle clients' process")
+	fs.StringVar(&o.memProfile, "memprofile", "", "with -idle: write heap profiles FILE.c2s and FILE.websocket with the idle clients connected")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
