@@ -348,3 +348,32 @@ func TestWSShutdown(t *testing.T) {
 		t.Fatalf("shutdown took %v", d)
 	}
 }
+
+// The per-address caps count TCP and WebSocket connections together, and
+// the pre-authentication deadline holds on a WebSocket too.
+func TestWSSharesAddressCapsAndPreAuthDeadline(t *testing.T) {
+	cfg := wsConfig(t)
+	cfg.MaxUnauthenticatedPerAddress = 2
+	cfg.PreAuthTimeout = 400 * time.Millisecond
+	srv := startServer(t, cfg, newRecorder())
+	a := dialRaw(t, srv.Addr().String())
+	defer a.Close()
+	a.send(t, header(testDomain))
+	a.mustNext(t) // features: the server has counted it
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, _, err := testclient.DialWSConn(ctx, wsOpts(srv, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := testclient.NewWSClient(conn)
+	if _, resp, err := testclient.DialWSConn(ctx, wsOpts(srv, "")); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third unauthenticated connection (one TCP, two WebSocket) was not refused: %v", err)
+	}
+	// The WebSocket that never logs in is timed out with a reason.
+	ws.Send(t, `<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='bouncer.test' version='1.0'/>`)
+	ws.WaitClosed(t)
+	if cond, text := ws.StreamError(); cond != "connection-timeout" || !strings.Contains(text, "too long") {
+		t.Fatalf("stream error %q %q", cond, text)
+	}
+}
