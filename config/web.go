@@ -27,11 +27,13 @@ func (c *Config) validateWeb() error {
 		if l.WebSocketPlain && !isLoopback(a) {
 			return bad("listen.websocket_plain", "plain ws:// is only allowed on a loopback address (e.g. 127.0.0.1:5280 behind a reverse proxy that does TLS); %q is not one: remove websocket_plain to serve wss:// with the listener's certificate", a)
 		}
-	} else if l.WebSocketPlain || len(l.WebSocketOrigins) > 0 || c.Web.Root != "" {
+	} else if l.WebSocketPlain || len(l.WebSocketOrigins) > 0 || c.Web.Root != "" || c.Web.WebSocketURL != "" {
 		key := "listen.websocket_plain"
 		switch {
 		case c.Web.Root != "":
 			key = "web.root"
+		case c.Web.WebSocketURL != "":
+			key = "web.websocket_url"
 		case len(l.WebSocketOrigins) > 0:
 			key = "listen.websocket_origins"
 		}

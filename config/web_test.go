@@ -16,6 +16,7 @@ func TestWebSocketKeys(t *testing.T) {
 		{"origin without scheme", "[listen]\nwebsocket_address = \"127.0.0.1:5280\"\nwebsocket_origins = [\"chat.example.org\"]\n", "listen.websocket_origins", "not an origin"},
 		{"origins without the listener", "[listen]\nwebsocket_origins = [\"https://chat.example.org\"]\n", "listen.websocket_origins", "needs listen.websocket_address"},
 		{"web root without the listener", "[web]\nroot = \"/tmp\"\n", "web.root", "needs listen.websocket_address"},
+		{"websocket_url without the listener", "[web]\nwebsocket_url = \"wss://x.example/xmpp-websocket\"\n", "web.websocket_url", "needs listen.websocket_address"},
 		{"web root absent", "[listen]\nwebsocket_address = \"127.0.0.1:5280\"\n[web]\nroot = \"/nonexistent/web\"\n", "web.root", "make web"},
 		{"websocket_url not ws", "[listen]\nwebsocket_address = \"127.0.0.1:5280\"\n[web]\nwebsocket_url = \"https://x.example/xmpp-websocket\"\n", "web.websocket_url", "not a ws://"},
 	}
