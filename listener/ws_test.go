@@ -43,6 +43,7 @@ func TestWSLoginBindAndStanzas(t *testing.T) {
 	if c.JID.Resourcepart() != "browser" || c.TLS != "TLS 1.3 (WebSocket)" {
 		t.Fatalf("bound client %v, TLS %q", c.JID, c.TLS)
 	}
+	ws.Send(t, " ") // a whitespace keepalive frame is harmless input
 	ws.Send(t, `<message xmlns='jabber:client' to='bob@bouncer.test' id='m1' type='chat'><body>hi &amp; bye</body></message>`)
 	e := rec.waitStanza(t)
 	if e.el.Kind() != "message" || e.el.ChildText(stanza.NSClient, "body") != "hi & bye" || e.el.ID() != "m1" {

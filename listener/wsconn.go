@@ -165,6 +165,11 @@ func (c *wsConn) readFrame() wsFrame {
 	if c.closed.Load() {
 		return wsFrame{err: io.EOF}
 	}
+	if len(bytes.TrimSpace(b)) == 0 && c.opened {
+		// A whitespace keepalive sent as a frame (RFC 7395 §3.4 prefers
+		// pings, some clients do this): input, as on TCP.
+		return wsFrame{data: []byte(" ")}
+	}
 	el, err := checkFrame(b)
 	if err != nil {
 		return c.fail(websocket.StatusPolicyViolation, err)
