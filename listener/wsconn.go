@@ -48,7 +48,8 @@ type wsConn struct {
 	maxFrame      int64
 
 	// Read side. The pump goroutine reads frames and hands them over one at
-	// a time, so at most two frames are held in memory.
+	// a time: at most three are held (being read, queued, being parsed),
+	// and a client that sends faster waits on TCP.
 	frames   chan wsFrame
 	shut     chan struct{} // closed by Close
 	pending  []byte
