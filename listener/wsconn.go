@@ -65,19 +65,21 @@ type wsConn struct {
 	closeOne sync.Once
 
 	// Write side (the connection's writer goroutine, or negotiation).
+	// Write deadlines are the socket's own: netConn is the HTTP
+	// connection beneath the WebSocket (TLS, or TCP for plain ws). A
+	// cancelled context would make the library close the connection even
+	// for a write that had already gone out.
 	wmu     sync.Mutex
 	split   splitter
-	wstate  sync.Mutex
-	wdl     time.Time
-	wcancel context.CancelFunc
-	wtimer  *time.Timer
+	netConn net.Conn
 }
 
-func newWSConn(ws *websocket.Conn, local, remote net.Addr, ts *tls.ConnectionState, maxFrame int64) *wsConn {
+func newWSConn(ws *websocket.Conn, netConn net.Conn, local, remote net.Addr, ts *tls.ConnectionState, maxFrame int64) *wsConn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &wsConn{
 		ws: ws, ctx: ctx, cancel: cancel, local: local, remote: remote, tlsState: ts,
 		maxFrame: maxFrame,
+		netConn:  netConn,
 		frames:   make(chan wsFrame, 1),
 		shut:     make(chan struct{}),
 		code:     websocket.StatusNormalClosure,
@@ -347,40 +349,8 @@ func (c *wsConn) ping() {
 }
 
 func (c *wsConn) writeFrame(b []byte) error {
-	ctx, cancel := context.WithCancel(c.ctx)
-	defer cancel()
-	c.wstate.Lock()
-	if !c.wdl.IsZero() && !c.wdl.After(time.Now()) {
-		c.wstate.Unlock()
-		return os.ErrDeadlineExceeded
-	}
-	c.wcancel = cancel
-	c.armLocked()
-	c.wstate.Unlock()
-	err := c.ws.Write(ctx, websocket.MessageText, b)
-	c.wstate.Lock()
-	c.wcancel = nil
-	if c.wtimer != nil {
-		c.wtimer.Stop()
-		c.wtimer = nil
-	}
-	expired := !c.wdl.IsZero() && !c.wdl.After(time.Now())
-	c.wstate.Unlock()
-	if err != nil && expired {
-		return fmt.Errorf("%w: %v", os.ErrDeadlineExceeded, err)
-	}
-	return err
-}
-
-// armLocked makes the write deadline cancel the write in flight.
-func (c *wsConn) armLocked() {
-	if c.wtimer != nil {
-		c.wtimer.Stop()
-		c.wtimer = nil
-	}
-	if c.wcancel != nil && !c.wdl.IsZero() {
-		c.wtimer = time.AfterFunc(time.Until(c.wdl), c.wcancel)
-	}
+	// The socket's write deadline bounds the write; no context does.
+	return c.ws.Write(context.Background(), websocket.MessageText, b)
 }
 
 // Close ends the WebSocket connection with the recorded code and reason.
@@ -416,11 +386,10 @@ func (c *wsConn) SetReadDeadline(t time.Time) error {
 }
 
 func (c *wsConn) SetWriteDeadline(t time.Time) error {
-	c.wstate.Lock()
-	c.wdl = t
-	c.armLocked()
-	c.wstate.Unlock()
-	return nil
+	if c.netConn == nil {
+		return nil
+	}
+	return c.netConn.SetWriteDeadline(t)
 }
 
 // ConnectionState is the TLS state of the HTTPS connection (zero on plain

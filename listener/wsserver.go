@@ -89,7 +89,10 @@ func (s *Server) serveWS(ctx context.Context, w *wsListener) error {
 		IdleTimeout:       httpIdleTimeout,
 		MaxHeaderBytes:    maxUpgradeHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, netConnKey{}, c)
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	scheme := "wss"
 	if w.plain {
@@ -181,13 +184,17 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	s.conns.Add(1)
 	s.mu.Unlock()
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	netConn, _ := r.Context().Value(netConnKey{}).(net.Conn)
 	frame := s.cfg.Limits.MaxStanzaBytes
 	if frame <= 0 {
 		frame = wsDefaultFrame
 	}
 	counted = false // serveConn releases them
-	s.serveConn(r.Context(), newWSConn(ws, local, remote, r.TLS, frame), false, ip)
+	s.serveConn(r.Context(), newWSConn(ws, netConn, local, remote, r.TLS, frame), false, ip)
 }
+
+// netConnKey finds the HTTP connection (TLS or TCP) in a request's context.
+type netConnKey struct{}
 
 // refuseHTTP answers an upgrade over a connection cap: the reason in the
 // body, and a close after it.
