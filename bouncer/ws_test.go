@@ -160,9 +160,8 @@ func TestWSSMResume(t *testing.T) {
 	}
 	ws2.Expect(t, "the room message missed", hasBody("while away"))
 	ws2.Expect(t, "the chat missed", hasBody("psst"))
-	if _, _, h, _ := e.counters("browser"); h {
-		t.Fatal("still hibernated after resume")
-	}
+	// The core learns of the resumption through its loop.
+	e.waitFor("the session awake after resume", func() bool { _, _, h, _ := e.counters("browser"); return !h })
 	ws2.Send(t, `<message xmlns='jabber:client' to='`+room+`' type='groupchat' id='back'><body>back</body></message>`)
 	bob.Expect(t, "the resumed stream sends", hasBody("back"))
 	bob.ExpectNone(t, 200*time.Millisecond, func(el *stanza.Element) bool {
