@@ -30,6 +30,7 @@ type Config struct {
 	Push     Push     `toml:"push"`
 	Metrics  Metrics  `toml:"metrics"`
 	Rooms    []Room   `toml:"rooms"`
+	Web      Web      `toml:"web"`
 
 	// Warnings are problems Load found that do not stop the bouncer, such
 	// as a secret in a file others can read; the caller logs them.
@@ -71,6 +72,10 @@ type Listen struct {
 	DirectTLSAddress string `toml:"direct_tls_address"`
 	CertFile         string `toml:"cert_file"`
 	KeyFile          string `toml:"key_file"`
+	// XMPP over WebSocket (RFC 7395) and the web client; see web.go.
+	WebSocketAddress string   `toml:"websocket_address"` // "" = off
+	WebSocketPlain   bool     `toml:"websocket_plain"`   // ws:// without TLS: loopback only
+	WebSocketOrigins []string `toml:"websocket_origins"` // allowed Origin values; default: our own
 }
 
 // Auth is how local clients prove they are the account owner.
@@ -471,6 +476,9 @@ func (c *Config) finish() error {
 		if !isLoopback(a) && !c.Metrics.AllowRemote {
 			return bad("metrics.address", "%q is not a loopback address: the metrics show your rooms' activity to whoever can reach it; set metrics.allow_remote = true if that is what you want", a)
 		}
+	}
+	if err := c.validateWeb(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i, r := range c.Rooms {

@@ -64,7 +64,11 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 			_ = meter.SetDeadline(time.Unix(1, 0))
 		}
 	}}
-	sess, err := xmpp.ReceiveSession(context.Background(), rw, 0, n.negotiate)
+	var state xmpp.SessionState
+	if _, ok := raw.(*wsConn); ok {
+		state = xmpp.Secure // wss, or plain ws on loopback by configuration
+	}
+	sess, err := xmpp.ReceiveSession(context.Background(), rw, state, n.negotiate)
 	if err != nil {
 		se := n.abort(ctx, sess, raw, meter, err)
 		s.log.Debug("listener: negotiation ended", "remote", remote, "err", err, "stream_error", se)
@@ -99,7 +103,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 		Remote:    remote,
 		ID:        s.nextID.Add(1),
 		Since:     time.Now(),
-		TLS:       tls.VersionName(sess.ConnectionState().Version),
+		TLS:       connTLS(sess, raw),
 		srv:       s,
 		mechanism: n.mechanism,
 		conn:      conn,

@@ -117,6 +117,8 @@ type Server struct {
 
 	amu   sync.Mutex
 	addrs map[string]*addrCount // remote IP → its connections
+
+	ws *wsListener // XMPP over WebSocket and the web client (wsserver.go)
 }
 
 // addrCount is what one remote address holds open.
@@ -142,7 +144,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		return nil, errors.New("listener: no credentials")
 	case cfg.TLS == nil || (len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil && cfg.TLS.GetConfigForClient == nil):
 		return nil, errors.New("listener: no TLS certificate")
-	case cfg.Address == "" && cfg.DirectTLSAddress == "":
+	case cfg.Address == "" && cfg.DirectTLSAddress == "" && cfg.WebSocketAddress == "":
 		return nil, errors.New("listener: no address to listen on")
 	}
 	if cfg.Logger == nil {
@@ -196,7 +198,7 @@ func directTLSConfig(base *tls.Config) *tls.Config {
 func (s *Server) Listen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ln != nil || s.dln != nil {
+	if s.ln != nil || s.dln != nil || s.ws != nil {
 		return nil
 	}
 	if s.cfg.Address != "" {
@@ -216,6 +218,15 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("listener: %w", err)
 		}
 		s.dln = ln
+	}
+	if err := s.listenWS(); err != nil {
+		for _, l := range []net.Listener{s.ln, s.dln} {
+			if l != nil {
+				l.Close()
+			}
+		}
+		s.ln, s.dln = nil, nil
+		return err
 	}
 	return nil
 }
@@ -251,12 +262,20 @@ func (s *Server) Serve(ctx context.Context) error {
 		ln     net.Listener
 		direct bool
 	}{{s.ln, false}, {s.dln, true}}
+	ws := s.ws
 	s.mu.Unlock()
 
 	connCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var loops sync.WaitGroup
-	errc := make(chan error, len(listeners))
+	errc := make(chan error, len(listeners)+1)
+	if ws != nil {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			errc <- s.serveWS(connCtx, ws)
+		}()
+	}
 	for _, l := range listeners {
 		if l.ln == nil {
 			continue

@@ -60,6 +60,13 @@ if ! command -v openssl >/dev/null 2>&1; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
 fi
 build
+# The web client (Converse.js from npm); the demo goes on without it.
+web_root=""
+if ./scripts/make-web.sh; then
+	web_root="$repo/web/root"
+else
+	say "warning: no web client (make web failed, see above); the XMPP ports work as usual"
+fi
 
 # --- throwaway directory and cleanup ------------------------------------------
 
@@ -134,14 +141,15 @@ wait_log() {
 
 # Free loopback ports, held open together so they are distinct. Another
 # program could take one before we bind it; then startup fails loudly.
-read -r prosody_port bouncer_port direct_port < <("$python" -c '
+read -r prosody_port bouncer_port direct_port web_port < <("$python" -c '
 import socket
-s = [socket.socket() for _ in range(3)]
+s = [socket.socket() for _ in range(4)]
 for x in s:
     x.bind(("127.0.0.1", 0))
 print(*(x.getsockname()[1] for x in s))
 ') || die "could not find free ports on 127.0.0.1"
 bouncer_port=${DEMO_PORT:-$bouncer_port}
+web_port=${DEMO_WEB_PORT:-$web_port}
 
 # --- Prosody -----------------------------------------------------------------
 
@@ -228,7 +236,7 @@ say "bob is talking in demo@conference.localhost"
 # --- the bouncer -------------------------------------------------------------
 
 # Mode 0600 from the start: it holds passwords (the bouncer warns otherwise).
-./scripts/demo-config.sh "$dir" "$prosody_port" "$bouncer_port" "$direct_port"
+./scripts/demo-config.sh "$dir" "$prosody_port" "$bouncer_port" "$direct_port" "$web_port" "$web_root"
 
 ./xmppbouncer check-config -config "$dir/xmppbouncer.toml" >/dev/null
 ./xmppbouncer -config "$dir/xmppbouncer.toml" >"$dir/bouncer.log" 2>&1 &
@@ -278,6 +286,11 @@ cat <<EOF
   (DEMO_PORT=5222 make demo) and takes only a certificate the system
   trusts: add the one above to the system store (Debian: copy it to
   /usr/local/share/ca-certificates/xmppbouncer.crt, update-ca-certificates).
+
+  In a browser: https://127.0.0.1:$web_port/  (the web client, Converse.js:
+  accept the certificate, log in with the password above; the demo room is
+    https://127.0.0.1:$web_port/#converse/room?jid=demo@conference.localhost
+  ). Other WebSocket clients: wss://127.0.0.1:$web_port/xmpp-websocket
 
   Logs: $dir/bouncer.log (bouncer), prosody.log, bot.log
   Ctrl-C stops the bouncer, the bot and Prosody and removes $dir.

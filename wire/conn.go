@@ -406,7 +406,10 @@ func Classify(err error) *stanza.StreamError {
 	var peer mstream.Error
 	var opErr *net.OpError
 	var peerErr *PeerStreamError
+	var own *stanza.StreamError
 	switch {
+	case errors.As(err, &own):
+		return own // the transport beneath already knows the condition
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF) && !errors.As(err, &synErr):
 		return nil
 	case errors.As(err, &peer), errors.As(err, &peerErr), unparsedStreamError(err):

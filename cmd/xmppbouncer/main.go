@@ -227,6 +227,16 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	if cfg.Listen.DirectTLSAddress != "" {
 		fmt.Fprintf(stdout, ", direct TLS on %s", cfg.Listen.DirectTLSAddress)
 	}
+	if a := cfg.Listen.WebSocketAddress; a != "" {
+		scheme := "wss"
+		if cfg.Listen.WebSocketPlain {
+			scheme = "ws"
+		}
+		fmt.Fprintf(stdout, ", WebSocket on %s://%s/xmpp-websocket", scheme, a)
+		if cfg.Web.Root != "" {
+			fmt.Fprintf(stdout, " with the web client from %s", cfg.Web.Root)
+		}
+	}
 	fmt.Fprintln(stdout)
 	fmt.Fprintf(stdout, "  certificate: %s\n", orDefault(cfg.Listen.CertFile, "self-signed, generated in the data directory"))
 	fmt.Fprintf(stdout, "  archive: %s (retention %s)\n", cfg.Storage.Path, cfg.History.Retention)
