@@ -40,6 +40,17 @@ func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
 	if t, ok := delayStamp(el, r.JID, now); ok {
 		m.Stamp = t
 	}
+	// The room dates its history in whole seconds (Prosody), while a live
+	// arrival keeps its fraction: a message the gap fill brings, which came
+	// after our newest, could read as earlier than a live one of the same
+	// second and be replayed before it. Within that second it is placed
+	// after what the archive has; an older second keeps its own stamp.
+	if m.Stamp.Before(r.stampFloor) && m.Stamp.Truncate(time.Second).Equal(r.stampFloor.Truncate(time.Second)) {
+		m.Stamp = r.stampFloor
+	}
+	if m.Stamp.After(r.stampFloor) {
+		r.stampFloor = m.Stamp
+	}
 	if body := el.Child(stanza.NSClient, "body"); body != nil {
 		s := body.Text()
 		m.Body = &s
