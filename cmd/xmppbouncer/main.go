@@ -108,8 +108,13 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	account, _ := jid.Parse(cfg.Upstream.JID)
 	dataDir := filepath.Dir(cfg.Storage.Path)
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return fmt.Errorf("create data directory %s: %w", dataDir, err)
+		return fmt.Errorf("create data directory %s: %w", dataDir, explainFSError(err))
 	}
+	unlock, err := lockDatabase(cfg.Storage.Path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	db, err := sqlite.Open(ctx, cfg.Storage.Path)
 	if err != nil {
 		return fmt.Errorf("open archive %s: %w", cfg.Storage.Path, err)
