@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"xmppbouncer/sqlite"
 )
 
 // lockDatabase takes an exclusive lock on dbPath+".lock" for as long as the
@@ -19,7 +22,7 @@ func lockDatabase(dbPath string) (release func(), err error) {
 	path := dbPath + ".lock"
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("cannot create the lock file %s: %w", path, explainFSError(err))
+		return nil, fmt.Errorf("the data directory %s is not writable (cannot create the lock file %s): %w", filepath.Dir(path), filepath.Base(path), sqlite.ExplainFSError(err))
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()
@@ -39,18 +42,4 @@ func lockDatabase(dbPath string) (release func(), err error) {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return func() { f.Close() }, nil
-}
-
-// explainFSError turns the errors a data directory can give into words that
-// say what is wrong with it.
-func explainFSError(err error) error {
-	switch {
-	case errors.Is(err, syscall.EROFS):
-		return fmt.Errorf("the file system is mounted read-only (%w)", err)
-	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("the directory is not writable by this user (uid %d) (%w)", os.Getuid(), err)
-	case errors.Is(err, syscall.ENOSPC):
-		return fmt.Errorf("the disk is full (%w)", err)
-	}
-	return err
 }

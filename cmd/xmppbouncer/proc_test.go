@@ -34,6 +34,12 @@ func TestMain(m *testing.M) {
 func binary(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
+		// XMPPBOUNCER_TEST_BIN runs the tests against another build, e.g.
+		// an older one for before/after figures.
+		if p := os.Getenv("XMPPBOUNCER_TEST_BIN"); p != "" {
+			binPath = p
+			return
+		}
 		binDir, binErr = os.MkdirTemp("", "xmppbouncer-bin-")
 		if binErr != nil {
 			return
