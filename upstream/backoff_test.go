@@ -105,9 +105,9 @@ func TestBackoffGrowsOnConflictLoop(t *testing.T) {
 // onlineTimes is a Handler that only records when sessions bind.
 type onlineTimes chan time.Time
 
-func (o onlineTimes) Online(jid.JID)           { o <- time.Now() }
+func (o onlineTimes) Online(jid.JID)            { o <- time.Now() }
 func (o onlineTimes) Stanza(el *stanza.Element) {}
-func (o onlineTimes) Offline(error)            {}
+func (o onlineTimes) Offline(error)             {}
 
 // BenchmarkReconnectAfterRestarts measures the figure of issue 17: Prosody
 // restarted 10 times, 1–4 s apart, with the default backoff; the delay
