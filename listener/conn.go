@@ -346,7 +346,7 @@ func (n *negotiation) abort(srvCtx context.Context, sess *xmpp.Session, raw net.
 // 6120 §4.9.3.14 policy-violation) and closes it, in the background so the
 // accept loop and the other clients never wait for it.
 func (s *Server) reject(raw net.Conn, direct bool, why string) {
-	s.log.Warn("listener: connection refused", "remote", raw.RemoteAddr().String(), "reason", why)
+	s.refusedLog.warn(why, raw.RemoteAddr().String())
 	select {
 	case s.rejecting <- struct{}{}:
 	default:

@@ -100,6 +100,8 @@ type Server struct {
 
 	sm SMOptions
 
+	refusedLog *rateLog // "connection refused", rate-limited per reason
+
 	mu        sync.Mutex
 	ln, dln   net.Listener
 	clients   map[uint64]*Client // bound, hibernated ones included
@@ -161,6 +163,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		oldIDs:     make(map[string]uint32),
 		addrs:      make(map[string]*addrCount),
 	}
+	s.refusedLog = newRateLog(cfg.Logger, "listener: connection refused", refusedLogEvery)
 	return s, nil
 }
 
