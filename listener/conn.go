@@ -88,6 +88,9 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 		if conn == nil {
 			return
 		}
+		c.mu.Lock()
+		c.ip = ip
+		c.mu.Unlock()
 		s.log.Info("listener: client resumed on a new connection", "jid", c.JID.String(), "remote", remote, "direct_tls", direct, "id", c.ID)
 		s.runConn(c, conn)
 		return
@@ -104,6 +107,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 		mechanism: n.mechanism,
 		conn:      conn,
 		last:      conn,
+		ip:        ip,
 	}
 	if !s.register(c) {
 		conn.Close(&stanza.StreamError{Condition: "system-shutdown"})

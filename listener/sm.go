@@ -25,6 +25,10 @@ type SMOptions struct {
 	AckDelay      time.Duration // or this long after unacked output
 	ResumeTimeout time.Duration // how long a hibernated session waits for a resume
 	ResumeQueue   int           // unacked stanzas kept per session; past it the session ends
+	// Hibernated sessions kept, in all and per remote address; past
+	// either cap the oldest expires at once (hibcap.go).
+	MaxHibernated           int
+	MaxHibernatedPerAddress int
 }
 
 const (
@@ -49,6 +53,12 @@ func (o SMOptions) withDefaults() SMOptions {
 	}
 	if o.ResumeQueue <= 0 {
 		o.ResumeQueue = defaultResumeQueue
+	}
+	if o.MaxHibernated <= 0 {
+		o.MaxHibernated = defaultMaxHibernated
+	}
+	if o.MaxHibernatedPerAddress <= 0 {
+		o.MaxHibernatedPerAddress = defaultMaxHibernatedPerAddress
 	}
 	return o
 }
@@ -414,6 +424,7 @@ func (s *Server) connEnded(c *Client, conn *wire.Conn, reason error) {
 			c.sm.ackTimer = nil
 		}
 		c.hibGen++
+		c.hibSince = time.Now()
 		gen := c.hibGen
 		c.hibTimer = time.AfterFunc(s.sm.ResumeTimeout, func() {
 			s.endHibernated(c, gen, true, errors.New("listener: hibernated session expired"))
@@ -424,6 +435,7 @@ func (s *Server) connEnded(c *Client, conn *wire.Conn, reason error) {
 		if rh, ok := s.h.(ResumeHandler); ok {
 			rh.Hibernated(c)
 		}
+		s.capHibernated(c)
 		return
 	}
 	c.ended = true

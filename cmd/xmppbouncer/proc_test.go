@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,7 +32,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		// XMPPBOUNCER_TEST_BIN runs the tests against another build, e.g.
@@ -79,7 +80,7 @@ func (p *proc) stderr() string {
 
 // startBinary runs the bouncer with the config file cfg; the process is
 // stopped (SIGTERM, then SIGKILL) when the test ends.
-func startBinary(t *testing.T, args ...string) *proc {
+func startBinary(t testing.TB, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(binary(t), args...), done: make(chan struct{})}
 	p.cmd.Stderr = p
@@ -96,7 +97,7 @@ func startBinary(t *testing.T, args ...string) *proc {
 	return p
 }
 
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	select {
 	case <-p.done:
 		return
@@ -113,7 +114,7 @@ func (p *proc) stop(t *testing.T) {
 }
 
 // exited waits up to d for the process to end and returns its exit code.
-func (p *proc) exited(t *testing.T, d time.Duration) int {
+func (p *proc) exited(t testing.TB, d time.Duration) int {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -125,7 +126,7 @@ func (p *proc) exited(t *testing.T, d time.Duration) int {
 }
 
 // waitLog waits until the process's output contains s.
-func (p *proc) waitLog(t *testing.T, s string, d time.Duration) {
+func (p *proc) waitLog(t testing.TB, s string, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !strings.Contains(p.stderr(), s) {
@@ -162,4 +163,20 @@ password = "local"
 [storage]
 path = %q
 %s`, srv.JID(testserver.Alice), testserver.Password(testserver.Alice), srv.Addr, srv.CAFile, dbPath, extra))
+}
+
+// waitDirectTLS waits for the direct TLS listener and returns its address.
+func (p *proc) waitDirectTLS(t testing.TB) string {
+	t.Helper()
+	re := regexp.MustCompile(`accepting clients.* addr=(\S+) direct_tls=true`)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(p.stderr()); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no direct TLS listener logged:\n%s", p.stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
