@@ -124,6 +124,10 @@ max_connections = 4000
 max_connections_per_address = 4000
 max_unauthenticated_per_address = 4000
 `, srv.JID(testserver.Alice), testserver.Password(testserver.Alice), srv.Addr, srv.CAFile, filepath.Join(dir, "x.db"))
+	// XB_MAX_HIBERNATED=n raises both caps, to see the growth without them.
+	if n := os.Getenv("XB_MAX_HIBERNATED"); n != "" {
+		body += "max_hibernated = " + n + "\nmax_hibernated_per_address = " + n + "\n"
+	}
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		b.Fatal(err)
 	}
