@@ -51,6 +51,9 @@ func (b *Bouncer) storeOfflineAs(el *stanza.Element, bounce bool) bool {
 			b.log.Debug("stored offline", "from", el.From())
 		case !bounce:
 			b.log.Warn("unacknowledged message lost: the offline store is full", "from", el.From(), "max", b.opt.Config.Offline.MaxMessages)
+		case b.arch.degraded():
+			b.log.Warn("archive unavailable and offline messages waiting for it use their memory bound: message refused with an error to its sender", "from", el.From())
+			b.sendUp(upstreamError(el, stanza.ErrWait, "resource-constraint"))
 		default:
 			b.log.Warn("offline store full: message refused with an error to its sender", "from", el.From(), "max", b.opt.Config.Offline.MaxMessages)
 			b.sendUp(upstreamError(el, stanza.ErrWait, "resource-constraint"))
@@ -77,6 +80,7 @@ func (b *Bouncer) feedOffline(s *sessions.Session) {
 		return
 	}
 	b.dlv.offlineTo = s.ID
+	b.noticeHistoryUnavailable(s, "")
 	h := b.reserve(s)
 	id, to := s.ID, s.JID.String()
 	b.offLoop(func(ctx context.Context, db Store) func() {
