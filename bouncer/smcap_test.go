@@ -57,3 +57,52 @@ func TestSMHibernatedCap(t *testing.T) {
 	desk := e.availableClient("desk")
 	desk.Expect(t, "the stored chat", hasBody("keep me"))
 }
+
+// TestSMHibernatedSiblingPresence: a hibernated session is not queued the
+// available presences of the account's other clients (with many clients
+// that hibernate, each would hold one from every later client: memory
+// growing with the square of their number). When it resumes it gets each
+// sibling's current presence once, after what was queued; a sibling that
+// left meanwhile is queued its unavailable as usual.
+func TestSMHibernatedSiblingPresence(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	c := e.dialSM(t)
+	c.bind("phone")
+	id := c.enable()
+	c.received() // the bind result, before <enable/>
+	c.write(`<presence/>`)
+	c.expect("own presence", func(el *stanza.Element) bool { return el.Kind() == "presence" })
+	time.Sleep(100 * time.Millisecond)
+	h := len(c.received())
+	c.drop()
+	e.waitFor("hibernation", func() bool { _, _, hib, _ := e.counters("phone"); return hib })
+	sent0, _, _, _ := e.counters("phone")
+
+	e.availableClient("laptop")
+	tablet := e.availableClient("tablet")
+	tablet.Send(t, `<presence><show>away</show></presence>`)
+	desk := e.availableClient("desk")
+	desk.Close()
+	e.waitFor("desk gone", func() bool { return e.session("desk") == nil })
+	sent1, _, _, _ := e.counters("phone")
+	if n := sent1 - sent0; n != 1 {
+		t.Fatalf("%d stanzas queued for the hibernated session, want 1 (desk's unavailable)", n)
+	}
+
+	r := e.dialSMResume(t, id, h)
+	r.expect("resumed", isSM("resumed"))
+	time.Sleep(500 * time.Millisecond)
+	got := map[string][]string{}
+	for _, el := range r.received() {
+		if el.Kind() == "presence" {
+			_, res := splitJID(el.From())
+			got[res] = append(got[res], el.Type()+"/"+el.ChildText(stanza.NSClient, "show"))
+		}
+	}
+	want := map[string]string{"desk": "unavailable/", "laptop": "/", "tablet": "/away"}
+	for res, w := range want {
+		if len(got[res]) != 1 || got[res][0] != w {
+			t.Errorf("presence from %s after resume: %q, want [%q]", res, got[res], w)
+		}
+	}
+}

@@ -123,6 +123,7 @@ path = %q
 max_connections = 4000
 max_connections_per_address = 4000
 max_unauthenticated_per_address = 4000
+queue_len = 8192
 `, srv.JID(testserver.Alice), testserver.Password(testserver.Alice), srv.Addr, srv.CAFile, filepath.Join(dir, "x.db"))
 	// XB_MAX_HIBERNATED=n raises both caps, to see the growth without them.
 	if n := os.Getenv("XB_MAX_HIBERNATED"); n != "" {
