@@ -65,8 +65,9 @@ type Client struct {
 	ended    bool // Closed is reported (or about to be)
 	hibGen   uint64
 	hibTimer *time.Timer
-	hibSince time.Time // when it last hibernated
-	ip       string    // remote IP of its latest connection
+	hibSince time.Time       // when it last hibernated
+	lastDone <-chan struct{} // while hibernated: Done of the ended connection
+	ip       string          // remote IP of its latest connection
 }
 
 // Mechanism is the SASL mechanism the client authenticated with.

@@ -88,6 +88,9 @@ type streamMgmt struct {
 	// covered by h; Delivered counts them by what preConn flushed.
 	preSent uint64
 	preConn *wire.Conn
+	// preFlushed is preConn's final Delivered, kept when preConn is let go
+	// (at hibernation: an ended connection holds its buffers).
+	preFlushed uint64
 
 	requested uint64 // total when we last sent <r/>
 	sinceR    int    // stanzas written since the last <r/>
@@ -203,7 +206,11 @@ func (c *Client) Delivered() uint64 {
 	if sm.ackedTotal == 0 {
 		// Once anything after <enable/> is acked, TCP order says all of
 		// these arrived; until then, only what was flushed counts.
-		pre = min(pre, sm.preConn.Delivered())
+		if sm.preConn != nil {
+			pre = min(pre, sm.preConn.Delivered())
+		} else {
+			pre = min(pre, sm.preFlushed)
+		}
 	}
 	return pre + sm.ackedTotal
 }
@@ -287,7 +294,7 @@ func (c *Client) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn == nil {
-		return c.last.Done()
+		return c.lastDone
 	}
 	return c.conn.Done()
 }
@@ -417,8 +424,16 @@ func (s *Server) connEnded(c *Client, conn *wire.Conn, reason error) {
 		return
 	}
 	if c.sm != nil && c.sm.id != "" && !c.closing && hibernatable(reason) && !s.isStopping() {
+		// A hibernated session keeps nothing of its ended connection (its
+		// buffers and queue are tens of KB) but its done channel and what
+		// Delivered needs.
 		c.conn = nil
-		c.last = conn
+		c.last = nil
+		c.lastDone = conn.Done()
+		if c.sm.preConn != nil {
+			c.sm.preFlushed = c.sm.preConn.Delivered()
+			c.sm.preConn = nil
+		}
 		if c.sm.ackTimer != nil {
 			c.sm.ackTimer.Stop()
 			c.sm.ackTimer = nil
