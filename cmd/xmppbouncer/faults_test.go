@@ -166,8 +166,11 @@ func TestReadOnlyDataDirectory(t *testing.T) {
 		if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
 			t.Fatalf("remount %s read-only: %v", dir, err)
 		}
-	} else if err := os.Chmod(dir, 0o500); err != nil {
-		t.Fatal(err)
+	} else {
+		if err := os.Chmod(dir, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Chmod(dir, 0o700) }) // so TempDir can remove it
 	}
 	p := startBinary(t, "-config", prosodyConfig(t, srv, db, ""))
 	if code := p.exited(t, 30*time.Second); code != 1 {
