@@ -51,6 +51,15 @@ type archiver struct {
 	// committed; past offlineMax (a full disk) new ones are refused.
 	offlineBytes atomic.Int64
 	offlineMax   int64
+
+	onRecover func() // runs on the loop when a failing write succeeds; with mu
+}
+
+// setOnRecover sets what runs on the loop when the archive is back.
+func (a *archiver) setOnRecover(f func()) {
+	a.mu.Lock()
+	a.onRecover = f
+	a.mu.Unlock()
 }
 
 // offlineQueueMax bounds the memory of offline messages waiting for their
@@ -315,6 +324,12 @@ func (a *archiver) retry(what string, rest []archJob, f func(ctx context.Context
 		if err == nil {
 			if a.down.Swap(false) {
 				a.log.Warn("archive available again", "what", what, "after_attempts", attempt)
+				a.mu.Lock()
+				f := a.onRecover
+				a.mu.Unlock()
+				if f != nil {
+					a.post(f)
+				}
 			}
 			return
 		}

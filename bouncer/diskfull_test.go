@@ -19,7 +19,8 @@ import (
 // that history is incomplete, instead of waiting behind a write that
 // retries until space returns. Chats for nobody wait in memory only up to
 // a bound; past it their senders get resource-constraint. Once space
-// returns, every accepted chat is stored and delivered.
+// returns, every accepted chat is delivered, also to a client that came
+// while the disk was full.
 func TestDiskFull(t *testing.T) {
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m,mode=0700"); err != nil {
@@ -113,16 +114,22 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("%d chats refused, want %d", len(refused), chats-3)
 	}
 
-	// Space returns: the accepted chats are committed, none lost.
+	// A client comes while they wait for the disk: it is served at once
+	// (they are not committed yet), and gets them once space returns,
+	// without reconnecting. None is lost.
+	desk := e.availableClient("desk")
+	desk.Expect(t, "a notice that history is incomplete", func(el *stanza.Element) bool {
+		return el.Type() == "headline" && strings.Contains(el.ChildText(stanza.NSClient, "body"), "cannot write its archive")
+	})
 	if err := os.Remove(fill); err != nil {
 		t.Fatal(err)
 	}
 	e.waitFor("the archive recovered", func() bool { return !e.b.arch.degraded() })
-	e.waitFor("the accepted chats stored", func() bool { return e.offlineCount() == 3 })
-	desk := e.availableClient("desk")
 	for i := range chats {
 		if id := fmt.Sprintf("c%d", i); !refused[id] {
 			desk.Expect(t, "stored chat "+id, func(el *stanza.Element) bool { return el.ID() == id })
 		}
 	}
+	e.waitFor("the delivered chats deleted from the store", func() bool { return e.offlineCount() == 0 })
+	desk.ExpectNone(t, 300*time.Millisecond, func(el *stanza.Element) bool { return strings.HasPrefix(el.ID(), "c") })
 }
