@@ -131,7 +131,7 @@ func TestCorruptDatabaseRefused(t *testing.T) {
 // mountTmpfs mounts a tmpfs of size bytes on a new directory for the test
 // and unmounts it at the end; ok is false where mounting is impossible (not
 // root, or no CAP_SYS_ADMIN in a container).
-func mountTmpfs(t *testing.T, size int64) (dir string, ok bool) {
+func mountTmpfs(t testing.TB, size int64) (dir string, ok bool) {
 	t.Helper()
 	dir = t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {

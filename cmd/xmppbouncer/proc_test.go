@@ -144,7 +144,7 @@ func (p *proc) waitLog(t testing.TB, s string, d time.Duration) {
 
 // prosodyConfig is a config for the bouncer in front of the real Prosody
 // srv, its database at dbPath, listening on free loopback ports.
-func prosodyConfig(t *testing.T, srv *testserver.Server, dbPath, extra string) string {
+func prosodyConfig(t testing.TB, srv *testserver.Server, dbPath, extra string) string {
 	t.Helper()
 	return writeConfig(t, fmt.Sprintf(`
 [upstream]
