@@ -136,6 +136,7 @@ func New(opt Options) *Bouncer {
 	}
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
+		b.arch.setOnRecover(b.archiveRecovered)
 	}
 	return b
 }

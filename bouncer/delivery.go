@@ -75,6 +75,11 @@ type delivery struct {
 	// offlineLoaded says whether its rows are loaded (see feedOffline).
 	offlineTo      uint64
 	offlineDeleted int64 // highest offline seq deleted or being deleted
+	// offlineFed is the highest offline seq handed to offlineTo, and
+	// offlineStale says it was fed while the archive was down: rows
+	// committed since are fed to it once the archive is back.
+	offlineFed   int64
+	offlineStale bool
 	// uncommitted are delivered room messages still waiting for their
 	// commit; they move their cursor once it lands (resolveUncommitted).
 	uncommitted []uncommittedMark

@@ -109,6 +109,7 @@ func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLi
 	if lim.MaxStanzas > hc.ReplayMax {
 		lim.MaxStanzas = hc.ReplayMax
 	}
+	b.noticeHistoryUnavailable(s, r.JID)
 	h := b.reserve(s)
 	id, to, room := s.ID, s.JID.String(), r.JID
 	b.offLoop(func(ctx context.Context, db Store) func() {

@@ -163,12 +163,24 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 }
 
 // reflectPresence sends s's presence to itself and its available siblings.
+//
+// A hibernated sibling is not queued an available presence: with many
+// clients that each hibernate, every one would hold one from each client
+// that came after it (memory growing with the square of their number).
+// It gets its siblings' current presence when it resumes instead
+// (resumedSiblings); unavailable ones are queued as usual, so it also
+// learns who left meanwhile.
 func (b *Bouncer) reflectPresence(s *sessions.Session, el *stanza.Element) {
 	from := s.JID.String()
 	for _, o := range b.reg.Available() {
-		if o != s {
-			b.sendTo(o, el.With("from", from, "to", o.JID.String()))
+		if o == s {
+			continue
 		}
+		if o.Hibernated && el.Type() == "" {
+			o.SiblingsMissed = true
+			continue
+		}
+		b.sendTo(o, el.With("from", from, "to", o.JID.String()))
 	}
 	b.sendTo(s, el.With("from", from, "to", from))
 }
@@ -179,6 +191,18 @@ func (b *Bouncer) sendSiblingsTo(s *sessions.Session) {
 		if o != s {
 			b.sendTo(s, o.Presence.With("from", o.JID.String(), "to", s.JID.String()))
 		}
+	}
+}
+
+// resumedSiblings gives a resumed client the current presence of the
+// siblings whose available presence it was not queued while hibernated.
+func (b *Bouncer) resumedSiblings(s *sessions.Session) {
+	if !s.SiblingsMissed {
+		return
+	}
+	s.SiblingsMissed = false
+	if s.Available() {
+		b.sendSiblingsTo(s)
 	}
 }
 

@@ -141,6 +141,10 @@ type Limits struct {
 	AckDelay      Duration `toml:"ack_delay"`      // or this long after unacked output
 	ResumeTimeout Duration `toml:"resume_timeout"` // a hibernated session waits this long
 	ResumeQueue   int      `toml:"resume_queue"`   // unacked stanzas kept per session
+	// Hibernated sessions kept, in all and per remote address; past a cap
+	// the oldest expires early.
+	MaxHibernated           int `toml:"max_hibernated"`
+	MaxHibernatedPerAddress int `toml:"max_hibernated_per_address"`
 }
 
 // Log configures logging.
@@ -329,6 +333,12 @@ func (c *Config) Defaults() {
 	if l.ResumeQueue == 0 {
 		l.ResumeQueue = 10000
 	}
+	if l.MaxHibernated == 0 {
+		l.MaxHibernated = 100
+	}
+	if l.MaxHibernatedPerAddress == 0 {
+		l.MaxHibernatedPerAddress = 20
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -463,6 +473,12 @@ func (c *Config) finish() error {
 	}
 	if c.Limits.ResumeQueue < 1 {
 		return bad("limits.resume_queue", "must be at least 1")
+	}
+	if c.Limits.MaxHibernated < 1 {
+		return bad("limits.max_hibernated", "must be at least 1")
+	}
+	if c.Limits.MaxHibernatedPerAddress < 1 {
+		return bad("limits.max_hibernated_per_address", "must be at least 1")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

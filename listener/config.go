@@ -129,6 +129,9 @@ func ConfigFrom(c *config.Config, dataDir string, log *slog.Logger) (Config, err
 			AckDelay:      l.AckDelay.Duration,
 			ResumeTimeout: l.ResumeTimeout.Duration,
 			ResumeQueue:   l.ResumeQueue,
+
+			MaxHibernated:           l.MaxHibernated,
+			MaxHibernatedPerAddress: l.MaxHibernatedPerAddress,
 		},
 		MaxConnections: l.MaxConnections,
 

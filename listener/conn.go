@@ -92,6 +92,9 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 		if conn == nil {
 			return
 		}
+		c.mu.Lock()
+		c.ip = ip
+		c.mu.Unlock()
 		s.log.Info("listener: client resumed on a new connection", "jid", c.JID.String(), "remote", remote, "direct_tls", direct, "id", c.ID)
 		s.runConn(c, conn)
 		return
@@ -109,6 +112,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 		conn:      conn,
 		last:      conn,
 		ua:        n.ua,
+		ip:        ip,
 	}
 	if n.bind2Req != nil {
 		// XEP-0386: the <success/> with <bound/> is the first thing the
@@ -362,7 +366,7 @@ func (n *negotiation) abort(srvCtx context.Context, sess *xmpp.Session, raw net.
 // 6120 §4.9.3.14 policy-violation) and closes it, in the background so the
 // accept loop and the other clients never wait for it.
 func (s *Server) reject(raw net.Conn, direct bool, why string) {
-	s.log.Warn("listener: connection refused", "remote", raw.RemoteAddr().String(), "reason", why)
+	s.refusedLog.warn(why, raw.RemoteAddr().String())
 	select {
 	case s.rejecting <- struct{}{}:
 	default:

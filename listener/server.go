@@ -65,6 +65,9 @@ type Client struct {
 	ended    bool // Closed is reported (or about to be)
 	hibGen   uint64
 	hibTimer *time.Timer
+	hibSince time.Time       // when it last hibernated
+	lastDone <-chan struct{} // while hibernated: Done of the ended connection
+	ip       string          // remote IP of its latest connection
 
 	ua           UserAgent // SASL2 <user-agent/>; zero for legacy SASL
 	bind2Carbons bool      // XEP-0386 inline carbons enable
@@ -105,6 +108,8 @@ type Server struct {
 	// endpoint is the tls-server-end-point binding of our certificate;
 	// nil when it cannot be known in advance (cbind.go).
 	endpoint []byte
+
+	refusedLog *rateLog // "connection refused", rate-limited per reason
 
 	mu        sync.Mutex
 	ln, dln   net.Listener
@@ -173,6 +178,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.FastTokenLifetime <= 0 {
 		s.cfg.FastTokenLifetime = DefaultFastTokenLifetime
 	}
+	s.refusedLog = newRateLog(cfg.Logger, "listener: connection refused", refusedLogEvery)
 	return s, nil
 }
 

@@ -25,6 +25,10 @@ type SMOptions struct {
 	AckDelay      time.Duration // or this long after unacked output
 	ResumeTimeout time.Duration // how long a hibernated session waits for a resume
 	ResumeQueue   int           // unacked stanzas kept per session; past it the session ends
+	// Hibernated sessions kept, in all and per remote address; past
+	// either cap the oldest expires at once (hibcap.go).
+	MaxHibernated           int
+	MaxHibernatedPerAddress int
 }
 
 const (
@@ -49,6 +53,12 @@ func (o SMOptions) withDefaults() SMOptions {
 	}
 	if o.ResumeQueue <= 0 {
 		o.ResumeQueue = defaultResumeQueue
+	}
+	if o.MaxHibernated <= 0 {
+		o.MaxHibernated = defaultMaxHibernated
+	}
+	if o.MaxHibernatedPerAddress <= 0 {
+		o.MaxHibernatedPerAddress = defaultMaxHibernatedPerAddress
 	}
 	return o
 }
@@ -78,6 +88,9 @@ type streamMgmt struct {
 	// covered by h; Delivered counts them by what preConn flushed.
 	preSent uint64
 	preConn *wire.Conn
+	// preFlushed is preConn's final Delivered, kept when preConn is let go
+	// (at hibernation: an ended connection holds its buffers).
+	preFlushed uint64
 
 	requested uint64 // total when we last sent <r/>
 	sinceR    int    // stanzas written since the last <r/>
@@ -193,7 +206,11 @@ func (c *Client) Delivered() uint64 {
 	if sm.ackedTotal == 0 {
 		// Once anything after <enable/> is acked, TCP order says all of
 		// these arrived; until then, only what was flushed counts.
-		pre = min(pre, sm.preConn.Delivered())
+		if sm.preConn != nil {
+			pre = min(pre, sm.preConn.Delivered())
+		} else {
+			pre = min(pre, sm.preFlushed)
+		}
 	}
 	return pre + sm.ackedTotal
 }
@@ -289,7 +306,7 @@ func (c *Client) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn == nil {
-		return c.last.Done()
+		return c.lastDone
 	}
 	return c.conn.Done()
 }
@@ -426,13 +443,22 @@ func (s *Server) connEnded(c *Client, conn *wire.Conn, reason error) {
 		return
 	}
 	if c.sm != nil && c.sm.id != "" && !c.closing && hibernatable(reason) && !s.isStopping() {
+		// A hibernated session keeps nothing of its ended connection (its
+		// buffers and queue are tens of KB) but its done channel and what
+		// Delivered needs.
 		c.conn = nil
-		c.last = conn
+		c.last = nil
+		c.lastDone = conn.Done()
+		if c.sm.preConn != nil {
+			c.sm.preFlushed = c.sm.preConn.Delivered()
+			c.sm.preConn = nil
+		}
 		if c.sm.ackTimer != nil {
 			c.sm.ackTimer.Stop()
 			c.sm.ackTimer = nil
 		}
 		c.hibGen++
+		c.hibSince = time.Now()
 		gen := c.hibGen
 		c.hibTimer = time.AfterFunc(s.sm.ResumeTimeout, func() {
 			s.endHibernated(c, gen, true, errors.New("listener: hibernated session expired"))
@@ -443,6 +469,7 @@ func (s *Server) connEnded(c *Client, conn *wire.Conn, reason error) {
 		if rh, ok := s.h.(ResumeHandler); ok {
 			rh.Hibernated(c)
 		}
+		s.capHibernated(c)
 		return
 	}
 	c.ended = true

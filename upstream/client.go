@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
+	mstream "mellium.im/xmpp/stream"
 
 	"xmppbouncer/stanza"
 	"xmppbouncer/wire"
@@ -41,7 +42,7 @@ type Handler interface {
 const (
 	defaultMinBackoff  = time.Second
 	defaultMaxBackoff  = 5 * time.Minute
-	defaultStableAfter = time.Minute // a session up this long resets the backoff
+	defaultStableAfter = time.Minute // a session replaced with <conflict/> must stay up this long to reset the backoff
 )
 
 // idPrefix marks IQs the Client sends for itself; their answers are not
@@ -106,10 +107,14 @@ func (c *Client) Run(ctx context.Context) {
 		} else {
 			failures = 0
 		}
-		// A session that stayed up a while was a success; one that the
-		// server ends right away (a conflict loop, a misconfiguration)
-		// keeps backing off.
-		if upFor >= c.stableAfter {
+		// A session that bound was a success: the next attempt starts
+		// from the short end, so a server that restarts (or flaps) is
+		// rejoined within about minBackoff of being back. The backoff only
+		// grows across attempts that fail to connect or authenticate, and
+		// across sessions the server replaced with <conflict/> (another
+		// client on our resource: coming straight back would kick it, in
+		// a loop) until one stays up stableAfter.
+		if upFor > 0 && (!isConflict(err) || upFor >= c.stableAfter) {
 			backoff = c.minBackoff
 		}
 		wait := jitter(backoff)
@@ -130,6 +135,14 @@ func (c *Client) Run(ctx context.Context) {
 		}
 		backoff = min(backoff*2, c.maxBackoff)
 	}
+}
+
+// isConflict reports whether the server ended the stream with <conflict/>
+// (RFC 6120 §4.9.3.3): another session took our resource.
+func isConflict(err error) bool {
+	var pe *wire.PeerStreamError
+	var me mstream.Error
+	return errors.As(err, &pe) && pe.Condition == "conflict" || errors.As(err, &me) && me.Err == "conflict"
 }
 
 // jitter spreads reconnects ±20% so many bouncers do not hit a restarted
