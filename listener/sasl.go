@@ -75,14 +75,7 @@ func (n *negotiation) authenticate(ctx context.Context, s *xmpp.Session, el *sta
 	for {
 		more, resp, err := step(neg, payload)
 		if err != nil {
-			cond := n.failCond
-			if cond == "" {
-				cond = "not-authorized"
-			}
-			reason := n.failReason
-			if reason == "" {
-				reason = "wrong password or malformed exchange"
-			}
+			cond, reason := n.stepFailure()
 			return 0, nil, n.authFailed(ctx, s, name, cond, reason)
 		}
 		if !more {
@@ -319,4 +312,17 @@ func (t *failTracker) fail(ip string) time.Duration {
 		d *= 2
 	}
 	return min(d, maxFailDelay)
+}
+
+// stepFailure is the condition and log reason of a failed SASL step: what
+// the credential check recorded, or a wrong password.
+func (n *negotiation) stepFailure() (cond, reason string) {
+	cond, reason = n.failCond, n.failReason
+	if cond == "" {
+		cond = "not-authorized"
+	}
+	if reason == "" {
+		reason = "wrong password or malformed exchange"
+	}
+	return cond, reason
 }

@@ -167,14 +167,7 @@ func (n *negotiation) authenticate2(ctx context.Context, s *xmpp.Session, in *st
 	for {
 		more, resp, err := stepAny(st, payload)
 		if err != nil {
-			cond := n.failCond
-			if cond == "" {
-				cond = "not-authorized"
-			}
-			reason := n.failReason
-			if reason == "" {
-				reason = "wrong password or malformed exchange"
-			}
+			cond, reason := n.stepFailure()
 			return 0, n.fail2(ctx, s, name, cond, reason, failText(cond))
 		}
 		if !more {
