@@ -2,7 +2,7 @@
 GO ?= go
 TAGS := sqlite_fts5
 
-.PHONY: build test deps vet fuzz demo bench load
+.PHONY: build test deps vet fuzz demo bench load web
 
 build:
 	$(GO) build -tags $(TAGS) -o xmppbouncer ./cmd/xmppbouncer
@@ -32,3 +32,7 @@ LOAD_FLAGS ?=
 load:
 	@command -v prosody >/dev/null 2>&1 || { echo "make load: prosody is not installed; run \`make deps\` (as root) first" >&2; exit 1; }
 	$(GO) run -tags $(TAGS) ./cmd/xbload -clients 10 -rate 200 -duration 20s $(LOAD_FLAGS)
+
+# The web client served with [web] root: Converse.js from npm into web/root.
+web:
+	./scripts/make-web.sh

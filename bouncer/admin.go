@@ -17,6 +17,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,7 @@ func adminCommands() []adminCommand {
 		{AdminNodeRooms, "Bouncer: rooms (list, join, keep, leave)", (*Bouncer).cmdRooms},
 		{AdminNodeHistory, "Bouncer: history (retention, prune, export)", (*Bouncer).cmdHistory},
 		{AdminNodeReconnect, "Bouncer: reconnect upstream", (*Bouncer).cmdReconnect},
+		{AdminNodeFastTokens, "Bouncer: FAST login tokens (list, revoke a device)", (*Bouncer).cmdFastTokens},
 	}
 }
 
@@ -107,6 +109,7 @@ type adminCall struct {
 	node      string
 	action    string // execute, next, prev, complete, cancel
 	sessionID string
+	continued bool                // the IQ named a session: not the first step
 	form      map[string][]string // the submitted data form; nil on the first step
 }
 
@@ -230,6 +233,7 @@ func (b *Bouncer) adminExecute(s *sessions.Session, el, cmd *stanza.Element) {
 		call.action = "execute"
 	}
 	if call.sessionID != "" {
+		call.continued = true
 		as := b.admin.sessions[call.sessionID]
 		if as == nil || as.node != c.node || as.client != s.ID {
 			// XEP-0050 §4.6: an unknown or expired session.
@@ -250,7 +254,7 @@ func (b *Bouncer) adminExecute(s *sessions.Session, el, cmd *stanza.Element) {
 		call.form = parseForm(x)
 	}
 	if call.action == "prev" {
-		call.form = nil // back to the first step
+		call.form, call.continued = nil, false // back to the first step
 	}
 	c.run(b, call)
 }
@@ -320,6 +324,11 @@ func later[T any](b *Bouncer, work func() T, done func(T)) {
 }
 
 // --- XEP-0004 data forms ---
+//
+// Forms are built for the clients that show them: every field has a var
+// of its own, fixed lines included (slixmpp and poezio keep fields by
+// var), and no option has an empty value (Profanity crashes on one).
+// TestAdminFormsEveryClientCanRead walks every command's every step.
 
 // parseForm returns a submitted form's values by field var.
 func parseForm(x *stanza.Element) map[string][]string {
@@ -356,8 +365,13 @@ func field(x *stanza.Element, typ, v, label string, values ...string) *stanza.El
 	return f
 }
 
-// option adds a list-single/list-multi option.
+// option adds a list-single/list-multi option. Its value is never empty:
+// Profanity passes an option's missing value on as NULL and crashes, so
+// an option without one is left out.
 func option(f *stanza.Element, label, value string) {
+	if value == "" {
+		return
+	}
 	f.Append(stanza.New(stanza.NSDataForm, "option", "label", label).Append(stanza.New(stanza.NSDataForm, "value").AppendText(value)))
 }
 
@@ -366,9 +380,29 @@ func required(f *stanza.Element) *stanza.Element {
 	return f.Append(stanza.New(stanza.NSDataForm, "required"))
 }
 
-// fixed appends a display-only line.
-func fixed(x *stanza.Element, text string) {
-	x.Append(stanza.New(stanza.NSDataForm, "field", "type", "fixed").Append(stanza.New(stanza.NSDataForm, "value").AppendText(text)))
+// fixed appends a display-only line. It has its own var like any field
+// (XEP-0004 makes it optional): slixmpp, and so poezio, keeps a form's
+// fields by var, and lines without one overwrite each other.
+func fixed(x *stanza.Element, v, text string) {
+	x.Append(stanza.New(stanza.NSDataForm, "field", "type", "fixed", "var", v).Append(stanza.New(stanza.NSDataForm, "value").AppendText(text)))
+}
+
+// fixedLines appends lines as fixed fields prefix-1, prefix-2, ….
+func fixedLines(x *stanza.Element, prefix string, lines []string) {
+	for i, l := range lines {
+		fixed(x, prefix+"-"+strconv.Itoa(i+1), l)
+	}
+}
+
+// boolValue reads an XEP-0004 boolean ("1" or "true" is true).
+func boolValue(v string) bool { return v == "1" || v == "true" }
+
+// plural is "1 room", "2 rooms".
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.FormatInt(n, 10) + " " + many
 }
 
 // sortedRooms returns the rooms by JID, for stable listings.

@@ -30,8 +30,13 @@ func (b *Bouncer) cmdHistory(c *adminCall) {
 		option(f, "Prune now (delete messages older than the retention)", "prune")
 		option(f, "Export a room's archive", "export")
 		field(x, "text-single", "retention", `Retention ("0" keeps forever, or e.g. "365d", "72h")`, retentionValue(time.Duration(b.admin.retention.Load())))
-		rf := field(x, "list-single", "room", "Room to export")
-		for _, r := range b.sortedRooms() {
+		rooms := b.sortedRooms()
+		var only []string
+		if len(rooms) == 1 {
+			only = []string{rooms[0].JID} // the default when there is no choice
+		}
+		rf := field(x, "list-single", "room", "Room to export", only...)
+		for _, r := range rooms {
 			option(rf, r.JID, r.JID)
 		}
 		ff := field(x, "list-single", "format", "Export format", "text")
@@ -117,7 +122,7 @@ func (b *Bouncer) pruneNow(c *adminCall) {
 			return
 		}
 		b.log.Info("archive pruned on request", "deleted", r.n)
-		b.adminDone(c, nil, info(fmt.Sprintf("Deleted %d messages older than %s.", r.n, retentionText(d))))
+		b.adminDone(c, nil, info("Deleted "+plural(r.n, "message", "messages")+" older than "+retentionText(d)+"."))
 	})
 }
 
@@ -162,7 +167,7 @@ func (b *Bouncer) export(c *adminCall) {
 			b.adminDone(c, nil, fault("Export failed: "+r.err.Error()))
 			return
 		}
-		summary := fmt.Sprintf("%d of %d archived messages of %s.", len(r.page.Messages), r.page.Count, room)
+		summary := fmt.Sprintf("%d of %s of %s", len(r.page.Messages), plural(int64(r.page.Count), "archived message", "archived messages"), room)
 		if format == "mam" {
 			s := b.reg.ByID(c.s.ID)
 			if s == nil {
@@ -176,13 +181,14 @@ func (b *Bouncer) export(c *adminCall) {
 			b.adminDone(c, nil, info("Sent "+summary+" as XEP-0313 results with queryid "+c.sessionID+"."))
 			return
 		}
-		x := dataForm("result", "Archive of "+room, summary)
+		// The summary once, in the form; a note would repeat it.
+		x := dataForm("result", "Archive of "+room, summary+".")
 		var lines []string
 		for _, m := range r.page.Messages {
 			lines = append(lines, textLine(m))
 		}
 		field(x, "text-multi", "archive", room, lines...)
-		b.adminDone(c, x, info(summary))
+		b.adminDone(c, x)
 	})
 }
 

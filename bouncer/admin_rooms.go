@@ -147,9 +147,7 @@ func (b *Bouncer) keptBy(room string) string {
 func (b *Bouncer) cmdRooms(c *adminCall) {
 	if c.form == nil {
 		x := dataForm("form", "Rooms", "Join a room, keep one (stay in it with no client, across restarts; stored in the bouncer's database), stop keeping one, or leave one (every local client leaves it too).")
-		for _, line := range b.roomLines() {
-			fixed(x, line)
-		}
+		fixedLines(x, "room", b.roomLines())
 		f := required(field(x, "list-single", "action", "Action", "keep"))
 		option(f, "Join (until the next restart)", "join")
 		option(f, "Keep (join and stay, across restarts)", "keep")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,13 +106,16 @@ func (b *Bouncer) clientLine(s *sessions.Session) string {
 		remote, since, tlsv, mech := ci.Info()
 		parts = append(parts, "from "+remote, "since "+since.Format(adminStampFormat), orNone(tlsv), mech)
 	}
+	parts = append(parts, userAgentParts(s)...)
 	switch {
-	case !s.Available():
-		parts = append(parts, "no presence yet")
-	case s.Show != "":
+	case s.Available() && s.Show != "":
 		parts = append(parts, "available ("+s.Show+")")
-	default:
+	case s.Available():
 		parts = append(parts, "available")
+	case !s.AvailableSince.IsZero():
+		parts = append(parts, "unavailable (was online since "+s.AvailableSince.Format(adminStampFormat)+")")
+	default:
+		parts = append(parts, "no presence yet")
 	}
 	// XEP-0352 and XEP-0198 state.
 	if s.Inactive {
@@ -119,13 +123,45 @@ func (b *Bouncer) clientLine(s *sessions.Session) string {
 	} else {
 		parts = append(parts, "CSI active")
 	}
-	if s.Hibernated {
-		parts = append(parts, "SM hibernated")
-	}
+	parts = append(parts, smText(s))
 	if rooms := b.reg.RoomsOf(s); len(rooms) > 0 {
-		parts = append(parts, fmt.Sprintf("in %d rooms", len(rooms)))
+		parts = append(parts, "in "+plural(int64(len(rooms)), "room", "rooms"))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// smState is implemented by listener.Client.
+type smState interface {
+	SMState() (enabled, resumable bool, unacked int)
+}
+
+// smText is a client's XEP-0198 state: off, on (resumable or not) with
+// what it has not acknowledged, or hibernated waiting for a resume.
+func smText(s *sessions.Session) string {
+	if s.Hibernated {
+		out := "SM hibernated"
+		if !s.HibernatedAt.IsZero() {
+			out += " since " + s.HibernatedAt.Format(adminStampFormat)
+		}
+		if st, ok := s.Conn.(smState); ok {
+			_, _, n := st.SMState()
+			out += ", " + plural(int64(n), "stanza", "stanzas") + " waiting for the resume"
+		}
+		return out
+	}
+	st, ok := s.Conn.(smState)
+	if !ok {
+		return "SM unknown"
+	}
+	on, resumable, n := st.SMState()
+	switch {
+	case !on:
+		return "SM off"
+	case resumable:
+		return "SM on (resumable, " + strconv.Itoa(n) + " unacked)"
+	default:
+		return "SM on (no resumption, " + strconv.Itoa(n) + " unacked)"
+	}
 }
 
 // roomLines describes each room on one line.
@@ -145,7 +181,7 @@ func (b *Bouncer) roomLine(r *Room) string {
 	if _, ok := r.Occupants[r.Nick]; !ok && r.Self != nil {
 		n++ // the account itself
 	}
-	parts := []string{r.JID + " as " + r.Nick, roomStateName(r.State), fmt.Sprintf("%d occupants", n)}
+	parts := []string{r.JID + " as " + r.Nick, roomStateName(r.State), plural(int64(n), "occupant", "occupants")}
 	if r.Kept {
 		parts = append(parts, "kept ("+b.keptBy(r.JID)+")")
 	}
@@ -177,23 +213,28 @@ func roomStateName(s roomState) string {
 	return "unknown"
 }
 
+// clientsNobody is the clients form's choice to disconnect nobody. It is
+// not empty (an empty option value crashes Profanity) and, in brackets,
+// not a resource anyone picks.
+const clientsNobody = "(nobody)"
+
 // cmdClients lists the local clients and disconnects the one chosen.
 func (b *Bouncer) cmdClients(c *adminCall) {
 	if c.form == nil {
-		x := dataForm("form", "Local clients", "Choose a client to disconnect, or none to only look.")
-		for _, line := range b.clientLines() {
-			fixed(x, line)
-		}
-		f := field(x, "list-single", "disconnect", "Disconnect")
-		option(f, "(none)", "")
+		x := dataForm("form", "Local clients", "Choose a client to disconnect, or nobody to only look.")
+		fixedLines(x, "client", b.clientLines())
+		f := field(x, "list-single", "disconnect", "Disconnect", clientsNobody)
+		option(f, "Nobody (only look)", clientsNobody)
 		for _, s := range b.reg.All() {
-			option(f, s.JID.Resourcepart(), s.JID.Resourcepart())
+			if res := s.JID.Resourcepart(); res != clientsNobody {
+				option(f, res, res)
+			}
 		}
 		b.adminForm(c, x)
 		return
 	}
 	res := c.value("disconnect")
-	if res == "" {
+	if res == "" || res == clientsNobody {
 		b.adminDone(c, nil, info("Nobody disconnected."))
 		return
 	}
@@ -208,11 +249,23 @@ func (b *Bouncer) cmdClients(c *adminCall) {
 	s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "disconnected by " + c.s.JID.Resourcepart() + " with the bouncer's clients command"})
 }
 
-// cmdReconnect drops the upstream session and connects again at once.
+// cmdReconnect drops the upstream session and connects again, once the
+// user has confirmed it in a form: every room sees the account leave and
+// come back, so one stray Enter in a command list must not do it.
 func (b *Bouncer) cmdReconnect(c *adminCall) {
 	r, ok := b.up.(upstreamReconnecter)
 	if !ok {
 		b.adminDone(c, nil, fault("This upstream cannot reconnect on request."))
+		return
+	}
+	if !c.continued {
+		x := dataForm("form", "Reconnect upstream", "Drop the upstream session and connect again. Local clients stay connected, but every room sees the account leave and join again.")
+		required(field(x, "boolean", "confirm", "Yes, reconnect now", "0"))
+		b.adminForm(c, x)
+		return
+	}
+	if !boolValue(c.value("confirm")) {
+		b.adminDone(c, nil, info("Not reconnected: the confirmation was not ticked."))
 		return
 	}
 	b.log.Info("upstream reconnect requested", "by", c.s.JID.String())

@@ -133,8 +133,8 @@ func TestAdminCommandListWithoutServerCommands(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	c := e.availableClient("gajim")
 	r := c.IQ(t, `<iq type="get" to="localhost" id="l1"><query xmlns="http://jabber.org/protocol/disco#items" node="http://jabber.org/protocol/commands"/></iq>`)
-	if r.Type() != "result" || len(r.Child(stanza.NSDiscoItems, "query").ChildrenNamed(stanza.NSDiscoItems, "item")) != 5 {
-		t.Fatalf("want the bouncer's 5 commands: %s", r)
+	if r.Type() != "result" || len(r.Child(stanza.NSDiscoItems, "query").ChildrenNamed(stanza.NSDiscoItems, "item")) != 6 {
+		t.Fatalf("want the bouncer's 6 commands: %s", r)
 	}
 }
 
@@ -297,7 +297,7 @@ func TestAdminCommandFromUpstreamForbidden(t *testing.T) {
 func TestAdminReconnect(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	c := e.availableClient("gajim")
-	done := command(t, c, "localhost", AdminNodeReconnect, "", nil)
+	done := runTwoStep(t, c, AdminNodeReconnect, map[string]string{"confirm": "true"})
 	if done.Get("status") != "completed" {
 		t.Fatalf("reconnect: %s", done)
 	}
@@ -347,7 +347,7 @@ func TestAdminHistory(t *testing.T) {
 		t.Fatalf("retention: %s", done)
 	}
 	done = runTwoStep(t, c, AdminNodeHistory, map[string]string{"action": "prune"})
-	if !strings.Contains(formText(done), "Deleted 1 messages") {
+	if !strings.Contains(formText(done), "Deleted 1 message older") {
 		t.Fatalf("prune: %s", done)
 	}
 	done = runTwoStep(t, c, AdminNodeHistory, map[string]string{"action": "retention", "retention": "soon"})

@@ -51,7 +51,25 @@ type archiver struct {
 	// onMark acknowledges upstream stanzas once they are durable and
 	// their h persisted (upsm.go); nil without upstream XEP-0198.
 	onMark func(upstream.Token)
+	// offlineBytes is the XML of offline messages queued and not yet
+	// committed; past offlineMax (a full disk) new ones are refused.
+	offlineBytes atomic.Int64
+	offlineMax   int64
+
+	onRecover func() // runs on the loop when a failing write succeeds; with mu
 }
+
+// setOnRecover sets what runs on the loop when the archive is back.
+func (a *archiver) setOnRecover(f func()) {
+	a.mu.Lock()
+	a.onRecover = f
+	a.mu.Unlock()
+}
+
+// offlineQueueMax bounds the memory of offline messages waiting for their
+// commit: while the disk is full they would pile up without end. Past it
+// the store refuses them, and their senders get resource-constraint.
+const offlineQueueMax = 4 << 20
 
 // archiveQueueMax is the default bound of the archiver's queue: at 200
 // room messages a second, over eight minutes of a locked database.
@@ -74,7 +92,7 @@ type archJob struct {
 const archiveBatchMax = 512
 
 func newArchiver(db Store, log *slog.Logger, post func(func()), limit func() int) *archiver {
-	a := &archiver{db: db, log: log, post: post, limit: limit, done: make(chan struct{}), max: archiveQueueMax}
+	a := &archiver{db: db, log: log, post: post, limit: limit, done: make(chan struct{}), max: archiveQueueMax, offlineMax: offlineQueueMax}
 	a.cond = sync.NewCond(&a.mu)
 	a.drained = sync.NewCond(&a.mu)
 	go a.run()
@@ -97,7 +115,17 @@ func (a *archiver) appendMsg(m *sqlite.Message, then func()) {
 
 // storeOffline stores an offline message; stored runs on the loop with
 // whether the store took it (false: it was full).
+//
+// While earlier ones wait for their commit (a full disk) at most
+// offlineMax bytes of them are held: past that stored(false) runs at once,
+// on the caller's goroutine (the loop).
 func (a *archiver) storeOffline(o *sqlite.Offline, stored func(bool)) {
+	n := int64(len(o.XML))
+	if a.offlineBytes.Add(n) > a.offlineMax {
+		a.offlineBytes.Add(-n)
+		stored(false)
+		return
+	}
 	a.enqueue(archJob{offline: o, stored: stored})
 }
 
@@ -107,8 +135,58 @@ func (a *archiver) write(w func(ctx context.Context, db Store) error) {
 }
 
 // read runs r in its own goroutine once every earlier write is committed.
+// While the archive is down (a write keeps failing, e.g. the disk is full)
+// it runs at once instead, on what is committed: reads must not wait
+// behind a write that may not succeed for minutes (see degraded).
 func (a *archiver) read(r func(ctx context.Context, db Store)) {
+	if a.down.Load() {
+		a.startRead(r)
+		return
+	}
 	a.enqueue(archJob{read: r})
+}
+
+func (a *archiver) startRead(r func(ctx context.Context, db Store)) {
+	a.reads.Add(1)
+	go func() {
+		defer a.reads.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r(ctx, a.db)
+	}()
+}
+
+// degraded reports whether reads may miss writes that are queued: the
+// archive is down.
+func (a *archiver) degraded() bool { return a.down.Load() }
+
+// releaseReads starts, at once, the reads waiting behind a write that just
+// failed: those later in the batch being run (rest; they become no-ops
+// there) and those still queued.
+func (a *archiver) releaseReads(rest []archJob) {
+	for k := range rest {
+		if r := rest[k].read; r != nil {
+			rest[k].read = nil
+			a.startRead(r)
+		}
+	}
+	a.mu.Lock()
+	kept := a.queue[:0]
+	var reads []func(ctx context.Context, db Store)
+	for _, j := range a.queue {
+		if j.read != nil {
+			reads = append(reads, j.read)
+			continue
+		}
+		kept = append(kept, j)
+	}
+	clear(a.queue[len(kept):])
+	a.queue = kept
+	a.mu.Unlock()
+	for _, r := range reads {
+		a.pending.Add(-1)
+		a.startRead(r)
+	}
 }
 
 // close lets the archiver finish what is queued and waits for it, at most
@@ -186,7 +264,7 @@ func (a *archiver) run() {
 					}
 					ms = append(ms, jobs[i+k].msg)
 				}
-				a.retry("archiving room messages", func(ctx context.Context) error {
+				a.retry("archiving room messages", jobs[i+n:], func(ctx context.Context) error {
 					_, err := a.db.AppendBatch(ctx, ms)
 					return err
 				})
@@ -208,7 +286,7 @@ func (a *archiver) run() {
 					cs = append(cs, jobs[i+k].chat)
 					thens = append(thens, jobs[i+k].then)
 				}
-				a.retry("storing chats", func(ctx context.Context) error { return storeChats(ctx, a.db, cs) })
+				a.retry("storing chats", jobs[i+n:], func(ctx context.Context) error { return storeChats(ctx, a.db, cs) })
 			case j.offline != nil:
 				for i+n < len(jobs) && jobs[i+n].offline != nil && n < archiveBatchMax {
 					n++
@@ -218,18 +296,21 @@ func (a *archiver) run() {
 					rows[k] = *jobs[i+k].offline
 				}
 				stored := 0
-				a.retry("storing offline messages", func(ctx context.Context) error {
+				a.retry("storing offline messages", jobs[i+n:], func(ctx context.Context) error {
 					var err error
 					stored, err = a.db.StoreOffline(ctx, rows, a.limit())
 					return err
 				})
+				for k := range rows {
+					a.offlineBytes.Add(-int64(len(rows[k].XML)))
+				}
 				for k := 0; k < n; k++ {
 					jobs[i+k].offline.Seq = rows[k].Seq
 					ok, f := k < stored, jobs[i+k].stored
 					thens = append(thens, func() { f(ok) })
 				}
 			case j.write != nil:
-				a.retry("writing to the archive", func(ctx context.Context) error { return j.write(ctx, a.db) })
+				a.retry("writing to the archive", jobs[i+1:], func(ctx context.Context) error { return j.write(ctx, a.db) })
 			case j.read != nil:
 				// What the earlier commits answer reaches the loop
 				// before what this read finds.
@@ -242,13 +323,7 @@ func (a *archiver) run() {
 					})
 					thens = nil
 				}
-				a.reads.Add(1)
-				go func() {
-					defer a.reads.Done()
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					defer cancel()
-					j.read(ctx, a.db)
-				}()
+				a.startRead(j.read)
 			}
 			i += n
 			if a.pending.Add(int64(-n)) < a.max/2 && a.paused.Load() {
@@ -259,7 +334,7 @@ func (a *archiver) run() {
 		}
 		if mark != nil && a.onMark != nil {
 			m := *mark
-			a.retry("saving the upstream stream-management state", func(ctx context.Context) error { return saveUpstreamH(ctx, a.db, m) })
+			a.retry("saving the upstream stream-management state", nil, func(ctx context.Context) error { return saveUpstreamH(ctx, a.db, m) })
 			a.onMark(m)
 		}
 		if len(thens) > 0 {
@@ -274,7 +349,9 @@ func (a *archiver) run() {
 
 // retry runs one write until it succeeds, with backoff from 50 ms to 5 s.
 // At shutdown it gives up after a few tries, loudly.
-func (a *archiver) retry(what string, f func(ctx context.Context) error) {
+// Reads waiting behind it (rest: the rest of the batch being run) are
+// released when it fails.
+func (a *archiver) retry(what string, rest []archJob, f func(ctx context.Context) error) {
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -283,6 +360,12 @@ func (a *archiver) retry(what string, f func(ctx context.Context) error) {
 		if err == nil {
 			if a.down.Swap(false) {
 				a.log.Warn("archive available again", "what", what, "after_attempts", attempt)
+				a.mu.Lock()
+				f := a.onRecover
+				a.mu.Unlock()
+				if f != nil {
+					a.post(f)
+				}
 			}
 			return
 		}
@@ -290,6 +373,7 @@ func (a *archiver) retry(what string, f func(ctx context.Context) error) {
 		if !a.down.Swap(true) {
 			a.log.Error("ARCHIVE UNAVAILABLE: retrying; messages are forwarded meanwhile and archived once it works", "what", what, "err", err)
 		}
+		a.releaseReads(rest)
 		a.mu.Lock()
 		closed := a.closed
 		a.mu.Unlock()

@@ -78,14 +78,24 @@ func TestBurstKeepsOccupantState(t *testing.T) {
 	join(t, a, room, "alice", "") // the account creates the room: it owns it and sees real JIDs
 	carol := e.availableUser("carol", "home")
 	// Hold the loop while carol joins and speaks, so both reach it together.
-	held := make(chan struct{})
-	go e.b.Do(func() { <-held })
-	time.Sleep(100 * time.Millisecond)
+	held, holding := make(chan struct{}), make(chan struct{})
+	go e.b.Do(func() { close(holding); <-held })
+	select {
+	case <-holding:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop never ran the holding function")
+	}
+	st := e.b.Stats()
+	msgs := st.Stanzas(FromUpstream, 0)
 	carol.Send(t, `<presence to="`+room+`/carol"><x xmlns="http://jabber.org/protocol/muc"><history maxstanzas="0"/></x></presence>`)
 	carol.Expect(t, "carol's self-presence", presenceFrom(room+"/carol"))
 	carol.Send(t, `<message to="`+room+`" type="groupchat" id="b1"><body>first words</body></message>`)
 	carol.Expect(t, "echo", hasBody("first words"))
-	time.Sleep(200 * time.Millisecond)
+	// The burst: carol's join presence and her message both wait in the
+	// loop's queue behind the held function.
+	e.waitFor("carol's join and message queued behind the held loop", func() bool {
+		return st.Stanzas(FromUpstream, 0) > msgs && e.b.QueueDepth() >= 2
+	})
 	close(held)
 	a.Expect(t, "carol's message", hasBody("first words"))
 	e.waitFor("archived with carol's real JID", func() bool {

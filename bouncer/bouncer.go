@@ -12,7 +12,9 @@ package bouncer
 
 import (
 	"context"
+	crand "crypto/rand"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -61,8 +63,9 @@ type Bouncer struct {
 
 	reg *sessions.Registry
 
-	seq uint64
-	iqs iqRoutes // rewritten IQ ids and MAM queryids (iq.go)
+	seq    uint64
+	idRand *rand.ChaCha8 // the unguessable part of nextID
+	iqs    iqRoutes      // rewritten IQ ids and MAM queryids (iq.go)
 
 	presence *presenceState
 	caps     *capsCache
@@ -71,7 +74,7 @@ type Bouncer struct {
 	// ids of the core's own IQs to local clients (caps discovery)
 	clientQueries waiters
 	// queryids of the core's own MAM queries upstream (gap fill)
-	internalMAM map[string]func(*stanza.Element)
+	internalMAM map[string]*gapQuery
 	dlv         *delivery     // per-client output, cursors, offline feed
 	arch        *archiver     // the archive's writer; nil without an archive
 	stopped     chan struct{} // closed when Run returns
@@ -80,6 +83,7 @@ type Bouncer struct {
 	// XEP-0352: what each inactive client has held back (csi.go)
 	csi map[uint64]*csiHeld
 
+	drops     dropLog          // upstream stanzas past the limits (upstreamdrop.go)
 	recovered recoveredCounter // events dropped after a panic (recover.go)
 	chatq     chatQueue        // the account's 1:1 messages through the archive (chatq.go)
 	// what was last saved of each resumable session, by id (smstore.go)
@@ -127,9 +131,10 @@ func New(opt Options) *Bouncer {
 		caps:     newCapsCache(),
 		rooms:    map[string]*Room{},
 		internal: waiters{},
+		idRand:   newIDRand(),
 
 		clientQueries: waiters{},
-		internalMAM:   map[string]func(*stanza.Element){},
+		internalMAM:   map[string]*gapQuery{},
 		admin:         newAdminState(opt.Config.History.RetentionPeriod),
 		dlv:           newDelivery(),
 		stopped:       make(chan struct{}),
@@ -137,6 +142,7 @@ func New(opt Options) *Bouncer {
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
 		b.arch.onMark = b.upstreamAck // upsm.go
+		b.arch.setOnRecover(b.archiveRecovered)
 	}
 	return b
 }
@@ -170,6 +176,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.pruneChats(now)
 			}
 			b.pushTick(now)
+			b.adminExpire(now)
 		}
 	}
 }
@@ -182,7 +189,6 @@ func (b *Bouncer) Do(f func()) {
 }
 
 func (b *Bouncer) handle(ev event) {
-	defer b.recoverEvent(ev)
 	switch ev := ev.(type) {
 	case upOnline:
 		b.upstreamOnline(ev.bound)
@@ -209,6 +215,8 @@ func (b *Bouncer) handle(ev event) {
 		b.log.Info("upstream session resumed; nothing was lost", "jid", ev.bound.String())
 	case upOffline:
 		b.upstreamOffline(ev.err)
+	case upDropped:
+		b.upstreamDropped(ev.head, ev.why)
 	case clientBound:
 		b.clientBound(ev)
 	case clientStanza:
@@ -227,9 +235,20 @@ func (b *Bouncer) handle(ev event) {
 // nextID returns a fresh id with the given prefix, for rewritten IQ ids and
 // query ids. The "xb" prefix keeps them apart from the upstream package's
 // own ids and from anything a client might pick.
+//
+// A contact can send the account stanzas that claim to answer the core's
+// requests (an IQ result, a MAM result carrying a queryid), so the ids must
+// not be guessable: each ends in 64 random bits, besides the counter that
+// keeps it unique.
 func (b *Bouncer) nextID(prefix string) string {
 	b.seq++
-	return prefix + strconv.FormatUint(b.seq, 36)
+	return prefix + strconv.FormatUint(b.seq, 36) + "-" + strconv.FormatUint(b.idRand.Uint64(), 36)
+}
+
+func newIDRand() *rand.ChaCha8 {
+	var seed [32]byte
+	_, _ = crand.Read(seed[:]) // never fails on Linux (Go 1.24+: it panics instead)
+	return rand.NewChaCha8(seed)
 }
 
 // sendUp sends a stanza upstream; it reports false when upstream is down.
@@ -248,8 +267,9 @@ func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) bool {
 	return b.sendItem(s, outItem{el: el})
 }
 
+// sendItem is sendTo for an item with a mark. Stanzas are counted where
+// they reach the connection (writeNow), whatever path brought them.
 func (b *Bouncer) sendItem(s *sessions.Session, it outItem) bool {
-	b.admin.stats.count(ToClients, it.el)
 	return b.send(s, it)
 }
 

@@ -24,15 +24,56 @@ var ownFeatures = []string{
 // capsCache learns local clients' features (XEP-0115) so that upstream sees
 // the union: PEP (XEP-0163 §4) delivers notifications by the +notify
 // features it finds in our caps.
+//
+// byVer is keyed by a ver the client chose, so it is bounded: an entry
+// stays while an available client announces its ver, and at most
+// capsCacheMax others are remembered, the least recently used forgotten
+// first (a forgotten ver is asked for again when it comes back). asked
+// ends with its disco#info query (waiters).
 type capsCache struct {
-	byVer    map[string][]string // client caps ver → features
+	byVer    map[string]*capsEntry // client caps ver → features
 	asked    map[string]bool
+	tick     uint64 // use counter for the LRU order
 	lastVer  string
 	lastKeys string
 }
 
+type capsEntry struct {
+	feats []string
+	used  uint64 // tick of the last use
+}
+
+// capsCacheMax bounds the caps vers kept that no available client uses.
+const capsCacheMax = 64
+
 func newCapsCache() *capsCache {
-	return &capsCache{byVer: map[string][]string{}, asked: map[string]bool{}}
+	return &capsCache{byVer: map[string]*capsEntry{}, asked: map[string]bool{}}
+}
+
+// put remembers the features behind ver, then forgets the least recently
+// used vers that no available client announces, down to capsCacheMax.
+func (c *capsCache) put(ver string, feats []string, reg *sessions.Registry) {
+	c.tick++
+	c.byVer[ver] = &capsEntry{feats: feats, used: c.tick}
+	if len(c.byVer) <= capsCacheMax {
+		return
+	}
+	inUse := map[string]bool{}
+	for _, s := range reg.Available() {
+		if cp := s.Presence.Child(stanza.NSCaps, "c"); cp != nil {
+			inUse[cp.Get("ver")] = true
+		}
+	}
+	var idle []string
+	for v := range c.byVer {
+		if !inUse[v] {
+			idle = append(idle, v)
+		}
+	}
+	sort.Slice(idle, func(i, j int) bool { return c.byVer[idle[i]].used < c.byVer[idle[j]].used })
+	for _, v := range idle[:max(len(idle)-capsCacheMax, 0)] {
+		delete(c.byVer, v)
+	}
 }
 
 // features returns the union of our own and the available clients' features.
@@ -43,8 +84,12 @@ func (c *capsCache) features(reg *sessions.Registry) []string {
 	}
 	for _, s := range reg.Available() {
 		if cp := s.Presence.Child(stanza.NSCaps, "c"); cp != nil {
-			for _, f := range c.byVer[cp.Get("ver")] {
-				set[f] = true
+			if e := c.byVer[cp.Get("ver")]; e != nil {
+				c.tick++
+				e.used = c.tick
+				for _, f := range e.feats {
+					set[f] = true
+				}
 			}
 		}
 	}
@@ -103,7 +148,7 @@ func (b *Bouncer) learnCaps(s *sessions.Session, presence *stanza.Element) {
 	id := b.nextID(pushPrefix + "caps")
 	q := stanza.New(stanza.NSClient, "iq", "type", "get", "id", id, "from", b.account, "to", s.JID.String())
 	q.Append(stanza.New(stanza.NSDiscoInfo, "query", "node", node+"#"+ver))
-	b.clientQueries.add(id, s.ID, b.opt.IQTimeout, func(resp *stanza.Element) {
+	b.clientQueries.add(id, "", s.ID, b.opt.IQTimeout, func(resp *stanza.Element) {
 		delete(b.caps.asked, ver)
 		if resp.Type() != "result" {
 			return
@@ -114,7 +159,7 @@ func (b *Bouncer) learnCaps(s *sessions.Session, presence *stanza.Element) {
 				feats = append(feats, v)
 			}
 		}
-		b.caps.byVer[ver] = feats
+		b.caps.put(ver, feats, b.reg)
 		b.updateAggregate()
 	})
 	b.sendTo(s, q)

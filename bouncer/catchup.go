@@ -29,6 +29,13 @@ func (b *Bouncer) catchUp(r *Room) {
 	b.catchUpPage(st, after, start)
 }
 
+// gapQuery is one gap-fill MAM query in flight: the room archive it went
+// to, the only sender whose results count, and where they go.
+type gapQuery struct {
+	archive string
+	add     func(*stanza.Element)
+}
+
 type catchUpState struct {
 	room           *Room
 	pages, fetched int
@@ -54,7 +61,7 @@ func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
 	q.Append(set)
 	iq := stanza.New(stanza.NSClient, "iq", "type", "set", "to", r.JID).Append(q)
 	var batch []*stanza.Element
-	b.internalMAM[qid] = func(msg *stanza.Element) { batch = append(batch, msg) }
+	b.internalMAM[qid] = &gapQuery{archive: r.JID, add: func(msg *stanza.Element) { batch = append(batch, msg) }}
 	sent := b.sendInternal(iq, func(resp *stanza.Element) {
 		delete(b.internalMAM, qid)
 		if b.rooms[r.JID] != r {
@@ -92,29 +99,23 @@ func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
 	}
 }
 
-// catchUpResult turns one MAM result of our own query into the groupchat
-// message it carries, with the room's stanza-id and the archive's delay.
+// catchUpResult turns one MAM result of our own query, checked to come
+// from the room's archive, into the groupchat message it carries. What the
+// occupant put in it is not the archive's word: its stanza-ids and delays
+// are replaced by the room's id for it and the archive's time (trust.go).
 func catchUpResult(room string, result *stanza.Element) *stanza.Element {
 	fw := result.Child(stanza.NSForward, "forwarded")
 	msg := fw.Child(stanza.NSClient, "message")
 	if msg == nil {
 		return nil
 	}
-	msg = msg.DeepCopy()
-	hasID := false
-	for _, c := range msg.ChildrenNamed(stanza.NSStanzaID, "stanza-id") {
-		if c.Get("by") == room {
-			hasID = true
-		}
-	}
-	if !hasID && result.Get("id") != "" {
+	msg = onlyDelaysFrom(onlyStanzaIDsBy(msg, room), "").DeepCopy()
+	if msg.Child(stanza.NSStanzaID, "stanza-id") == nil && result.Get("id") != "" {
 		msg.Append(stanza.New(stanza.NSStanzaID, "stanza-id", "by", room, "id", result.Get("id")))
 	}
-	if msg.Child(stanza.NSDelay, "delay") == nil {
-		// XEP-0045 §7.2.13: history carries a delay from the room.
-		if d := fw.Child(stanza.NSDelay, "delay"); d != nil {
-			msg.Append(stanza.New(stanza.NSDelay, "delay", "from", room, "stamp", d.Get("stamp")))
-		}
+	// XEP-0045 §7.2.13: history carries a delay from the room.
+	if d := fw.Child(stanza.NSDelay, "delay"); d != nil {
+		msg.Append(stanza.New(stanza.NSDelay, "delay", "from", room, "stamp", d.Get("stamp")))
 	}
 	return msg
 }

@@ -64,7 +64,7 @@ func (b *Bouncer) chatFillPage(after string, start time.Time, page, fetched int)
 	}
 	q.Append(set)
 	var batch []*stanza.Element
-	b.internalMAM[qid] = func(m *stanza.Element) { batch = append(batch, m) }
+	b.internalMAM[qid] = &gapQuery{archive: b.account, add: func(m *stanza.Element) { batch = append(batch, m) }}
 	sent := b.sendInternal(stanza.New(stanza.NSClient, "iq", "type", "set").Append(q), func(resp *stanza.Element) {
 		delete(b.internalMAM, qid)
 		if resp.Type() != "result" {
@@ -98,8 +98,8 @@ func (b *Bouncer) chatFilled(m *stanza.Element) {
 	if from, _ := splitJID(m.From()); from == b.account || from == "" || !worthStoringOffline(m) {
 		return // our own messages (other clients' carbons), or not a chat
 	}
-	// catchUpResult named the archive by where the result came from: for
-	// the account's own archive that is the account or nobody.
+	// catchUpResult marked the archive's id and stamp as the account's;
+	// the stamp is the server's (XEP-0203), as for offline messages.
 	out := stanza.New(m.Name.Space, m.Name.Local)
 	out.Attr = append(out.Attr, m.Attr...)
 	for _, c := range m.Elements() {

@@ -46,7 +46,7 @@ func TestPendingStateDoesNotGrowUnderChurn(t *testing.T) {
 	// an error answer, so what waits on it (a gap fill) finishes.
 	got := make(chan string, 1)
 	e.b.Do(func() {
-		e.b.internal.add("never-answered", 0, -time.Second, func(resp *stanza.Element) { got <- stanza.ErrorCondition(resp) })
+		e.b.internal.add("never-answered", "", 0, -time.Second, func(resp *stanza.Element) { got <- stanza.ErrorCondition(resp) })
 	})
 	select {
 	case cond := <-got:

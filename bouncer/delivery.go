@@ -75,6 +75,11 @@ type delivery struct {
 	// offlineLoaded says whether its rows are loaded (see feedOffline).
 	offlineTo      uint64
 	offlineDeleted int64 // highest offline seq deleted or being deleted
+	// offlineFed is the highest offline seq handed to offlineTo, and
+	// offlineStale says it was fed while the archive was down: rows
+	// committed since are fed to it once the archive is back.
+	offlineFed   int64
+	offlineStale bool
 	// uncommitted are delivered room messages still waiting for their
 	// commit; they move their cursor once it lands (resolveUncommitted).
 	uncommitted []uncommittedMark
@@ -162,6 +167,8 @@ func (b *Bouncer) writeNow(s *sessions.Session, it outItem) bool {
 		b.tooSlow(s, "output queue overflow")
 		return false
 	}
+	// The one place every stanza for a client passes: count it here.
+	b.admin.stats.count(ToClients, it.el)
 	if it.seq != 0 || it.pm != nil || it.offline != 0 || it.keep {
 		co := b.out(s)
 		m := mark{at: s.Conn.Sent(), room: it.room, seq: it.seq, pm: it.pm, offline: it.offline, keep: it.keep}

@@ -18,11 +18,16 @@ type upStanza struct {
 	tok upstream.Token
 }
 type upOffline struct{ err error }
+type upDropped struct {
+	head *stanza.Element
+	why  error
+}
 
 type clientBound struct {
-	id   uint64
-	jid  jid.JID
-	conn sessions.Conn
+	id      uint64
+	jid     jid.JID
+	conn    sessions.Conn
+	carbons bool // XEP-0386: carbons enabled inline with Bind2
 }
 type clientStanza struct {
 	id uint64
@@ -65,6 +70,11 @@ func (h UpstreamHandler) Stanza(el *stanza.Element) {
 // Offline implements upstream.Handler.
 func (h UpstreamHandler) Offline(err error) { h.b.events <- upOffline{err} }
 
+// Dropped implements upstream.Handler.
+func (h UpstreamHandler) Dropped(head *stanza.Element, why error) {
+	h.b.events <- upDropped{head, why}
+}
+
 // ClientHandler adapts the bouncer to listener.Handler.
 type ClientHandler struct{ b *Bouncer }
 
@@ -73,7 +83,7 @@ func (b *Bouncer) ClientHandler() ClientHandler { return ClientHandler{b} }
 
 // Bound implements listener.Handler.
 func (h ClientHandler) Bound(c *listener.Client) {
-	h.b.events <- clientBound{id: c.ID, jid: c.JID, conn: c}
+	h.b.events <- clientBound{id: c.ID, jid: c.JID, conn: c, carbons: c.Bind2Carbons()}
 }
 
 // Stanza implements listener.Handler.

@@ -228,6 +228,11 @@ func TestLoopRecoversFromPanic(t *testing.T) {
 		var m map[string]*stanza.Element
 		_ = m["x"].Attr[0] // nil dereference inside the loop
 	})
+	// Do returns once the panicking func's own defer ran, which is before
+	// the loop's recovery has counted and logged it.
+	e.waitFor("the panic counted and logged", func() bool {
+		return e.b.Recoveries() >= before+1 && strings.Contains(logs.String(), "panicked")
+	})
 	if got := e.b.Recoveries(); got != before+1 {
 		t.Fatalf("Recoveries() = %d, want %d", got, before+1)
 	}

@@ -107,6 +107,7 @@ func (e *env) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	lcfg.FastTokens = FastTokenStore(db)
 	e.lsrv, err = listener.New(lcfg, e.b.ClientHandler())
 	if err != nil {
 		t.Fatal(err)

@@ -19,10 +19,13 @@ func (b *Bouncer) dbCtx() (context.Context, context.CancelFunc) {
 // archiveMessage extracts what the archive indexes from a stanza.
 func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
 	_, nick := splitJID(el.From())
-	// Rooms stamp history in whole seconds (XEP-0203 as Prosody writes it);
-	// live arrivals get the same precision so that a live message and the
-	// room's replay of its neighbours sort by arrival within a second.
-	m := &sqlite.Message{Room: r.JID, ID: el.ID(), Nick: nick, Stamp: time.Now().UTC().Truncate(time.Second)}
+	// A live arrival keeps its fraction of a second (XEP-0082 allows one;
+	// the archive stores microseconds): cut to the second, a replay or MAM
+	// result could show a message up to a second before it was sent, and
+	// out of order with what the room says. Rooms that stamp in whole
+	// seconds (Prosody) keep theirs.
+	now := time.Now().UTC()
+	m := &sqlite.Message{Room: r.JID, ID: el.ID(), Nick: nick, Stamp: now}
 	for _, c := range el.ChildrenNamed(stanza.NSStanzaID, "stanza-id") {
 		// XEP-0359 §3.1: only a stanza-id whose by is the room is the room's.
 		if c.Get("by") == r.JID {
@@ -32,10 +35,21 @@ func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
 	if o := el.Child(stanza.NSStanzaID, "origin-id"); o != nil {
 		m.OriginID = o.Get("id")
 	}
-	if d := el.Child(stanza.NSDelay, "delay"); d != nil {
-		if t, err := time.Parse(time.RFC3339Nano, d.Get("stamp")); err == nil {
-			m.Stamp = t.UTC()
-		}
+	// Only the room's own delay dates a message (trust.go); a live one is
+	// archived when it arrived.
+	if t, ok := delayStamp(el, r.JID, now); ok {
+		m.Stamp = t
+	}
+	// The room dates its history in whole seconds (Prosody), while a live
+	// arrival keeps its fraction: a message the gap fill brings, which came
+	// after our newest, could read as earlier than a live one of the same
+	// second and be replayed before it. Within that second it is placed
+	// after what the archive has; an older second keeps its own stamp.
+	if m.Stamp.Before(r.stampFloor) && m.Stamp.Truncate(time.Second).Equal(r.stampFloor.Truncate(time.Second)) {
+		m.Stamp = r.stampFloor
+	}
+	if m.Stamp.After(r.stampFloor) {
+		r.stampFloor = m.Stamp
 	}
 	if body := el.Child(stanza.NSClient, "body"); body != nil {
 		s := body.Text()
@@ -95,6 +109,7 @@ func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLi
 	if lim.MaxStanzas > hc.ReplayMax {
 		lim.MaxStanzas = hc.ReplayMax
 	}
+	b.noticeHistoryUnavailable(s, r.JID)
 	h := b.reserve(s)
 	id, to, room := s.ID, s.JID.String(), r.JID
 	b.offLoop(func(ctx context.Context, db Store) func() {

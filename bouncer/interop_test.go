@@ -10,6 +10,8 @@ import (
 	"time"
 
 	goxmpp "github.com/xmppo/go-xmpp"
+
+	"xmppbouncer/internal/testdeps"
 )
 
 // go-xmpp, an independent third-party client, logs in through the bouncer,
@@ -61,11 +63,17 @@ func TestInteropGoXMPP(t *testing.T) {
 			}
 		}
 	}
+	// go-xmpp logs in with SASL2 and Bind2 when offered: its resource is
+	// then its Bind2 tag plus ours, not Options.Resource.
+	_, res, _ := strings.Cut(c.JID(), "/")
+	if !strings.HasPrefix(res, "go-xmpp.") {
+		t.Fatalf("go-xmpp bound %q, want a Bind2 resource", c.JID())
+	}
 	// Chat to the bare JID goes to available resources: wait for go-xmpp's
 	// initial presence to reach the core.
 	e.waitFor("go-xmpp available", func() bool {
 		var ok bool
-		e.b.Do(func() { s := e.b.reg.ByResource("goxmpp"); ok = s != nil && s.Available() })
+		e.b.Do(func() { s := e.b.reg.ByResource(res); ok = s != nil && s.Available() })
 		return ok
 	})
 	bob.Send(t, `<message to="alice@localhost" type="chat" id="gx-1"><body>hi go-xmpp</body></message>`)
@@ -125,9 +133,7 @@ asyncio.get_event_loop().run_until_complete(c.disconnected)
 // slixmpp's join_muc_wait completes (self-presence with 110, then the
 // subject) for a second client whose join the bouncer emulates.
 func TestInteropSlixmppJoinWait(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		t.Fatal("python3 missing: run `make test`, which installs python3-slixmpp")
-	}
+	testdeps.Slixmpp(t)
 	e := newEnv(t, nil, nil)
 	room := "slix@" + e.srv.MUC
 	bob := e.bobInRoom(room)

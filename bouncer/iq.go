@@ -37,6 +37,7 @@ func newIQRoutes() iqRoutes {
 type mamRoute struct {
 	session  uint64
 	queryid  string // "" when the client sent none
+	archive  string // the query's to: only it sends results
 	deadline time.Time
 }
 
@@ -114,7 +115,7 @@ func roomOf(t target) string {
 func (b *Bouncer) clientIQAnswer(s *sessions.Session, t target, el *stanza.Element) {
 	id := el.ID()
 	if x := b.clientQueries[id]; x != nil && x.session == s.ID {
-		b.clientQueries.answer(id, el)
+		b.clientQueries.answer(id, el, b.account)
 		return
 	}
 	if isPushID(id) {
@@ -146,9 +147,14 @@ func (b *Bouncer) upstreamIQ(el *stanza.Element) {
 	payload := el.FirstElement()
 	from := el.From()
 	fromAccount := from == "" || from == b.account || from == b.domain
+	fromBare, _ := splitJID(from)
 	switch {
 	case payload == nil:
 		b.sendUp(upstreamError(el, stanza.ErrModify, "bad-request"))
+	case !fromAccount && fromBare != b.account && accountOnly(el, payload):
+		// A contact asking what only the account's server or the account
+		// itself may ask: no local client sees it.
+		b.sendUp(upstreamError(el, stanza.ErrCancel, "service-unavailable"))
 	case fromAccount && el.Type() == "set" && payload.Is(stanza.NSRoster, "query"):
 		b.push(el, payload, func(s *sessions.Session) bool { return s.RosterRequested })
 	case fromAccount && el.Type() == "set" && (payload.Is(stanza.NSBlocking, "block") || payload.Is(stanza.NSBlocking, "unblock")):
@@ -164,12 +170,16 @@ func (b *Bouncer) upstreamIQ(el *stanza.Element) {
 // to the one client that asked.
 func (b *Bouncer) upstreamIQAnswer(el *stanza.Element) {
 	id := el.ID()
-	if b.internal.answer(id, el) {
+	if b.internal.answer(id, el, b.account) {
 		return
 	}
 	p := b.iqs.out[id]
 	if p == nil {
 		return // expired, or an answer to an IQ we never sent
+	}
+	if !answeredBy(p.to, el.From(), b.account) {
+		b.log.Debug("IQ answer from the wrong entity ignored", "from", el.From(), "want", p.to)
+		return
 	}
 	delete(b.iqs.out, id)
 	if p.mam != "" {
@@ -281,6 +291,6 @@ func (b *Bouncer) sendInternal(el *stanza.Element, cb func(*stanza.Element)) boo
 	if !b.sendUp(el) {
 		return false
 	}
-	b.internal.add(id, 0, b.opt.IQTimeout, cb)
+	b.internal.add(id, el.To(), 0, b.opt.IQTimeout, cb)
 	return true
 }

@@ -13,7 +13,7 @@ import (
 // clientBound registers a new local session. RFC 6120 §7.7.2.2: a new
 // session on a resource in use replaces the old one, which gets <conflict/>.
 func (b *Bouncer) clientBound(ev clientBound) {
-	s := &sessions.Session{ID: ev.id, JID: ev.jid, Conn: ev.conn}
+	s := &sessions.Session{ID: ev.id, JID: ev.jid, Conn: ev.conn, Carbons: ev.carbons}
 	if old := b.reg.ByResource(ev.jid.Resourcepart()); old != nil {
 		b.log.Info("resource taken over by a new session", "jid", ev.jid.String())
 		b.sessionEnded(old)

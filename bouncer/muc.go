@@ -1,6 +1,8 @@
 package bouncer
 
 import (
+	"time"
+
 	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
 )
@@ -41,6 +43,7 @@ type Room struct {
 	subjectNew     bool                       // the subject arrived in this sync round
 	subjectChg     bool                       // ... and differs from the one we had
 	catchFrom      *sqlite.Message            // newest archived message when the join was sent
+	stampFloor     time.Time                  // the newest stamp archived for this room (history.go)
 	rejoinWait     int                        // backoff exponent for 332/333 rejoins
 	outbox         []queued                   // client messages waiting for the rejoin
 	inflight       []*pendingMsg              // messages waiting for their commit, in order

@@ -1,12 +1,14 @@
 package bouncer
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"xmppbouncer/internal/testclient"
+	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
 )
 
@@ -203,7 +205,10 @@ func TestHistoryAcrossRestart(t *testing.T) {
 	})
 	bob.Send(t, `<message to="`+room+`" type="groupchat" id="h1"><body>while detached</body></message>`)
 	bob.Expect(t, "echo", hasBody("while detached"))
-	time.Sleep(300 * time.Millisecond)
+	e.waitFor("the message archived", func() bool {
+		p, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 10)
+		return err == nil && len(p) == 1
+	})
 	e.stop()
 	bob.Send(t, `<message to="`+room+`" type="groupchat" id="h2"><body>while stopped</body></message>`)
 	bob.Expect(t, "echo", hasBody("while stopped"))

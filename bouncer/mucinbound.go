@@ -157,6 +157,7 @@ func (b *Bouncer) joinSucceeded(r *Room, self *stanza.Element, codes map[string]
 func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 	switch el.Type() {
 	case "groupchat":
+		el = trustedRoomMessage(r, el)
 		if isSubject(el) {
 			b.subjectIn(r, el)
 			return true

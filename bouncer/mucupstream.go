@@ -64,6 +64,9 @@ func (b *Bouncer) sendJoin(r *Room) {
 
 func (b *Bouncer) sendJoinPresence(r *Room, last *sqlite.Message) {
 	r.catchFrom = last
+	if last != nil && last.Stamp.After(r.stampFloor) {
+		r.stampFloor = last.Stamp
+	}
 	p := b.occupantPresence(r.JID + "/" + r.Nick)
 	r.lastPres = p.With("to", "").String() // what the room now knows of us
 	x := stanza.New(stanza.NSMUC, "x")

@@ -51,6 +51,9 @@ func (b *Bouncer) storeOfflineAs(el *stanza.Element, bounce bool) bool {
 			b.log.Debug("stored offline", "from", el.From())
 		case !bounce:
 			b.log.Warn("unacknowledged message lost: the offline store is full", "from", el.From(), "max", b.opt.Config.Offline.MaxMessages)
+		case b.arch.degraded():
+			b.log.Warn("archive unavailable and offline messages waiting for it use their memory bound: message refused with an error to its sender", "from", el.From())
+			b.sendUp(upstreamError(el, stanza.ErrWait, "resource-constraint"))
 		default:
 			b.log.Warn("offline store full: message refused with an error to its sender", "from", el.From(), "max", b.opt.Config.Offline.MaxMessages)
 			b.sendUp(upstreamError(el, stanza.ErrWait, "resource-constraint"))
@@ -77,6 +80,17 @@ func (b *Bouncer) feedOffline(s *sessions.Session) {
 		return
 	}
 	b.dlv.offlineTo = s.ID
+	b.dlv.offlineFed, b.dlv.offlineStale = 0, false
+	b.noticeHistoryUnavailable(s, "")
+	b.loadOffline(s)
+}
+
+// loadOffline reads the offline store and feeds s what it has not been
+// fed yet (above offlineFed). While the archive is down the read sees only
+// what is committed (archiver.read); then the rest follows once it is back
+// (archiveRecovered).
+func (b *Bouncer) loadOffline(s *sessions.Session) {
+	stale := b.arch.degraded()
 	h := b.reserve(s)
 	id, to := s.ID, s.JID.String()
 	b.offLoop(func(ctx context.Context, db Store) func() {
@@ -96,8 +110,17 @@ func (b *Bouncer) feedOffline(s *sessions.Session) {
 		return func() {
 			// Rows delivered earlier may still be on their way out of
 			// the database.
-			for len(items) > 0 && items[0].offline <= b.dlv.offlineDeleted {
+			for len(items) > 0 && (items[0].offline <= b.dlv.offlineDeleted || items[0].offline <= b.dlv.offlineFed) {
 				items = items[1:]
+			}
+			if n := len(items); n > 0 && b.dlv.offlineTo == id {
+				b.dlv.offlineFed = items[n-1].offline
+			}
+			if stale && b.dlv.offlineTo == id {
+				b.dlv.offlineStale = true
+				if !b.arch.degraded() {
+					defer b.archiveRecovered() // it came back before this read was answered
+				}
 			}
 			if len(items) > 0 {
 				b.log.Info("delivering offline messages", "to", to, "count", len(items))
@@ -105,6 +128,20 @@ func (b *Bouncer) feedOffline(s *sessions.Session) {
 			b.fill(id, h, items)
 		}
 	})
+}
+
+// archiveRecovered runs on the loop when a failing archive write has
+// succeeded: the client fed the offline store while it was down gets what
+// was committed since.
+func (b *Bouncer) archiveRecovered() {
+	if !b.dlv.offlineStale || b.dlv.offlineTo == 0 {
+		return
+	}
+	b.dlv.offlineStale = false
+	if s := b.reg.ByID(b.dlv.offlineTo); s != nil && s.Available() {
+		b.log.Info("archive back: feeding the offline messages stored meanwhile", "to", s.JID.String())
+		b.loadOffline(s)
+	}
 }
 
 // deleteOffline deletes the offline messages up to seq, delivered in order.

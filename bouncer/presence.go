@@ -1,6 +1,7 @@
 package bouncer
 
 import (
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -18,7 +19,28 @@ type presenceState struct {
 	// unconfirmed are the contacts cached before an upstream reconnect
 	// that the new session has not sent presence for yet.
 	unconfirmed map[string]bool
-	epoch       int // upstream sessions so far, to tell old timers apart
+	epoch       int  // upstream sessions so far, to tell old timers apart
+	capLogged   bool // presenceCap was reached and said so
+}
+
+// presenceCap bounds each of contacts and subs. Anyone can send the
+// account presence, and a remote server can make up any number of full
+// JIDs of its own domain, so past the cap a new sender's presence is still
+// delivered to the clients but not remembered for later ones; an address
+// already known is still updated.
+const presenceCap = 10000
+
+// remember stores el under key in m (contacts or subs) unless the map is
+// full and key is new.
+func (p *presenceState) remember(m map[string]*stanza.Element, key string, el *stanza.Element, log *slog.Logger) {
+	if _, known := m[key]; !known && len(m) >= presenceCap {
+		if !p.capLogged {
+			p.capLogged = true
+			log.Warn("too many contacts' presences to remember; new ones are delivered but not kept for later clients", "cap", presenceCap)
+		}
+		return
+	}
+	m[key] = el
 }
 
 // contactGrace is how long a new upstream session has to confirm a cached
@@ -142,12 +164,24 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 }
 
 // reflectPresence sends s's presence to itself and its available siblings.
+//
+// A hibernated sibling is not queued an available presence: with many
+// clients that each hibernate, every one would hold one from each client
+// that came after it (memory growing with the square of their number).
+// It gets its siblings' current presence when it resumes instead
+// (resumedSiblings); unavailable ones are queued as usual, so it also
+// learns who left meanwhile.
 func (b *Bouncer) reflectPresence(s *sessions.Session, el *stanza.Element) {
 	from := s.JID.String()
 	for _, o := range b.reg.Available() {
-		if o != s {
-			b.sendTo(o, el.With("from", from, "to", o.JID.String()))
+		if o == s {
+			continue
 		}
+		if o.Hibernated && el.Type() == "" {
+			o.SiblingsMissed = true
+			continue
+		}
+		b.sendTo(o, el.With("from", from, "to", o.JID.String()))
 	}
 	b.sendTo(s, el.With("from", from, "to", from))
 }
@@ -158,6 +192,18 @@ func (b *Bouncer) sendSiblingsTo(s *sessions.Session) {
 		if o != s {
 			b.sendTo(s, o.Presence.With("from", o.JID.String(), "to", s.JID.String()))
 		}
+	}
+}
+
+// resumedSiblings gives a resumed client the current presence of the
+// siblings whose available presence it was not queued while hibernated.
+func (b *Bouncer) resumedSiblings(s *sessions.Session) {
+	if !s.SiblingsMissed {
+		return
+	}
+	s.SiblingsMissed = false
+	if s.Available() {
+		b.sendSiblingsTo(s)
 	}
 }
 
@@ -240,11 +286,11 @@ func (b *Bouncer) upstreamPresence(el *stanza.Element) {
 	delete(b.presence.unconfirmed, from)
 	switch el.Type() {
 	case "":
-		b.presence.contacts[from] = el
+		b.presence.remember(b.presence.contacts, from, el, b.log)
 	case "unavailable":
 		delete(b.presence.contacts, from)
 	case "subscribe":
-		b.presence.subs[bare] = el
+		b.presence.remember(b.presence.subs, bare, el, b.log)
 	case "unsubscribe", "unsubscribed", "subscribed":
 		delete(b.presence.subs, bare)
 	case "probe":

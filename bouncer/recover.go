@@ -11,8 +11,9 @@ import (
 // panicked. Safe to call from any goroutine.
 func (b *Bouncer) Recoveries() uint64 { return b.recovered.Load() }
 
-// safely runs handle for ev, recovering as recoverEvent does; Run uses it
-// around a whole burst, whose events handle also guards one by one.
+// safely runs handle for ev and turns a panic into a log line and a
+// dropped event, so one bad stanza cannot take every client down. Run
+// wraps each event in it; this is the only recovery.
 func (b *Bouncer) safely(ev event, handle func(event)) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -20,14 +21,6 @@ func (b *Bouncer) safely(ev event, handle func(event)) {
 		}
 	}()
 	handle(ev)
-}
-
-// recoverEvent, deferred, turns a panic while handling ev into a log line
-// and a dropped event, so one bad stanza cannot take every client down.
-func (b *Bouncer) recoverEvent(ev event) {
-	if r := recover(); r != nil {
-		b.reportPanic(ev, r)
-	}
 }
 
 func (b *Bouncer) reportPanic(ev event, r any) {

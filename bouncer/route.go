@@ -96,7 +96,12 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 		return
 	}
 	fromBare, _ := splitJID(el.From())
-	if room := b.rooms[fromBare]; room != nil && b.roomInbound(room, el) {
+	room := b.rooms[fromBare]
+	if room == nil || el.Type() != "groupchat" {
+		// Not the room's archive: only the account's stanza-ids count.
+		el = onlyStanzaIDsBy(el, b.account)
+	}
+	if room != nil && b.roomInbound(room, el) {
 		return
 	}
 	if el.Child(stanza.NSPubSubEvent, "event") != nil {

@@ -60,6 +60,7 @@ func TestSMResumeCost(t *testing.T) {
 		c.expect("a subject", func(el *stanza.Element) bool { return el.Kind() == "message" && isSubject(el) })
 	}
 	fullTime := time.Since(start)
+	fullTrips := c.bytes.roundTrips(c.authOps, c.bytes.opMark())
 	fullR, fullW := c.traffic()
 	n := len(c.received())
 	if n < rooms*(occupants+1) {
@@ -80,6 +81,7 @@ func TestSMResumeCost(t *testing.T) {
 	c2 := e.dialSMResume(t, id, n)
 	c2.expect("resumed", isSM("resumed"))
 	resumeTime := time.Since(start)
+	resumeTrips := c2.bytes.roundTrips(c2.authOps, c2.bytes.opMark())
 	time.Sleep(100 * time.Millisecond)
 	resR, resW := c2.traffic()
 	if got := c2.received(); len(got) != 0 {
@@ -89,10 +91,18 @@ func TestSMResumeCost(t *testing.T) {
 	if afterSASL > 2048 {
 		t.Fatalf("resume took %d bytes after SASL", afterSASL)
 	}
+	// Round trips after SASL, counted from the wire: the resume is
+	// pipelined (stream restart and <resume/> in one write), so one.
+	if resumeTrips != 1 {
+		t.Errorf("resume took %d round trips after SASL, want 1 (pipelined)", resumeTrips)
+	}
+	if fullTrips <= resumeTrips {
+		t.Errorf("full login took %d round trips after SASL, resume %d", fullTrips, resumeTrips)
+	}
 	if os.Getenv("XB_SM_FIGURES") != "" || testing.Verbose() {
-		t.Logf("full login, %d rooms x %d occupants: %d B read + %d B written after TLS (%d + %d after SASL), 3 round trips after SASL, %v",
-			rooms, occupants, fullR, fullW, fullR-c.authRead, fullW-c.authWrote, fullTime)
-		t.Logf("resume: %d B read + %d B written after TLS (%d + %d after SASL), 1 round trip after SASL (pipelined), %v",
-			resR, resW, resR-c2.authRead, resW-c2.authWrote, resumeTime)
+		t.Logf("full login, %d rooms x %d occupants: %d B read + %d B written after TLS (%d + %d after SASL), %d round trips after SASL, %v",
+			rooms, occupants, fullR, fullW, fullR-c.authRead, fullW-c.authWrote, fullTrips, fullTime)
+		t.Logf("resume: %d B read + %d B written after TLS (%d + %d after SASL), %d round trip(s) after SASL, %v",
+			resR, resW, resR-c2.authRead, resW-c2.authWrote, resumeTrips, resumeTime)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"xmppbouncer/internal/testdeps"
 	"xmppbouncer/stanza"
 )
 
@@ -43,6 +44,7 @@ class C(slixmpp.ClientXMPP):
     def got(self, msg):
         if msg["body"]:
             counts[msg["body"]] += 1
+            say("GOT", msg["body"])
 
     async def start(self, _):
         self.send_presence()
@@ -78,6 +80,7 @@ asyncio.get_event_loop().run_until_complete(main())
 // message and a chat sent meanwhile arrive exactly once, nothing arrives
 // twice, and the room never saw alice leave.
 func TestSMResumeSlixmpp(t *testing.T) {
+	testdeps.Slixmpp(t)
 	e := newEnv(t, nil, nil)
 	room := "slixsm@" + e.srv.MUC
 	bob := e.bobInRoom(room)
@@ -126,8 +129,8 @@ func TestSMResumeSlixmpp(t *testing.T) {
 	wait("JOINED")
 	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
 	bob.Send(t, `<message to='`+room+`' type='groupchat' id='b1'><body>before</body></message>`)
-	e.waitFor("before delivered", func() bool { s, d, _, _ := e.counters("slix"); return s > 0 && s == d })
-	time.Sleep(200 * time.Millisecond)
+	wait("GOT before")
+	e.waitFor("before acknowledged", func() bool { s, d, _, _ := e.counters("slix"); return s > 0 && s == d })
 	_, _ = io.WriteString(stdin, "drop\n")
 	if l := wait("DROPPED"); l != "DROPPED True" {
 		t.Fatalf("slixmpp has no resumption id: %s", l)

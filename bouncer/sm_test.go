@@ -22,6 +22,26 @@ func (e *env) session(res string) (s *sessions.Session) {
 	return s
 }
 
+// receiveAll collects what c receives until it holds every stanza the
+// bouncer has handed res's session past the first n (its Sent count), so a
+// test sees everything that was sent, and any duplicate, without sleeping.
+func (e *env) receiveAll(c *smClient, res string, n uint64) []*stanza.Element {
+	c.t.Helper()
+	var out []*stanza.Element
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out = append(out, c.received()...)
+		sent, _, _, _ := e.counters(res)
+		if uint64(len(out))+n >= sent {
+			return out
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("received %d stanzas, the bouncer sent %d past %d", len(out), sent-n, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (e *env) counters(res string) (sent, delivered uint64, hibernated, ok bool) {
 	e.b.Do(func() {
 		if s := e.b.reg.ByResource(res); s != nil {
@@ -121,6 +141,8 @@ func TestSMResume(t *testing.T) {
 	full := c.bind("phone")
 	id := c.enable()
 	c.received() // the bind result, before <enable/>
+	// What the session was sent before <enable/>, which h does not count.
+	preSent, _, _, _ := e.counters("phone")
 	c.write(`<presence/>`)
 	c.write(`<presence to='` + room + `/alice'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>`)
 	c.expect("room subject", func(el *stanza.Element) bool { return fromRoom(room)(el) && isSubject(el) })
@@ -146,9 +168,8 @@ func TestSMResume(t *testing.T) {
 		t.Fatalf("resumed: %s (want h=2: presence and join)", r)
 	}
 	c2.expect("psst", hasBody("psst"))
-	time.Sleep(300 * time.Millisecond)
 	var resent []string
-	for _, el := range c2.received() {
+	for _, el := range e.receiveAll(c2, "phone", preSent+uint64(acked)) {
 		resent = append(resent, el.String())
 	}
 	want := []string{got[acked].String(), got[acked+1].String()}
@@ -169,8 +190,10 @@ func TestSMResume(t *testing.T) {
 			t.Fatalf("%q arrived %d times, want %d:\n%s", body, n, wantN, strings.Join(resent, "\n"))
 		}
 	}
-	if s, _, h, _ := e.counters("phone"); h || e.session("phone").JID.String() != full || s == 0 {
-		t.Fatalf("after resume: hibernated %v", h)
+	// The core hears of the resume through an event of its own.
+	e.waitFor("the core to see the session resumed", func() bool { _, _, h, _ := e.counters("phone"); return !h })
+	if s, _, _, _ := e.counters("phone"); e.session("phone").JID.String() != full || s == 0 {
+		t.Fatalf("after resume: session %s, sent %d", e.session("phone").JID, s)
 	}
 	bob.ExpectNone(t, 200*time.Millisecond, func(el *stanza.Element) bool {
 		return el.Kind() == "presence" && el.From() == room+"/alice" && el.Type() == "unavailable"
@@ -243,12 +266,12 @@ func TestSMResumeFailed(t *testing.T) {
 	c2.write(`<iq type='get' id='v1' to='` + e.srv.Domain + `'><ping xmlns='urn:xmpp:ping'/></iq>`)
 	c2.expect("ping result", iqID("v1"))
 	c2.received()
+	base, _, _, _ := e.counters("phone")
 	c2.write(`<presence/>`)
 	c2.write(`<presence to='` + room + `/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>`)
 	c2.expect("room subject after the catch-up", func(el *stanza.Element) bool { return fromRoom(room)(el) && isSubject(el) })
-	time.Sleep(200 * time.Millisecond)
 	var got []string
-	for _, el := range c2.received() {
+	for _, el := range e.receiveAll(c2, "phone", base) {
 		if b := el.Child(stanza.NSClient, "body"); b != nil && el.Kind() == "message" && fromRoom(room)(el) {
 			got = append(got, b.Text())
 		}
@@ -380,8 +403,7 @@ func TestSMResumedConnectionHardening(t *testing.T) {
 	c.expect("a", isSM("a"))
 	c.drop()
 	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
-	// The dropped connection's slot is released just after it hibernates.
-	time.Sleep(100 * time.Millisecond)
+	e.waitFor("the dropped connection's address slot released", func() bool { return e.lsrv.ConnectionsFrom("127.0.0.1") == 0 })
 
 	c2 := e.dialSM(t)
 	c2.write(fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id, 1))
@@ -423,8 +445,9 @@ func TestSMResumedConnectionHardening(t *testing.T) {
 		t.Fatalf("a hibernated session is not closing (Closing: %v)", ok)
 	}
 	e.b.Do(func() { e.b.tooSlow(s, "test") })
+	// The listener forgets the resumption id before it reports the end.
 	e.waitFor("session ended", func() bool { return e.session("phone") == nil })
-	time.Sleep(100 * time.Millisecond)
+	e.waitFor("the dropped connection's address slot released", func() bool { return e.lsrv.ConnectionsFrom("127.0.0.1") == 0 })
 	c3 := e.dialSM(t)
 	c3.write(fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id, 1))
 	if f := c3.expect("failed", isSM("failed")); f.Child(stanza.NSStanzas, "item-not-found") == nil {
@@ -446,8 +469,9 @@ func TestSMExpiryLateJoinerDidNotGetIt(t *testing.T) {
 	c.expect("own presence", func(el *stanza.Element) bool { return el.Kind() == "presence" })
 	c.drop()
 	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	sent, _, _, _ := e.counters("phone")
 	bob.Send(t, `<message to='`+e.cfg.Upstream.JID+`' type='chat' id='late1'><body>while asleep</body></message>`)
-	time.Sleep(300 * time.Millisecond) // it goes into the hibernated session's queue
+	e.waitFor("the chat in the hibernated session's queue", func() bool { s, _, _, _ := e.counters("phone"); return s > sent })
 	laptop := e.availableClient("laptop")
 	laptop.ExpectNone(t, 300*time.Millisecond, hasBody("while asleep"))
 	e.waitFor("expiry", func() bool { return e.session("phone") == nil })
@@ -471,8 +495,9 @@ func TestSMReplacedSessionHandsOver(t *testing.T) {
 	c.expect("own presence", func(el *stanza.Element) bool { return el.Kind() == "presence" })
 	c.drop()
 	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	sent, _, _, _ := e.counters("phone")
 	bob.Send(t, `<message to='`+e.cfg.Upstream.JID+`' type='chat' id='h1'><body>queued while asleep</body></message>`)
-	time.Sleep(300 * time.Millisecond)
+	e.waitFor("the chat in the hibernated session's queue", func() bool { s, _, _, _ := e.counters("phone"); return s > sent })
 	again := e.availableClient("phone")
 	again.Expect(t, "the queued chat", hasBody("queued while asleep"))
 	again.ExpectNone(t, 500*time.Millisecond, hasBody("queued while asleep"))

@@ -21,7 +21,7 @@ const nsSMTest = "urn:xmpp:sm:3"
 // PLAIN, and then either bind or resume, all as literal XML, so a test can
 // count h exactly and drop the TCP connection without closing the stream.
 type smClient struct {
-	t      *testing.T
+	t      testing.TB
 	raw    net.Conn
 	tc     *tls.Conn
 	mu     sync.Mutex
@@ -32,26 +32,37 @@ type smClient struct {
 	err    error
 	jid    string
 	bytes  *countConn
-	// traffic when SASL succeeded
+	// traffic when SASL succeeded, and the position in the op log
 	authRead, authWrote int
+	authOps             int
 }
 
-// countConn counts the bytes read and written after TLS.
+// countConn counts the bytes read and written after TLS, and logs the
+// order of writes and reads so round trips can be counted from the wire.
 type countConn struct {
 	net.Conn
 	mu          sync.Mutex
 	read, wrote int
+	ops         []byte // 'w' when a write starts, 'r' when a read returns data
 }
 
 func (c *countConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.mu.Lock()
 	c.read += n
+	if n > 0 {
+		c.ops = append(c.ops, 'r')
+	}
 	c.mu.Unlock()
 	return n, err
 }
 
 func (c *countConn) Write(p []byte) (int, error) {
+	// Logged before the bytes leave, so an answer is always logged after
+	// the write it answers.
+	c.mu.Lock()
+	c.ops = append(c.ops, 'w')
+	c.mu.Unlock()
 	n, err := c.Conn.Write(p)
 	c.mu.Lock()
 	c.wrote += n
@@ -59,9 +70,32 @@ func (c *countConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// opMark is a position in the log of writes and reads.
+func (c *countConn) opMark() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.ops)
+}
+
+// roundTrips counts, between two marks, the client's writes that were
+// followed by data from the server before the client wrote again: each is
+// one time the client waited for an answer. Writes sent together without
+// waiting (pipelining) count once.
+func (c *countConn) roundTrips(from, to int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for i := from + 1; i < to; i++ {
+		if c.ops[i-1] == 'w' && c.ops[i] == 'r' {
+			n++
+		}
+	}
+	return n
+}
+
 // dialSM connects and authenticates; the stream is open after SASL and
 // the features (which must offer sm) have been read.
-func (e *env) dialSM(t *testing.T) *smClient {
+func (e *env) dialSM(t testing.TB) *smClient {
 	t.Helper()
 	c, d := e.dialSMAuth(t)
 	c.write(header(e.srv.Domain))
@@ -75,7 +109,7 @@ func (e *env) dialSM(t *testing.T) *smClient {
 // dialSMResume authenticates and then sends the stream restart and
 // <resume/> together, without waiting for the features (pipelining: one
 // round trip after SASL).
-func (e *env) dialSMResume(t *testing.T, previd string, h int) *smClient {
+func (e *env) dialSMResume(t testing.TB, previd string, h int) *smClient {
 	t.Helper()
 	c, d := e.dialSMAuth(t)
 	c.write(header(e.srv.Domain) + fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, previd, h))
@@ -88,7 +122,7 @@ func (e *env) dialSMResume(t *testing.T, previd string, h int) *smClient {
 
 // dialSMAuth connects with direct TLS and authenticates with PLAIN. Bytes
 // are counted from the first stream header on.
-func (e *env) dialSMAuth(t *testing.T) (*smClient, *xml.Decoder) {
+func (e *env) dialSMAuth(t testing.TB) (*smClient, *xml.Decoder) {
 	t.Helper()
 	raw, err := net.Dial("tcp", e.lsrv.DirectTLSAddr().String())
 	if err != nil {
@@ -113,6 +147,7 @@ func (e *env) dialSMAuth(t *testing.T) (*smClient, *xml.Decoder) {
 		t.Fatalf("auth: %s", s)
 	}
 	c.authRead, c.authWrote = c.traffic()
+	c.authOps = c.bytes.opMark()
 	return c, xml.NewDecoder(c.bytes)
 }
 

@@ -30,6 +30,7 @@ type Config struct {
 	Push     Push     `toml:"push"`
 	Metrics  Metrics  `toml:"metrics"`
 	Rooms    []Room   `toml:"rooms"`
+	Web      Web      `toml:"web"`
 
 	// Warnings are problems Load found that do not stop the bouncer, such
 	// as a secret in a file others can read; the caller logs them.
@@ -71,12 +72,19 @@ type Listen struct {
 	DirectTLSAddress string `toml:"direct_tls_address"`
 	CertFile         string `toml:"cert_file"`
 	KeyFile          string `toml:"key_file"`
+	// XMPP over WebSocket (RFC 7395) and the web client; see web.go.
+	WebSocketAddress string   `toml:"websocket_address"` // "" = off
+	WebSocketPlain   bool     `toml:"websocket_plain"`   // ws:// without TLS: loopback only
+	WebSocketOrigins []string `toml:"websocket_origins"` // allowed Origin values; default: our own
 }
 
 // Auth is how local clients prove they are the account owner.
 type Auth struct {
 	PasswordHash string `toml:"password_hash"`
 	Password     string `toml:"password"`
+	// FastTokenLifetime is how long a XEP-0484 FAST token lets a device
+	// log in without the password (default 720h, 30 days).
+	FastTokenLifetime Duration `toml:"fast_token_lifetime"`
 }
 
 // Storage is where the archive and state live.
@@ -133,6 +141,10 @@ type Limits struct {
 	AckDelay      Duration `toml:"ack_delay"`      // or this long after unacked output
 	ResumeTimeout Duration `toml:"resume_timeout"` // a hibernated session waits this long
 	ResumeQueue   int      `toml:"resume_queue"`   // unacked stanzas kept per session
+	// Hibernated sessions kept, in all and per remote address; past a cap
+	// the oldest expires early.
+	MaxHibernated           int `toml:"max_hibernated"`
+	MaxHibernatedPerAddress int `toml:"max_hibernated_per_address"`
 }
 
 // Log configures logging.
@@ -312,11 +324,20 @@ func (c *Config) Defaults() {
 	if l.AckDelay.Duration == 0 {
 		l.AckDelay.Duration = 5 * time.Second
 	}
+	if c.Auth.FastTokenLifetime.Duration == 0 {
+		c.Auth.FastTokenLifetime.Duration = 30 * 24 * time.Hour
+	}
 	if l.ResumeTimeout.Duration == 0 {
 		l.ResumeTimeout.Duration = 24 * time.Hour
 	}
 	if l.ResumeQueue == 0 {
 		l.ResumeQueue = 10000
+	}
+	if l.MaxHibernated == 0 {
+		l.MaxHibernated = 100
+	}
+	if l.MaxHibernatedPerAddress == 0 {
+		l.MaxHibernatedPerAddress = 20
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -398,6 +419,8 @@ func (c *Config) finish() error {
 		return bad("auth.password", "set either auth.password_hash or auth.password, not both")
 	case c.Auth.PasswordHash != "" && !strings.HasPrefix(c.Auth.PasswordHash, "scram$"):
 		return bad("auth.password_hash", "not a hash from `xmppbouncer hash-password`")
+	case c.Auth.FastTokenLifetime.Duration < time.Minute:
+		return bad("auth.fast_token_lifetime", "must be at least 1m; got %s", c.Auth.FastTokenLifetime.Duration)
 	}
 	switch c.Presence.DetachedShow {
 	case "available", "away", "xa", "dnd", "chat":
@@ -451,6 +474,12 @@ func (c *Config) finish() error {
 	if c.Limits.ResumeQueue < 1 {
 		return bad("limits.resume_queue", "must be at least 1")
 	}
+	if c.Limits.MaxHibernated < 1 {
+		return bad("limits.max_hibernated", "must be at least 1")
+	}
+	if c.Limits.MaxHibernatedPerAddress < 1 {
+		return bad("limits.max_hibernated_per_address", "must be at least 1")
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -463,6 +492,9 @@ func (c *Config) finish() error {
 		if !isLoopback(a) && !c.Metrics.AllowRemote {
 			return bad("metrics.address", "%q is not a loopback address: the metrics show your rooms' activity to whoever can reach it; set metrics.allow_remote = true if that is what you want", a)
 		}
+	}
+	if err := c.validateWeb(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i, r := range c.Rooms {

@@ -87,9 +87,17 @@ func generateCert(certFile, keyFile string, hosts []string) error {
 	if len(hosts) > 0 {
 		cn = hosts[0]
 	}
+	// Each certificate gets a subject of its own: a self-signed one is its
+	// own issuer, and a system store (OpenSSL looks issuers up by subject)
+	// that trusts an older one with the same subject would check a new
+	// one against the wrong key.
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"xmppbouncer (self-signed)"}},
+		SerialNumber: serial,
+		Subject: pkix.Name{
+			CommonName:   cn,
+			Organization: []string{"xmppbouncer (self-signed)"},
+			SerialNumber: fmt.Sprintf("%032x", serial),
+		},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().AddDate(20, 0, 0),
 		KeyUsage:              x509.KeyUsageDigitalSignature,

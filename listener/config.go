@@ -46,7 +46,20 @@ type Config struct {
 	// the negotiation timeout.
 	PreAuthTimeout time.Duration
 	AuthFailDelay  time.Duration // base delay of a SASL failure reply, doubling per recent failure from the same IP
-	Logger         *slog.Logger
+	// FastTokens stores XEP-0484 FAST tokens; nil: FAST is not offered.
+	FastTokens        FastTokenStore
+	FastTokenLifetime time.Duration // 0: DefaultFastTokenLifetime
+	Logger            *slog.Logger
+
+	// XMPP over WebSocket (RFC 7395) and the web client (wsserver.go):
+	// the HTTP listener's address ("" = off), plain ws instead of wss,
+	// the allowed Origin values (none: our own), the directory served at /
+	// and the WebSocket URL to advertise ("": as the client reached us).
+	WebSocketAddress string
+	WebSocketPlain   bool
+	WebSocketOrigins []string
+	WebRoot          string
+	WebSocketURL     string
 }
 
 // defaultWriteTimeout closes a client that stops reading; config has no
@@ -76,7 +89,7 @@ func ConfigFrom(c *config.Config, dataDir string, log *slog.Logger) (Config, err
 		return Config{}, fmt.Errorf("listener: set auth.password_hash or auth.password")
 	}
 	hosts := []string{account.Domainpart(), "localhost"}
-	for _, a := range []string{c.Listen.Address, c.Listen.DirectTLSAddress} {
+	for _, a := range []string{c.Listen.Address, c.Listen.DirectTLSAddress, c.Listen.WebSocketAddress} {
 		if h, _, err := net.SplitHostPort(a); err == nil && h != "" && h != "localhost" && h != account.Domainpart() {
 			if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
 				hosts = append(hosts, h)
@@ -116,6 +129,9 @@ func ConfigFrom(c *config.Config, dataDir string, log *slog.Logger) (Config, err
 			AckDelay:      l.AckDelay.Duration,
 			ResumeTimeout: l.ResumeTimeout.Duration,
 			ResumeQueue:   l.ResumeQueue,
+
+			MaxHibernated:           l.MaxHibernated,
+			MaxHibernatedPerAddress: l.MaxHibernatedPerAddress,
 		},
 		MaxConnections: l.MaxConnections,
 
@@ -123,6 +139,12 @@ func ConfigFrom(c *config.Config, dataDir string, log *slog.Logger) (Config, err
 		MaxUnauthenticatedPerAddress: l.MaxUnauthenticatedPerAddress,
 		PreAuthTimeout:               l.PreAuthTimeout.Duration,
 		AuthFailDelay:                l.AuthFailDelay.Duration,
+		FastTokenLifetime:            c.Auth.FastTokenLifetime.Duration,
 		Logger:                       log,
+		WebSocketAddress:             c.Listen.WebSocketAddress,
+		WebSocketPlain:               c.Listen.WebSocketPlain,
+		WebSocketOrigins:             c.Listen.WebSocketOrigins,
+		WebRoot:                      c.Web.Root,
+		WebSocketURL:                 c.Web.WebSocketURL,
 	}, nil
 }

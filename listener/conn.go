@@ -64,7 +64,11 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 			_ = meter.SetDeadline(time.Unix(1, 0))
 		}
 	}}
-	sess, err := xmpp.ReceiveSession(context.Background(), rw, 0, n.negotiate)
+	var state xmpp.SessionState
+	if _, ok := raw.(*wsConn); ok {
+		state = xmpp.Secure // wss, or plain ws on loopback by configuration
+	}
+	sess, err := xmpp.ReceiveSession(context.Background(), rw, state, n.negotiate)
 	if err != nil {
 		se := n.abort(ctx, sess, raw, meter, err)
 		s.log.Debug("listener: negotiation ended", "remote", remote, "err", err, "stream_error", se)
@@ -84,10 +88,13 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 
 	if n.resume != nil {
 		c := n.resume
-		conn := s.takeOver(c, newConn, n.resumeH)
+		conn := s.takeOver(c, newConn, n.resumeH, n.inlineSuccess)
 		if conn == nil {
 			return
 		}
+		c.mu.Lock()
+		c.ip = ip
+		c.mu.Unlock()
 		s.log.Info("listener: client resumed on a new connection", "jid", c.JID.String(), "remote", remote, "direct_tls", direct, "id", c.ID)
 		s.runConn(c, conn)
 		return
@@ -104,19 +111,32 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, direct bool, ip st
 		Remote:    remote,
 		ID:        s.nextID.Add(1),
 		Since:     time.Now(),
-		TLS:       tls.VersionName(sess.ConnectionState().Version),
+		TLS:       connTLS(sess, raw),
 		srv:       s,
 		mechanism: n.mechanism,
 		conn:      conn,
 		last:      conn,
+		ua:        n.ua,
+		ip:        ip,
+	}
+	if n.bind2Req != nil {
+		// XEP-0386: the <success/> with <bound/> is the first thing the
+		// client reads on this stream; stream management counts from here.
+		conn.Send(n.inlineSuccess.Append(s.bound(c, n.bind2Req)))
 	}
 	if !s.register(c) {
+		s.forgetResumable(c) // a Bind2 inline enable may have registered it
 		conn.Close(&stanza.StreamError{Condition: "system-shutdown"})
 		return
 	}
-	s.log.Info("listener: client bound", "jid", c.JID.String(), "remote", remote, "mechanism", c.mechanism, "direct_tls", direct, "id", c.ID)
+	s.log.Info("listener: client bound", "jid", c.JID.String(), "remote", remote, "mechanism", c.mechanism, "direct_tls", direct, "id", c.ID, "user_agent", c.ua.Software)
 	s.h.Bound(c)
-	c.Send(n.bindReply)
+	if n.bind2Req == nil {
+		c.Send(n.bindReply)
+	} else if n.bind2Req.inactive {
+		// XEP-0386 inline CSI: the same path as a client's own <inactive/>.
+		s.h.Stanza(c, stanza.New(stanza.NSCSI, "inactive"))
+	}
 	s.runConn(c, conn)
 }
 
@@ -351,7 +371,7 @@ func (n *negotiation) abort(srvCtx context.Context, sess *xmpp.Session, raw net.
 // 6120 §4.9.3.14 policy-violation) and closes it, in the background so the
 // accept loop and the other clients never wait for it.
 func (s *Server) reject(raw net.Conn, direct bool, why string) {
-	s.log.Warn("listener: connection refused", "remote", raw.RemoteAddr().String(), "reason", why)
+	s.refusedLog.warn(why, raw.RemoteAddr().String())
 	select {
 	case s.rejecting <- struct{}{}:
 	default:

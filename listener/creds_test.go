@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"os"
@@ -173,5 +174,37 @@ func TestGeneratedCertNamesEachHostOnce(t *testing.T) {
 	}
 	if !seen["localhost"] || !seen["127.0.0.1"] {
 		t.Fatalf("certificate names %v, want localhost and 127.0.0.1", names)
+	}
+}
+
+// TestGeneratedCertsAreDistinct: two generated certificates never share a
+// subject or a serial (a system store that trusts one must not take the
+// other for it), and each names the configured domain.
+func TestGeneratedCertsAreDistinct(t *testing.T) {
+	var certs []*x509.Certificate
+	for i := 0; i < 2; i++ {
+		c, _, err := LoadOrCreateCert("", "", filepath.Join(t.TempDir(), "data"), []string{"chat.example.org", "localhost", "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs = append(certs, c.Leaf)
+	}
+	a, b := certs[0], certs[1]
+	if a.Subject.String() == b.Subject.String() {
+		t.Errorf("two generated certificates share the subject %q", a.Subject)
+	}
+	if a.SerialNumber.Cmp(b.SerialNumber) == 0 {
+		t.Errorf("two generated certificates share the serial %s", a.SerialNumber)
+	}
+	for _, c := range certs {
+		if c.Subject.CommonName != "chat.example.org" || c.Issuer.String() != c.Subject.String() {
+			t.Errorf("subject %q issuer %q, want CN=chat.example.org, self-issued", c.Subject, c.Issuer)
+		}
+		if err := c.VerifyHostname("chat.example.org"); err != nil {
+			t.Error(err)
+		}
+		if err := c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature); err != nil {
+			t.Errorf("not self-signed: %v", err)
+		}
 	}
 }

@@ -222,6 +222,7 @@ type testClient struct {
 	conn *wire.Conn
 	in   chan *stanza.Element
 	end  chan error
+	raw  net.Conn // the TCP connection, to drop it
 }
 
 func dialLogin(t *testing.T, srv *Server, l login) (*testClient, error) {
@@ -268,6 +269,7 @@ func dialLogin(t *testing.T, srv *Server, l login) (*testClient, error) {
 		conn: wire.New(sess, meter, wire.Options{QueueLen: 16, KeepAlive: l.keepAlive}),
 		in:   make(chan *stanza.Element, 64),
 		end:  make(chan error, 1),
+		raw:  raw,
 	}
 	go func() {
 		tc.end <- tc.conn.Read(func(el *stanza.Element) { tc.in <- el })

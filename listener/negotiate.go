@@ -62,10 +62,21 @@ type negotiation struct {
 	resume        *Client         // XEP-0198: the session this stream resumes
 	resumeH       uint32          // ... and the client's h
 	revive        *Resumable      // XEP-0198: a session stored by an earlier run (smstore.go)
+
+	// SASL2 (sasl2.go): the client's user agent, the <success/> that goes
+	// out first on the client's connection when binding or resuming
+	// inline, and what Bind2 asked for.
+	ua            UserAgent
+	inlineSuccess *stanza.Element
+	bind2Req      *bind2Request
+	fastHash      []byte     // the FAST token this login used, if any
+	fastToken     *FastToken // ... as stored
+	sess          *xmpp.Session
 }
 
 func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, interface{}, error) {
 	ctx := n.ctx
+	n.sess = s
 	if !n.headerSent {
 		if err := n.openStream(s, in, out); err != nil {
 			return 0, nil, nil, err
@@ -91,6 +102,8 @@ func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp
 			mask, rw, err = n.srv.startTLS.Negotiate(ctx, s, nil)
 		case el.Name.Space == stanza.NSSASL && state&xmpp.Secure != 0 && state&xmpp.Authn == 0:
 			mask, rw, err = n.authenticate(ctx, s, el)
+		case el.Name.Space == nsSASL2 && state&xmpp.Secure != 0 && state&xmpp.Authn == 0:
+			mask, err = n.authenticate2(ctx, s, in, el)
 		case el.Kind() == "iq" && el.Child(stanza.NSBind, "bind") != nil && state&xmpp.Authn != 0:
 			mask, err = n.bind(s, in, el)
 		case el.Is(nsSM, "resume") && state&xmpp.Authn != 0:
@@ -117,7 +130,9 @@ func (n *negotiation) negotiate(_ context.Context, in, out *stream.Info, s *xmpp
 			n.headerSent = false
 			return mask, rw, nil, nil
 		}
-		if mask&xmpp.Ready != 0 {
+		if mask&(xmpp.Ready|xmpp.Authn) != 0 {
+			// SASL2 success does not restart the stream: back to the
+			// session, which calls us again for the next features.
 			return mask, nil, nil, nil
 		}
 	}
@@ -133,7 +148,12 @@ func unexpected(el *stanza.Element, state xmpp.SessionState) error {
 	case el.Name.Space == stanza.NSSASL && state&xmpp.Secure == 0:
 		// RFC 6120 §5.3.1: we require TLS before anything else.
 		return &stanza.StreamError{Condition: "policy-violation", Text: "use STARTTLS first"}
-	case el.Name.Space == nsTLS || el.Name.Space == stanza.NSSASL:
+	case el.Name.Space == nsSASL2 && state&xmpp.Secure == 0:
+		return &stanza.StreamError{Condition: "policy-violation", Text: "use STARTTLS first"}
+	case el.Name.Space == nsSASL2 && state&xmpp.Authn != 0:
+		// XEP-0388: one successful authentication per stream.
+		return &stanza.StreamError{Condition: "policy-violation", Text: "already authenticated"}
+	case el.Name.Space == nsTLS || el.Name.Space == stanza.NSSASL || el.Name.Space == nsSASL2:
 		return &stanza.StreamError{Condition: "policy-violation", Text: "feature " + el.Name.Local + " is not available now"}
 	default:
 		return &stanza.StreamError{Condition: "unsupported-stanza-type"}
@@ -270,6 +290,7 @@ func (n *negotiation) features(state xmpp.SessionState) []byte {
 			mechs.Append(stanza.New(stanza.NSSASL, "mechanism").AppendText(m.Name))
 		}
 		list.Append(mechs)
+		n.sasl2Features(list)
 	default:
 		list.Append(
 			stanza.New(stanza.NSBind, "bind"),

@@ -75,14 +75,7 @@ func (n *negotiation) authenticate(ctx context.Context, s *xmpp.Session, el *sta
 	for {
 		more, resp, err := step(neg, payload)
 		if err != nil {
-			cond := n.failCond
-			if cond == "" {
-				cond = "not-authorized"
-			}
-			reason := n.failReason
-			if reason == "" {
-				reason = "wrong password or malformed exchange"
-			}
+			cond, reason := n.stepFailure()
 			return 0, nil, n.authFailed(ctx, s, name, cond, reason)
 		}
 		if !more {
@@ -135,6 +128,12 @@ func (n *negotiation) readResponse(ctx context.Context, s *xmpp.Session, mech st
 // authFailed answers a failed exchange after the per-IP delay, and closes
 // the stream once the client has used up its retries.
 func (n *negotiation) authFailed(ctx context.Context, s *xmpp.Session, mech, cond, reason string) error {
+	return n.authFailedWith(ctx, s, mech, cond, reason, saslElement("failure", cond))
+}
+
+// authFailedWith is authFailed with the failure element to send (legacy
+// SASL or SASL2).
+func (n *negotiation) authFailedWith(ctx context.Context, s *xmpp.Session, mech, cond, reason string, failure []byte) error {
 	n.authFailures++
 	n.srv.authFailures.Add(1)
 	delay := n.srv.fails.fail(n.ip)
@@ -149,7 +148,7 @@ func (n *negotiation) authFailed(ctx context.Context, s *xmpp.Session, mech, con
 			return ctx.Err()
 		}
 	}
-	if err := n.write(s, saslElement("failure", cond)); err != nil {
+	if err := n.write(s, failure); err != nil {
 		return err
 	}
 	if n.authFailures >= maxAuthFailures {
@@ -313,4 +312,17 @@ func (t *failTracker) fail(ip string) time.Duration {
 		d *= 2
 	}
 	return min(d, maxFailDelay)
+}
+
+// stepFailure is the condition and log reason of a failed SASL step: what
+// the credential check recorded, or a wrong password.
+func (n *negotiation) stepFailure() (cond, reason string) {
+	cond, reason = n.failCond, n.failReason
+	if cond == "" {
+		cond = "not-authorized"
+	}
+	if reason == "" {
+		reason = "wrong password or malformed exchange"
+	}
+	return cond, reason
 }

@@ -65,7 +65,13 @@ type Client struct {
 	ended    bool // Closed is reported (or about to be)
 	hibGen   uint64
 	hibTimer *time.Timer
-	revived  *Resumable // the stored session it was revived from (smstore.go)
+	revived  *Resumable      // the stored session it was revived from (smstore.go)
+	hibSince time.Time       // when it last hibernated
+	lastDone <-chan struct{} // while hibernated: Done of the ended connection
+	ip       string          // remote IP of its latest connection
+
+	ua           UserAgent // SASL2 <user-agent/>; zero for legacy SASL
+	bind2Carbons bool      // XEP-0386 inline carbons enable
 }
 
 // Mechanism is the SASL mechanism the client authenticated with.
@@ -100,6 +106,11 @@ type Server struct {
 	authFailures atomic.Uint64
 
 	sm SMOptions
+	// endpoint is the tls-server-end-point binding of our certificate;
+	// nil when it cannot be known in advance (cbind.go).
+	endpoint []byte
+
+	refusedLog *rateLog // "connection refused", rate-limited per reason
 
 	mu        sync.Mutex
 	ln, dln   net.Listener
@@ -112,6 +123,8 @@ type Server struct {
 
 	amu   sync.Mutex
 	addrs map[string]*addrCount // remote IP → its connections
+
+	ws *wsListener // XMPP over WebSocket and the web client (wsserver.go)
 }
 
 // addrCount is what one remote address holds open.
@@ -137,7 +150,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		return nil, errors.New("listener: no credentials")
 	case cfg.TLS == nil || (len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil && cfg.TLS.GetConfigForClient == nil):
 		return nil, errors.New("listener: no TLS certificate")
-	case cfg.Address == "" && cfg.DirectTLSAddress == "":
+	case cfg.Address == "" && cfg.DirectTLSAddress == "" && cfg.WebSocketAddress == "":
 		return nil, errors.New("listener: no address to listen on")
 	}
 	if cfg.Logger == nil {
@@ -161,7 +174,12 @@ func New(cfg Config, h Handler) (*Server, error) {
 		resumable:  make(map[string]*Client),
 		oldIDs:     make(map[string]uint32),
 		addrs:      make(map[string]*addrCount),
+		endpoint:   endpointHash(cfg.TLS),
 	}
+	if cfg.FastTokenLifetime <= 0 {
+		s.cfg.FastTokenLifetime = DefaultFastTokenLifetime
+	}
+	s.refusedLog = newRateLog(cfg.Logger, "listener: connection refused", refusedLogEvery)
 	return s, nil
 }
 
@@ -187,7 +205,7 @@ func directTLSConfig(base *tls.Config) *tls.Config {
 func (s *Server) Listen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ln != nil || s.dln != nil {
+	if s.ln != nil || s.dln != nil || s.ws != nil {
 		return nil
 	}
 	if s.cfg.Address != "" {
@@ -207,6 +225,15 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("listener: %w", err)
 		}
 		s.dln = ln
+	}
+	if err := s.listenWS(); err != nil {
+		for _, l := range []net.Listener{s.ln, s.dln} {
+			if l != nil {
+				l.Close()
+			}
+		}
+		s.ln, s.dln = nil, nil
+		return err
 	}
 	return nil
 }
@@ -242,12 +269,20 @@ func (s *Server) Serve(ctx context.Context) error {
 		ln     net.Listener
 		direct bool
 	}{{s.ln, false}, {s.dln, true}}
+	ws := s.ws
 	s.mu.Unlock()
 
 	connCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var loops sync.WaitGroup
-	errc := make(chan error, len(listeners))
+	errc := make(chan error, len(listeners)+1)
+	if ws != nil {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			errc <- s.serveWS(connCtx, ws)
+		}()
+	}
 	for _, l := range listeners {
 		if l.ln == nil {
 			continue

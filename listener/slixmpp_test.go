@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"xmppbouncer/internal/testdeps"
 	"xmppbouncer/stanza"
 )
 
@@ -61,6 +62,7 @@ sys.exit(0 if result.startswith("LOGIN-OK") else 1)
 `
 
 func TestSlixmppLogsIn(t *testing.T) {
+	testdeps.Slixmpp(t)
 	rec := newRecorder()
 	rec.onStz = func(c *Client, el *stanza.Element) {
 		if el.Kind() == "message" && el.ChildText(stanza.NSClient, "body") == "ping-from-slixmpp" {

@@ -25,6 +25,10 @@ type SMOptions struct {
 	AckDelay      time.Duration // or this long after unacked output
 	ResumeTimeout time.Duration // how long a hibernated session waits for a resume
 	ResumeQueue   int           // unacked stanzas kept per session; past it the session ends
+	// Hibernated sessions kept, in all and per remote address; past
+	// either cap the oldest expires at once (hibcap.go).
+	MaxHibernated           int
+	MaxHibernatedPerAddress int
 }
 
 const (
@@ -49,6 +53,12 @@ func (o SMOptions) withDefaults() SMOptions {
 	}
 	if o.ResumeQueue <= 0 {
 		o.ResumeQueue = defaultResumeQueue
+	}
+	if o.MaxHibernated <= 0 {
+		o.MaxHibernated = defaultMaxHibernated
+	}
+	if o.MaxHibernatedPerAddress <= 0 {
+		o.MaxHibernatedPerAddress = defaultMaxHibernatedPerAddress
 	}
 	return o
 }
@@ -78,6 +88,9 @@ type streamMgmt struct {
 	// covered by h; Delivered counts them by what preConn flushed.
 	preSent uint64
 	preConn *wire.Conn
+	// preFlushed is preConn's final Delivered, kept when preConn is let go
+	// (at hibernation: an ended connection holds its buffers).
+	preFlushed uint64
 
 	requested uint64 // total when we last sent <r/>
 	sinceR    int    // stanzas written since the last <r/>
@@ -193,7 +206,11 @@ func (c *Client) Delivered() uint64 {
 	if sm.ackedTotal == 0 {
 		// Once anything after <enable/> is acked, TCP order says all of
 		// these arrived; until then, only what was flushed counts.
-		pre = min(pre, sm.preConn.Delivered())
+		if sm.preConn != nil {
+			pre = min(pre, sm.preConn.Delivered())
+		} else {
+			pre = min(pre, sm.preFlushed)
+		}
 	}
 	return pre + sm.ackedTotal
 }
@@ -238,6 +255,18 @@ func (c *Client) Hibernating() bool {
 	return c.conn == nil && !c.ended
 }
 
+// SMState reports whether the client enabled XEP-0198 stream management,
+// whether its session can be resumed, and how many stanzas sent to it it
+// has not acknowledged yet.
+func (c *Client) SMState() (enabled, resumable bool, unacked int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sm == nil {
+		return false, false, 0
+	}
+	return true, c.sm.id != "", len(c.sm.queue)
+}
+
 // Unacked returns the stanzas sent under stream management that the client
 // never acknowledged, oldest first. It is meant for after Closed, when it
 // no longer changes.
@@ -277,7 +306,7 @@ func (c *Client) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn == nil {
-		return c.last.Done()
+		return c.lastDone
 	}
 	return c.conn.Done()
 }
@@ -311,16 +340,8 @@ func (c *Client) handleSM(el *stanza.Element) {
 			c.sendNonza(smFailed("unexpected-request"))
 			return
 		}
-		sm = &streamMgmt{preSent: c.conn.Sent(), preConn: c.conn}
-		enabled := smElement("enabled")
-		if r := el.Get("resume"); r == "true" || r == "1" {
-			sm.id = c.srv.registerResumable(c)
-			enabled.Set("id", sm.id).Set("resume", "true").
-				Set("max", strconv.FormatInt(int64(c.srv.sm.ResumeTimeout/time.Second), 10))
-		}
-		c.sm = sm
-		c.persist() // smstore.go
-		c.sendNonza(enabled)
+		r := el.Get("resume")
+		c.sendNonza(c.enableLocked(r == "true" || r == "1"))
 	case "r":
 		if sm != nil {
 			c.sendNonza(smElement("a", "h", strconv.FormatUint(uint64(sm.inH), 10)))
@@ -346,6 +367,21 @@ func (c *Client) handleSM(el *stanza.Element) {
 	default:
 		c.fatalLocked(&stanza.StreamError{Condition: "unsupported-stanza-type", Text: "<" + el.Name.Local + "/> is not a stream management element"})
 	}
+}
+
+// enableLocked turns stream management on for c and returns the
+// <enabled/> answer; also used by Bind2's inline enable. c.mu is held.
+func (c *Client) enableLocked(resume bool) *stanza.Element {
+	sm := &streamMgmt{preSent: c.conn.Sent(), preConn: c.conn}
+	enabled := smElement("enabled")
+	if resume {
+		sm.id = c.srv.registerResumable(c)
+		enabled.Set("id", sm.id).Set("resume", "true").
+			Set("max", strconv.FormatInt(int64(c.srv.sm.ResumeTimeout/time.Second), 10))
+	}
+	c.sm = sm
+	c.persist() // smstore.go
+	return enabled
 }
 
 // ack drops what h acknowledges; false when h acknowledges stanzas never
@@ -409,13 +445,22 @@ func (s *Server) connEnded(c *Client, conn *wire.Conn, reason error) {
 		return
 	}
 	if c.sm != nil && c.sm.id != "" && !c.closing && hibernatable(reason) && !s.isStopping() {
+		// A hibernated session keeps nothing of its ended connection (its
+		// buffers and queue are tens of KB) but its done channel and what
+		// Delivered needs.
 		c.conn = nil
-		c.last = conn
+		c.last = nil
+		c.lastDone = conn.Done()
+		if c.sm.preConn != nil {
+			c.sm.preFlushed = c.sm.preConn.Delivered()
+			c.sm.preConn = nil
+		}
 		if c.sm.ackTimer != nil {
 			c.sm.ackTimer.Stop()
 			c.sm.ackTimer = nil
 		}
 		c.hibGen++
+		c.hibSince = time.Now()
 		gen := c.hibGen
 		c.hibTimer = time.AfterFunc(s.sm.ResumeTimeout, func() {
 			s.endHibernated(c, gen, true, errors.New("listener: hibernated session expired"))
@@ -427,6 +472,7 @@ func (s *Server) connEnded(c *Client, conn *wire.Conn, reason error) {
 		if rh, ok := s.h.(ResumeHandler); ok {
 			rh.Hibernated(c)
 		}
+		s.capHibernated(c)
 		return
 	}
 	c.ended = true
@@ -568,11 +614,19 @@ func (n *negotiation) tryResume(el *stanza.Element) (bool, []byte) {
 // stanza (those the old connection lost, then those queued while
 // hibernated) in order, and asks for an ack. It returns nil, after telling
 // the client, when c ended since tryResume.
-func (s *Server) takeOver(c *Client, newConn func(queueLen int) *wire.Conn, h uint32) *wire.Conn {
+// A SASL2 inline resume passes success, the <success/> that <resumed/>
+// goes into (XEP-0198 with XEP-0388).
+func (s *Server) takeOver(c *Client, newConn func(queueLen int) *wire.Conn, h uint32, success *stanza.Element) *wire.Conn {
 	c.mu.Lock()
 	if c.ended || c.closing || c.sm == nil || s.isStopping() || !c.sm.ack(h) {
 		c.mu.Unlock()
 		conn := newConn(0)
+		if success != nil {
+			// Authentication already succeeded: the resume failed too late
+			// to fall back to binding on this stream.
+			conn.Close(&stanza.StreamError{Condition: "undefined-condition", Text: "the session to resume ended meanwhile; log in again"})
+			return nil
+		}
 		conn.Send(smFailed("item-not-found"))
 		conn.Close(nil)
 		return nil
@@ -594,7 +648,11 @@ func (s *Server) takeOver(c *Client, newConn func(queueLen int) *wire.Conn, h ui
 		c.hibTimer.Stop()
 		c.hibTimer = nil
 	}
-	conn.Send(smElement("resumed", "h", strconv.FormatUint(uint64(sm.inH), 10), "previd", sm.id))
+	resumed := smElement("resumed", "h", strconv.FormatUint(uint64(sm.inH), 10), "previd", sm.id)
+	if success != nil {
+		resumed = success.Append(resumed)
+	}
+	conn.Send(resumed)
 	for _, el := range sm.queue {
 		conn.Send(el)
 	}

@@ -112,7 +112,12 @@ func (s *Server) revive(n *negotiation, newConn func(queueLen int) *wire.Conn, r
 	s.mu.Lock()
 	s.resumable[r.ID] = c
 	s.mu.Unlock()
-	conn.Send(smElement("resumed", "h", strconv.FormatUint(uint64(r.InH), 10), "previd", r.ID))
+	resumed := smElement("resumed", "h", strconv.FormatUint(uint64(r.InH), 10), "previd", r.ID)
+	if n.inlineSuccess != nil {
+		// SASL2 inline resume (XEP-0388): <resumed/> goes inside <success/>.
+		resumed = n.inlineSuccess.Append(resumed)
+	}
+	conn.Send(resumed)
 	s.log.Info("listener: client resumed a session from before a restart", "jid", c.JID.String(), "remote", remote, "id", c.ID, "h", r.InH)
 	c.mu.Lock()
 	c.persist()

@@ -124,6 +124,7 @@ var (
 	dUpReconnects    = desc("upstream_reconnects_total", "Upstream sessions established after the first one.")
 	dUpFailures      = desc("upstream_connect_failures_total", "Upstream connection attempts that failed.")
 	dUpBytesIn       = desc("upstream_received_bytes_total", "Bytes read from the upstream server (TLS included).")
+	dUpDropped       = desc("upstream_stanzas_dropped_total", "Stanzas from the upstream server past the bouncer's limits, dropped on their own while the session stayed up.")
 	dUpBytesOut      = desc("upstream_sent_bytes_total", "Bytes written to the upstream server (TLS included).")
 	dOutbox          = desc("upstream_outbox_messages", "Messages from local clients queued while upstream is down.")
 	dClients         = desc("clients", "Local clients connected, by stream management (live, hibernated) and CSI (active, inactive) state.", "sm", "csi")
@@ -144,7 +145,7 @@ var (
 type collector struct{ src Sources }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dBuild, dUpConnected, dUpReconnects, dUpFailures, dUpBytesIn, dUpBytesOut,
+	for _, d := range []*prometheus.Desc{dBuild, dUpConnected, dUpReconnects, dUpFailures, dUpBytesIn, dUpBytesOut, dUpDropped,
 		dOutbox, dClients, dRooms, dStanzas, dArchiveRows, dArchiveBytes, dArchiveInserts, dQueue, dResponsive,
 		dSlow, dAuthFailures, dOfflineDepth, dRetentionSecond} {
 		ch <- d
@@ -170,6 +171,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, dUpFailures, st.Failures)
 		counter(ch, dUpBytesIn, st.BytesIn)
 		counter(ch, dUpBytesOut, st.BytesOut)
+		counter(ch, dUpDropped, st.Dropped)
 	}
 
 	stats := b.Stats()

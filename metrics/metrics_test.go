@@ -239,3 +239,31 @@ func TestNonMetricsPathIs404(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 }
+
+// TestToClientsCountsEveryStanza: to_clients counts each stanza that
+// reaches a client, whichever path brought it: one room message (the
+// archive's forwarding) and one chat make exactly 2.
+func TestToClientsCountsEveryStanza(t *testing.T) {
+	s := start(t)
+	waitFor(t, "upstream online", func() bool { return s.up.Status().Connected })
+	c := testclient.Dial(t, testclient.Options{Addr: s.lsrv.Addr().String(), JID: s.cfg.Upstream.JID, Password: "local", Resource: "phone", InsecureSkipVerify: true})
+	c.Send(t, `<presence/>`)
+	room := "count@" + s.srv.MUC
+	bob := testclient.Dial(t, testclient.Options{Addr: s.srv.Addr, JID: s.srv.JID("bob"), Password: "bobpw", Resource: "desk", InsecureSkipVerify: true})
+	bob.Send(t, `<presence/>`)
+	bob.Send(t, fmt.Sprintf(`<presence to="%s/bob"><x xmlns="http://jabber.org/protocol/muc"/></presence>`, room))
+	bob.Expect(t, "bob's self-presence", func(el *stanza.Element) bool { return el.Kind() == "presence" && el.From() == room+"/bob" })
+	c.Send(t, fmt.Sprintf(`<presence to="%s/alice"><x xmlns="http://jabber.org/protocol/muc"/></presence>`, room))
+	c.Expect(t, "the room's subject", func(el *stanza.Element) bool {
+		return el.Kind() == "message" && el.From() == room && el.Child(stanza.NSClient, "subject") != nil
+	})
+	const series = `xmppbouncer_stanzas_total{direction="to_clients",kind="message"}`
+	before := scrape(t, s.url)[series]
+	bob.Send(t, `<message type="groupchat" to="`+room+`"><body>hello room</body></message>`)
+	c.Expect(t, "bob's room message", testclient.IsMessage("hello room"))
+	bob.Send(t, `<message type="chat" to="`+s.cfg.Upstream.JID+`"><body>hello alice</body></message>`)
+	c.Expect(t, "bob's chat", testclient.IsMessage("hello alice"))
+	if got := scrape(t, s.url)[series] - before; got != 2 {
+		t.Errorf("%s grew by %v for 1 groupchat and 1 chat, want 2", series, got)
+	}
+}

@@ -60,6 +60,13 @@ if ! command -v openssl >/dev/null 2>&1; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
 fi
 build
+# The web client (Converse.js from npm); the demo goes on without it.
+web_root=""
+if ./scripts/make-web.sh; then
+	web_root="$repo/web/root"
+else
+	say "warning: no web client (make web failed, see above); the XMPP ports work as usual"
+fi
 
 # --- throwaway directory and cleanup ------------------------------------------
 
@@ -134,14 +141,15 @@ wait_log() {
 
 # Free loopback ports, held open together so they are distinct. Another
 # program could take one before we bind it; then startup fails loudly.
-read -r prosody_port bouncer_port direct_port < <("$python" -c '
+read -r prosody_port bouncer_port direct_port web_port < <("$python" -c '
 import socket
-s = [socket.socket() for _ in range(3)]
+s = [socket.socket() for _ in range(4)]
 for x in s:
     x.bind(("127.0.0.1", 0))
 print(*(x.getsockname()[1] for x in s))
 ') || die "could not find free ports on 127.0.0.1"
 bouncer_port=${DEMO_PORT:-$bouncer_port}
+web_port=${DEMO_WEB_PORT:-$web_port}
 
 # --- Prosody -----------------------------------------------------------------
 
@@ -227,29 +235,8 @@ say "bob is talking in demo@conference.localhost"
 
 # --- the bouncer -------------------------------------------------------------
 
-cat >"$dir/xmppbouncer.toml" <<EOF
-# Written by scripts/demo.sh for the throwaway Prosody in $dir.
-[upstream]
-jid = "alice@localhost"
-password = "alicepw"
-address = "127.0.0.1:$prosody_port"
-tls = "starttls"
-ca_file = "$dir/certs/localhost.crt"
-
-[listen]
-address = "127.0.0.1:$bouncer_port"
-direct_tls_address = "127.0.0.1:$direct_port"
-
-[auth]
-password = "demo"
-
-[storage]
-path = "$dir/bouncer/xmppbouncer.db"
-
-[[rooms]]
-jid = "demo@conference.localhost"
-autojoin = true
-EOF
+# Mode 0600 from the start: it holds passwords (the bouncer warns otherwise).
+./scripts/demo-config.sh "$dir" "$prosody_port" "$bouncer_port" "$direct_port" "$web_port" "$web_root"
 
 ./xmppbouncer check-config -config "$dir/xmppbouncer.toml" >/dev/null
 ./xmppbouncer -config "$dir/xmppbouncer.toml" >"$dir/bouncer.log" 2>&1 &
@@ -271,16 +258,22 @@ cat <<EOF
     host       127.0.0.1
     port       $bouncer_port  (STARTTLS; direct TLS, XEP-0368: $direct_port)
 
-  Set host and port by hand (Gajim: Account > Advanced > "Use custom
-  hostname/port"; Profanity:
-    /connect alice@localhost server 127.0.0.1 port $bouncer_port tls trust
-  ) and accept the self-signed certificate when asked. It is
+  Keep a fixed resource (laptop, phone, ...) in every client. Set host and
+  port by hand and accept the self-signed certificate when asked:
+    Gajim 1.7: Accounts > Modify Account... > Connection > Hostname
+      (in the new-account wizard: Advanced Settings)
+    Profanity:
+      /connect alice@localhost/laptop server 127.0.0.1 port $bouncer_port tls trust
+  The certificate is
     $certificate
   with the SHA-256 fingerprint
     $fingerprint
-  poezio refuses a self-signed certificate without asking: give it the file,
-    /set ca_cert_path $certificate
-  (or ca_cert_path in poezio.cfg) before /connect.
+  poezio refuses a self-signed certificate without asking and has no
+  /connect: in poezio.cfg set jid = alice@localhost/laptop,
+  custom_host = 127.0.0.1, custom_port = $bouncer_port,
+  ca_cert_path = $certificate, then restart poezio.
+  mcabber: set jid, server = 127.0.0.1, port = $bouncer_port, tls = 1,
+  ssl_ca = (the certificate), resource, disable_random_resource = 1.
 
   The bouncer's own commands (status, clients, rooms, history, reconnect)
   are in your client's ad-hoc commands for the server "localhost"; bob
@@ -289,9 +282,15 @@ cat <<EOF
   Then join demo@conference.localhost: bob speaks every 20 s and answers
   when you mention "bob". Disconnect, wait, reconnect: you missed nothing.
 
-  Dino has no host/port setting: it needs a name that resolves to the
-  bouncer on port 5222 (try DEMO_PORT=5222 make demo) and a certificate it
-  trusts, so it does not work with this demo as is.
+  Dino has no host/port setting: it connects to localhost on port 5222
+  (DEMO_PORT=5222 make demo) and takes only a certificate the system
+  trusts: add the one above to the system store (Debian: copy it to
+  /usr/local/share/ca-certificates/xmppbouncer.crt, update-ca-certificates).
+
+  In a browser: https://127.0.0.1:$web_port/  (the web client, Converse.js:
+  accept the certificate, log in with the password above; the demo room is
+    https://127.0.0.1:$web_port/#converse/room?jid=demo@conference.localhost
+  ). Other WebSocket clients: wss://127.0.0.1:$web_port/xmpp-websocket
 
   Logs: $dir/bouncer.log (bouncer), prosody.log, bot.log
   Ctrl-C stops the bouncer, the bot and Prosody and removes $dir.

@@ -47,6 +47,10 @@ type Session struct {
 	// became available after another one hibernated did not get what was
 	// queued for that one meanwhile.
 	AvailableSince, HibernatedAt time.Time
+	// SiblingsMissed: while hibernated, available presences of the
+	// account's other clients were not queued for it; on resume it gets
+	// their current presence instead (bouncer/presence.go).
+	SiblingsMissed bool
 }
 
 // Available reports whether the client has sent initial presence.

@@ -71,6 +71,9 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	registerDriver()
 	if err := privateFiles(path); err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, ExplainFSError(err))
+	}
+	if err := writableDir(path); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	// Escaped so that "?" or "#" in a file name cannot be read as URI syntax.
@@ -89,7 +92,13 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	db := &DB{w: w, rooms: make(map[string]int64)}
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("sqlite: open writer %s: %w", path, err)
+		return nil, fmt.Errorf("sqlite: open writer %s: %w", path, corruptOr(path, err))
+	}
+	// A damaged page is refused here rather than found later by a replay
+	// or a MAM query (PRAGMA quick_check reads every page once).
+	if err := quickCheck(ctx, w, path); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: check %s: %w", path, err)
 	}
 	if err := migrate(ctx, w, len(migrations)); err != nil {
 		w.Close()

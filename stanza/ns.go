@@ -32,6 +32,7 @@ const (
 	NSPush        = "urn:xmpp:push:0"
 	NSPubSub      = "http://jabber.org/protocol/pubsub"
 	NSPubSubEvent = "http://jabber.org/protocol/pubsub#event"
+	NSPubSubOwner = "http://jabber.org/protocol/pubsub#owner"
 	NSBookmarks2  = "urn:xmpp:bookmarks:1"
 	NSBookmarks   = "storage:bookmarks"
 	NSFulltext    = "urn:xmpp:fulltext:0"

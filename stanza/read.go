@@ -18,48 +18,7 @@ var ErrTooDeep = errors.New("stanza: element nesting too deep")
 // no bound. Comments, processing instructions and directives are refused:
 // RFC 6120 §11.1 restricts them.
 func ReadElement(r xml.TokenReader, start xml.StartElement, maxDepth int) (*Element, error) {
-	root, err := fromStart(start)
-	if err != nil {
-		return nil, err
-	}
-	stack := []*Element{root}
-	for len(stack) > 0 {
-		tok, err := r.Token()
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		top := stack[len(stack)-1]
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if maxDepth > 0 && len(stack) >= maxDepth {
-				return nil, ErrTooDeep
-			}
-			el, err := fromStart(t)
-			if err != nil {
-				return nil, err
-			}
-			top.Children = append(top.Children, Node{El: el})
-			stack = append(stack, el)
-		case xml.EndElement:
-			stack = stack[:len(stack)-1]
-		case xml.CharData:
-			if len(t) == 0 {
-				continue
-			}
-			n := len(top.Children)
-			if n > 0 && top.Children[n-1].El == nil {
-				top.Children[n-1].Text += string(t)
-			} else {
-				top.Children = append(top.Children, Node{Text: string(t)})
-			}
-		default:
-			return nil, fmt.Errorf("stanza: restricted XML (%T) inside <%s/>", tok, root.Name.Local)
-		}
-	}
-	return root, nil
+	return readElement(r, start, maxDepth, nil, false)
 }
 
 // validName reports whether s is an XML NCName (Namespaces in XML §3):
@@ -134,4 +93,85 @@ func MustParse(s string) *Element {
 		panic(err)
 	}
 	return e
+}
+
+// ErrTooLarge is returned by ReadLimited when a stanza outgrows its byte
+// budget.
+var ErrTooLarge = errors.New("stanza: element too large")
+
+// ReadLimited reads an element like ReadElement, for a stream that must
+// survive one bad stanza. Once the element nests deeper than maxDepth (0:
+// no bound) or tooBig reports true, it stops building the tree, reads on to
+// the element's end tag, and returns the element's start tag alone (no
+// children) with ErrTooDeep or ErrTooLarge. Any other error means the
+// stream itself is broken.
+func ReadLimited(r xml.TokenReader, start xml.StartElement, maxDepth int, tooBig func() bool) (*Element, error) {
+	return readElement(r, start, maxDepth, tooBig, true)
+}
+
+// readElement is ReadElement and ReadLimited: a limit ends the read at once,
+// or, with skip, after the element's end tag.
+func readElement(r xml.TokenReader, start xml.StartElement, maxDepth int, tooBig func() bool, skip bool) (*Element, error) {
+	root, err := fromStart(start)
+	if err != nil {
+		return nil, err
+	}
+	stack := []*Element{root}
+	var over error // set once the element is being skipped
+	depth := 1     // open elements, counted also while skipping
+	for depth > 0 {
+		tok, err := r.Token()
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if over == nil && tooBig != nil && tooBig() {
+			over = ErrTooLarge
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if over == nil && maxDepth > 0 && depth > maxDepth {
+				over = ErrTooDeep
+			}
+			if over != nil {
+				if !skip {
+					return nil, over
+				}
+				continue
+			}
+			el, err := fromStart(t)
+			if err != nil {
+				return nil, err
+			}
+			top := stack[len(stack)-1]
+			top.Children = append(top.Children, Node{El: el})
+			stack = append(stack, el)
+		case xml.EndElement:
+			depth--
+			if over == nil {
+				stack = stack[:len(stack)-1]
+			}
+		case xml.CharData:
+			if over != nil || len(t) == 0 {
+				continue
+			}
+			top := stack[len(stack)-1]
+			n := len(top.Children)
+			if n > 0 && top.Children[n-1].El == nil {
+				top.Children[n-1].Text += string(t)
+			} else {
+				top.Children = append(top.Children, Node{Text: string(t)})
+			}
+		default:
+			return nil, fmt.Errorf("stanza: restricted XML (%T) inside <%s/>", tok, root.Name.Local)
+		}
+	}
+	if over != nil {
+		root.Children = nil
+		return root, over
+	}
+	return root, nil
 }

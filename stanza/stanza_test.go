@@ -70,6 +70,35 @@ func TestDepthLimit(t *testing.T) {
 	}
 }
 
+// ReadLimited skips a stanza past its limits to its end, so the next one
+// reads as if nothing happened.
+func TestReadLimitedSkipsToTheNextStanza(t *testing.T) {
+	deep := `<message id="d" from="x@y"><body>hi</body>` + strings.Repeat("<a>", 50) + strings.Repeat("</a>", 50) + `</message>`
+	wide := `<message id="w">` + strings.Repeat("<b>text</b>", 100) + `</message>`
+	d := xml.NewDecoder(strings.NewReader(deep + wide + `<message id="next"><body>ok</body></message>`))
+	d.DefaultSpace = NSClient
+	next := func() xml.StartElement {
+		tok, err := d.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.(xml.StartElement)
+	}
+	head, err := ReadLimited(d, next(), 10, nil)
+	if err != ErrTooDeep || head.ID() != "d" || head.From() != "x@y" || len(head.Children) != 0 {
+		t.Fatalf("deep: got %v, %v", head, err)
+	}
+	n := 0
+	head, err = ReadLimited(d, next(), 10, func() bool { n++; return n > 20 })
+	if err != ErrTooLarge || head.ID() != "w" || len(head.Children) != 0 {
+		t.Fatalf("large: got %v, %v", head, err)
+	}
+	el, err := ReadLimited(d, next(), 10, func() bool { return false })
+	if err != nil || el.ID() != "next" || el.ChildText(NSClient, "body") != "ok" {
+		t.Fatalf("next: got %v, %v", el, err)
+	}
+}
+
 func TestEscapingOfGeneratedText(t *testing.T) {
 	e := New(NSClient, "message", "to", `a"b`).Append(New(NSClient, "body").AppendText("x\x00y<"))
 	out := e.String()

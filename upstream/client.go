@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
+	mstream "mellium.im/xmpp/stream"
 
 	"xmppbouncer/stanza"
 	"xmppbouncer/wire"
@@ -31,13 +32,17 @@ type Handler interface {
 	Stanza(el *stanza.Element)
 	// Offline: the session ended for err; Run reconnects by itself.
 	Offline(err error)
+	// Dropped is a stanza past the reader's limits (see MaxDepth), read to
+	// its end and dropped; head is its start tag without children, why is
+	// stanza.ErrTooDeep or stanza.ErrTooLarge. The session goes on.
+	Dropped(head *stanza.Element, why error)
 }
 
 // Reconnect timing.
 const (
 	defaultMinBackoff  = time.Second
 	defaultMaxBackoff  = 5 * time.Minute
-	defaultStableAfter = time.Minute // a session up this long resets the backoff
+	defaultStableAfter = time.Minute // a session replaced with <conflict/> must stay up this long to reset the backoff
 )
 
 // idPrefix marks IQs the Client sends for itself; their answers are not
@@ -116,10 +121,14 @@ func (c *Client) Run(ctx context.Context) {
 		} else {
 			failures = 0
 		}
-		// A session that stayed up a while was a success; one that the
-		// server ends right away (a conflict loop, a misconfiguration)
-		// keeps backing off.
-		if upFor >= c.stableAfter {
+		// A session that bound was a success: the next attempt starts
+		// from the short end, so a server that restarts (or flaps) is
+		// rejoined within about minBackoff of being back. The backoff only
+		// grows across attempts that fail to connect or authenticate, and
+		// across sessions the server replaced with <conflict/> (another
+		// client on our resource: coming straight back would kick it, in
+		// a loop) until one stays up stableAfter.
+		if upFor > 0 && (!isConflict(err) || upFor >= c.stableAfter) {
 			backoff = c.minBackoff
 		}
 		wait := jitter(backoff)
@@ -142,6 +151,14 @@ func (c *Client) Run(ctx context.Context) {
 	}
 }
 
+// isConflict reports whether the server ended the stream with <conflict/>
+// (RFC 6120 §4.9.3.3): another session took our resource.
+func isConflict(err error) bool {
+	var pe *wire.PeerStreamError
+	var me mstream.Error
+	return errors.As(err, &pe) && pe.Condition == "conflict" || errors.As(err, &me) && me.Err == "conflict"
+}
+
 // jitter spreads reconnects ±20% so many bouncers do not hit a restarted
 // server in lockstep.
 func jitter(d time.Duration) time.Duration {
@@ -154,12 +171,7 @@ func (c *Client) session(ctx context.Context) (time.Duration, error) {
 	dctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
 	cfg := c.cfg
 	cfg.sm = c.negotiation()
-	conn, bound, err := dialRecording(dctx, cfg, wire.Options{
-		QueueLen:       c.cfg.QueueLen,
-		MaxStanzaBytes: 16 << 20, // memory bound only; servers cap far lower
-		MaxDepth:       128,
-		WriteTimeout:   c.cfg.PingTimeout,
-	}, &c.st)
+	conn, bound, err := dialRecording(dctx, cfg, c.wireOptions(), &c.st)
 	cancel()
 	if err != nil {
 		c.st.offline(err, false)

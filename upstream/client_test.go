@@ -69,6 +69,10 @@ func (r *recorder) Offline(err error) {
 	r.events <- event{kind: "offline", err: err, at: time.Now()}
 }
 
+func (r *recorder) Dropped(head *stanza.Element, why error) {
+	r.events <- event{kind: "dropped", el: head, err: why, at: time.Now()}
+}
+
 // next returns the next event of the given kind, skipping stanzas when
 // waiting for something else.
 func (r *recorder) next(kind string, d time.Duration) event {

@@ -25,6 +25,7 @@ type Status struct {
 	LastErrorAt    time.Time
 	BytesIn        uint64 // bytes read from the server, all sessions, TLS included
 	BytesOut       uint64
+	Dropped        uint64 // stanzas past the reader's limits, dropped on their own
 }
 
 // status is the Client's mutable Status.
@@ -32,6 +33,7 @@ type status struct {
 	mu       sync.Mutex
 	s        Status
 	in, out  atomic.Uint64
+	dropped  atomic.Uint64
 	dialInfo dialInfo // filled by the dial in progress
 }
 
@@ -48,6 +50,7 @@ func (c *Client) Status() Status {
 	s := c.st.s
 	c.st.mu.Unlock()
 	s.BytesIn, s.BytesOut = c.st.in.Load(), c.st.out.Load()
+	s.Dropped = c.st.dropped.Load()
 	return s
 }
 

@@ -29,12 +29,19 @@ import (
 // Options are the limits of one connection. Zero values mean "no limit"
 // except QueueLen, which defaults to 256.
 type Options struct {
-	MaxStanzaBytes int64         // per incoming stanza; policy-violation beyond
-	MaxDepth       int           // element nesting; policy-violation beyond
-	IdleTimeout    time.Duration // no input for this long: connection-timeout
-	KeepAlive      time.Duration // whitespace ping after this long without output
-	WriteTimeout   time.Duration // a write stuck this long closes the connection
-	QueueLen       int           // outgoing stanzas buffered before Send fails
+	MaxStanzaBytes int64 // per incoming stanza; policy-violation beyond
+	MaxDepth       int   // element nesting; policy-violation beyond
+	// Oversize, when set, makes MaxDepth and SoftStanzaBytes limits of one
+	// stanza instead of the stream: a stanza past them is read to its end
+	// and dropped, Oversize gets its start tag (no children) and
+	// stanza.ErrTooDeep or stanza.ErrTooLarge, and the stream goes on.
+	// MaxStanzaBytes stays a limit of the stream. Called on the reader.
+	Oversize        func(head *stanza.Element, why error)
+	SoftStanzaBytes int64         // with Oversize: per-stanza byte budget (0: none)
+	IdleTimeout     time.Duration // no input for this long: connection-timeout
+	KeepAlive       time.Duration // whitespace ping after this long without output
+	WriteTimeout    time.Duration // a write stuck this long closes the connection
+	QueueLen        int           // outgoing stanzas buffered before Send fails
 	// Tail, when set, records the plaintext input beneath the XML decoder,
 	// to recover the condition of a peer's stream error that mellium fails
 	// to parse (see PeerStreamError).
@@ -294,6 +301,18 @@ func (c *Conn) Read(handle func(*stanza.Element)) error {
 		case xml.CharData:
 			continue // whitespace keepalive; the stream reader refuses other text
 		case xml.StartElement:
+			if c.opts.Oversize != nil {
+				el, err := stanza.ReadLimited(r, t, c.opts.MaxDepth, c.overSoft)
+				switch {
+				case errors.Is(err, stanza.ErrTooDeep), errors.Is(err, stanza.ErrTooLarge):
+					c.opts.Oversize(el, err)
+				case err != nil:
+					return c.fail(err)
+				default:
+					handle(el)
+				}
+				continue
+			}
 			el, err := stanza.ReadElement(r, t, c.opts.MaxDepth)
 			if err != nil {
 				return c.fail(err)
@@ -303,6 +322,11 @@ func (c *Conn) Read(handle func(*stanza.Element)) error {
 			return c.fail(errors.New("unexpected token at stream level"))
 		}
 	}
+}
+
+// overSoft reports the current stanza past SoftStanzaBytes.
+func (c *Conn) overSoft() bool {
+	return c.opts.SoftStanzaBytes > 0 && c.meter.Count() > c.opts.SoftStanzaBytes+meterSlack
 }
 
 // fail maps a read error to the stream error we send, closes, and returns
@@ -382,7 +406,10 @@ func Classify(err error) *stanza.StreamError {
 	var peer mstream.Error
 	var opErr *net.OpError
 	var peerErr *PeerStreamError
+	var own *stanza.StreamError
 	switch {
+	case errors.As(err, &own):
+		return own // the transport beneath already knows the condition
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF) && !errors.As(err, &synErr):
 		return nil
 	case errors.As(err, &peer), errors.As(err, &peerErr), unparsedStreamError(err):

@@ -35,6 +35,10 @@ func (m *Meter) Reset(budget int64) {
 	m.budget = budget
 }
 
+// Count is how many bytes were read since the last Reset, read-ahead
+// included. Only the reading goroutine calls it.
+func (m *Meter) Count() int64 { return m.n }
+
 func (m *Meter) Read(p []byte) (int, error) {
 	if m.budget > 0 && m.n > m.budget {
 		return 0, ErrStanzaTooLarge

@@ -23,7 +23,7 @@ const bodyPrefix = "xbload "
 // in the room (through the bouncer or directly) or the flooder.
 type session struct {
 	name string // for messages: "bouncer#3", "direct#0", "flooder"
-	conn *wire.Conn
+	conn conn
 	jid  jid.JID
 	room string
 

@@ -60,6 +60,10 @@ type options struct {
 	cpuProfile string
 	prosodyLog string
 	window     int
+	transport  string
+	idle       int
+	idleChild  string
+	memProfile string
 }
 
 func main() {
@@ -85,6 +89,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.window, "window", 20, "with -rate 0: at most this many messages sent and not yet received by the first receiver of each path (0: no limit, Prosody queues everything)")
 	fs.StringVar(&o.prosodyLog, "prosody-log", "info", "Prosody's log level (debug slows it down a lot)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole process (bouncer included) during the flood")
+	fs.StringVar(&o.transport, "transport", "c2s", "how the bouncer's clients connect: c2s, websocket (RFC 7395) or both (a path each, same run)")
+	fs.IntVar(&o.idle, "idle", 0, "instead of a flood: measure the bouncer's memory per idle client, c2s and WebSocket, with this many of each")
+	fs.StringVar(&o.idleChild, "idle-child", "", "(internal) run as the idle clients' process")
+	fs.StringVar(&o.memProfile, "memprofile", "", "with -idle: write heap profiles FILE.c2s and FILE.websocket with the idle clients connected")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -101,8 +109,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "xbload: -paths is both, bouncer or direct")
 		return 2
 	}
+	switch o.transport {
+	case "c2s", "websocket", "both":
+	default:
+		fmt.Fprintln(stderr, "xbload: -transport is c2s, websocket or both")
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.idleChild != "" {
+		return idleChild(ctx, o.idleChild, stderr)
+	}
+	if o.idle > 0 {
+		res, err := measureIdle(ctx, o, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "xbload:", err)
+			return 1
+		}
+		if o.jsonOut {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(res)
+		} else {
+			res.print(stdout)
+		}
+		return 0
+	}
 	res, err := load(ctx, o, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "xbload:", err)
@@ -149,9 +181,15 @@ func load(ctx context.Context, o options, stderr io.Writer) (*result, error) {
 
 	direct := &path{name: "direct"}
 	bounce := &path{name: "bouncer"}
+	bounceWS := &path{name: "bouncer-ws"}
 	var paths []*path
 	if o.paths != "direct" {
-		paths = append(paths, bounce)
+		if o.transport != "websocket" {
+			paths = append(paths, bounce)
+		}
+		if o.transport != "c2s" {
+			paths = append(paths, bounceWS)
+		}
 	}
 	if o.paths != "bouncer" {
 		paths = append(paths, direct)
@@ -180,17 +218,25 @@ func load(ctx context.Context, o options, stderr io.Writer) (*result, error) {
 	}
 
 	if o.paths != "direct" {
-		upAddr, err := linkAddr(bounce)
+		// The bouncer's one upstream link is counted on its first path.
+		counted := bounce
+		if o.transport == "websocket" {
+			counted = bounceWS
+		}
+		upAddr, err := linkAddr(counted)
 		if err != nil {
 			return nil, err
 		}
-		listen, stopBouncer, err := startBouncer(ctx, o, srv, upAddr, stderr)
+		listen, wsURL, stopBouncer, err := startBouncer(ctx, o, srv, upAddr, stderr)
 		if err != nil {
 			return nil, err
 		}
 		closers = append(closers, stopBouncer)
-		progress("bouncer for %s listening on %s", srv.JID(testserver.Alice), listen)
+		progress("bouncer for %s listening on %s and %s", srv.JID(testserver.Alice), listen, wsURL)
 		for i := range o.clients {
+			if o.transport == "websocket" {
+				break
+			}
 			s, err := dial(ctx, dialOpts{addr: listen, account: srv.JID(testserver.Alice), password: localPassword, resource: fmt.Sprintf("load%d", i), queue: 64}, fmt.Sprintf("bouncer#%d", i), room)
 			if err != nil {
 				return nil, failed(err)
@@ -201,6 +247,20 @@ func load(ctx context.Context, o options, stderr io.Writer) (*result, error) {
 				return nil, failed(err)
 			}
 			bounce.receivers = append(bounce.receivers, s)
+		}
+		for i := range o.clients {
+			if o.transport == "c2s" {
+				break
+			}
+			s, err := dialWS(ctx, wsURL, dialOpts{account: srv.JID(testserver.Alice), password: localPassword, resource: fmt.Sprintf("ws%d", i), queue: 64}, fmt.Sprintf("bouncer-ws#%d", i), room)
+			if err != nil {
+				return nil, failed(err)
+			}
+			closers = append(closers, s.close)
+			if err := s.join(ctx, "alice", 30*time.Second); err != nil {
+				return nil, failed(err)
+			}
+			bounceWS.receivers = append(bounceWS.receivers, s)
 		}
 	}
 	if o.paths != "bouncer" {
@@ -266,8 +326,11 @@ func load(ctx context.Context, o options, stderr io.Writer) (*result, error) {
 	for _, p := range paths {
 		res.Paths = append(res.Paths, p.stats(start, sent))
 	}
-	if len(paths) == 2 {
-		res.Added = added(paths[0], paths[1], sent)
+	if o.paths == "both" {
+		res.Added = added(paths[0], direct, sent)
+		if len(paths) == 3 {
+			res.AddedWS = added(paths[1], direct, sent)
+		}
 	}
 	return res, nil
 }
@@ -349,16 +412,16 @@ func drainUntil(ctx context.Context, paths []*path, sent uint64, quiet time.Dura
 
 // startBouncer runs the bouncer for alice in this process, as
 // cmd/xmppbouncer does, with its upstream link to upAddr.
-func startBouncer(ctx context.Context, o options, srv *testserver.Server, upAddr string, stderr io.Writer) (listen string, stop func(), err error) {
+func startBouncer(ctx context.Context, o options, srv *testserver.Server, upAddr string, stderr io.Writer) (listen, wsURL string, stop func(), err error) {
 	dataDir := o.dataDir
 	removeDir := false
 	if dataDir == "" {
 		if dataDir, err = os.MkdirTemp("", "xbload-bouncer-"); err != nil {
-			return "", nil, err
+			return "", "", nil, err
 		}
 		removeDir = true
 	} else if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	cleanupDir := func() {
 		if removeDir {
@@ -368,18 +431,24 @@ func startBouncer(ctx context.Context, o options, srv *testserver.Server, upAddr
 	cfg := &config.Config{}
 	cfg.Upstream = config.Upstream{JID: srv.JID(testserver.Alice), Password: testserver.Password(testserver.Alice),
 		Address: upAddr, TLS: "starttls", CAFile: srv.CAFile, Resource: "bouncer"}
-	cfg.Listen = config.Listen{Address: "127.0.0.1:0"}
+	cfg.Listen = config.Listen{Address: "127.0.0.1:0", WebSocketAddress: "127.0.0.1:0"}
 	cfg.Auth.Password = localPassword
 	cfg.Storage.Path = filepath.Join(dataDir, "bouncer.db")
 	cfg.Log.Level = o.logLevel
 	cfg.Defaults()
+	if o.idle > 0 {
+		// Room for every idle client from one address.
+		cfg.Limits.MaxConnections = 2*o.idle + 16
+		cfg.Limits.MaxConnectionsPerAddress = 2*o.idle + 16
+		cfg.Limits.MaxUnauthenticatedPerAddress = 2*o.idle + 16
+	}
 
 	log := slog.New(slog.DiscardHandler)
 	if o.logLevel != "off" {
 		var l slog.Level
 		if err := l.UnmarshalText([]byte(o.logLevel)); err != nil {
 			cleanupDir()
-			return "", nil, fmt.Errorf("-log: %w", err)
+			return "", "", nil, fmt.Errorf("-log: %w", err)
 		}
 		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: l}))
 	}
@@ -388,18 +457,18 @@ func startBouncer(ctx context.Context, o options, srv *testserver.Server, upAddr
 	if err != nil {
 		cancel()
 		cleanupDir()
-		return "", nil, fmt.Errorf("open archive %s: %w", cfg.Storage.Path, err)
+		return "", "", nil, fmt.Errorf("open archive %s: %w", cfg.Storage.Path, err)
 	}
 	account, _ := jid.Parse(cfg.Upstream.JID)
 	b := bouncer.New(bouncer.Options{
 		Account: account, Config: cfg, Logger: log, Archive: db, Version: "xbload",
 		OutboxLimit: cfg.Upstream.OutboxLimit, IQTimeout: cfg.Upstream.IQTimeout.Duration,
 	})
-	fail := func(err error) (string, func(), error) {
+	fail := func(err error) (string, string, func(), error) {
 		cancel()
 		db.Close()
 		cleanupDir()
-		return "", nil, err
+		return "", "", nil, err
 	}
 	ucfg, err := upstream.ConfigFrom(&cfg.Upstream)
 	if err != nil {
@@ -433,5 +502,5 @@ func startBouncer(ctx context.Context, o options, srv *testserver.Server, upAddr
 		db.Close()
 		cleanupDir()
 	}
-	return lsrv.Addr().String(), stop, nil
+	return lsrv.Addr().String(), "wss://" + lsrv.WebSocketAddr().String() + listener.WebSocketPath, stop, nil
 }

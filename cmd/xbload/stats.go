@@ -20,6 +20,9 @@ type result struct {
 	// Added compares the paths message by message: when the last of the
 	// bouncer's clients had it minus when the last direct session had it.
 	Added *addedStats `json:"bouncer_minus_direct,omitempty"`
+	// AddedWS is the same for the bouncer's WebSocket clients, when both
+	// transports ran (-transport both).
+	AddedWS *addedStats `json:"bouncer_ws_minus_direct,omitempty"`
 }
 
 // addedStats are percentiles, in milliseconds, of a per-message difference
@@ -172,9 +175,13 @@ func (r *result) printTable(w io.Writer) {
 	}
 	tw.Flush()
 	if a := r.Added; a != nil {
-		fmt.Fprintf(w, "\nper message, last bouncer client minus last direct session (%d messages): p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+		fmt.Fprintf(w, "\nper message, last %s client minus last direct session (%d messages): p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+			r.Paths[0].Path, a.Messages, a.P50ms, a.P99ms, a.Maxms)
+	}
+	if a := r.AddedWS; a != nil {
+		fmt.Fprintf(w, "per message, last bouncer-ws client minus last direct session (%d messages): p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
 			a.Messages, a.P50ms, a.P99ms, a.Maxms)
 	}
 	fmt.Fprintln(w, "\nlink B/msg: bytes on the path's link(s) to Prosody during the flood, both directions, per room message;")
-	fmt.Fprintln(w, "the bouncer has one upstream link, the direct path one per session.")
+	fmt.Fprintln(w, "the bouncer has one upstream link (counted on its first path), the direct path one per session.")
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"xmppbouncer/internal/testclient"
+	"xmppbouncer/internal/testdeps"
 	"xmppbouncer/internal/testserver"
 	"xmppbouncer/stanza"
 )
@@ -16,10 +17,7 @@ import (
 // TestDemoBotAnswersChats: the demo banner suggests chatting with bob, so
 // the demo bot answers 1:1 messages, not only mentions in the room.
 func TestDemoBotAnswersChats(t *testing.T) {
-	const python = "/usr/bin/python3"
-	if err := exec.Command(python, "-c", "import slixmpp").Run(); err != nil {
-		t.Skip("python3-slixmpp is not installed")
-	}
+	python := testdeps.Slixmpp(t)
 	srv := testserver.Start(t)
 	host, port, _ := strings.Cut(srv.Addr, ":")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -38,6 +38,7 @@ const usage = `xmppbouncer: a personal XMPP bouncer.
 Usage:
   xmppbouncer -config FILE              run the bouncer
   xmppbouncer check-config -config FILE validate a config file and explain it
+  xmppbouncer check-db -config FILE     check the database for damage (PRAGMA quick_check); also -db PATH
   xmppbouncer hash-password             read a password on stdin, print auth.password_hash
   xmppbouncer -version                  print the version
 
@@ -55,6 +56,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return hashPassword(stdin, stdout, stderr)
 		case "check-config":
 			return checkConfig(args[1:], stdout, stderr)
+		case "check-db":
+			return checkDB(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("xmppbouncer", flag.ContinueOnError)
@@ -108,9 +111,19 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	account, _ := jid.Parse(cfg.Upstream.JID)
 	dataDir := filepath.Dir(cfg.Storage.Path)
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return fmt.Errorf("create data directory %s: %w", dataDir, err)
+		return fmt.Errorf("create data directory %s: %w", dataDir, sqlite.ExplainFSError(err))
 	}
+	unlock, err := lockDatabase(cfg.Storage.Path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	db, err := sqlite.Open(ctx, cfg.Storage.Path)
+	if errors.Is(err, sqlite.ErrCorrupt) {
+		var ce *sqlite.CorruptError
+		errors.As(err, &ce)
+		return fmt.Errorf("refusing to start: %w; %s", ce, sqlite.RecoveryHint(cfg.Storage.Path))
+	}
 	if err != nil {
 		return fmt.Errorf("open archive %s: %w", cfg.Storage.Path, err)
 	}
@@ -137,6 +150,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
+	lcfg.FastTokens = bouncer.FastTokenStore(db) // XEP-0484 tokens survive restarts
 	srv, err := listener.New(lcfg, b.ClientHandler())
 	if err != nil {
 		return err
@@ -225,6 +239,16 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "  local clients: STARTTLS on %s", cfg.Listen.Address)
 	if cfg.Listen.DirectTLSAddress != "" {
 		fmt.Fprintf(stdout, ", direct TLS on %s", cfg.Listen.DirectTLSAddress)
+	}
+	if a := cfg.Listen.WebSocketAddress; a != "" {
+		scheme := "wss"
+		if cfg.Listen.WebSocketPlain {
+			scheme = "ws"
+		}
+		fmt.Fprintf(stdout, ", WebSocket on %s://%s/xmpp-websocket", scheme, a)
+		if cfg.Web.Root != "" {
+			fmt.Fprintf(stdout, " with the web client from %s", cfg.Web.Root)
+		}
 	}
 	fmt.Fprintln(stdout)
 	fmt.Fprintf(stdout, "  certificate: %s\n", orDefault(cfg.Listen.CertFile, "self-signed, generated in the data directory"))

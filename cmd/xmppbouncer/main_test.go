@@ -38,7 +38,7 @@ func (r result) want(t *testing.T, code int) {
 	}
 }
 
-func writeConfig(t *testing.T, body string) string {
+func writeConfig(t testing.TB, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "xmppbouncer.toml")
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {

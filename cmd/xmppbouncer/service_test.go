@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"xmppbouncer/internal/testdeps"
 )
 
 const unitPath = "../../contrib/xmppbouncer.service"
@@ -36,14 +38,8 @@ func TestServiceUnitHardening(t *testing.T) {
 // ExecStart pointing at a freshly built binary (verify checks that it is
 // executable).
 func TestServiceUnitVerifies(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze is not installed (no systemd here): contrib/xmppbouncer.service not verified")
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go is not on PATH: cannot build the binary the unit starts")
-	}
+	analyze := testdeps.Command(t, "systemd-analyze", "systemd")
+	goBin := testdeps.Go(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "xmppbouncer")
 	build := exec.Command(goBin, "build", "-tags", "sqlite_fts5", "-o", bin, ".")
