@@ -205,7 +205,7 @@ func (b *Bouncer) handle(ev event) {
 	case upResumeFailed:
 		b.chatFillWanted = true
 	case upStanza:
-		if ev.el != nil && !b.staleResent(ev.el) {
+		if ev.el != nil && !b.resentRoomStanza(ev.el) {
 			b.handleUpstream(ev.el)
 		}
 		b.upstreamHandled(ev.tok)

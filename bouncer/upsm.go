@@ -231,16 +231,43 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 	}
 }
 
-// staleResent recognises a room's presence that the server queued for the
-// session before a restart and resent on the resume (XEP-0198 servers
-// mark what they resend with a <delay/> from the account): the room is
-// being joined afresh, and the join brings its current occupants, so the
-// old presences (our own leave at shutdown among them) are history.
-func (b *Bouncer) staleResent(el *stanza.Element) bool {
-	if el.Kind() != "presence" {
+// resentMaxAge bounds the stamp of a room message the server resent after
+// a resume: mod_smacks keeps a session at most smacks_hibernation_time
+// (600 s by default), so an older stamp is not the server's.
+const resentMaxAge = 15 * time.Minute
+
+// resentRoomStanza handles what a room sent that the server queued for
+// the session while the bouncer was offline or down and resent on a
+// resume (XEP-0198 servers mark what they resend with a <delay/> from the
+// account), while the room is being joined afresh. The join brings the
+// current occupants, so the old presences (our own leave at shutdown
+// among them) are history and dropped. A message is history too: it is
+// archived and forwarded as the gap fill does, dated by the server's
+// delay (within resentMaxAge), with the room's stanza-id, so the gap fill
+// finds it already there. It reports whether el was handled here.
+func (b *Bouncer) resentRoomStanza(el *stanza.Element) bool {
+	if el.Kind() != "presence" && (el.Kind() != "message" || el.Type() != "groupchat") {
 		return false
 	}
 	bare, _ := splitJID(el.From())
 	r := b.rooms[bare]
-	return r != nil && r.State != roomJoined && hasDelayFrom(el, b.account)
+	if r == nil || r.State == roomJoined || !hasDelayFrom(el, b.account) {
+		return false
+	}
+	if el.Kind() == "presence" {
+		return true
+	}
+	if isSubject(el) || r.State == roomLeaving || r.State == roomIdle {
+		return false
+	}
+	now := time.Now()
+	stamp, ok := delayStamp(el, b.account, now)
+	if !ok || stamp.Before(now.Add(-resentMaxAge)) {
+		stamp = now
+	}
+	m := onlyDelaysFrom(onlyStanzaIDsBy(el, r.JID), "")
+	m = m.DeepCopy()
+	m.Append(stanza.New(stanza.NSDelay, "delay", "from", r.JID, "stamp", stamp.UTC().Format(stampFormat)))
+	b.roomForward(r, m, false)
+	return true
 }
