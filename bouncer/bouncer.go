@@ -79,7 +79,7 @@ type Bouncer struct {
 	arch        *archiver     // the archive's writer; nil without an archive
 	stopped     chan struct{} // closed when Run returns
 	lastPrune   time.Time
-	pushes      *pushState // XEP-0357 registrations (push.go), nil until loaded
+	pushes      *pusher // XEP-0357 registrations and notifications (push.go)
 	// XEP-0352: what each inactive client has held back (csi.go)
 	csi map[uint64]*csiHeld
 
@@ -138,6 +138,7 @@ func New(opt Options) *Bouncer {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
 		b.arch.setOnRecover(b.archiveRecovered)
 	}
+	b.pushes = wirePush(b)
 	return b
 }
 
@@ -167,7 +168,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.pruneOffline()
 				b.pruneCursors(now)
 			}
-			b.pushTick(now)
+			b.pushes.tick(now)
 			b.adminExpire(now)
 		}
 	}

@@ -20,7 +20,7 @@ func (b *Bouncer) clientBound(ev clientBound) {
 		old.Conn.Close(&stanza.StreamError{Condition: "conflict", Text: "replaced by a new session"})
 	}
 	b.reg.Add(s)
-	b.pushClientBound(s)
+	b.pushes.clientBound(s)
 	b.log.Info("client online", "jid", ev.jid.String(), "clients", b.reg.Len())
 }
 
@@ -120,7 +120,7 @@ func (b *Bouncer) upstreamOffline(err error) {
 func (b *Bouncer) startup() {
 	b.loadCursors()
 	b.roomsStartup()
-	b.pushStartup()
+	b.pushes.startup()
 }
 
 // shutdown runs once when the loop stops: what delivery confirmed is

@@ -111,7 +111,7 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 		b.upstreamCarbon(el)
 		return
 	}
-	b.pushFor(el, pushDirect)
+	b.pushes.onMessage(el, pushDirect)
 	b.toAccount(el)
 }
 
