@@ -123,7 +123,6 @@ func New(opt Options) *Bouncer {
 		reg:      sessions.New(),
 		iqs:      newIQRoutes(),
 		presence: newPresenceState(),
-		caps:     newCapsCache(),
 		rooms:    map[string]*Room{},
 		internal: waiters{},
 		idRand:   newIDRand(),
@@ -139,6 +138,7 @@ func New(opt Options) *Bouncer {
 		b.arch.setOnRecover(b.archiveRecovered)
 	}
 	b.pushes = wirePush(b)
+	b.caps = wireCaps(b)
 	return b
 }
 

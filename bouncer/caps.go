@@ -31,11 +31,28 @@ var ownFeatures = []string{
 // first (a forgotten ver is asked for again when it comes back). asked
 // ends with its disco#info query (waiters).
 type capsCache struct {
+	capsDeps
 	byVer    map[string]*capsEntry // client caps ver → features
 	asked    map[string]bool
 	tick     uint64 // use counter for the LRU order
 	lastVer  string
 	lastKeys string
+}
+
+// capsDeps is what learning a client's caps needs from the rest of the
+// core (wired in wiring.go).
+type capsDeps struct {
+	account string // the account's bare JID, the queries' from
+	// sessions is the registry whose available clients' vers stay cached.
+	sessions *sessions.Registry
+	// newID returns a fresh id for a query to a client.
+	newID func() string
+	// query sends the IQ q (with id) to s and calls answer with the
+	// client's reply, or an error when s ends or the query times out.
+	query func(s *sessions.Session, id string, q *stanza.Element, answer func(*stanza.Element))
+	// changed tells the core the union of features may have changed, so
+	// the account's aggregate presence is sent again.
+	changed func()
 }
 
 type capsEntry struct {
@@ -46,8 +63,8 @@ type capsEntry struct {
 // capsCacheMax bounds the caps vers kept that no available client uses.
 const capsCacheMax = 64
 
-func newCapsCache() *capsCache {
-	return &capsCache{byVer: map[string]*capsEntry{}, asked: map[string]bool{}}
+func newCapsCache(d capsDeps) *capsCache {
+	return &capsCache{capsDeps: d, byVer: map[string]*capsEntry{}, asked: map[string]bool{}}
 }
 
 // put remembers the features behind ver, then forgets the least recently
@@ -135,21 +152,21 @@ func (c *capsCache) infoQuery(reg *sessions.Registry, node string) *stanza.Eleme
 }
 
 // learn asks a client for the features behind a caps ver we have not seen.
-func (b *Bouncer) learnCaps(s *sessions.Session, presence *stanza.Element) {
+func (c *capsCache) learn(s *sessions.Session, presence *stanza.Element) {
 	cp := presence.Child(stanza.NSCaps, "c")
 	if cp == nil {
 		return
 	}
 	ver, node := cp.Get("ver"), cp.Get("node")
-	if ver == "" || b.caps.byVer[ver] != nil || b.caps.asked[ver] {
+	if ver == "" || c.byVer[ver] != nil || c.asked[ver] {
 		return
 	}
-	b.caps.asked[ver] = true
-	id := b.nextID(pushPrefix + "caps")
-	q := stanza.New(stanza.NSClient, "iq", "type", "get", "id", id, "from", b.account, "to", s.JID.String())
+	c.asked[ver] = true
+	id := c.newID()
+	q := stanza.New(stanza.NSClient, "iq", "type", "get", "id", id, "from", c.account, "to", s.JID.String())
 	q.Append(stanza.New(stanza.NSDiscoInfo, "query", "node", node+"#"+ver))
-	b.clientQueries.add(id, "", s.ID, b.opt.IQTimeout, func(resp *stanza.Element) {
-		delete(b.caps.asked, ver)
+	c.query(s, id, q, func(resp *stanza.Element) {
+		delete(c.asked, ver)
 		if resp.Type() != "result" {
 			return
 		}
@@ -159,8 +176,7 @@ func (b *Bouncer) learnCaps(s *sessions.Session, presence *stanza.Element) {
 				feats = append(feats, v)
 			}
 		}
-		b.caps.put(ver, feats, b.reg)
-		b.updateAggregate()
+		c.put(ver, feats, c.sessions)
+		c.changed()
 	})
-	b.sendTo(s, q)
 }

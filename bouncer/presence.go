@@ -148,7 +148,7 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 			// XEP-0160 §3: offline messages follow initial presence.
 			b.feedOffline(s)
 		}
-		b.learnCaps(s, el)
+		b.caps.learn(s, el)
 	case "unavailable":
 		if !s.Available() {
 			return

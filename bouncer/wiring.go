@@ -38,3 +38,17 @@ func wirePush(b *Bouncer) *pusher {
 	}
 	return newPusher(d)
 }
+
+// wireCaps builds the cache of local clients' caps (caps.go).
+func wireCaps(b *Bouncer) *capsCache {
+	return newCapsCache(capsDeps{
+		account:  b.account,
+		sessions: b.reg,
+		newID:    func() string { return b.nextID(pushPrefix + "caps") },
+		query: func(s *sessions.Session, id string, q *stanza.Element, answer func(*stanza.Element)) {
+			b.clientQueries.add(id, "", s.ID, b.opt.IQTimeout, answer)
+			b.sendTo(s, q)
+		},
+		changed: b.updateAggregate,
+	})
+}
