@@ -122,7 +122,6 @@ func New(opt Options) *Bouncer {
 		events:   make(chan event, 1024),
 		reg:      sessions.New(),
 		iqs:      newIQRoutes(),
-		presence: newPresenceState(),
 		rooms:    map[string]*Room{},
 		internal: waiters{},
 		idRand:   newIDRand(),
@@ -139,6 +138,7 @@ func New(opt Options) *Bouncer {
 	}
 	b.pushes = wirePush(b)
 	b.caps = wireCaps(b)
+	b.presence = wirePresence(b)
 	return b
 }
 

@@ -71,7 +71,7 @@ func (b *Bouncer) sessionEnded(s *sessions.Session) {
 		}
 	}
 	if wasAvailable {
-		b.updateAggregate()
+		b.presence.updateAggregate()
 		b.roomsFollowPresence()
 	}
 }
@@ -90,8 +90,8 @@ func (b *Bouncer) upstreamOnline(bound jid.JID) {
 	b.upFull = bound.String()
 	b.presence.lastUp = ""
 	b.log.Info("upstream online", "jid", b.upFull)
-	b.updateAggregate()
-	b.confirmContacts()
+	b.presence.updateAggregate()
+	b.presence.confirmContacts()
 	b.flushOutbox()
 	b.roomsOnline()
 }

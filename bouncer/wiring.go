@@ -49,6 +49,22 @@ func wireCaps(b *Bouncer) *capsCache {
 			b.clientQueries.add(id, "", s.ID, b.opt.IQTimeout, answer)
 			b.sendTo(s, q)
 		},
-		changed: b.updateAggregate,
+		changed: func() { b.presence.updateAggregate() },
+	})
+}
+
+// wirePresence builds the account's presence (presence.go).
+func wirePresence(b *Bouncer) *presenceState {
+	return newPresenceState(presenceDeps{
+		account:        b.account,
+		log:            b.log,
+		sessions:       b.reg,
+		detachedShow:   b.opt.DetachedShow,
+		detachedStatus: b.opt.DetachedStatus,
+		online:         func() bool { return b.online },
+		caps:           func() *stanza.Element { return b.caps.element(b.reg) },
+		sendUp:         b.sendUp,
+		toClients:      b.toAllAvailable,
+		post:           b.post,
 	})
 }
