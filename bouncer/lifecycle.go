@@ -88,10 +88,8 @@ func errString(err error) string {
 func (b *Bouncer) upstreamOnline(bound jid.JID) {
 	b.online = true
 	b.upFull = bound.String()
-	b.presence.lastUp = ""
 	b.log.Info("upstream online", "jid", b.upFull)
-	b.presence.updateAggregate()
-	b.presence.confirmContacts()
+	b.presence.upstreamOnline()
 	b.flushOutbox()
 	b.roomsOnline()
 }

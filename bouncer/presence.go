@@ -44,6 +44,8 @@ type presenceDeps struct {
 	sendUp func(el *stanza.Element) bool
 	// toClients delivers el to every available client.
 	toClients func(el *stanza.Element)
+	// reply sends el to one local session.
+	reply func(s *sessions.Session, el *stanza.Element)
 	// post runs f on the loop, unless it has stopped.
 	post func(f func())
 }
@@ -101,6 +103,29 @@ func (p *presenceState) confirmContacts() {
 	})
 }
 
+// upstreamOnline: a new upstream session hears the aggregate presence
+// afresh, and must confirm the cached contacts.
+func (p *presenceState) upstreamOnline() {
+	p.lastUp = ""
+	p.updateAggregate()
+	p.confirmContacts()
+}
+
+// sendCached tells a newly available client the contacts' presences and
+// the pending subscription requests (RFC 6121 §4.4.2, §3.1.3).
+func (p *presenceState) sendCached(s *sessions.Session) {
+	for _, el := range p.contacts {
+		p.reply(s, el.With("to", s.JID.String()))
+	}
+	for _, el := range p.subs {
+		p.reply(s, el.With("to", s.JID.String()))
+	}
+}
+
+// subscriptionAnswered forgets the pending request from bare: a client
+// approved or refused it.
+func (p *presenceState) subscriptionAnswered(bare string) { delete(p.subs, bare) }
+
 func newPresenceState(d presenceDeps) *presenceState {
 	return &presenceState{presenceDeps: d, contacts: map[string]*stanza.Element{}, subs: map[string]*stanza.Element{}}
 }
@@ -143,7 +168,7 @@ func (b *Bouncer) clientPresence(s *sessions.Session, el *stanza.Element) {
 	switch el.Type() {
 	case "subscribed", "unsubscribed":
 		tb, _ := splitJID(t.to)
-		delete(b.presence.subs, tb)
+		b.presence.subscriptionAnswered(tb)
 	}
 	b.forwardUp(s, t, el.With("from", "", "to", t.to))
 }
@@ -164,12 +189,7 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 		b.reflectPresence(s, el)
 		if first {
 			b.sendSiblingsTo(s)
-			for _, p := range b.presence.contacts {
-				b.sendTo(s, p.With("to", s.JID.String()))
-			}
-			for _, p := range b.presence.subs {
-				b.sendTo(s, p.With("to", s.JID.String()))
-			}
+			b.presence.sendCached(s)
 			// XEP-0160 §3: offline messages follow initial presence.
 			b.feedOffline(s)
 		}

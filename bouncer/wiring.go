@@ -65,6 +65,7 @@ func wirePresence(b *Bouncer) *presenceState {
 		caps:           func() *stanza.Element { return b.caps.element(b.reg) },
 		sendUp:         b.sendUp,
 		toClients:      b.toAllAvailable,
+		reply:          func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
 		post:           b.post,
 	})
 }
