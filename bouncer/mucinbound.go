@@ -181,7 +181,7 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 		if carbonOf(el) != nil {
 			return false
 		}
-		b.pushes.onMessage(el, pushRoomPM)
+		b.pushFor(el, pushRoomPM)
 		b.toClaimantsOrAll(r, el)
 		return true
 	}

@@ -137,6 +137,6 @@ func (b *Bouncer) forwardPending(r *Room, p *pendingMsg) {
 		}
 	}
 	if p.live {
-		b.pushes.onMessage(p.el, pushRoomMessage)
+		b.pushFor(p.el, pushRoomMessage)
 	}
 }

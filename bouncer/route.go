@@ -111,7 +111,7 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 		b.upstreamCarbon(el)
 		return
 	}
-	b.pushes.onMessage(el, pushDirect)
+	b.pushFor(el, pushDirect)
 	b.toAccount(el)
 }
 
