@@ -74,8 +74,8 @@ type pushDeps struct {
 	// reply sends el to a local session.
 	reply func(s *sessions.Session, el *stanza.Element)
 	// sendUp sends the core's own IQ upstream and calls answer with the
-	// reply (or an error-less stand-in when upstream ends first); false if
-	// upstream is down.
+	// reply (or a stand-in error of type wait when the upstream session
+	// ends or the IQ times out); false if upstream is down.
 	sendUp func(iq *stanza.Element, answer func(*stanza.Element)) bool
 	// store queues a write to the archive, in order with the others and
 	// retried until it succeeds; nothing when there is no archive.
