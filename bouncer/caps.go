@@ -39,12 +39,13 @@ type capsCache struct {
 	lastKeys string
 }
 
-// capsDeps is what learning a client's caps needs from the rest of the
-// core (wired in wiring.go).
+// capsDeps is what the caps cache needs from the rest of the core (wired
+// in wiring.go).
 type capsDeps struct {
 	account string // the account's bare JID, the queries' from
-	// sessions is the registry whose available clients' vers stay cached.
-	sessions *sessions.Registry
+	// sessions are the local clients: the available ones' features make
+	// the union, and their vers stay cached.
+	sessions interface{ Available() []*sessions.Session }
 	// newID returns a fresh id for a query to a client.
 	newID func() string
 	// query sends the IQ q (with id) to s and calls answer with the
@@ -69,14 +70,14 @@ func newCapsCache(d capsDeps) *capsCache {
 
 // put remembers the features behind ver, then forgets the least recently
 // used vers that no available client announces, down to capsCacheMax.
-func (c *capsCache) put(ver string, feats []string, reg *sessions.Registry) {
+func (c *capsCache) put(ver string, feats []string) {
 	c.tick++
 	c.byVer[ver] = &capsEntry{feats: feats, used: c.tick}
 	if len(c.byVer) <= capsCacheMax {
 		return
 	}
 	inUse := map[string]bool{}
-	for _, s := range reg.Available() {
+	for _, s := range c.sessions.Available() {
 		if cp := s.Presence.Child(stanza.NSCaps, "c"); cp != nil {
 			inUse[cp.Get("ver")] = true
 		}
@@ -94,12 +95,12 @@ func (c *capsCache) put(ver string, feats []string, reg *sessions.Registry) {
 }
 
 // features returns the union of our own and the available clients' features.
-func (c *capsCache) features(reg *sessions.Registry) []string {
+func (c *capsCache) features() []string {
 	set := map[string]bool{}
 	for _, f := range ownFeatures {
 		set[f] = true
 	}
-	for _, s := range reg.Available() {
+	for _, s := range c.sessions.Available() {
 		if cp := s.Presence.Child(stanza.NSCaps, "c"); cp != nil {
 			if e := c.byVer[cp.Get("ver")]; e != nil {
 				c.tick++
@@ -119,8 +120,8 @@ func (c *capsCache) features(reg *sessions.Registry) []string {
 }
 
 // ver computes the XEP-0115 §5.1 verification string of the union.
-func (c *capsCache) ver(reg *sessions.Registry) string {
-	feats := c.features(reg)
+func (c *capsCache) ver() string {
+	feats := c.features()
 	key := strings.Join(feats, "\x00")
 	if key == c.lastKeys {
 		return c.lastVer
@@ -137,15 +138,15 @@ func (c *capsCache) ver(reg *sessions.Registry) string {
 }
 
 // element returns our <c/> for the aggregate presence.
-func (c *capsCache) element(reg *sessions.Registry) *stanza.Element {
-	return stanza.New(stanza.NSCaps, "c", "hash", "sha-1", "node", capsNode, "ver", c.ver(reg))
+func (c *capsCache) element() *stanza.Element {
+	return stanza.New(stanza.NSCaps, "c", "hash", "sha-1", "node", capsNode, "ver", c.ver())
 }
 
 // infoQuery answers disco#info for the account's client.
-func (c *capsCache) infoQuery(reg *sessions.Registry, node string) *stanza.Element {
+func (c *capsCache) infoQuery(node string) *stanza.Element {
 	q := stanza.New(stanza.NSDiscoInfo, "query", "node", node)
 	q.Append(stanza.New(stanza.NSDiscoInfo, "identity", "category", "client", "type", "pc", "name", "xmppbouncer"))
-	for _, f := range c.features(reg) {
+	for _, f := range c.features() {
 		q.Append(stanza.New(stanza.NSDiscoInfo, "feature", "var", f))
 	}
 	return q
@@ -176,7 +177,7 @@ func (c *capsCache) learn(s *sessions.Session, presence *stanza.Element) {
 				feats = append(feats, v)
 			}
 		}
-		c.put(ver, feats, c.sessions)
+		c.put(ver, feats)
 		c.changed()
 	})
 }

@@ -35,7 +35,7 @@ func TestCapsCacheBoundedUnderChurn(t *testing.T) {
 	})
 	var n int
 	var feats []string
-	e.b.Do(func() { n, feats = len(e.b.caps.byVer), e.b.caps.features(e.b.reg) })
+	e.b.Do(func() { n, feats = len(e.b.caps.byVer), e.b.caps.features() })
 	if n > capsCacheMax+1 {
 		t.Errorf("caps cache holds %d vers after %d announced, want at most %d", n, vers, capsCacheMax+1)
 	}

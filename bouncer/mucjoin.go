@@ -274,7 +274,7 @@ func (b *Bouncer) occupantPresence(to string) *stanza.Element {
 	if status != "" {
 		p.Append(stanza.New(stanza.NSClient, "status").AppendText(status))
 	}
-	p.Append(b.caps.element(b.reg))
+	p.Append(b.caps.element())
 	return p
 }
 

@@ -32,7 +32,7 @@ type presenceDeps struct {
 	account string // the account's bare JID
 	log     *slog.Logger
 	// sessions are the local clients whose presences make the aggregate.
-	sessions *sessions.Registry
+	sessions interface{ Available() []*sessions.Session }
 	// detachedShow and detachedStatus are the aggregate with no client
 	// available.
 	detachedShow, detachedStatus string

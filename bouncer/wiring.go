@@ -62,7 +62,7 @@ func wirePresence(b *Bouncer) *presenceState {
 		detachedShow:   b.opt.DetachedShow,
 		detachedStatus: b.opt.DetachedStatus,
 		online:         func() bool { return b.online },
-		caps:           func() *stanza.Element { return b.caps.element(b.reg) },
+		caps:           func() *stanza.Element { return b.caps.element() },
 		sendUp:         b.sendUp,
 		toClients:      b.toAllAvailable,
 		reply:          func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
