@@ -168,7 +168,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.pruneOffline()
 				b.pruneCursors(now)
 			}
-			b.pushes.tick(now)
+			b.pushTick(now)
 			b.adminExpire(now)
 		}
 	}
