@@ -7,9 +7,11 @@ package admin
 // var), and no option has an empty value (Profanity crashes on one).
 // TestAdminFormsEveryClientCanRead walks every command's every step.
 //
-// mellium's form package is not used: its forms are xml.TokenReaders for
-// mellium's own session, while the bouncer builds and routes stanza.Element
-// trees; each form would go through a token round trip for the same XML.
+// mellium's form and commands packages are not used. form.Fixed takes no
+// var (v0.22.0), and the fixed lines need one; its forms are
+// xml.TokenReaders, while the core routes stanza.Element trees. commands is
+// the client side (Command.Execute on an *xmpp.Session) and has no
+// server-side handler or session store to plug these into.
 
 import (
 	"fmt"
