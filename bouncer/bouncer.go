@@ -85,7 +85,7 @@ type Bouncer struct {
 
 	drops     dropLog          // upstream stanzas past the limits (upstreamdrop.go)
 	recovered recoveredCounter // events dropped after a panic (recover.go)
-	admin     *adminState      // XEP-0050 commands and counters (admin*.go)
+	admin     *adminState      // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -132,6 +132,7 @@ func New(opt Options) *Bouncer {
 		dlv:           newDelivery(),
 		stopped:       make(chan struct{}),
 	}
+	b.admin.cmds = newAdminCommands(b)
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
 		b.arch.setOnRecover(b.archiveRecovered)
@@ -150,7 +151,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 	sweep := time.NewTicker(b.opt.SweepInterval)
 	defer sweep.Stop()
 	b.startup()
-	b.adminStartup()
+	b.admin.cmds.Start()
 	for {
 		select {
 		case <-ctx.Done():
@@ -169,7 +170,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.pruneCursors(now)
 			}
 			b.pushTick(now)
-			b.adminExpire(now)
+			b.admin.cmds.Sweep(now)
 		}
 	}
 }

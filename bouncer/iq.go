@@ -159,7 +159,7 @@ func (b *Bouncer) upstreamIQ(el *stanza.Element) {
 		b.push(el, payload, func(s *sessions.Session) bool { return s.RosterRequested })
 	case fromAccount && el.Type() == "set" && (payload.Is(stanza.NSBlocking, "block") || payload.Is(stanza.NSBlocking, "unblock")):
 		b.push(el, payload, func(*sessions.Session) bool { return true })
-	case b.adminFromUpstream(el, payload):
+	case b.admin.cmds.FromUpstream(el, payload):
 	case b.answerForAccount(el, payload):
 	default:
 		b.forwardIQToClient(el)

@@ -13,7 +13,7 @@ func (b *Bouncer) answerLocally(s *sessions.Session, t target, el, payload *stan
 	if payload == nil {
 		return false
 	}
-	if b.adminIQ(s, t, el, payload) {
+	if b.admin.cmds.LocalIQ(adminCaller(s), t.to, el, payload) {
 		return true
 	}
 	toServer := t.to == "" || t.to == b.domain
