@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"xmppbouncer/bouncer/admin"
 	"xmppbouncer/internal/testclient"
 	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
@@ -90,10 +91,10 @@ func TestAdminFormsEveryClientCanRead(t *testing.T) {
 	c.Expect(t, "bob's line", hasBody("one line"))
 	e.waitFor("bob's line archived", func() bool { return e.archived(room) >= 1 })
 
-	for _, ac := range adminCommands() {
-		cmd := command(t, c, "localhost", ac.node, "", nil)
+	for _, node := range admin.Nodes() {
+		cmd := command(t, c, "localhost", node, "", nil)
 		for step := 1; ; step++ {
-			where := fmt.Sprintf("%s step %d", ac.node, step)
+			where := fmt.Sprintf("%s step %d", node, step)
 			checkFormForClients(t, where, cmd.Child(stanza.NSDataForm, "x"))
 			if cmd.Get("status") != "executing" {
 				break
@@ -101,16 +102,16 @@ func TestAdminFormsEveryClientCanRead(t *testing.T) {
 			if step > 3 {
 				t.Fatalf("%s: still executing", where)
 			}
-			cmd = submitDefaults(t, c, ac.node, cmd)
+			cmd = submitDefaults(t, c, node, cmd)
 		}
 		text := formText(cmd)
-		switch ac.node {
+		switch node {
 		case AdminNodeClients:
 			if !strings.Contains(text, "Nobody disconnected") {
 				t.Errorf("clients with the defaults: %s", text)
 			}
 			// All three clients are listed, each on its own line.
-			first := command(t, c, "localhost", ac.node, "", nil)
+			first := command(t, c, "localhost", node, "", nil)
 			var lines []string
 			for _, f := range first.Child(stanza.NSDataForm, "x").ChildrenNamed(stanza.NSDataForm, "field") {
 				if f.Get("type") == "fixed" {
@@ -245,7 +246,7 @@ func TestAdminTextFaults(t *testing.T) {
 	if strings.Contains(text, "in 1 rooms") || !strings.Contains(text, "in 2 rooms") {
 		t.Errorf("status, want gajim in 2 rooms:\n%s", text)
 	}
-	clients := runTwoStep(t, c, AdminNodeClients, map[string]string{"disconnect": clientsNobody})
+	clients := runTwoStep(t, c, AdminNodeClients, map[string]string{"disconnect": admin.ClientsNobody})
 	if !strings.Contains(formText(clients), "Nobody disconnected") {
 		t.Errorf("choosing nobody: %s", clients)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"xmppbouncer/bouncer/admin"
 	"xmppbouncer/internal/testclient"
 	"xmppbouncer/internal/testserver"
 	"xmppbouncer/sqlite"
@@ -269,7 +270,7 @@ func TestAdminRefusesConfiguredRoomAndBadInput(t *testing.T) {
 		t.Fatalf("bad room: %s", done)
 	}
 	// An unknown bouncer node.
-	r := commandIQ(t, c, "localhost", adminNodePrefix+"nope", "", nil)
+	r := commandIQ(t, c, "localhost", admin.NodePrefix+"nope", "", nil)
 	if stanza.ErrorCondition(r) != "item-not-found" {
 		t.Fatalf("unknown node: %s", r)
 	}

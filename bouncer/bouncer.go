@@ -79,7 +79,7 @@ type Bouncer struct {
 	arch        *archiver     // the archive's writer; nil without an archive
 	stopped     chan struct{} // closed when Run returns
 	lastPrune   time.Time
-	pushes      *pushState // XEP-0357 registrations (push.go), nil until loaded
+	pushes      *pusher // XEP-0357 registrations and notifications (push.go)
 	// XEP-0352: what each inactive client has held back (csi.go)
 	csi map[uint64]*csiHeld
 
@@ -90,7 +90,7 @@ type Bouncer struct {
 	resumeSaved    map[string]string
 	chatFillWanted bool        // the upstream session was not resumed (chatfill.go)
 	probeWanted    bool        // it was resumed cold: no initial presence (upsm.go)
-	admin          *adminState // XEP-0050 commands and counters (admin*.go)
+	admin          *adminState // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -127,8 +127,6 @@ func New(opt Options) *Bouncer {
 		events:   make(chan event, 1024),
 		reg:      sessions.New(),
 		iqs:      newIQRoutes(),
-		presence: newPresenceState(),
-		caps:     newCapsCache(),
 		rooms:    map[string]*Room{},
 		internal: waiters{},
 		idRand:   newIDRand(),
@@ -139,11 +137,15 @@ func New(opt Options) *Bouncer {
 		dlv:           newDelivery(),
 		stopped:       make(chan struct{}),
 	}
+	b.admin.cmds = newAdminCommands(b)
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
 		b.arch.onMark = b.upstreamAck // upsm.go
 		b.arch.setOnRecover(b.archiveRecovered)
 	}
+	b.pushes = wirePush(b)
+	b.caps = wireCaps(b)
+	b.presence = wirePresence(b)
 	return b
 }
 
@@ -155,7 +157,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 	sweep := time.NewTicker(b.opt.SweepInterval)
 	defer sweep.Stop()
 	b.startup()
-	b.adminStartup()
+	b.admin.cmds.Start()
 	for {
 		select {
 		case <-ctx.Done():
@@ -176,7 +178,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.pruneChats(now)
 			}
 			b.pushTick(now)
-			b.adminExpire(now)
+			b.admin.cmds.Sweep(now)
 		}
 	}
 }

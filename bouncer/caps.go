@@ -31,11 +31,29 @@ var ownFeatures = []string{
 // first (a forgotten ver is asked for again when it comes back). asked
 // ends with its disco#info query (waiters).
 type capsCache struct {
+	capsDeps
 	byVer    map[string]*capsEntry // client caps ver → features
 	asked    map[string]bool
 	tick     uint64 // use counter for the LRU order
 	lastVer  string
 	lastKeys string
+}
+
+// capsDeps is what the caps cache needs from the rest of the core (wired
+// in wiring.go).
+type capsDeps struct {
+	account string // the account's bare JID, the queries' from
+	// sessions are the local clients: the available ones' features make
+	// the union, and their vers stay cached.
+	sessions interface{ Available() []*sessions.Session }
+	// newID returns a fresh id for a query to a client.
+	newID func() string
+	// query sends the IQ q (with id) to s and calls answer with the
+	// client's reply, or an error when s ends or the query times out.
+	query func(s *sessions.Session, id string, q *stanza.Element, answer func(*stanza.Element))
+	// changed tells the core the union of features may have changed, so
+	// the account's aggregate presence is sent again.
+	changed func()
 }
 
 type capsEntry struct {
@@ -46,20 +64,20 @@ type capsEntry struct {
 // capsCacheMax bounds the caps vers kept that no available client uses.
 const capsCacheMax = 64
 
-func newCapsCache() *capsCache {
-	return &capsCache{byVer: map[string]*capsEntry{}, asked: map[string]bool{}}
+func newCapsCache(d capsDeps) *capsCache {
+	return &capsCache{capsDeps: d, byVer: map[string]*capsEntry{}, asked: map[string]bool{}}
 }
 
 // put remembers the features behind ver, then forgets the least recently
 // used vers that no available client announces, down to capsCacheMax.
-func (c *capsCache) put(ver string, feats []string, reg *sessions.Registry) {
+func (c *capsCache) put(ver string, feats []string) {
 	c.tick++
 	c.byVer[ver] = &capsEntry{feats: feats, used: c.tick}
 	if len(c.byVer) <= capsCacheMax {
 		return
 	}
 	inUse := map[string]bool{}
-	for _, s := range reg.Available() {
+	for _, s := range c.sessions.Available() {
 		if cp := s.Presence.Child(stanza.NSCaps, "c"); cp != nil {
 			inUse[cp.Get("ver")] = true
 		}
@@ -77,12 +95,12 @@ func (c *capsCache) put(ver string, feats []string, reg *sessions.Registry) {
 }
 
 // features returns the union of our own and the available clients' features.
-func (c *capsCache) features(reg *sessions.Registry) []string {
+func (c *capsCache) features() []string {
 	set := map[string]bool{}
 	for _, f := range ownFeatures {
 		set[f] = true
 	}
-	for _, s := range reg.Available() {
+	for _, s := range c.sessions.Available() {
 		if cp := s.Presence.Child(stanza.NSCaps, "c"); cp != nil {
 			if e := c.byVer[cp.Get("ver")]; e != nil {
 				c.tick++
@@ -102,8 +120,8 @@ func (c *capsCache) features(reg *sessions.Registry) []string {
 }
 
 // ver computes the XEP-0115 §5.1 verification string of the union.
-func (c *capsCache) ver(reg *sessions.Registry) string {
-	feats := c.features(reg)
+func (c *capsCache) ver() string {
+	feats := c.features()
 	key := strings.Join(feats, "\x00")
 	if key == c.lastKeys {
 		return c.lastVer
@@ -120,36 +138,36 @@ func (c *capsCache) ver(reg *sessions.Registry) string {
 }
 
 // element returns our <c/> for the aggregate presence.
-func (c *capsCache) element(reg *sessions.Registry) *stanza.Element {
-	return stanza.New(stanza.NSCaps, "c", "hash", "sha-1", "node", capsNode, "ver", c.ver(reg))
+func (c *capsCache) element() *stanza.Element {
+	return stanza.New(stanza.NSCaps, "c", "hash", "sha-1", "node", capsNode, "ver", c.ver())
 }
 
 // infoQuery answers disco#info for the account's client.
-func (c *capsCache) infoQuery(reg *sessions.Registry, node string) *stanza.Element {
+func (c *capsCache) infoQuery(node string) *stanza.Element {
 	q := stanza.New(stanza.NSDiscoInfo, "query", "node", node)
 	q.Append(stanza.New(stanza.NSDiscoInfo, "identity", "category", "client", "type", "pc", "name", "xmppbouncer"))
-	for _, f := range c.features(reg) {
+	for _, f := range c.features() {
 		q.Append(stanza.New(stanza.NSDiscoInfo, "feature", "var", f))
 	}
 	return q
 }
 
 // learn asks a client for the features behind a caps ver we have not seen.
-func (b *Bouncer) learnCaps(s *sessions.Session, presence *stanza.Element) {
+func (c *capsCache) learn(s *sessions.Session, presence *stanza.Element) {
 	cp := presence.Child(stanza.NSCaps, "c")
 	if cp == nil {
 		return
 	}
 	ver, node := cp.Get("ver"), cp.Get("node")
-	if ver == "" || b.caps.byVer[ver] != nil || b.caps.asked[ver] {
+	if ver == "" || c.byVer[ver] != nil || c.asked[ver] {
 		return
 	}
-	b.caps.asked[ver] = true
-	id := b.nextID(pushPrefix + "caps")
-	q := stanza.New(stanza.NSClient, "iq", "type", "get", "id", id, "from", b.account, "to", s.JID.String())
+	c.asked[ver] = true
+	id := c.newID()
+	q := stanza.New(stanza.NSClient, "iq", "type", "get", "id", id, "from", c.account, "to", s.JID.String())
 	q.Append(stanza.New(stanza.NSDiscoInfo, "query", "node", node+"#"+ver))
-	b.clientQueries.add(id, "", s.ID, b.opt.IQTimeout, func(resp *stanza.Element) {
-		delete(b.caps.asked, ver)
+	c.query(s, id, q, func(resp *stanza.Element) {
+		delete(c.asked, ver)
 		if resp.Type() != "result" {
 			return
 		}
@@ -159,8 +177,7 @@ func (b *Bouncer) learnCaps(s *sessions.Session, presence *stanza.Element) {
 				feats = append(feats, v)
 			}
 		}
-		b.caps.put(ver, feats, b.reg)
-		b.updateAggregate()
+		c.put(ver, feats)
+		c.changed()
 	})
-	b.sendTo(s, q)
 }

@@ -35,7 +35,7 @@ func TestCapsCacheBoundedUnderChurn(t *testing.T) {
 	})
 	var n int
 	var feats []string
-	e.b.Do(func() { n, feats = len(e.b.caps.byVer), e.b.caps.features(e.b.reg) })
+	e.b.Do(func() { n, feats = len(e.b.caps.byVer), e.b.caps.features() })
 	if n > capsCacheMax+1 {
 		t.Errorf("caps cache holds %d vers after %d announced, want at most %d", n, vers, capsCacheMax+1)
 	}
@@ -57,14 +57,14 @@ func TestAdminSessionsSweptByLoop(t *testing.T) {
 		t.Fatalf("the clients command did not open a session: %s", first)
 	}
 	held := func() (ok bool) {
-		e.b.Do(func() { ok = e.b.admin.sessions[id] != nil })
+		e.b.Do(func() { _, ok = e.b.admin.cmds.SessionDeadline(id) })
 		return ok
 	}
 	if !held() {
 		t.Fatal("the open command session is not remembered")
 	}
 	// Its time passes.
-	e.b.Do(func() { e.b.admin.sessions[id].deadline = time.Now().Add(-time.Second) })
+	e.b.Do(func() { e.b.admin.cmds.SetSessionDeadline(id, time.Now().Add(-time.Second)) })
 	deadline := time.Now().Add(4 * e.b.opt.SweepInterval)
 	for held() {
 		if time.Now().After(deadline) {

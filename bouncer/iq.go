@@ -64,7 +64,7 @@ func (b *Bouncer) clientIQ(s *sessions.Session, el *stanza.Element) {
 		return
 	}
 	payload := el.FirstElement()
-	if b.answerLocally(s, t, el, payload) || b.pushControl(s, t, el, payload) {
+	if b.answerLocally(s, t, el, payload) || b.pushes.control(s, t, el, payload) {
 		return
 	}
 	if t.room != nil && b.roomIQ(s, t, el, payload) {
@@ -159,7 +159,7 @@ func (b *Bouncer) upstreamIQ(el *stanza.Element) {
 		b.push(el, payload, func(s *sessions.Session) bool { return s.RosterRequested })
 	case fromAccount && el.Type() == "set" && (payload.Is(stanza.NSBlocking, "block") || payload.Is(stanza.NSBlocking, "unblock")):
 		b.push(el, payload, func(*sessions.Session) bool { return true })
-	case b.adminFromUpstream(el, payload):
+	case b.admin.cmds.FromUpstream(el, payload):
 	case b.answerForAccount(el, payload):
 	default:
 		b.forwardIQToClient(el)
@@ -196,7 +196,7 @@ func (b *Bouncer) upstreamIQAnswer(el *stanza.Element) {
 		out.Set("from", "")
 	}
 	if p.strip {
-		out = b.pushDisco(p.to, out)
+		out = b.pushes.disco(p.to, out)
 	}
 	if p.room != "" {
 		out = b.decorateRoomDisco(p.room, out)

@@ -20,7 +20,7 @@ func (b *Bouncer) clientBound(ev clientBound) {
 		old.Conn.Close(&stanza.StreamError{Condition: "conflict", Text: "replaced by a new session"})
 	}
 	b.reg.Add(s)
-	b.pushClientBound(s)
+	b.pushes.clientBound(s)
 	b.log.Info("client online", "jid", ev.jid.String(), "clients", b.reg.Len())
 	b.clientRevived(s, ev.conn) // smstore.go
 }
@@ -73,7 +73,7 @@ func (b *Bouncer) sessionEnded(s *sessions.Session) {
 		}
 	}
 	if wasAvailable {
-		b.updateAggregate()
+		b.presence.updateAggregate()
 		b.roomsFollowPresence()
 	}
 }
@@ -90,10 +90,8 @@ func errString(err error) string {
 func (b *Bouncer) upstreamOnline(bound jid.JID) {
 	b.online = true
 	b.upFull = bound.String()
-	b.presence.lastUp = ""
 	b.log.Info("upstream online", "jid", b.upFull)
-	b.updateAggregate()
-	b.confirmContacts()
+	b.presence.upstreamOnline()
 	b.flushOutbox()
 	b.roomsOnline()
 }
@@ -123,7 +121,7 @@ func (b *Bouncer) startup() {
 	b.loadCursors()
 	b.chatsStartup()
 	b.roomsStartup()
-	b.pushStartup()
+	b.pushes.startup()
 }
 
 // shutdown runs once when the loop stops: what delivery confirmed is

@@ -13,7 +13,7 @@ func (b *Bouncer) answerLocally(s *sessions.Session, t target, el, payload *stan
 	if payload == nil {
 		return false
 	}
-	if b.adminIQ(s, t, el, payload) {
+	if b.admin.cmds.LocalIQ(adminCaller(s), t.to, el, payload) {
 		return true
 	}
 	toServer := t.to == "" || t.to == b.domain
@@ -55,12 +55,12 @@ func (b *Bouncer) answerForAccount(el, payload *stanza.Element) bool {
 	case payload.Is(stanza.NSPing, "ping"):
 	case payload.Is(stanza.NSDiscoInfo, "query"):
 		node := payload.Get("node")
-		if node != "" && node != capsNode+"#"+b.caps.ver(b.reg) {
+		if node != "" && node != capsNode+"#"+b.caps.ver() {
 			// An old caps version: still answer with what we have now, as
 			// servers re-query on the next presence anyway.
 			b.log.Debug("disco#info for an older caps node", "node", node)
 		}
-		reply.Append(b.caps.infoQuery(b.reg, node))
+		reply.Append(b.caps.infoQuery(node))
 	case payload.Is(stanza.NSVersion, "query"):
 		q := stanza.New(stanza.NSVersion, "query")
 		q.Append(stanza.New(stanza.NSVersion, "name").AppendText("xmppbouncer"))

@@ -266,7 +266,7 @@ func (b *Bouncer) changeNick(s *sessions.Session, r *Room, nick string) {
 // occupantPresence builds the account's presence for a room occupant JID,
 // following the aggregate of the local clients (show and status).
 func (b *Bouncer) occupantPresence(to string) *stanza.Element {
-	show, status, _ := b.aggregate()
+	show, status, _ := b.presence.aggregate()
 	p := stanza.New(stanza.NSClient, "presence", "to", to)
 	if show != "" {
 		p.Append(stanza.New(stanza.NSClient, "show").AppendText(show))
@@ -274,7 +274,7 @@ func (b *Bouncer) occupantPresence(to string) *stanza.Element {
 	if status != "" {
 		p.Append(stanza.New(stanza.NSClient, "status").AppendText(status))
 	}
-	p.Append(b.caps.element(b.reg))
+	p.Append(b.caps.element())
 	return p
 }
 

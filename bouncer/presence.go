@@ -11,8 +11,11 @@ import (
 
 // presenceState caches what a newly available client must be told
 // (RFC 6121 §4.4.2: the server sends contacts' presence after initial
-// presence) and what upstream last heard from us.
+// presence) and what upstream last heard from us. It builds the account's
+// aggregate presence and keeps the contacts' cache across upstream
+// reconnects, reaching the core through presenceDeps (wiring.go).
 type presenceState struct {
+	presenceDeps
 	contacts map[string]*stanza.Element // full JID → last available presence
 	subs     map[string]*stanza.Element // bare JID → pending subscribe request
 	lastUp   string                     // serialised aggregate last sent upstream
@@ -21,6 +24,30 @@ type presenceState struct {
 	unconfirmed map[string]bool
 	epoch       int  // upstream sessions so far, to tell old timers apart
 	capLogged   bool // presenceCap was reached and said so
+}
+
+// presenceDeps is what the account's presence needs from the rest of the
+// core.
+type presenceDeps struct {
+	account string // the account's bare JID
+	log     *slog.Logger
+	// sessions are the local clients whose presences make the aggregate.
+	sessions interface{ Available() []*sessions.Session }
+	// detachedShow and detachedStatus are the aggregate with no client
+	// available.
+	detachedShow, detachedStatus string
+	// online tells whether the upstream session is up.
+	online func() bool
+	// caps is our <c/> (caps.go).
+	caps func() *stanza.Element
+	// sendUp sends el to the upstream session.
+	sendUp func(el *stanza.Element) bool
+	// toClients delivers el to every available client.
+	toClients func(el *stanza.Element)
+	// reply sends el to one local session.
+	reply func(s *sessions.Session, el *stanza.Element)
+	// post runs f on the loop, unless it has stopped.
+	post func(f func())
 }
 
 // presenceCap bounds each of contacts and subs. Anyone can send the
@@ -32,11 +59,11 @@ const presenceCap = 10000
 
 // remember stores el under key in m (contacts or subs) unless the map is
 // full and key is new.
-func (p *presenceState) remember(m map[string]*stanza.Element, key string, el *stanza.Element, log *slog.Logger) {
+func (p *presenceState) remember(m map[string]*stanza.Element, key string, el *stanza.Element) {
 	if _, known := m[key]; !known && len(m) >= presenceCap {
 		if !p.capLogged {
 			p.capLogged = true
-			log.Warn("too many contacts' presences to remember; new ones are delivered but not kept for later clients", "cap", presenceCap)
+			p.log.Warn("too many contacts' presences to remember; new ones are delivered but not kept for later clients", "cap", presenceCap)
 		}
 		return
 	}
@@ -51,33 +78,56 @@ const contactGrace = 3 * time.Second
 // confirmContacts starts over the cached contacts on a new upstream
 // session: each must be confirmed by a fresh presence within contactGrace,
 // or the clients are told it is unavailable.
-func (b *Bouncer) confirmContacts() {
-	b.presence.epoch++
-	epoch := b.presence.epoch
-	b.presence.unconfirmed = map[string]bool{}
-	for jid := range b.presence.contacts {
-		b.presence.unconfirmed[jid] = true
+func (p *presenceState) confirmContacts() {
+	p.epoch++
+	epoch := p.epoch
+	p.unconfirmed = map[string]bool{}
+	for jid := range p.contacts {
+		p.unconfirmed[jid] = true
 	}
-	if len(b.presence.unconfirmed) == 0 {
+	if len(p.unconfirmed) == 0 {
 		return
 	}
 	time.AfterFunc(contactGrace, func() {
-		b.post(func() {
-			if b.presence.epoch != epoch || !b.online {
+		p.post(func() {
+			if p.epoch != epoch || !p.online() {
 				return
 			}
-			for jid := range b.presence.unconfirmed {
-				delete(b.presence.contacts, jid)
-				b.log.Debug("contact went offline during the upstream outage", "jid", jid)
-				b.toAllAvailable(stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", jid, "to", b.account))
+			for jid := range p.unconfirmed {
+				delete(p.contacts, jid)
+				p.log.Debug("contact went offline during the upstream outage", "jid", jid)
+				p.toClients(stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", jid, "to", p.account))
 			}
-			b.presence.unconfirmed = nil
+			p.unconfirmed = nil
 		})
 	})
 }
 
-func newPresenceState() *presenceState {
-	return &presenceState{contacts: map[string]*stanza.Element{}, subs: map[string]*stanza.Element{}}
+// upstreamOnline: a new upstream session hears the aggregate presence
+// afresh, and must confirm the cached contacts.
+func (p *presenceState) upstreamOnline() {
+	p.lastUp = ""
+	p.updateAggregate()
+	p.confirmContacts()
+}
+
+// sendCached tells a newly available client the contacts' presences and
+// the pending subscription requests (RFC 6121 §4.4.2, §3.1.3).
+func (p *presenceState) sendCached(s *sessions.Session) {
+	for _, el := range p.contacts {
+		p.reply(s, el.With("to", s.JID.String()))
+	}
+	for _, el := range p.subs {
+		p.reply(s, el.With("to", s.JID.String()))
+	}
+}
+
+// subscriptionAnswered forgets the pending request from bare: a client
+// approved or refused it.
+func (p *presenceState) subscriptionAnswered(bare string) { delete(p.subs, bare) }
+
+func newPresenceState(d presenceDeps) *presenceState {
+	return &presenceState{presenceDeps: d, contacts: map[string]*stanza.Element{}, subs: map[string]*stanza.Element{}}
 }
 
 // showRank orders shows for the aggregate: chat > available > dnd > away > xa.
@@ -118,7 +168,7 @@ func (b *Bouncer) clientPresence(s *sessions.Session, el *stanza.Element) {
 	switch el.Type() {
 	case "subscribed", "unsubscribed":
 		tb, _ := splitJID(t.to)
-		delete(b.presence.subs, tb)
+		b.presence.subscriptionAnswered(tb)
 	}
 	b.forwardUp(s, t, el.With("from", "", "to", t.to))
 }
@@ -139,17 +189,12 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 		b.reflectPresence(s, el)
 		if first {
 			b.sendSiblingsTo(s)
-			for _, p := range b.presence.contacts {
-				b.sendTo(s, p.With("to", s.JID.String()))
-			}
-			for _, p := range b.presence.subs {
-				b.sendTo(s, p.With("to", s.JID.String()))
-			}
+			b.presence.sendCached(s)
 			// XEP-0160 §3: offline messages follow initial presence.
 			b.feedOffline(s)
 			b.replayChats(s) // after a crash (chatq.go)
 		}
-		b.learnCaps(s, el)
+		b.caps.learn(s, el)
 	case "unavailable":
 		if !s.Available() {
 			return
@@ -159,7 +204,7 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 	default:
 		return
 	}
-	b.updateAggregate()
+	b.presence.updateAggregate()
 	b.roomsFollowPresence()
 }
 
@@ -224,52 +269,52 @@ func (b *Bouncer) clientGone(s *sessions.Session) {
 // aggregate builds the account's presence from the available clients: the
 // highest priority wins, ties broken by show. With no client available it
 // is the configured detached presence.
-func (b *Bouncer) aggregate() (show, status string, priority int) {
+func (p *presenceState) aggregate() (show, status string, priority int) {
 	var best *sessions.Session
-	for _, s := range b.reg.Available() {
+	for _, s := range p.sessions.Available() {
 		if best == nil || s.Priority > best.Priority ||
 			(s.Priority == best.Priority && showRank(s.Show) > showRank(best.Show)) {
 			best = s
 		}
 	}
 	if best == nil {
-		show = b.opt.DetachedShow
+		show = p.detachedShow
 		if show == "available" {
 			show = ""
 		}
-		return show, b.opt.DetachedStatus, 0
+		return show, p.detachedStatus, 0
 	}
 	return best.Show, best.Presence.ChildText(stanza.NSClient, "status"), best.Priority
 }
 
 // updateAggregate sends the aggregate presence upstream when it changed.
-func (b *Bouncer) updateAggregate() {
-	if !b.online {
+func (p *presenceState) updateAggregate() {
+	if !p.online() {
 		return
 	}
-	show, status, prio := b.aggregate()
+	show, status, prio := p.aggregate()
 	// RFC 6121 §8.5.2.1.1: the server would hold bare-JID messages back
 	// from a negative priority. The bouncer must receive them to apply the
 	// priorities of its own clients (and store offline), so upstream never
 	// sees one below zero.
 	prio = max(prio, 0)
-	p := stanza.New(stanza.NSClient, "presence")
+	el := stanza.New(stanza.NSClient, "presence")
 	if show != "" {
-		p.Append(stanza.New(stanza.NSClient, "show").AppendText(show))
+		el.Append(stanza.New(stanza.NSClient, "show").AppendText(show))
 	}
 	if status != "" {
-		p.Append(stanza.New(stanza.NSClient, "status").AppendText(status))
+		el.Append(stanza.New(stanza.NSClient, "status").AppendText(status))
 	}
 	if prio != 0 {
-		p.Append(stanza.New(stanza.NSClient, "priority").AppendText(strconv.Itoa(prio)))
+		el.Append(stanza.New(stanza.NSClient, "priority").AppendText(strconv.Itoa(prio)))
 	}
-	p.Append(b.caps.element(b.reg))
-	key := p.String()
-	if key == b.presence.lastUp {
+	el.Append(p.caps())
+	key := el.String()
+	if key == p.lastUp {
 		return
 	}
-	b.presence.lastUp = key
-	b.sendUp(p)
+	p.lastUp = key
+	p.sendUp(el)
 }
 
 // upstreamPresence handles presence from upstream.
@@ -283,18 +328,27 @@ func (b *Bouncer) upstreamPresence(el *stanza.Element) {
 	if from == b.upFull {
 		return // our own presence reflected: the upstream resource is invisible
 	}
-	delete(b.presence.unconfirmed, from)
+	b.presence.fromContact(el)
+}
+
+// fromContact remembers a contact's presence (or subscription request) for
+// the clients that become available later, and delivers it to those that
+// are now.
+func (p *presenceState) fromContact(el *stanza.Element) {
+	from := el.From()
+	bare, _ := splitJID(from)
+	delete(p.unconfirmed, from)
 	switch el.Type() {
 	case "":
-		b.presence.remember(b.presence.contacts, from, el, b.log)
+		p.remember(p.contacts, from, el)
 	case "unavailable":
-		delete(b.presence.contacts, from)
+		delete(p.contacts, from)
 	case "subscribe":
-		b.presence.remember(b.presence.subs, bare, el, b.log)
+		p.remember(p.subs, bare, el)
 	case "unsubscribe", "unsubscribed", "subscribed":
-		delete(b.presence.subs, bare)
+		delete(p.subs, bare)
 	case "probe":
 		return
 	}
-	b.toAllAvailable(el)
+	p.toClients(el)
 }

@@ -12,6 +12,7 @@ package bouncer
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"xmppbouncer/config"
 	"xmppbouncer/sessions"
 	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
@@ -50,9 +52,46 @@ const (
 	pushFormType = "urn:xmpp:push:summary"
 )
 
-// pushState holds the registrations; it belongs to the loop.
-type pushState struct {
+// pusher owns XEP-0357 for the local clients: each client's registration,
+// what it has missed, and when its next notification may go out. It
+// belongs to the loop, and reaches the rest of the core only through
+// pushDeps (wired in wiring.go).
+type pusher struct {
+	pushDeps
 	regs map[string]*pushReg // client resource → registration
+}
+
+// pushDeps is all push needs from the rest of the core.
+type pushDeps struct {
+	account, domain string // the account's bare JID and its server
+	cfg             *config.Push
+	log             *slog.Logger
+	// sessions tells which clients are connected, hibernated or gone, and
+	// which rooms a hibernated one is in.
+	sessions pushSessions
+	// roomNick is the account's nick in room, "" if it is not in it.
+	roomNick func(room string) string
+	// reply sends el to a local session.
+	reply func(s *sessions.Session, el *stanza.Element)
+	// sendUp sends the core's own IQ upstream and calls answer with the
+	// reply (or a stand-in error of type wait when the upstream session
+	// ends or the IQ times out); false if upstream is down.
+	sendUp func(iq *stanza.Element, answer func(*stanza.Element)) bool
+	// store queues a write to the archive, in order with the others and
+	// retried until it succeeds; nothing when there is no archive.
+	store func(func(ctx context.Context, db Store) error)
+	// load reads the stored registrations; nil when there is no archive.
+	load func() ([]sqlite.PushRegistration, error)
+}
+
+// pushSessions is what push reads of the session registry.
+type pushSessions interface {
+	ByResource(res string) *sessions.Session
+	ClaimOf(room string, s *sessions.Session) *sessions.Claim
+}
+
+func newPusher(d pushDeps) *pusher {
+	return &pusher{pushDeps: d, regs: map[string]*pushReg{}}
 }
 
 // pushReg is one client's registration and what it has missed.
@@ -73,31 +112,21 @@ func (r *pushReg) awake() {
 	r.count, r.sender, r.body, r.pending = 0, "", "", false
 }
 
-func (b *Bouncer) pushRegistry() *pushState {
-	if b.pushes == nil {
-		b.pushes = &pushState{regs: map[string]*pushReg{}}
-	}
-	return b.pushes
-}
-
-func (b *Bouncer) pushInterval() time.Duration {
-	if d := b.opt.Config.Push.MinInterval.Duration; d > 0 {
+func (p *pusher) interval() time.Duration {
+	if d := p.cfg.MinInterval.Duration; d > 0 {
 		return d
 	}
 	return defaultPushInterval
 }
 
-// pushStartup loads the stored registrations, once, when the loop starts.
-func (b *Bouncer) pushStartup() {
-	ps := b.pushRegistry()
-	if b.opt.Archive == nil {
+// startup loads the stored registrations, once, when the loop starts.
+func (p *pusher) startup() {
+	if p.load == nil {
 		return
 	}
-	ctx, cancel := b.dbCtx()
-	defer cancel()
-	regs, err := b.opt.Archive.PushRegistrations(ctx)
+	regs, err := p.load()
 	if err != nil {
-		b.log.Error("loading push registrations failed; push is off until they are enabled again", "err", err)
+		p.log.Error("loading push registrations failed; push is off until they are enabled again", "err", err)
 		return
 	}
 	for _, r := range regs {
@@ -105,74 +134,74 @@ func (b *Bouncer) pushStartup() {
 		if r.Form != "" {
 			form, err := stanza.Parse(r.Form)
 			if err != nil {
-				b.log.Warn("stored push publish-options unreadable; publishing without them", "resource", r.Resource, "err", err)
+				p.log.Warn("stored push publish-options unreadable; publishing without them", "resource", r.Resource, "err", err)
 			}
 			pr.form = form
 		}
-		ps.regs[r.Resource] = pr
+		p.regs[r.Resource] = pr
 	}
 	if len(regs) > 0 {
-		b.log.Info("push registrations loaded", "count", len(regs))
+		p.log.Info("push registrations loaded", "count", len(regs))
 	}
 }
 
-// pushClientBound: a client that connects has seen what it missed.
-func (b *Bouncer) pushClientBound(s *sessions.Session) {
-	if r := b.pushRegistry().regs[s.JID.Resourcepart()]; r != nil {
+// clientBound: a client that connects has seen what it missed.
+func (p *pusher) clientBound(s *sessions.Session) {
+	if r := p.regs[s.JID.Resourcepart()]; r != nil {
 		r.awake()
 	}
 }
 
-// pushControl answers a client's <enable/> or <disable/> (XEP-0357 §5, §6)
+// control answers a client's <enable/> or <disable/> (XEP-0357 §5, §6)
 // addressed to its account or server. It reports whether it answered.
-func (b *Bouncer) pushControl(s *sessions.Session, t target, el, payload *stanza.Element) bool {
+func (p *pusher) control(s *sessions.Session, t target, el, payload *stanza.Element) bool {
 	if payload == nil || payload.Name.Space != stanza.NSPush || el.Type() != "set" {
 		return false
 	}
-	if t.to != "" && t.to != b.account && t.to != b.domain {
+	if t.to != "" && t.to != p.account && t.to != p.domain {
 		return false
 	}
 	switch payload.Name.Local {
 	case "enable":
-		b.pushEnable(s, el, payload)
+		p.enable(s, el, payload)
 	case "disable":
-		b.pushDisable(s, el, payload)
+		p.disable(s, el, payload)
 	default:
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "expected <enable/> or <disable/>"))
+		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "bad-request", "expected <enable/> or <disable/>"))
 	}
 	return true
 }
 
-// pushService validates the jid attribute of <enable/> or <disable/>. On a
+// service validates the jid attribute of <enable/> or <disable/>. On a
 // bad one it answers the client and returns "".
-func (b *Bouncer) pushService(s *sessions.Session, el, payload *stanza.Element) string {
+func (p *pusher) service(s *sessions.Session, el, payload *stanza.Element) string {
 	raw := payload.Get("jid")
 	if raw == "" {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "missing jid of the push service"))
+		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "bad-request", "missing jid of the push service"))
 		return ""
 	}
 	j, err := jid.Parse(raw)
 	if err != nil {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", "not a valid JID: "+raw))
+		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "jid-malformed", "not a valid JID: "+raw))
 		return ""
 	}
 	return j.String()
 }
 
-func (b *Bouncer) pushEnable(s *sessions.Session, el, payload *stanza.Element) {
-	service := b.pushService(s, el, payload)
+func (p *pusher) enable(s *sessions.Session, el, payload *stanza.Element) {
+	service := p.service(s, el, payload)
 	if service == "" {
 		return
 	}
-	if bare, _ := splitJID(service); bare == b.account {
+	if bare, _ := splitJID(service); bare == p.account {
 		// As mod_cloud_notify: the account cannot be its own app server.
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "the push service must not be the account itself"))
+		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "bad-request", "the push service must not be the account itself"))
 		return
 	}
 	node := payload.Get("node")
 	if node == "" {
 		// XEP-0357 §5 says SHOULD; every app server we know of needs it.
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "missing node"))
+		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "bad-request", "missing node"))
 		return
 	}
 	r := &pushReg{PushRegistration: sqlite.PushRegistration{
@@ -185,82 +214,89 @@ func (b *Bouncer) pushEnable(s *sessions.Session, el, payload *stanza.Element) {
 	// Stored by the archiver, in order with any later disable; it retries
 	// until the write succeeds, so the loop never waits on the disk.
 	reg := r.PushRegistration
-	b.background(func(ctx context.Context, db Store) error { return db.SetPushRegistration(ctx, reg) })
-	ps := b.pushRegistry()
-	for _, o := range ps.regs {
+	p.store(func(ctx context.Context, db Store) error { return db.SetPushRegistration(ctx, reg) })
+	for _, o := range p.regs {
 		// One device, one registration: a client that binds a new resource
 		// each time enables the same node again (mod_cloud_notify keys its
 		// registrations by jid and node the same way).
 		if o.Service == service && o.Node == node && o.Resource != r.Resource {
-			b.pushForget(o)
+			p.forget(o)
 		}
 	}
-	ps.regs[r.Resource] = r
-	b.log.Info("push enabled", "jid", s.JID.String(), "service", service)
-	b.sendTo(s, localResult(el, s, b.domain))
+	p.regs[r.Resource] = r
+	p.log.Info("push enabled", "jid", s.JID.String(), "service", service)
+	p.reply(s, localResult(el, s, p.domain))
 }
 
-// pushDisable removes every registration of the account for the service
-// (and node, if given), whichever client made it (XEP-0357 §6).
-func (b *Bouncer) pushDisable(s *sessions.Session, el, payload *stanza.Element) {
-	service := b.pushService(s, el, payload)
+// disable removes every registration of the account for the service (and
+// node, if given), whichever client made it (XEP-0357 §6).
+func (p *pusher) disable(s *sessions.Session, el, payload *stanza.Element) {
+	service := p.service(s, el, payload)
 	if service == "" {
 		return
 	}
 	node := payload.Get("node")
-	for _, r := range b.pushRegistry().regs {
+	for _, r := range p.regs {
 		if r.Service == service && (node == "" || r.Node == node) {
-			b.pushForget(r)
-			b.log.Info("push disabled", "resource", r.Resource, "service", service, "by", s.JID.String())
+			p.forget(r)
+			p.log.Info("push disabled", "resource", r.Resource, "service", service, "by", s.JID.String())
 		}
 	}
-	b.sendTo(s, localResult(el, s, b.domain))
+	p.reply(s, localResult(el, s, p.domain))
 }
 
-// pushForget drops r from memory and (through the archiver) from SQLite.
-func (b *Bouncer) pushForget(r *pushReg) {
+// forget drops r from memory and (through the archiver) from SQLite.
+func (p *pusher) forget(r *pushReg) {
 	res, svc, node := r.Resource, r.Service, r.Node
-	b.background(func(ctx context.Context, db Store) error {
+	p.store(func(ctx context.Context, db Store) error {
 		_, err := db.DeletePushRegistration(ctx, res, svc, node)
 		return err
 	})
-	if ps := b.pushRegistry(); ps.regs[r.Resource] == r {
-		delete(ps.regs, r.Resource)
+	if p.regs[r.Resource] == r {
+		delete(p.regs, r.Resource)
 	}
 }
 
-// pushFor is the delivery path's entry point: el has arrived for the
+// pushFor and pushTick are the hooks by which a message and the sweep
+// enter push, from the delivery paths (route.go, mucinbound.go,
+// roomarchive.go) and the loop (bouncer.go). They stay methods of Bouncer
+// only so that branches editing the lines beside those calls merge
+// cleanly; each can become a direct b.pushes call.
+func (b *Bouncer) pushFor(el *stanza.Element, kind pushKind) { b.pushes.onMessage(el, kind) }
+func (b *Bouncer) pushTick(now time.Time)                    { b.pushes.tick(now) }
+
+// onMessage is the delivery path's entry point: el has arrived for the
 // account, and each client that is hibernated or gone and has push enabled
 // gets a notification if el would wake a phone (rate-limited per
 // registration).
-func (b *Bouncer) pushFor(el *stanza.Element, kind pushKind) {
-	if b.pushes == nil || len(b.pushes.regs) == 0 {
+func (p *pusher) onMessage(el *stanza.Element, kind pushKind) {
+	if len(p.regs) == 0 {
 		return
 	}
-	sender, room, ok := b.wakes(el, kind)
+	sender, room, ok := p.wakes(el, kind)
 	if !ok {
 		return
 	}
 	body := el.ChildText(stanza.NSClient, "body")
 	now := time.Now()
-	for res, r := range b.pushes.regs {
-		s := b.reg.ByResource(res)
+	for res, r := range p.regs {
+		s := p.sessions.ByResource(res)
 		if s != nil && !s.Hibernated {
 			r.awake() // connected and reachable: it gets el itself
 			continue
 		}
-		if s != nil && room != "" && b.reg.ClaimOf(room, s) == nil {
+		if s != nil && room != "" && p.sessions.ClaimOf(room, s) == nil {
 			continue // hibernated, and el is not for it: it is not in the room
 		}
 		r.count++
 		r.sender, r.body, r.pending = sender, body, true
-		b.pushMaybeSend(r, now)
+		p.maybeSend(r, now)
 	}
 }
 
 // wakes reports whether el would wake a phone, and with which sender
 // (XEP-0357 last-message-sender) and room (for room messages).
-func (b *Bouncer) wakes(el *stanza.Element, kind pushKind) (sender, room string, ok bool) {
+func (p *pusher) wakes(el *stanza.Element, kind pushKind) (sender, room string, ok bool) {
 	if strings.TrimSpace(el.ChildText(stanza.NSClient, "body")) == "" {
 		return "", "", false // as mod_cloud_notify: no body, nothing to read
 	}
@@ -268,7 +304,7 @@ func (b *Bouncer) wakes(el *stanza.Element, kind pushKind) (sender, room string,
 	fromBare, nick := splitJID(el.From())
 	switch kind {
 	case pushDirect:
-		if (typ != "chat" && typ != "normal" && typ != "") || fromBare == b.account {
+		if (typ != "chat" && typ != "normal" && typ != "") || fromBare == p.account {
 			return "", "", false
 		}
 		return fromBare, "", true
@@ -278,11 +314,11 @@ func (b *Bouncer) wakes(el *stanza.Element, kind pushKind) (sender, room string,
 		}
 		return el.From(), fromBare, true
 	case pushRoomMessage:
-		r := b.rooms[fromBare]
-		if typ != "groupchat" || r == nil || r.Nick == "" || nick == "" || nick == r.Nick || isSubject(el) {
+		own := p.roomNick(fromBare)
+		if typ != "groupchat" || own == "" || nick == "" || nick == own || isSubject(el) {
 			return "", "", false
 		}
-		if !mentions(el.ChildText(stanza.NSClient, "body"), r.Nick) {
+		if !mentions(el.ChildText(stanza.NSClient, "body"), own) {
 			return "", "", false
 		}
 		return el.From(), fromBare, true
@@ -316,38 +352,35 @@ func mentions(body, nick string) bool {
 
 func isWordRune(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_' }
 
-// pushTick runs with the IQ sweep: it sends the trailing notification of
-// each registration whose rate-limit window has ended, and notices clients
-// that came back (a resumed XEP-0198 session binds nothing new).
-func (b *Bouncer) pushTick(now time.Time) {
-	if b.pushes == nil {
-		return
-	}
-	for res, r := range b.pushes.regs {
-		if s := b.reg.ByResource(res); s != nil && !s.Hibernated {
+// tick runs with the IQ sweep: it sends the trailing notification of each
+// registration whose rate-limit window has ended, and notices clients that
+// came back (a resumed XEP-0198 session binds nothing new).
+func (p *pusher) tick(now time.Time) {
+	for res, r := range p.regs {
+		if s := p.sessions.ByResource(res); s != nil && !s.Hibernated {
 			r.awake()
 			continue
 		}
-		b.pushMaybeSend(r, now)
+		p.maybeSend(r, now)
 	}
 }
 
-// pushMaybeSend publishes r's pending notification unless one went out
-// less than the rate-limit interval ago; pushTick sends it later then.
-func (b *Bouncer) pushMaybeSend(r *pushReg, now time.Time) {
-	if !r.pending || (!r.last.IsZero() && now.Sub(r.last) < b.pushInterval()) {
+// maybeSend publishes r's pending notification unless one went out less
+// than the rate-limit interval ago; tick sends it later then.
+func (p *pusher) maybeSend(r *pushReg, now time.Time) {
+	if !r.pending || (!r.last.IsZero() && now.Sub(r.last) < p.interval()) {
 		return
 	}
-	if !b.sendInternal(b.pushPublish(r), func(ans *stanza.Element) { b.pushAnswer(r, ans) }) {
+	if !p.sendUp(p.publish(r), func(ans *stanza.Element) { p.answer(r, ans) }) {
 		return // upstream is down: still pending, tried again on a later tick
 	}
 	r.pending = false
 	r.last = now
 }
 
-// pushPublish builds the notification (XEP-0357 §7): the summary form, and
+// publish builds the notification (XEP-0357 §7): the summary form, and
 // the client's publish-options, which carry the app server's secret.
-func (b *Bouncer) pushPublish(r *pushReg) *stanza.Element {
+func (p *pusher) publish(r *pushReg) *stanza.Element {
 	field := func(name, value string) *stanza.Element {
 		return stanza.New(stanza.NSDataForm, "field", "var", name).
 			Append(stanza.New(stanza.NSDataForm, "value").AppendText(value))
@@ -359,7 +392,7 @@ func (b *Bouncer) pushPublish(r *pushReg) *stanza.Element {
 	if r.sender != "" {
 		form.Append(field("last-message-sender", r.sender))
 	}
-	if r.body != "" && b.opt.Config.Push.IncludeBody {
+	if r.body != "" && p.cfg.IncludeBody {
 		form.Append(field("last-message-body", r.body))
 	}
 	item := stanza.New(stanza.NSPubSub, "item").Append(stanza.New(stanza.NSPush, "notification").Append(form))
@@ -378,9 +411,9 @@ func (b *Bouncer) pushPublish(r *pushReg) *stanza.Element {
 // wait counts towards pushMaxErrors, as in mod_cloud_notify.
 var pushGone = map[string]bool{"item-not-found": true, "forbidden": true, "not-authorized": true}
 
-// pushAnswer handles the app server's answer to a notification.
-func (b *Bouncer) pushAnswer(r *pushReg, ans *stanza.Element) {
-	if b.pushRegistry().regs[r.Resource] != r {
+// answer handles the app server's answer to a notification.
+func (p *pusher) answer(r *pushReg, ans *stanza.Element) {
+	if p.regs[r.Resource] != r {
 		return // disabled or replaced meanwhile
 	}
 	if ans.Type() == "result" {
@@ -394,7 +427,7 @@ func (b *Bouncer) pushAnswer(r *pushReg, ans *stanza.Element) {
 		return
 	}
 	if from := normJID(ans.From()); from != "" && from != r.Service {
-		b.log.Debug("push error from an unexpected sender ignored", "from", from, "service", r.Service)
+		p.log.Debug("push error from an unexpected sender ignored", "from", from, "service", r.Service)
 		return
 	}
 	cond := stanza.ErrorCondition(ans)
@@ -406,25 +439,25 @@ func (b *Bouncer) pushAnswer(r *pushReg, ans *stanza.Element) {
 	default:
 		r.errors++
 		if r.errors < pushMaxErrors {
-			b.log.Info("push app server answered an error", "resource", r.Resource, "service", r.Service, "condition", cond, "in_a_row", r.errors)
+			p.log.Info("push app server answered an error", "resource", r.Resource, "service", r.Service, "condition", cond, "in_a_row", r.errors)
 			return
 		}
 	}
-	b.pushForget(r)
+	p.forget(r)
 	args := []any{"resource", r.Resource, "service", r.Service, "condition", cond}
 	if cond == "forbidden" {
 		// p2 (Conversations) refuses every publish whose sender is not a
 		// bare JID, and the bouncer can only publish from its full JID.
 		args = append(args, "hint", "this app server may accept notifications only from a server's bare JID; see README, Push notifications")
 	}
-	b.log.Warn("push registration dropped: the app server refused a notification", args...)
+	p.log.Warn("push registration dropped: the app server refused a notification", args...)
 }
 
-// pushDisco completes a disco#info answer from the account (bare JID) or
-// its server: the bouncer does push, so urn:xmpp:push:0 is there whatever
+// disco completes a disco#info answer from the account (bare JID) or its
+// server: the bouncer does push, so urn:xmpp:push:0 is there whatever
 // upstream says (XEP-0357 §4). Answers from anyone else pass unchanged.
-func (b *Bouncer) pushDisco(to string, el *stanza.Element) *stanza.Element {
-	if to = normJID(to); to != "" && to != b.account && to != b.domain {
+func (p *pusher) disco(to string, el *stanza.Element) *stanza.Element {
+	if to = normJID(to); to != "" && to != p.account && to != p.domain {
 		return el
 	}
 	return withDiscoFeature(el, stanza.NSPush)

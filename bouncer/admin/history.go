@@ -1,10 +1,9 @@
-package bouncer
+package admin
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -17,10 +16,13 @@ import (
 // exportMax bounds one export; older messages are reached with MAM paging.
 const exportMax = 1000
 
-// cmdHistory sets the retention, prunes now, or exports a room's archive.
-func (b *Bouncer) cmdHistory(c *adminCall) {
-	if b.opt.Archive == nil {
-		b.adminDone(c, nil, fault("This bouncer runs without an archive."))
+// mamStampFormat is XEP-0082's date-time with microseconds, as MAM sends.
+const mamStampFormat = "2006-01-02T15:04:05.000000Z"
+
+// history sets the retention, prunes now, or exports a room's archive.
+func (a *Commands) history(c *call) {
+	if a.opt.Store == nil {
+		a.done(c, nil, fault("This bouncer runs without an archive."))
 		return
 	}
 	if c.form == nil {
@@ -29,8 +31,8 @@ func (b *Bouncer) cmdHistory(c *adminCall) {
 		option(f, "Set retention", "retention")
 		option(f, "Prune now (delete messages older than the retention)", "prune")
 		option(f, "Export a room's archive", "export")
-		field(x, "text-single", "retention", `Retention ("0" keeps forever, or e.g. "365d", "72h")`, retentionValue(time.Duration(b.admin.retention.Load())))
-		rooms := b.sortedRooms()
+		field(x, "text-single", "retention", `Retention ("0" keeps forever, or e.g. "365d", "72h")`, retentionValue(a.core.Retention()))
+		rooms := a.core.Rooms()
 		var only []string
 		if len(rooms) == 1 {
 			only = []string{rooms[0].JID} // the default when there is no choice
@@ -43,102 +45,90 @@ func (b *Bouncer) cmdHistory(c *adminCall) {
 		option(ff, "Plain text, in this form", "text")
 		option(ff, "XEP-0313 results, as messages", "mam")
 		field(x, "text-single", "max", "Newest messages to export (at most "+strconv.Itoa(exportMax)+")", "100")
-		b.adminForm(c, x)
+		a.askForm(c, x)
 		return
 	}
 	switch c.value("action") {
 	case "retention":
-		b.setRetention(c)
+		a.setRetention(c)
 	case "prune":
-		b.pruneNow(c)
+		a.pruneNow(c)
 	case "export":
-		b.export(c)
+		a.export(c)
 	default:
-		b.adminDone(c, nil, fault("Choose an action: retention, prune or export."))
+		a.done(c, nil, fault("Choose an action: retention, prune or export."))
 	}
-}
-
-// retentionValue writes a retention the way the config takes it.
-func retentionValue(d time.Duration) string {
-	if d <= 0 {
-		return "0"
-	}
-	return retentionText(d)
 }
 
 // setRetention stores the new retention (it overrides [history] retention
 // from then on) and wakes the pruner.
-func (b *Bouncer) setRetention(c *adminCall) {
+func (a *Commands) setRetention(c *call) {
 	v := c.value("retention")
 	d, err := config.ParseRetention(v)
 	if err != nil {
-		b.adminDone(c, nil, fault(err.Error()))
+		a.done(c, nil, fault(err.Error()))
 		return
 	}
-	db := b.opt.Archive
-	later(b, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), b.opt.DBTimeout)
+	db, timeout := a.opt.Store, a.opt.DBTimeout
+	later(a, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		return db.SetState(ctx, stateRetention, retentionValue(d))
+		return db.SetState(ctx, StateRetention, retentionValue(d))
 	}, func(err error) {
 		if err != nil {
-			b.adminDone(c, nil, fault("Could not store the retention: "+err.Error()))
+			a.done(c, nil, fault("Could not store the retention: "+err.Error()))
 			return
 		}
-		b.admin.retention.Store(int64(d))
-		select {
-		case b.admin.pruneWake <- struct{}{}:
-		default:
-		}
+		a.core.SetRetention(d, true)
 		note := "Retention set to " + retentionText(d) + "; it replaces history.retention from the config file from now on."
 		if d > 0 {
 			note += " Older messages are being pruned now and then hourly."
 		}
-		b.adminDone(c, nil, info(note))
+		a.done(c, nil, info(note))
 	})
 }
 
 // pruneNow deletes what the retention says is too old, off the loop, and
 // answers when it is done.
-func (b *Bouncer) pruneNow(c *adminCall) {
-	d := time.Duration(b.admin.retention.Load())
+func (a *Commands) pruneNow(c *call) {
+	d := a.core.Retention()
 	if d <= 0 {
-		b.adminDone(c, nil, info("Retention is forever: nothing to prune. Set a retention first."))
+		a.done(c, nil, info("Retention is forever: nothing to prune. Set a retention first."))
 		return
 	}
-	db := b.opt.Archive
+	db := a.opt.Store
 	type result struct {
 		n   int64
 		err error
 	}
-	later(b, func() result {
+	later(a, func() result {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		n, err := db.Prune(ctx, time.Now().Add(-d))
 		return result{n, err}
 	}, func(r result) {
 		if r.err != nil {
-			b.adminDone(c, nil, fault("Pruning failed: "+r.err.Error()))
+			a.done(c, nil, fault("Pruning failed: "+r.err.Error()))
 			return
 		}
-		b.log.Info("archive pruned on request", "deleted", r.n)
-		b.adminDone(c, nil, info("Deleted "+plural(r.n, "message", "messages")+" older than "+retentionText(d)+"."))
+		a.opt.Log.Info("archive pruned on request", "deleted", r.n)
+		a.done(c, nil, info("Deleted "+plural(r.n, "message", "messages")+" older than "+retentionText(d)+"."))
 	})
 }
 
 // export sends a room's newest archived messages as plain text in a result
 // form, or as XEP-0313 result messages (queryid = the command's sessionid).
-func (b *Bouncer) export(c *adminCall) {
+func (a *Commands) export(c *call) {
 	room := normJID(c.value("room"))
 	if room == "" {
-		b.adminDone(c, nil, fault("Choose a room to export."))
+		a.done(c, nil, fault("Choose a room to export."))
 		return
 	}
 	max := exportMax
 	if v := c.value("max"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			b.adminDone(c, nil, fault(fmt.Sprintf("%q is not a number of messages.", v)))
+			a.done(c, nil, fault(fmt.Sprintf("%q is not a number of messages.", v)))
 			return
 		}
 		max = min(n, exportMax)
@@ -147,12 +137,12 @@ func (b *Bouncer) export(c *adminCall) {
 	if format == "" {
 		format = "text"
 	}
-	db := b.opt.Archive
+	db := a.opt.Store
 	type result struct {
 		page *sqlite.Page
 		err  error
 	}
-	later(b, func() result {
+	later(a, func() result {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		// The last page: RSM <before/> empty (XEP-0059 §2.5).
@@ -161,24 +151,22 @@ func (b *Bouncer) export(c *adminCall) {
 	}, func(r result) {
 		switch {
 		case errors.Is(r.err, sqlite.ErrItemNotFound):
-			b.adminDone(c, nil, fault("Nothing archived for "+room+"."))
+			a.done(c, nil, fault("Nothing archived for "+room+"."))
 			return
 		case r.err != nil:
-			b.adminDone(c, nil, fault("Export failed: "+r.err.Error()))
+			a.done(c, nil, fault("Export failed: "+r.err.Error()))
 			return
 		}
 		summary := fmt.Sprintf("%d of %s of %s", len(r.page.Messages), plural(int64(r.page.Count), "archived message", "archived messages"), room)
 		if format == "mam" {
-			s := b.reg.ByID(c.s.ID)
-			if s == nil {
-				return
-			}
 			for _, m := range r.page.Messages {
-				if el := mamResult(m, room, c.sessionID, s.JID.String()); el != nil {
-					b.sendTo(s, el)
+				if el := mamResult(m, room, c.sessionID, c.from.JID); el != nil {
+					if !a.core.Send(c.from.ID, el) {
+						return // the client left
+					}
 				}
 			}
-			b.adminDone(c, nil, info("Sent "+summary+" as XEP-0313 results with queryid "+c.sessionID+"."))
+			a.done(c, nil, info("Sent "+summary+" as XEP-0313 results with queryid "+c.sessionID+"."))
 			return
 		}
 		// The summary once, in the form; a note would repeat it.
@@ -188,7 +176,7 @@ func (b *Bouncer) export(c *adminCall) {
 			lines = append(lines, textLine(m))
 		}
 		field(x, "text-multi", "archive", room, lines...)
-		b.adminDone(c, x)
+		a.done(c, x)
 	})
 }
 
@@ -225,46 +213,4 @@ func kindOfEmpty(m *sqlite.Message) string {
 		return "retraction"
 	}
 	return "other"
-}
-
-// RunPruner deletes archived messages older than the retention, at start,
-// hourly, and when the history command changes the retention, until ctx is
-// done. The retention is [history] retention unless the history command
-// set another, which is stored in the database. It replaces Prune.
-func (b *Bouncer) RunPruner(ctx context.Context) {
-	db := b.opt.Archive
-	if db == nil {
-		return
-	}
-	gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	if v, ok, err := db.GetState(gctx, stateRetention); err == nil && ok {
-		if d, err := config.ParseRetention(v); err == nil {
-			b.admin.retention.Store(int64(d))
-		}
-	}
-	cancel()
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		if d := time.Duration(b.admin.retention.Load()); d > 0 {
-			pruneOnce(ctx, db, d, b.log)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-b.admin.pruneWake:
-		}
-	}
-}
-
-func pruneOnce(ctx context.Context, db Store, retention time.Duration, log *slog.Logger) {
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	n, err := db.Prune(pctx, time.Now().Add(-retention))
-	if err != nil && ctx.Err() == nil {
-		log.Error("archive pruning failed", "err", err)
-	} else if n > 0 {
-		log.Info("archive pruned", "deleted", n)
-	}
 }

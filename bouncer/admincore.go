@@ -1,0 +1,272 @@
+package bouncer
+
+// The core's side of the XEP-0050 admin commands (package admin): what the
+// commands may ask of the core, as snapshots and actions run on the loop,
+// and the settings the core keeps for them (the retention in force, the
+// pruner's wake-up). The commands themselves, their forms, texts and
+// sessions live in bouncer/admin.
+
+import (
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"xmppbouncer/bouncer/admin"
+	"xmppbouncer/listener"
+	"xmppbouncer/sessions"
+	"xmppbouncer/stanza"
+	"xmppbouncer/upstream"
+)
+
+// The commands' namespace and nodes, for the tests and callers of the core.
+const (
+	NSCommands          = admin.NSCommands
+	AdminNodeStatus     = admin.NodeStatus
+	AdminNodeClients    = admin.NodeClients
+	AdminNodeRooms      = admin.NodeRooms
+	AdminNodeHistory    = admin.NodeHistory
+	AdminNodeReconnect  = admin.NodeReconnect
+	AdminNodeFastTokens = admin.NodeFastTokens
+)
+
+// adminState is what the core keeps for the commands and the metrics. The
+// commands belong to the loop; the atomics are also read by the pruner and
+// by metrics.
+type adminState struct {
+	cmds      *admin.Commands
+	retention atomic.Int64
+	pruneWake chan struct{}
+
+	stats    Stats
+	observer atomic.Pointer[Observer]
+}
+
+func newAdminState(retention time.Duration) *adminState {
+	a := &adminState{pruneWake: make(chan struct{}, 1)}
+	a.retention.Store(int64(retention))
+	return a
+}
+
+// newAdminCommands builds the commands on the core b.
+func newAdminCommands(b *Bouncer) *admin.Commands {
+	opt := admin.Options{
+		Domain:      b.domain,
+		DefaultNick: b.opt.Account.Localpart(),
+		Version:     b.opt.Version,
+		DBTimeout:   b.opt.DBTimeout,
+		Log:         b.log,
+	}
+	if b.opt.Archive != nil {
+		opt.Store = b.opt.Archive
+	}
+	if db, ok := b.opt.Archive.(FastTokenDB); ok {
+		opt.Fast = db
+	}
+	return admin.New(adminCore{b}, opt)
+}
+
+// adminCaller names the local client s for the commands.
+func adminCaller(s *sessions.Session) admin.Caller {
+	return admin.Caller{ID: s.ID, JID: s.JID.String(), Resource: s.JID.Resourcepart()}
+}
+
+// adminCore is the core as the commands see it (admin.Core). Its methods
+// run on the loop, except Post.
+type adminCore struct{ b *Bouncer }
+
+func (c adminCore) Send(client uint64, el *stanza.Element) bool {
+	s := c.b.reg.ByID(client)
+	if s == nil {
+		return false
+	}
+	c.b.sendTo(s, el)
+	return true
+}
+
+func (c adminCore) SendUp(el *stanza.Element) { c.b.sendUp(el) }
+
+func (c adminCore) AskUpstream(iq *stanza.Element, answer func(*stanza.Element)) bool {
+	return c.b.sendInternal(iq, answer)
+}
+
+func (c adminCore) Post(f func()) { c.b.post(f) }
+
+// upstreamStatus is implemented by upstream.Client.
+type upstreamStatus interface{ Status() upstream.Status }
+
+// upstreamReconnecter is implemented by upstream.Client.
+type upstreamReconnecter interface{ Reconnect() }
+
+func (c adminCore) Upstream() admin.Upstream {
+	u := admin.Upstream{Online: c.b.online, JID: c.b.upFull}
+	if us, ok := c.b.up.(upstreamStatus); ok {
+		st := us.Status()
+		u.Status = &st
+	}
+	_, u.CanReconnect = c.b.up.(upstreamReconnecter)
+	return u
+}
+
+// clientInfo, smState and userAgent are implemented by listener.Client.
+type (
+	clientInfo interface {
+		Info() (remote string, since time.Time, tlsVersion, mechanism string)
+	}
+	smState interface {
+		SMState() (enabled, resumable bool, unacked int)
+	}
+	userAgent interface{ UserAgent() listener.UserAgent }
+)
+
+func (c adminCore) Clients() []admin.Client {
+	var out []admin.Client
+	for _, s := range c.b.reg.All() {
+		ac := admin.Client{
+			ID: s.ID, JID: s.JID.String(), Resource: s.JID.Resourcepart(),
+			Available: s.Available(), Show: s.Show, AvailableSince: s.AvailableSince,
+			Inactive: s.Inactive, Hibernated: s.Hibernated, HibernatedAt: s.HibernatedAt,
+			Rooms: len(c.b.reg.RoomsOf(s)),
+		}
+		if ci, ok := s.Conn.(clientInfo); ok {
+			ac.HasConnInfo = true
+			ac.Remote, ac.Since, ac.TLSVersion, ac.Mechanism = ci.Info()
+		}
+		if u, ok := s.Conn.(userAgent); ok {
+			ua := u.UserAgent()
+			ac.Software, ac.Device, ac.AgentID = ua.Software, ua.Device, ua.ID
+		}
+		if st, ok := s.Conn.(smState); ok {
+			ac.SMKnown = true
+			ac.SMOn, ac.SMResumable, ac.SMUnacked = st.SMState()
+		}
+		out = append(out, ac)
+	}
+	return out
+}
+
+func (c adminCore) Rooms() []admin.Room {
+	out := make([]admin.Room, 0, len(c.b.rooms))
+	for _, r := range c.b.rooms {
+		out = append(out, c.room(r.JID, r))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].JID < out[j].JID })
+	return out
+}
+
+func (c adminCore) Room(jid string) (admin.Room, bool) {
+	r := c.b.rooms[jid]
+	return c.room(jid, r), r != nil
+}
+
+// room describes room jid, whose state is r (nil: the core is not in it).
+func (c adminCore) room(jid string, r *Room) admin.Room {
+	out := admin.Room{JID: jid, Configured: c.b.configured(jid)}
+	for _, s := range c.b.reg.Claimants(jid) {
+		out.Claimants = append(out.Claimants, s.JID.Resourcepart())
+	}
+	if r == nil {
+		return out
+	}
+	n := len(r.Occupants)
+	if _, ok := r.Occupants[r.Nick]; !ok && r.Self != nil {
+		n++ // the account itself
+	}
+	out.Nick, out.State, out.Occupants, out.Kept = r.Nick, roomStateName(r.State), n, r.Kept
+	out.Idle, out.Leaving = r.State == roomIdle, r.State == roomLeaving
+	return out
+}
+
+func roomStateName(s roomState) string {
+	switch s {
+	case roomIdle:
+		return "not joined"
+	case roomJoining:
+		return "joining"
+	case roomSyncing:
+		return "syncing"
+	case roomJoined:
+		return "joined"
+	case roomLeaving:
+		return "leaving"
+	}
+	return "unknown"
+}
+
+func (c adminCore) Retention() time.Duration { return time.Duration(c.b.admin.retention.Load()) }
+
+func (c adminCore) Disconnect(client uint64, e *stanza.StreamError) {
+	if s := c.b.reg.ByID(client); s != nil {
+		s.Conn.Close(e)
+	}
+}
+
+func (c adminCore) Reconnect() bool {
+	r, ok := c.b.up.(upstreamReconnecter)
+	if ok {
+		r.Reconnect()
+	}
+	return ok
+}
+
+func (c adminCore) JoinRoom(room, nick, password string) (bool, string) {
+	r := c.b.rooms[room]
+	if r != nil && r.State != roomIdle && r.State != roomLeaving {
+		return true, r.Nick
+	}
+	if r == nil {
+		r = newRoom(room)
+		c.b.rooms[room] = r
+	}
+	r.Nick, r.Password = nick, password
+	c.b.joinUpstream(r)
+	return false, nick
+}
+
+func (c adminCore) KeepRoom(room, nick, password string) {
+	r := c.b.rooms[room]
+	if r == nil {
+		r = newRoom(room)
+		r.Nick, r.Password = nick, password
+		c.b.rooms[room] = r
+	}
+	r.Kept = true
+	if r.State == roomIdle {
+		c.b.joinUpstream(r)
+	}
+}
+
+func (c adminCore) ReleaseRoom(room string, leave bool) {
+	r := c.b.rooms[room]
+	if r == nil {
+		return
+	}
+	r.Kept = false
+	if leave {
+		c.kickClaimants(r)
+	}
+	c.b.maybeLeaveUpstream(r)
+}
+
+// kickClaimants tells each local client in r that it is out (its own
+// unavailable self-presence, XEP-0045 §7.14) and ends its claim.
+func (c adminCore) kickClaimants(r *Room) {
+	for _, s := range c.b.reg.ClearRoom(r.JID) {
+		p := stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", r.JID+"/"+r.Nick, "to", s.JID.String())
+		x := stanza.New(stanza.NSMUCUser, "x")
+		x.Append(stanza.New(stanza.NSMUCUser, "item", "affiliation", affiliationOf(r.Self), "role", "none"))
+		x.Append(stanza.New(stanza.NSMUCUser, "status", "code", "110"))
+		c.b.sendTo(s, p.Append(x))
+	}
+	r.pending = nil
+}
+
+func (c adminCore) SetRetention(d time.Duration, prune bool) {
+	c.b.admin.retention.Store(int64(d))
+	if !prune {
+		return
+	}
+	select {
+	case c.b.admin.pruneWake <- struct{}{}:
+	default:
+	}
+}

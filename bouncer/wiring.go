@@ -1,0 +1,71 @@
+package bouncer
+
+import (
+	"xmppbouncer/sessions"
+	"xmppbouncer/sqlite"
+	"xmppbouncer/stanza"
+)
+
+// Wiring: each concern that owns its behaviour gets, from the core, only
+// the dependencies it declares. This is the one place where those are
+// bound to the Bouncer's fields.
+
+// wirePush builds the XEP-0357 pusher (push.go).
+func wirePush(b *Bouncer) *pusher {
+	d := pushDeps{
+		account:  b.account,
+		domain:   b.domain,
+		cfg:      &b.opt.Config.Push,
+		log:      b.log,
+		sessions: b.reg,
+		roomNick: func(room string) string {
+			if r := b.rooms[room]; r != nil {
+				return r.Nick
+			}
+			return ""
+		},
+		reply:  func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
+		sendUp: b.sendInternal,
+		store:  b.background,
+	}
+	if db := b.opt.Archive; db != nil {
+		// Read on the loop, once, at startup, before any client is served.
+		d.load = func() ([]sqlite.PushRegistration, error) {
+			ctx, cancel := b.dbCtx()
+			defer cancel()
+			return db.PushRegistrations(ctx)
+		}
+	}
+	return newPusher(d)
+}
+
+// wireCaps builds the cache of local clients' caps (caps.go).
+func wireCaps(b *Bouncer) *capsCache {
+	return newCapsCache(capsDeps{
+		account:  b.account,
+		sessions: b.reg,
+		newID:    func() string { return b.nextID(pushPrefix + "caps") },
+		query: func(s *sessions.Session, id string, q *stanza.Element, answer func(*stanza.Element)) {
+			b.clientQueries.add(id, "", s.ID, b.opt.IQTimeout, answer)
+			b.sendTo(s, q)
+		},
+		changed: func() { b.presence.updateAggregate() },
+	})
+}
+
+// wirePresence builds the account's presence (presence.go).
+func wirePresence(b *Bouncer) *presenceState {
+	return newPresenceState(presenceDeps{
+		account:        b.account,
+		log:            b.log,
+		sessions:       b.reg,
+		detachedShow:   b.opt.DetachedShow,
+		detachedStatus: b.opt.DetachedStatus,
+		online:         func() bool { return b.online },
+		caps:           func() *stanza.Element { return b.caps.element() },
+		sendUp:         b.sendUp,
+		toClients:      b.toAllAvailable,
+		reply:          func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
+		post:           b.post,
+	})
+}
