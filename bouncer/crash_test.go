@@ -58,28 +58,7 @@ func TestKillDuringFlood(t *testing.T) {
 	_ = cmd.Wait()
 
 	roomIDs := roomArchiveIDs(t, bob, room)
-	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "archive.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ours := map[string]bool{}
-	for after := ""; ; {
-		page, err := db.Query(context.Background(), sqlite.Query{Room: room, Max: 500, After: after})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range page.Messages {
-			if ours[m.StanzaID] {
-				t.Fatalf("stanza-id %s archived twice", m.StanzaID)
-			}
-			ours[m.StanzaID] = true
-		}
-		if page.Complete || page.Last == "" {
-			break
-		}
-		after = page.Last
-	}
+	ours := archivedStanzaIDs(t, filepath.Join(dir, "archive.db"), room)
 	if len(roomIDs) < total {
 		t.Fatalf("room MAM has only %d messages", len(roomIDs))
 	}
@@ -265,5 +244,33 @@ func TestOfflineSurvivesKill(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+}
+
+// archivedStanzaIDs reads the stanza-ids of room in the archive at path,
+// failing the test on one archived twice.
+func archivedStanzaIDs(t *testing.T, path, room string) map[string]bool {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ours := map[string]bool{}
+	for after := ""; ; {
+		page, err := db.Query(context.Background(), sqlite.Query{Room: room, Max: 500, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range page.Messages {
+			if ours[m.StanzaID] {
+				t.Errorf("room message %s archived twice", m.StanzaID)
+			}
+			ours[m.StanzaID] = true
+		}
+		if page.Complete || page.Last == "" {
+			return ours
+		}
+		after = page.Last
 	}
 }

@@ -1,7 +1,6 @@
 package bouncer
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/xml"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"xmppbouncer/internal/testserver"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
 )
 
@@ -162,28 +160,7 @@ func TestKillLoopLosesNoChat(t *testing.T) {
 	// Every room message archived exactly once (the room's MAM is the
 	// reference).
 	roomIDs := roomArchiveIDs(t, bob, room)
-	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "archive.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ours := map[string]bool{}
-	for after := ""; ; {
-		page, err := db.Query(context.Background(), sqlite.Query{Room: room, Max: 500, After: after})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range page.Messages {
-			if ours[m.StanzaID] {
-				t.Errorf("room message %s archived twice", m.StanzaID)
-			}
-			ours[m.StanzaID] = true
-		}
-		if page.Complete || page.Last == "" {
-			break
-		}
-		after = page.Last
-	}
+	ours := archivedStanzaIDs(t, filepath.Join(dir, "archive.db"), room)
 	for id := range roomIDs {
 		if !ours[id] {
 			t.Errorf("room message %s not archived", id)
