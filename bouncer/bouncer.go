@@ -90,6 +90,7 @@ type Bouncer struct {
 	resumeSaved    map[string]string
 	chatFillWanted bool        // the upstream session was not resumed (chatfill.go)
 	probeWanted    bool        // it was resumed cold: no initial presence (upsm.go)
+	resentUntil    time.Time   // until then, stanzas may be the server's resends (upsm.go)
 	admin          *adminState // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
 }
 
@@ -204,6 +205,7 @@ func (b *Bouncer) handle(ev event) {
 		}
 	case upResumedCold:
 		b.probeWanted = true
+		b.resentUntil = time.Now().Add(resentWindow)
 	case upResumeFailed:
 		b.chatFillWanted = true
 	case upStanza:
@@ -214,6 +216,7 @@ func (b *Bouncer) handle(ev event) {
 	case upLost:
 		b.upstreamLost(ev)
 	case upResumed:
+		b.resentUntil = time.Now().Add(resentWindow)
 		b.log.Info("upstream session resumed; nothing was lost", "jid", ev.bound.String())
 	case upOffline:
 		b.upstreamOffline(ev.err)

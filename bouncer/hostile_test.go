@@ -410,3 +410,29 @@ func TestStrangerPresencesBounded(t *testing.T) {
 		}
 	})
 }
+
+// A room stanza with a <delay/> from the account is taken as the server's
+// resend only right after a resume: at any other time it is an occupant's
+// and is handled as a live stanza (its presence kept, its message not
+// dated by it).
+func TestOccupantCannotPassAsResent(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	room := "resent@" + e.srv.MUC
+	msg := stanza.MustParse(fmt.Sprintf(`<message from="%s/bob" type="groupchat"><body>x</body><delay xmlns="urn:xmpp:delay" from="%s" stamp="2020-01-01T00:00:00Z"/></message>`, room, e.cfg.Upstream.JID))
+	pres := stanza.MustParse(fmt.Sprintf(`<presence from="%s/bob"><delay xmlns="urn:xmpp:delay" from="%s" stamp="2020-01-01T00:00:00Z"/></presence>`, room, e.cfg.Upstream.JID))
+	e.b.Do(func() {
+		r := &Room{JID: room, State: roomSyncing, Occupants: map[string]*stanza.Element{}}
+		e.b.rooms[room] = r
+		defer delete(e.b.rooms, room)
+		for _, el := range []*stanza.Element{msg, pres} {
+			if e.b.resentRoomStanza(el) {
+				t.Errorf("taken as a resend with no resume: %s", el)
+			}
+		}
+		e.b.resentUntil = time.Now().Add(time.Minute)
+		if !e.b.resentRoomStanza(pres) {
+			t.Error("a resend right after a resume was not recognised")
+		}
+		r.inflight = nil
+	})
+}

@@ -236,6 +236,12 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 // (600 s by default), so an older stamp is not the server's.
 const resentMaxAge = 15 * time.Minute
 
+// resentWindow is how long after a resume the server's resends may still
+// arrive: it sends its whole queue right after <resumed/>. Past it, a
+// <delay/> from the account on a room stanza is an occupant's, which must
+// not date the archive or hide its presence (trust.go).
+const resentWindow = 30 * time.Second
+
 // resentRoomStanza handles what a room sent that the server queued for
 // the session while the bouncer was offline or down and resent on a
 // resume (XEP-0198 servers mark what they resend with a <delay/> from the
@@ -251,7 +257,7 @@ func (b *Bouncer) resentRoomStanza(el *stanza.Element) bool {
 	}
 	bare, _ := splitJID(el.From())
 	r := b.rooms[bare]
-	if r == nil || r.State == roomJoined || !hasDelayFrom(el, b.account) {
+	if r == nil || r.State == roomJoined || !hasDelayFrom(el, b.account) || time.Now().After(b.resentUntil) {
 		return false
 	}
 	if el.Kind() == "presence" {
