@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"xmppbouncer/config"
 	"xmppbouncer/stanza"
 )
 
@@ -24,31 +23,7 @@ import (
 // authenticates). The figures are logged; the round trips are asserted.
 func TestReconnectCostSASL2(t *testing.T) {
 	const rooms, occupants = 20, 50
-	e := newEnv(t, nil, func(c *configT) {
-		for i := 0; i < rooms; i++ {
-			c.Rooms = append(c.Rooms, config.Room{JID: fmt.Sprintf("c%02d@%s", i, "conference.localhost"), Nick: "alice", Autojoin: true})
-		}
-	})
-	e.waitFor("rooms joined", func() bool {
-		n := 0
-		e.b.Do(func() {
-			for _, r := range e.b.rooms {
-				if r.State == roomJoined {
-					n++
-				}
-			}
-		})
-		return n == rooms
-	})
-	e.b.Do(func() {
-		for _, r := range e.b.rooms {
-			for i := 1; i < occupants; i++ {
-				nick := fmt.Sprintf("occupant-%02d", i)
-				p := stanza.MustParse(fmt.Sprintf(`<presence from='%s/%s' to='%s'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='member' role='participant'/></x><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://conversations.im' ver='VvsdfQweQfd9w2xHY6FGeStgOM0='/><occupant-id xmlns='urn:xmpp:occupant-id:0' id='%032d'/></presence>`, r.JID, nick, e.b.upFull, i))
-				r.setOccupant(nick, p)
-			}
-		}
-	})
+	e := newBusyEnv(t, "c", rooms, occupants)
 
 	// First login: SCRAM, Bind2 with SM, a FAST token, 20 joins.
 	c := e.dialS2(t)

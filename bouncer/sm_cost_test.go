@@ -18,32 +18,7 @@ import (
 // after SASL when nothing was missed.
 func TestSMResumeCost(t *testing.T) {
 	const rooms, occupants = 20, 50
-	e := newEnv(t, nil, func(c *configT) {
-		for i := 0; i < rooms; i++ {
-			c.Rooms = append(c.Rooms, config.Room{JID: fmt.Sprintf("r%02d@%s", i, "conference.localhost"), Nick: "alice", Autojoin: true})
-		}
-	})
-	e.waitFor("rooms joined", func() bool {
-		n := 0
-		e.b.Do(func() {
-			for _, r := range e.b.rooms {
-				if r.State == roomJoined {
-					n++
-				}
-			}
-		})
-		return n == rooms
-	})
-	// 49 others per room, as the room would have sent them.
-	e.b.Do(func() {
-		for _, r := range e.b.rooms {
-			for i := 1; i < occupants; i++ {
-				nick := fmt.Sprintf("occupant-%02d", i)
-				p := stanza.MustParse(fmt.Sprintf(`<presence from='%s/%s' to='%s'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='member' role='participant'/></x><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://conversations.im' ver='VvsdfQweQfd9w2xHY6FGeStgOM0='/><occupant-id xmlns='urn:xmpp:occupant-id:0' id='%032d'/></presence>`, r.JID, nick, e.b.upFull, i))
-				r.setOccupant(nick, p)
-			}
-		}
-	})
+	e := newBusyEnv(t, "r", rooms, occupants)
 
 	start := time.Now()
 	c := e.dialSM(t)
@@ -105,4 +80,37 @@ func TestSMResumeCost(t *testing.T) {
 		t.Logf("resume: %d B read + %d B written after TLS (%d + %d after SASL), %d round trip(s) after SASL, %v",
 			resR, resW, resR-c2.authRead, resW-c2.authWrote, resumeTrips, resumeTime)
 	}
+}
+
+// newBusyEnv starts a bouncer kept in rooms rooms (prefix00, prefix01, …)
+// and gives each room occupants-1 others, as the room would have sent
+// them, for the cost of a client that joins them all.
+func newBusyEnv(t *testing.T, prefix string, rooms, occupants int) *env {
+	t.Helper()
+	e := newEnv(t, nil, func(c *configT) {
+		for i := 0; i < rooms; i++ {
+			c.Rooms = append(c.Rooms, config.Room{JID: fmt.Sprintf("%s%02d@%s", prefix, i, "conference.localhost"), Nick: "alice", Autojoin: true})
+		}
+	})
+	e.waitFor("rooms joined", func() bool {
+		n := 0
+		e.b.Do(func() {
+			for _, r := range e.b.rooms {
+				if r.State == roomJoined {
+					n++
+				}
+			}
+		})
+		return n == rooms
+	})
+	e.b.Do(func() {
+		for _, r := range e.b.rooms {
+			for i := 1; i < occupants; i++ {
+				nick := fmt.Sprintf("occupant-%02d", i)
+				p := stanza.MustParse(fmt.Sprintf(`<presence from='%s/%s' to='%s'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='member' role='participant'/></x><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://conversations.im' ver='VvsdfQweQfd9w2xHY6FGeStgOM0='/><occupant-id xmlns='urn:xmpp:occupant-id:0' id='%032d'/></presence>`, r.JID, nick, e.b.upFull, i))
+				r.setOccupant(nick, p)
+			}
+		}
+	})
+	return e
 }
