@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"xmppbouncer/internal/testclient"
 	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
 	"xmppbouncer/upstream"
@@ -23,12 +24,7 @@ func nested(depth int) string {
 // around it reaches the local client. Stanzas within the limits, however
 // odd, are delivered as they are.
 func TestHostileShapesKeepUpstream(t *testing.T) {
-	e := newEnv(t, nil, nil)
-	room := "hostile@" + e.srv.MUC
-	bob := e.bobInRoom(room)
-	laptop := e.availableClient("laptop")
-	join(t, laptop, room, "alice", `<history maxchars="0"/>`)
-	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+	e, room, bob, laptop := laptopInRoom(t, "hostile")
 	carol := e.availableUser("carol", "phone")
 	alice := e.cfg.Upstream.JID
 	upFull := alice + "/bouncer"
@@ -151,12 +147,7 @@ func (e *env) roomHistory(t *testing.T, room string) []*sqlite.Message {
 // forged elements. The same holds for a contact's chat: only the account's
 // stanza-id is passed on.
 func TestOccupantCannotDateOrNameArchive(t *testing.T) {
-	e := newEnv(t, nil, nil)
-	room := "forge@" + e.srv.MUC
-	bob := e.bobInRoom(room)
-	laptop := e.availableClient("laptop")
-	join(t, laptop, room, "alice", `<history maxchars="0"/>`)
-	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+	e, room, bob, laptop := laptopInRoom(t, "forge")
 
 	bob.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="forged"><body>from the future</body>`+
 		`<stanza-id xmlns="urn:xmpp:sid:0" by="someone@else.example" id="forged-id"/>`+
@@ -231,12 +222,7 @@ func forgedResult(to, queryid, room string) string {
 // while both are in flight (the ids are unguessable, so the test reads
 // them from the core): nothing is archived, nothing reaches the client.
 func TestForgedMAMResultsIgnored(t *testing.T) {
-	e := newEnv(t, nil, nil)
-	room := "mamforge@" + e.srv.MUC
-	bob := e.bobInRoom(room)
-	laptop := e.availableClient("laptop")
-	join(t, laptop, room, "alice", `<history maxchars="0"/>`)
-	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+	e, room, bob, laptop := laptopInRoom(t, "mamforge")
 	carol := e.availableUser("carol", "phone")
 	upFull := e.cfg.Upstream.JID + "/bouncer"
 
@@ -342,12 +328,7 @@ func TestContactIQsForTheAccountRefused(t *testing.T) {
 // and a presence with MUC status codes (self, kicked) does not end the
 // account's stay in its rooms.
 func TestStrangerIsNotARoom(t *testing.T) {
-	e := newEnv(t, nil, nil)
-	room := "real@" + e.srv.MUC
-	bob := e.bobInRoom(room)
-	laptop := e.availableClient("laptop")
-	join(t, laptop, room, "alice", `<history maxchars="0"/>`)
-	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+	e, room, bob, laptop := laptopInRoom(t, "real")
 	carol := e.availableUser("carol", "phone")
 	upFull := e.cfg.Upstream.JID + "/bouncer"
 
@@ -435,4 +416,18 @@ func TestOccupantCannotPassAsResent(t *testing.T) {
 		}
 		r.inflight = nil
 	})
+}
+
+// laptopInRoom starts a bouncer for alice with bob (directly on Prosody)
+// and a local client "laptop" in the room name@conference, joined without
+// history.
+func laptopInRoom(t *testing.T, name string) (e *env, room string, bob, laptop *testclient.Client) {
+	t.Helper()
+	e = newEnv(t, nil, nil)
+	room = name + "@" + e.srv.MUC
+	bob = e.bobInRoom(room)
+	laptop = e.availableClient("laptop")
+	join(t, laptop, room, "alice", `<history maxchars="0"/>`)
+	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
+	return e, room, bob, laptop
 }
