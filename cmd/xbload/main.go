@@ -122,30 +122,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if o.idle > 0 {
 		res, err := measureIdle(ctx, o, stderr)
-		if err != nil {
-			fmt.Fprintln(stderr, "xbload:", err)
-			return 1
-		}
-		if o.jsonOut {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(res)
-		} else {
-			res.print(stdout)
-		}
-		return 0
+		return report(stdout, stderr, o.jsonOut, res, err, func() { res.print(stdout) })
 	}
 	res, err := load(ctx, o, stderr)
+	return report(stdout, stderr, o.jsonOut, res, err, func() { res.printTable(stdout) })
+}
+
+// report writes a run's result as JSON or as text, and returns the exit
+// code.
+func report(stdout, stderr io.Writer, jsonOut bool, res any, err error, text func()) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "xbload:", err)
 		return 1
 	}
-	if o.jsonOut {
+	if jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(res)
 	} else {
-		res.printTable(stdout)
+		text()
 	}
 	return 0
 }
