@@ -42,6 +42,12 @@ type Options struct {
 	KeepAlive       time.Duration // whitespace ping after this long without output
 	WriteTimeout    time.Duration // a write stuck this long closes the connection
 	QueueLen        int           // outgoing stanzas buffered before Send fails
+	// CloseWait, when set, makes a Close we start wait up to this long for
+	// the peer's </stream:stream> before the transport is closed (RFC 6120
+	// §4.4), so stanzas the peer sent before it saw our close are still
+	// read instead of being discarded with the socket. Read must be
+	// running for the wait to end early.
+	CloseWait time.Duration
 	// Tail, when set, records the plaintext input beneath the XML decoder,
 	// to recover the condition of a peer's stream error that mellium fails
 	// to parse (see PeerStreamError).
@@ -65,6 +71,8 @@ type Conn struct {
 	closeBy    atomic.Int64 // unix ns: no write may block past it; 0 before an abort
 	closing    chan *stanza.StreamError
 	done       chan struct{}
+	readEnd    chan struct{} // closed when Read returns
+	readOnce   sync.Once
 	err        error // why the connection ended; written before done closes
 }
 
@@ -81,6 +89,7 @@ func New(sess *xmpp.Session, meter *Meter, opts Options) *Conn {
 		out:     make(chan *stanza.Element, opts.QueueLen),
 		closing: make(chan *stanza.StreamError, 1),
 		done:    make(chan struct{}),
+		readEnd: make(chan struct{}),
 	}
 	go c.writer()
 	return c
@@ -231,8 +240,19 @@ func (c *Conn) writer() {
 			// TLS close_notify would wait up to 5 s more on the stuck
 			// socket: close the transport beneath it first.
 			_ = c.meter.Close()
-		} else if tc, ok := conn.(interface{ CloseWrite() error }); ok {
-			_ = tc.CloseWrite()
+		} else {
+			if tc, ok := conn.(interface{ CloseWrite() error }); ok {
+				_ = tc.CloseWrite()
+			}
+			if c.opts.CloseWait > 0 && err == nil {
+				// Read what the peer still sends until its own close.
+				t := time.NewTimer(c.opts.CloseWait)
+				select {
+				case <-c.readEnd:
+				case <-t.C:
+				}
+				t.Stop()
+			}
 		}
 		_ = conn.Close()
 		_ = c.meter.Close()
@@ -286,6 +306,7 @@ func (c *Conn) writer() {
 // stream with the matching stream error (RFC 6120 §4.9.3). Read returns why
 // the stream ended; it never panics on network input.
 func (c *Conn) Read(handle func(*stanza.Element)) error {
+	defer c.readOnce.Do(func() { close(c.readEnd) })
 	r := c.sess.TokenReader()
 	defer r.Close()
 	for {

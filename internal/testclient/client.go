@@ -96,7 +96,7 @@ func TryDial(ctx context.Context, o Options) (*Client, error) {
 		Resource:           o.Resource,
 		Logger:             slog.New(slog.DiscardHandler),
 	}
-	conn, bound, err := upstream.Dial(ctx, cfg, wire.Options{QueueLen: 1024})
+	conn, bound, err := upstream.Dial(ctx, cfg, wire.Options{QueueLen: 1024, CloseWait: 5 * time.Second})
 	if err != nil {
 		return nil, err
 	}
