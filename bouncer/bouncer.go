@@ -65,21 +65,15 @@ type Bouncer struct {
 
 	seq    uint64
 	idRand *rand.ChaCha8 // the unguessable part of nextID
-	iqs    iqRoutes      // rewritten IQ ids and MAM queryids (iq.go)
 
-	presence *presenceState
-	caps     *capsCache
-	rooms    map[string]*Room
-	internal waiters // the core's own IQs upstream
-	// ids of the core's own IQs to local clients (caps discovery)
-	clientQueries waiters
-	// queryids of the core's own MAM queries upstream (gap fill)
-	internalMAM map[string]*gapQuery
-	dlv         *delivery     // per-client output, cursors, offline feed
-	arch        *archiver     // the archive's writer; nil without an archive
-	stopped     chan struct{} // closed when Run returns
-	lastPrune   time.Time
-	pushes      *pusher // XEP-0357 registrations and notifications (push.go)
+	presence  *presenceState
+	caps      *capsCache
+	rooms     map[string]*Room
+	dlv       *delivery     // per-client output, cursors, offline feed
+	arch      *archiver     // the archive's writer; nil without an archive
+	stopped   chan struct{} // closed when Run returns
+	lastPrune time.Time
+	pushes    *pusher // XEP-0357 registrations and notifications (push.go)
 	// XEP-0352: what each inactive client has held back (csi.go)
 	csi map[uint64]*csiHeld
 
@@ -92,6 +86,9 @@ type Bouncer struct {
 	probeWanted    bool        // it was resumed cold: no initial presence (upsm.go)
 	resentUntil    time.Time   // until then, stanzas may be the server's resends (upsm.go)
 	admin          *adminState // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
+
+	route *router   // the routing table and the one error reply (router.go, routes.go)
+	iq    *iqRouter // where IQ answers and MAM results go (iq.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -121,23 +118,21 @@ func New(opt Options) *Bouncer {
 		opt.DetachedStatus = opt.Config.Presence.DetachedStatus
 	}
 	b := &Bouncer{
-		opt:      opt,
-		log:      opt.Logger,
-		account:  opt.Account.Bare().String(),
-		domain:   opt.Account.Domainpart(),
-		events:   make(chan event, 1024),
-		reg:      sessions.New(),
-		iqs:      newIQRoutes(),
-		rooms:    map[string]*Room{},
-		internal: waiters{},
-		idRand:   newIDRand(),
+		opt:     opt,
+		log:     opt.Logger,
+		account: opt.Account.Bare().String(),
+		domain:  opt.Account.Domainpart(),
+		events:  make(chan event, 1024),
+		reg:     sessions.New(),
+		rooms:   map[string]*Room{},
+		idRand:  newIDRand(),
 
-		clientQueries: waiters{},
-		internalMAM:   map[string]*gapQuery{},
-		admin:         newAdminState(opt.Config.History.RetentionPeriod),
-		dlv:           newDelivery(),
-		stopped:       make(chan struct{}),
+		admin:   newAdminState(opt.Config.History.RetentionPeriod),
+		dlv:     newDelivery(),
+		stopped: make(chan struct{}),
 	}
+	b.iq = newIQRouter(b)
+	b.route = newRouter(b)
 	b.admin.cmds = newAdminCommands(b)
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
@@ -169,7 +164,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 			b.safely(ev, b.handle)
 			b.observeLoop(start)
 		case now := <-sweep.C:
-			b.sweepIQs(now)
+			b.iq.sweep(now)
 			b.sweepDelivery()
 			b.saveResumables()
 			if now.Sub(b.lastPrune) > time.Hour {
@@ -210,7 +205,7 @@ func (b *Bouncer) handle(ev event) {
 		b.chatFillWanted = true
 	case upStanza:
 		if ev.el != nil && !b.resentRoomStanza(ev.el) {
-			b.handleUpstream(ev.el)
+			b.route.handleUpstream(ev.el)
 		}
 		b.upstreamHandled(ev.tok)
 	case upLost:
@@ -226,7 +221,7 @@ func (b *Bouncer) handle(ev event) {
 		b.clientBound(ev)
 	case clientStanza:
 		if s := b.reg.ByID(ev.id); s != nil {
-			b.handleClient(s, ev.el)
+			b.route.handleClient(s, ev.el)
 		}
 	case clientClosed:
 		b.clientClosed(ev.id, ev.err, ev.unacked)

@@ -64,9 +64,9 @@ func (b *Bouncer) chatFillPage(after string, start time.Time, page, fetched int)
 	}
 	q.Append(set)
 	var batch []*stanza.Element
-	b.internalMAM[qid] = &gapQuery{archive: b.account, add: func(m *stanza.Element) { batch = append(batch, m) }}
-	sent := b.sendInternal(stanza.New(stanza.NSClient, "iq", "type", "set").Append(q), func(resp *stanza.Element) {
-		delete(b.internalMAM, qid)
+	b.iq.gapQuery(qid, &gapQuery{archive: b.account, add: func(m *stanza.Element) { batch = append(batch, m) }})
+	sent := b.iq.sendInternal(stanza.New(stanza.NSClient, "iq", "type", "set").Append(q), func(resp *stanza.Element) {
+		b.iq.endGapQuery(qid)
 		if resp.Type() != "result" {
 			if stanza.ErrorCondition(resp) == "item-not-found" && after != "" {
 				b.chatFillPage("", start, page, fetched) // our newest id is gone: by time
@@ -88,7 +88,7 @@ func (b *Bouncer) chatFillPage(after string, start time.Time, page, fetched int)
 		b.chatFillPage(last, start, page+1, fetched)
 	})
 	if !sent {
-		delete(b.internalMAM, qid)
+		b.iq.endGapQuery(qid)
 	}
 }
 

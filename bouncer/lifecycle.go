@@ -63,15 +63,8 @@ func (b *Bouncer) sessionEnded(s *sessions.Session) {
 	delete(b.csi, s.ID)
 	b.clientGone(s)
 	b.deliveryEnded(s)
-	b.clientQueries.sessionEnded(s.ID)
+	b.iq.sessionEnded(s)
 	b.reg.Remove(s)
-	for id, p := range b.iqs.in {
-		if p.session == s.ID {
-			delete(b.iqs.in, id)
-			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", b.upFull, "to", p.from)
-			b.sendUp(upstreamError(req, stanza.ErrCancel, "service-unavailable"))
-		}
-	}
 	if wasAvailable {
 		b.presence.updateAggregate()
 		b.roomsFollowPresence()
@@ -102,17 +95,7 @@ func (b *Bouncer) upstreamOffline(err error) {
 	b.online = false
 	b.upFull = ""
 	b.log.Warn("upstream offline", "reason", errString(err))
-	for id, p := range b.iqs.out {
-		delete(b.iqs.out, id)
-		b.failPending(p, stanza.ErrWait, "remote-server-timeout", "the bouncer's upstream connection was lost")
-	}
-	for id := range b.iqs.in {
-		delete(b.iqs.in, id)
-	}
-	for id := range b.iqs.mam {
-		delete(b.iqs.mam, id)
-	}
-	b.internal.failAll("remote-server-timeout")
+	b.iq.upstreamOffline()
 	b.roomsOffline()
 }
 

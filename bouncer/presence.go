@@ -149,7 +149,7 @@ func showRank(show string) int {
 
 // clientPresence handles presence from a local client.
 func (b *Bouncer) clientPresence(s *sessions.Session, el *stanza.Element) {
-	t, ok := b.targetOf(el)
+	t, ok := b.route.targetOf(el)
 	if !ok {
 		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", ""))
 		return

@@ -132,7 +132,7 @@ func (h UpstreamHandler) ResumedCold() { h.b.events <- upResumedCold{} }
 // presence in this process, so the server sends none by itself.
 func (b *Bouncer) probeContacts() {
 	q := stanza.New(stanza.NSClient, "iq", "type", "get").Append(stanza.New(stanza.NSRoster, "query"))
-	b.sendInternal(q, func(resp *stanza.Element) {
+	b.iq.sendInternal(q, func(resp *stanza.Element) {
 		if resp.Type() != "result" {
 			b.log.Warn("roster unavailable: contacts' presence is not known until they change it", "condition", stanza.ErrorCondition(resp))
 			return

@@ -25,7 +25,7 @@ func wirePush(b *Bouncer) *pusher {
 			return ""
 		},
 		reply:  func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
-		sendUp: b.sendInternal,
+		sendUp: b.iq.sendInternal,
 		store:  b.background,
 	}
 	if db := b.opt.Archive; db != nil {
@@ -45,11 +45,8 @@ func wireCaps(b *Bouncer) *capsCache {
 		account:  b.account,
 		sessions: b.reg,
 		newID:    func() string { return b.nextID(pushPrefix + "caps") },
-		query: func(s *sessions.Session, id string, q *stanza.Element, answer func(*stanza.Element)) {
-			b.clientQueries.add(id, "", s.ID, b.opt.IQTimeout, answer)
-			b.sendTo(s, q)
-		},
-		changed: func() { b.presence.updateAggregate() },
+		query:    b.iq.askClient,
+		changed:  func() { b.presence.updateAggregate() },
 	})
 }
 
@@ -64,7 +61,7 @@ func wirePresence(b *Bouncer) *presenceState {
 		online:         func() bool { return b.online },
 		caps:           func() *stanza.Element { return b.caps.element() },
 		sendUp:         b.sendUp,
-		toClients:      b.toAllAvailable,
+		toClients:      b.route.toAllAvailable,
 		reply:          func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
 		post:           b.post,
 	})
