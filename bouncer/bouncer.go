@@ -5,7 +5,7 @@
 // adapters; decisions go out through each connection's non-blocking Send.
 //
 // The path of one groupchat message: upstream reader → event →
-// handleUpstream (route.go) → roomMessageIn (mucinbound.go) → roomForward
+// router.handleUpstream (router.go, table in routes.go) → roomMessageIn (mucinbound.go) → roomForward
 // (roomarchive.go) → the archiver's commit (archiver.go) → event →
 // releaseRoom → send to each claim (delivery.go) → the client's writer.
 package bouncer
