@@ -6,8 +6,8 @@ import (
 
 	"xmppbouncer/sessions"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // The durable chat queue. A 1:1 message worth keeping (the offline
@@ -41,7 +41,7 @@ const chatCursor = "urn:xmppbouncer:chats"
 type pendingChat struct {
 	el       *stanza.Element
 	deliver  func(*stanza.Element) // nil: toAccount
-	c        *sqlite.Chat          // nil: nothing to commit
+	c        *store.Chat           // nil: nothing to commit
 	done     bool                  // committed, or nothing to commit
 	released bool                  // forwarded before its commit (archive slow)
 }
@@ -56,7 +56,7 @@ func (b *Bouncer) chatInVia(el *stanza.Element, deliver func(*stanza.Element)) {
 	p := &pendingChat{el: el, done: true, deliver: deliver}
 	if b.arch != nil && worthStoringOffline(el) {
 		p.done = false
-		p.c = &sqlite.Chat{SID: b.accountStanzaID(el), Stamp: time.Now().UTC(), Rcpt: b.chatRecipients(el), XML: el.String()}
+		p.c = &store.Chat{SID: b.accountStanzaID(el), Stamp: time.Now().UTC(), Rcpt: b.chatRecipients(el), XML: el.String()}
 		b.arch.enqueue(archJob{chat: p.c, then: func() {
 			p.done = true
 			b.releaseChats()

@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"time"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // joinUpstream starts the account's one join of a room. With an archive
@@ -62,7 +62,7 @@ func (b *Bouncer) sendJoin(r *Room) {
 	})
 }
 
-func (b *Bouncer) sendJoinPresence(r *Room, last *sqlite.Message) {
+func (b *Bouncer) sendJoinPresence(r *Room, last *store.Message) {
 	r.catchFrom = last
 	if last != nil && last.Stamp.After(r.stampFloor) {
 		r.stampFloor = last.Stamp
