@@ -31,7 +31,7 @@ type chatQueue struct {
 	// released is the newest row forwarded; bootSeq the newest row at
 	// start (rows up to it were for clients of an earlier run).
 	released, bootSeq int64
-	resolveArmed      bool // armChatResolve
+	resolveArmed      bool // armResolve
 }
 
 // chatCursor is the cursors-table "room" of the clients' chat cursors: a
