@@ -160,7 +160,7 @@ func (b *Bouncer) chatRecipients(el *stanza.Element) []string {
 	switch {
 	case res != "" && b.reg.ByResource(res) != nil:
 		out = append(out, res)
-	case res != "" && el.To() == b.upFull:
+	case res != "" && el.To() == b.upl.fullJID():
 		for _, s := range b.reg.All() {
 			out = append(out, s.JID.Resourcepart())
 		}

@@ -42,15 +42,15 @@ func (b *Bouncer) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
 				r.sentBy = r.sentBy[1:]
 			}
 		}
-		if r.State != roomJoined || !b.online || len(r.outbox) > 0 {
+		if r.State != roomJoined || !b.upl.online() || len(r.outbox) > 0 {
 			b.enqueue(s, &r.outbox, el)
 			return
 		}
-	} else if !b.online || len(b.outbox) > 0 {
+	} else if !b.upl.online() || len(b.outbox) > 0 {
 		b.enqueue(s, &b.outbox, el)
 		return
 	}
-	if !b.sendUpFrom(s.ID, el) {
+	if !b.upl.sendUpFrom(s.ID, el) {
 		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
 	}
 }
@@ -84,8 +84,8 @@ func (b *Bouncer) flushRoom(r *Room) {
 
 func (b *Bouncer) flush(q []queued) []queued {
 	for i, m := range q {
-		if !b.sendUpFrom(m.session, m.el) {
-			if !b.online {
+		if !b.upl.sendUpFrom(m.session, m.el) {
+			if !b.upl.online() {
 				return q[i:] // down again: the rest waits for the next session
 			}
 			b.queued--
