@@ -64,7 +64,7 @@ func newIQRouter(b *Bouncer) *iqRouter {
 // forwardIQ sends a client's get/set upstream with a fresh id and records
 // where the answer goes.
 func (ir *iqRouter) forwardIQ(q *req) error {
-	if !ir.b.online {
+	if !ir.b.upl.online() {
 		return refusal(stanza.ErrWait, "recipient-unavailable", "the bouncer's upstream connection is down; try again shortly")
 	}
 	el, payload := q.el, q.payload
@@ -175,7 +175,7 @@ func (ir *iqRouter) sessionEnded(s *sessions.Session) {
 	for id, p := range ir.iqs.in {
 		if p.session == s.ID {
 			delete(ir.iqs.in, id)
-			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", ir.b.upFull, "to", p.from)
+			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", ir.b.upl.fullJID(), "to", p.from)
 			ir.b.sendUp(upstreamError(req, stanza.ErrCancel, "service-unavailable"))
 		}
 	}

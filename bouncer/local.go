@@ -53,7 +53,7 @@ func localResult(req *stanza.Element, s *sessions.Session, domain string) *stanz
 // client: ping, disco#info (including the caps node) and software version.
 func (ir *iqRouter) getForAccount(q *req) bool {
 	to := q.el.To()
-	return q.el.Type() == "get" && (to == "" || to == ir.b.upFull)
+	return q.el.Type() == "get" && (to == "" || to == ir.b.upl.fullJID())
 }
 
 func (ir *iqRouter) resultFor(el *stanza.Element) *stanza.Element {

@@ -43,9 +43,9 @@ func (r *router) toSibling(q *req) error {
 // to its siblings unless it is groupchat.
 func (r *router) messageUp(q *req) error {
 	if q.el.Type() != "groupchat" {
-		r.b.sentCarbons(q.s, q.el)
+		r.b.carbons.sent(q.s, q.el)
 	}
-	r.b.forwardUp(q.s, q.t, q.el.With("from", "", "to", q.t.to))
+	r.b.ob.forwardUp(q.s, q.t, q.el.With("from", "", "to", q.t.to))
 	return nil
 }
 
@@ -87,8 +87,8 @@ func (r *router) roomIn(q *req) error {
 // chatIn takes a message to the account: committed first, then pushed for
 // and delivered (chatq.go).
 func (r *router) chatIn(q *req) error {
-	r.b.chatInVia(q.el, func(el *stanza.Element) {
-		r.b.pushFor(el, pushDirect)
+	r.b.chats.inVia(q.el, func(el *stanza.Element) {
+		r.b.pushes.onMessage(el, pushDirect)
 		r.toAccount(el)
 	})
 	return nil
@@ -113,7 +113,7 @@ func (r *router) toAccount(el *stanza.Element) {
 	switch {
 	case res != "" && r.b.reg.ByResource(res) != nil:
 		to = []*sessions.Session{r.b.reg.ByResource(res)}
-	case res != "" && el.To() == r.b.upFull && el.Type() != "headline":
+	case res != "" && el.To() == r.b.upl.fullJID() && el.Type() != "headline":
 		to = r.b.reg.All()
 	default:
 		for _, s := range r.b.reg.Available() {
@@ -126,7 +126,7 @@ func (r *router) toAccount(el *stanza.Element) {
 	keep := worthStoringOffline(el)
 	for _, s := range to {
 		it := outItem{el: el.With("to", s.JID.String()), keep: keep}
-		if seq := r.b.chatq.releasing; seq != 0 {
+		if seq := r.b.chats.releasingSeq(); seq != 0 {
 			it.room, it.seq = chatCursor, seq // chatq.go
 		}
 		if r.b.sendItem(s, it) {
@@ -136,7 +136,7 @@ func (r *router) toAccount(el *stanza.Element) {
 	// Nobody took it (no client, or each was just cut off for being too
 	// slow): a message worth keeping waits in the offline store.
 	if took == 0 && keep {
-		r.b.storeOffline(el)
+		r.b.offline.store(el)
 	}
 }
 

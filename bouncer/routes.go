@@ -32,7 +32,7 @@ func routingTable(b *Bouncer, r *router, iq *iqRouter) []rule {
 		{from: fromClient, kind: "message", handle: r.messageUp, name: "upstream, with carbons"},
 
 		// A local client's presence (presence.go).
-		{from: fromClient, kind: "presence", handle: func(q *req) error { b.clientPresence(q.s, q.el); return nil }, name: "presence"},
+		{from: fromClient, kind: "presence", handle: func(q *req) error { b.presence.clientPresence(q.s, q.el); return nil }, name: "presence"},
 
 		// A local client's IQs.
 		{from: fromClient, kind: "iq", when: isAnswer, handle: iq.clientAnswer, name: "a result or error: back where the request came from"},
@@ -58,11 +58,11 @@ func routingTable(b *Bouncer, r *router, iq *iqRouter) []rule {
 		{from: fromUpstream, kind: "message", handle: r.trustStanzaIDs, name: "only the account's stanza-ids count (trust.go)"},
 		{from: fromUpstream, kind: "message", handle: r.roomIn, name: "from a room (mucinbound.go)"},
 		{from: fromUpstream, kind: "message", ns: stanza.NSPubSubEvent, local: "event", handle: func(q *req) error { b.bookmarkEvent(q.el); return errPass }, name: "bookmarks changed (bookmarks.go); delivered as well"},
-		{from: fromUpstream, kind: "message", when: isCarbon, handle: func(q *req) error { b.upstreamCarbon(q.el); return nil }, name: "XEP-0280 carbon (carbons.go)"},
+		{from: fromUpstream, kind: "message", when: isCarbon, handle: func(q *req) error { b.carbons.fromUpstream(q.el); return nil }, name: "XEP-0280 carbon (carbons.go)"},
 		{from: fromUpstream, kind: "message", handle: r.chatIn, name: "to the account (chatq.go, toAccount)"},
 
 		// Presence from upstream (presence.go).
-		{from: fromUpstream, kind: "presence", handle: func(q *req) error { b.upstreamPresence(q.el); return nil }, name: "presence"},
+		{from: fromUpstream, kind: "presence", handle: func(q *req) error { b.presence.upstreamPresence(q.el); return nil }, name: "presence"},
 
 		// IQs from upstream.
 		{from: fromUpstream, kind: "iq", when: isAnswer, handle: iq.upstreamAnswer, name: "a result or error: to the one that asked"},
