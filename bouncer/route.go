@@ -45,8 +45,7 @@ func (r *router) messageUp(q *req) error {
 	if q.el.Type() != "groupchat" {
 		r.b.carbons.sent(q.s, q.el)
 	}
-	r.b.ob.forwardUp(q.s, q.t, q.el.With("from", "", "to", q.t.to))
-	return nil
+	return r.b.ob.forwardUp(q.s, q.t, q.el.With("from", "", "to", q.t.to))
 }
 
 // csiState takes a client's XEP-0352 <active/> or <inactive/>. CSI is per

@@ -212,7 +212,7 @@ func (l *upstreamLink) upstreamLost(ev upLost) {
 		}
 		errs++
 		if s := l.b.reg.ByID(it.Tag); s != nil {
-			l.b.sendTo(s, errorFromServer(el, s, l.b.domain, stanza.ErrWait, "remote-server-timeout",
+			l.b.route.refuse(s, el, refusal(stanza.ErrWait, "remote-server-timeout",
 				"the upstream connection was lost before the server confirmed this message; it may not have been delivered"))
 		}
 	}
