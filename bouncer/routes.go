@@ -20,6 +20,10 @@ import (
 //
 //	{from: fromUpstream, kind: "message", ns: stanza.NSMDS, local: "displayed", handle: b.mds.displayed, name: "XEP-0490 displayed"},
 //
+// The table is built in New before the other concerns are: call their
+// handlers through a closure (func(q *req) error { return b.x.h(q) }), not
+// as a method value, so each is looked up when the stanza comes.
+//
 // Order matters where rules overlap: a MAM result must come before the
 // room's inbound rule (a result from a room archive is no room message),
 // a sibling resource before a room before upstream, the bouncer's own
