@@ -50,19 +50,7 @@ func (b *Bouncer) chatGapFill() {
 
 func (b *Bouncer) chatFillPage(after string, start time.Time, page, fetched int) {
 	qid := b.nextID(idGapFill)
-	q := stanza.New(stanza.NSMAM, "query", "queryid", qid)
-	set := stanza.New(stanza.NSRSM, "set").Append(stanza.New(stanza.NSRSM, "max").AppendText(itoa(chatFillPage)))
-	if after != "" {
-		set.Append(stanza.New(stanza.NSRSM, "after").AppendText(after))
-	} else {
-		form := stanza.New(stanza.NSDataForm, "x", "type", "submit")
-		form.Append(stanza.New(stanza.NSDataForm, "field", "var", "FORM_TYPE", "type", "hidden").
-			Append(stanza.New(stanza.NSDataForm, "value").AppendText(stanza.NSMAM)))
-		form.Append(stanza.New(stanza.NSDataForm, "field", "var", "start").
-			Append(stanza.New(stanza.NSDataForm, "value").AppendText(start.UTC().Format(time.RFC3339))))
-		q.Append(form)
-	}
-	q.Append(set)
+	q := mamQuery(qid, chatFillPage, after, start)
 	var batch []*stanza.Element
 	b.internalMAM[qid] = &gapQuery{archive: b.account, add: func(m *stanza.Element) { batch = append(batch, m) }}
 	sent := b.sendInternal(stanza.New(stanza.NSClient, "iq", "type", "set").Append(q), func(resp *stanza.Element) {
