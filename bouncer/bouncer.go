@@ -57,9 +57,7 @@ type Bouncer struct {
 
 	// Upstream session state.
 	online bool
-	upFull string   // bound full JID upstream, "" when offline
-	outbox []queued // messages for upstream while it is down, not for rooms
-	queued int      // messages waiting in outbox and every room's outbox
+	upFull string // bound full JID upstream, "" when offline
 
 	reg *sessions.Registry
 
@@ -85,13 +83,16 @@ type Bouncer struct {
 
 	drops     dropLog          // upstream stanzas past the limits (upstreamdrop.go)
 	recovered recoveredCounter // events dropped after a panic (recover.go)
-	chatq     chatQueue        // the account's 1:1 messages through the archive (chatq.go)
 	// what was last saved of each resumable session, by id (smstore.go)
 	resumeSaved    map[string]string
 	chatFillWanted bool        // the upstream session was not resumed (chatfill.go)
 	probeWanted    bool        // it was resumed cold: no initial presence (upsm.go)
 	resentUntil    time.Time   // until then, stanzas may be the server's resends (upsm.go)
 	admin          *adminState // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
+
+	chats   *chatQueue    // the account's 1:1 messages through the archive (chatq.go, chatfill.go)
+	offline *offlineStore // XEP-0160 offline store feed (offline.go)
+	ob      *outbox       // messages waiting to go upstream (outbox.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -138,11 +139,12 @@ func New(opt Options) *Bouncer {
 		dlv:           newDelivery(),
 		stopped:       make(chan struct{}),
 	}
+	b.chats, b.offline, b.ob = newChatQueue(b), newOfflineStore(b), newOutbox(b)
 	b.admin.cmds = newAdminCommands(b)
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
 		b.arch.onMark = b.upstreamAck // upsm.go
-		b.arch.setOnRecover(b.archiveRecovered)
+		b.arch.setOnRecover(b.offline.archiveRecovered)
 	}
 	b.pushes = wirePush(b)
 	b.caps = wireCaps(b)
@@ -174,9 +176,9 @@ func (b *Bouncer) Run(ctx context.Context) {
 			b.saveResumables()
 			if now.Sub(b.lastPrune) > time.Hour {
 				b.lastPrune = now
-				b.pruneOffline()
+				b.offline.prune()
 				b.pruneCursors(now)
-				b.pruneChats(now)
+				b.chats.prune(now)
 			}
 			b.pushTick(now)
 			b.admin.cmds.Sweep(now)
@@ -197,7 +199,7 @@ func (b *Bouncer) handle(ev event) {
 		b.upstreamOnline(ev.bound)
 		if b.chatFillWanted {
 			b.chatFillWanted = false
-			b.chatGapFill() // chatfill.go
+			b.chats.gapFill() // chatfill.go
 		}
 		if b.probeWanted {
 			b.probeWanted = false

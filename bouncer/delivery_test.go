@@ -492,7 +492,7 @@ func TestSlowClientChatsNotLost(t *testing.T) {
 	// flood through, so the next client gets the rest as offline messages.
 	e.waitFor("every chat placed", func() bool {
 		var q int
-		e.b.Do(func() { q = len(e.b.chatq.inflight) })
+		e.b.Do(func() { q = e.b.chats.pending() })
 		return q == 0
 	})
 	next := e.client("next")

@@ -40,7 +40,7 @@ func (b *Bouncer) clientClosed(id uint64, err error, unacked []*stanza.Element) 
 		unacked = undelivered
 	}
 	delete(b.dlv.undelivered, id)
-	unacked = b.keptForReplay(err, unacked) // chatq.go
+	unacked = b.chats.keptForReplay(err, unacked) // chatq.go
 	if s == nil {
 		// Replaced; its successor may take them.
 		b.rerouteUnacked(nil, unacked, b.takeUnackedOffline(id))
@@ -92,7 +92,7 @@ func (b *Bouncer) upstreamOnline(bound jid.JID) {
 	b.upFull = bound.String()
 	b.log.Info("upstream online", "jid", b.upFull)
 	b.presence.upstreamOnline()
-	b.flushOutbox()
+	b.ob.flushOutbox()
 	b.roomsOnline()
 }
 
@@ -119,7 +119,7 @@ func (b *Bouncer) upstreamOffline(err error) {
 // startup runs once when the loop starts.
 func (b *Bouncer) startup() {
 	b.loadCursors()
-	b.chatsStartup()
+	b.chats.startup()
 	b.roomsStartup()
 	b.pushes.startup()
 }

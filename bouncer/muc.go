@@ -45,10 +45,8 @@ type Room struct {
 	catchFrom      *store.Message             // newest archived message when the join was sent
 	stampFloor     time.Time                  // the newest stamp archived for this room (history.go)
 	rejoinWait     int                        // backoff exponent for 332/333 rejoins
-	outbox         []queued                   // client messages waiting for the rejoin
 	inflight       []*pendingMsg              // messages waiting for their commit, in order
 	archiveWaiting bool                       // a timer watches the head of inflight
-	sentBy         []sentBy                   // recent client messages, for their errors
 }
 
 // fresh reports whether session id joined in the current sync round.

@@ -94,7 +94,7 @@ func (b *Bouncer) roomsStartup() {
 // roomsOnline rejoins every room that is kept, claimed or being joined.
 func (b *Bouncer) roomsOnline() {
 	for jid, r := range b.rooms {
-		if r.Kept || len(r.pending) > 0 || len(r.outbox) > 0 || len(b.reg.Claimants(jid)) > 0 {
+		if r.Kept || len(r.pending) > 0 || b.ob.roomWaiting(jid) > 0 || len(b.reg.Claimants(jid)) > 0 {
 			if r.State == roomIdle {
 				b.joinUpstream(r)
 			}

@@ -208,7 +208,6 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 			} else {
 				chats = append(chats, queued{session: it.Tag, el: el})
 			}
-			b.queued++
 			continue
 		}
 		errs++
@@ -218,16 +217,16 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 		}
 	}
 	if len(chats) > 0 {
-		b.outbox = append(chats, b.outbox...)
+		b.ob.requeueChats(chats)
 	}
 	for r, q := range rooms {
-		r.outbox = append(q, r.outbox...)
+		b.ob.requeueRoom(r, q)
 	}
 	resent := len(ev.items) - errs
 	b.log.Warn("upstream session ended with messages the server had not acknowledged",
 		"resent", fmt.Sprint(resent), "errors_to_senders", errs, "not_handled_known", ev.notHandled)
-	if b.online && len(chats) > 0 && len(b.outbox) == len(chats) {
-		b.flushOutbox()
+	if b.online && len(chats) > 0 && b.ob.chatsWaiting() == len(chats) {
+		b.ob.flushOutbox()
 	}
 }
 
