@@ -6,8 +6,8 @@ import (
 
 	"xmppbouncer/sessions"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // The durable chat queue. A 1:1 message worth keeping (the offline
@@ -42,7 +42,7 @@ const chatCursor = "urn:xmppbouncer:chats"
 type pendingChat struct {
 	el       *stanza.Element
 	deliver  func(*stanza.Element) // nil: toAccount
-	c        *sqlite.Chat          // nil: nothing to commit
+	c        *store.Chat           // nil: nothing to commit
 	done     bool                  // committed, or nothing to commit
 	released bool                  // forwarded before its commit (archive slow)
 }
@@ -60,7 +60,7 @@ func (q *chatQueue) inVia(el *stanza.Element, deliver func(*stanza.Element)) {
 	p := &pendingChat{el: el, done: true, deliver: deliver}
 	if b.arch != nil && worthStoringOffline(el) {
 		p.done = false
-		p.c = &sqlite.Chat{SID: q.accountStanzaID(el), Stamp: time.Now().UTC(), Rcpt: q.recipients(el), XML: el.String()}
+		p.c = &store.Chat{SID: q.accountStanzaID(el), Stamp: time.Now().UTC(), Rcpt: q.recipients(el), XML: el.String()}
 		b.arch.enqueue(archJob{chat: p.c, then: func() {
 			p.done = true
 			q.release()
@@ -158,7 +158,7 @@ func (q *chatQueue) recipients(el *stanza.Element) []string {
 	switch {
 	case res != "" && b.reg.ByResource(res) != nil:
 		out = append(out, res)
-	case res != "" && el.To() == b.upFull:
+	case res != "" && el.To() == b.upl.fullJID():
 		for _, s := range b.reg.All() {
 			out = append(out, s.JID.Resourcepart())
 		}

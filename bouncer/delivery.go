@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // Delivery to local clients. Every stanza for a client goes through send.
@@ -418,9 +418,9 @@ func (b *Bouncer) saveCursors() {
 	if b.arch == nil || len(b.dlv.dirty) == 0 {
 		return
 	}
-	cs := make([]sqlite.Cursor, 0, len(b.dlv.dirty))
+	cs := make([]store.Cursor, 0, len(b.dlv.dirty))
 	for k, p := range b.dlv.dirty {
-		cs = append(cs, sqlite.Cursor{Room: k.room, Resource: k.resource, Seq: p.seq, Updated: p.at})
+		cs = append(cs, store.Cursor{Room: k.room, Resource: k.resource, Seq: p.seq, Updated: p.at})
 	}
 	clear(b.dlv.dirty)
 	b.background(func(ctx context.Context, db Store) error {

@@ -6,15 +6,15 @@ import (
 	"strconv"
 	"time"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // joinUpstream starts the account's one join of a room. With an archive
 // it first learns whether the room keeps MAM (XEP-0313 §7), because that
 // decides what history to ask for.
 func (b *Bouncer) joinUpstream(r *Room) {
-	if !b.online {
+	if !b.upl.online() {
 		return // joined when upstream comes back
 	}
 	r.State = roomJoining
@@ -33,7 +33,7 @@ func (b *Bouncer) joinUpstream(r *Room) {
 				}
 			}
 		}
-		if b.rooms[r.JID] == r && r.State == roomJoining && b.online {
+		if b.rooms[r.JID] == r && r.State == roomJoining && b.upl.online() {
 			b.sendJoin(r)
 		}
 	})
@@ -55,14 +55,14 @@ func (b *Bouncer) sendJoin(r *Room) {
 			b.log.Error("reading the archive before a join", "room", room, "err", err)
 		}
 		return func() {
-			if b.rooms[room] == r && r.State == roomJoining && b.online {
+			if b.rooms[room] == r && r.State == roomJoining && b.upl.online() {
 				b.sendJoinPresence(r, last)
 			}
 		}
 	})
 }
 
-func (b *Bouncer) sendJoinPresence(r *Room, last *sqlite.Message) {
+func (b *Bouncer) sendJoinPresence(r *Room, last *store.Message) {
 	r.catchFrom = last
 	if last != nil && last.Stamp.After(r.stampFloor) {
 		r.stampFloor = last.Stamp
@@ -133,7 +133,7 @@ func (b *Bouncer) scheduleRejoin(r *Room) {
 	b.log.Info("rejoining room later", "room", r.JID, "in", wait.String())
 	time.AfterFunc(wait, func() {
 		b.events <- funcEvent{f: func() {
-			if b.rooms[r.JID] == r && r.State == roomIdle && b.online {
+			if b.rooms[r.JID] == r && r.State == roomIdle && b.upl.online() {
 				b.joinUpstream(r)
 			}
 		}}

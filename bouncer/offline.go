@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // Offline storage (XEP-0160, as Prosody's mod_offline does it). Upstream
@@ -62,7 +62,7 @@ func (o *offlineStore) storeAs(el *stanza.Element, bounce bool) bool {
 		stored = stored.DeepCopy()
 		stored.Append(stanza.New(stanza.NSDelay, "delay", "from", b.domain, "stamp", stamp.Format(stampFormat)))
 	}
-	b.arch.storeOffline(&sqlite.Offline{Stamp: stamp, XML: stored.String()}, func(ok bool) {
+	b.arch.storeOffline(&store.Offline{Stamp: stamp, XML: stored.String()}, func(ok bool) {
 		switch {
 		case ok:
 			b.log.Debug("stored offline", "from", el.From())

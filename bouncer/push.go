@@ -23,8 +23,8 @@ import (
 
 	"xmppbouncer/config"
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // pushKind says why a message may wake a phone.
@@ -81,7 +81,7 @@ type pushDeps struct {
 	// retried until it succeeds; nothing when there is no archive.
 	store func(func(ctx context.Context, db Store) error)
 	// load reads the stored registrations; nil when there is no archive.
-	load func() ([]sqlite.PushRegistration, error)
+	load func() ([]store.PushRegistration, error)
 }
 
 // pushSessions is what push reads of the session registry.
@@ -96,7 +96,7 @@ func newPusher(d pushDeps) *pusher {
 
 // pushReg is one client's registration and what it has missed.
 type pushReg struct {
-	sqlite.PushRegistration
+	store.PushRegistration
 	form *stanza.Element // the parsed publish-options form, nil if none
 
 	count   int       // messages since the client was last connected
@@ -204,7 +204,7 @@ func (p *pusher) enable(s *sessions.Session, el, payload *stanza.Element) {
 		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "bad-request", "missing node"))
 		return
 	}
-	r := &pushReg{PushRegistration: sqlite.PushRegistration{
+	r := &pushReg{PushRegistration: store.PushRegistration{
 		Resource: s.JID.Resourcepart(), Service: service, Node: node, Created: time.Now().UTC(),
 	}}
 	if form := payload.Child(stanza.NSDataForm, "x"); form != nil {
@@ -256,14 +256,6 @@ func (p *pusher) forget(r *pushReg) {
 		delete(p.regs, r.Resource)
 	}
 }
-
-// pushFor and pushTick are the hooks by which a message and the sweep
-// enter push, from the delivery paths (route.go, mucinbound.go,
-// roomarchive.go) and the loop (bouncer.go). They stay methods of Bouncer
-// only so that branches editing the lines beside those calls merge
-// cleanly; each can become a direct b.pushes call.
-func (b *Bouncer) pushFor(el *stanza.Element, kind pushKind) { b.pushes.onMessage(el, kind) }
-func (b *Bouncer) pushTick(now time.Time)                    { b.pushes.tick(now) }
 
 // onMessage is the delivery path's entry point: el has arrived for the
 // account, and each client that is hibernated or gone and has push enabled

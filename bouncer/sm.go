@@ -24,7 +24,7 @@ func (b *Bouncer) clientHibernation(ev clientHibernation) {
 		b.log.Info("client session", "jid", s.JID.String(), "hibernated", h)
 		b.saveResumables()
 		if !h {
-			b.resumedSiblings(s)
+			b.presence.resumedSiblings(s)
 			// Paced output (delivery.go) waits while the session sleeps;
 			// the resumed connection takes the rest.
 			b.pump(s)
