@@ -69,7 +69,7 @@ type Bouncer struct {
 
 	presence *presenceState
 	caps     *capsCache
-	rooms    map[string]*Room
+	muc      *mucService
 	internal waiters // the core's own IQs upstream
 	// ids of the core's own IQs to local clients (caps discovery)
 	clientQueries waiters
@@ -128,7 +128,6 @@ func New(opt Options) *Bouncer {
 		events:   make(chan event, 1024),
 		reg:      sessions.New(),
 		iqs:      newIQRoutes(),
-		rooms:    map[string]*Room{},
 		internal: waiters{},
 		idRand:   newIDRand(),
 
@@ -147,6 +146,7 @@ func New(opt Options) *Bouncer {
 	b.pushes = wirePush(b)
 	b.caps = wireCaps(b)
 	b.presence = wirePresence(b)
+	b.muc = newMucService(b)
 	return b
 }
 

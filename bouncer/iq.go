@@ -67,7 +67,7 @@ func (b *Bouncer) clientIQ(s *sessions.Session, el *stanza.Element) {
 	if b.answerLocally(s, t, el, payload) || b.pushes.control(s, t, el, payload) {
 		return
 	}
-	if t.room != nil && b.roomIQ(s, t, el, payload) {
+	if t.room != nil && b.muc.roomIQ(s, t, el, payload) {
 		return
 	}
 	if payload != nil && payload.Is(stanza.NSMAM, "query") {
@@ -106,7 +106,7 @@ func (b *Bouncer) forwardIQ(s *sessions.Session, t target, el, payload *stanza.E
 
 func roomOf(t target) string {
 	if t.room != nil {
-		return t.room.JID
+		return t.room.jid()
 	}
 	return ""
 }
@@ -199,7 +199,7 @@ func (b *Bouncer) upstreamIQAnswer(el *stanza.Element) {
 		out = b.pushes.disco(p.to, out)
 	}
 	if p.room != "" {
-		out = b.decorateRoomDisco(p.room, out)
+		out = b.muc.decorateRoomDisco(p.room, out)
 	}
 	b.sendTo(s, out)
 }

@@ -74,7 +74,7 @@ func (b *Bouncer) sessionEnded(s *sessions.Session) {
 	}
 	if wasAvailable {
 		b.presence.updateAggregate()
-		b.roomsFollowPresence()
+		b.muc.roomsFollowPresence()
 	}
 }
 
@@ -93,7 +93,7 @@ func (b *Bouncer) upstreamOnline(bound jid.JID) {
 	b.log.Info("upstream online", "jid", b.upFull)
 	b.presence.upstreamOnline()
 	b.flushOutbox()
-	b.roomsOnline()
+	b.muc.roomsOnline()
 }
 
 // upstreamOffline fails what was waiting on the old session. Local clients
@@ -113,14 +113,14 @@ func (b *Bouncer) upstreamOffline(err error) {
 		delete(b.iqs.mam, id)
 	}
 	b.internal.failAll("remote-server-timeout")
-	b.roomsOffline()
+	b.muc.roomsOffline()
 }
 
 // startup runs once when the loop starts.
 func (b *Bouncer) startup() {
 	b.loadCursors()
 	b.chatsStartup()
-	b.roomsStartup()
+	b.muc.roomsStartup()
 	b.pushes.startup()
 }
 

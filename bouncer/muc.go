@@ -18,9 +18,16 @@ const (
 	roomLeaving                  // unavailable sent, waiting for the room's answer
 )
 
-// Room is the account's view of one MUC room, owned by the loop. Local
-// clients' claims on it live in the sessions registry.
+// Room is the account's view of one MUC room, owned by the loop: the
+// upstream occupancy, the emulated joins of local clients, inbound
+// stanzas, the archive release order, catch-up and history replay. Local
+// clients' claims on it live in the sessions registry. Its fields are
+// used only in the muc files (muc*.go, roomarchive.go, catchup.go,
+// history.go, bookmarks.go, mam.go); everyone else calls its methods.
 type Room struct {
+	m *mucService // the rooms it is one of
+	b *Bouncer    // the loop's infrastructure and the other concerns
+
 	JID      string
 	Nick     string // the account's nick upstream
 	Password string
@@ -68,8 +75,9 @@ type joinRequest struct {
 	presence *stanza.Element
 }
 
-func newRoom(jid string) *Room {
-	return &Room{JID: jid, Occupants: map[string]*stanza.Element{}}
+// newRoom makes a room of m; the caller puts it in m.rooms.
+func (m *mucService) newRoom(jid string) *Room {
+	return &Room{m: m, b: m.b, JID: jid, Occupants: map[string]*stanza.Element{}}
 }
 
 // setOccupant records an occupant's presence; unavailable removes it.
@@ -125,4 +133,39 @@ func statusCodes(el *stanza.Element) map[string]bool {
 // (XEP-0045 §8.1: a <subject/> and no <body/>).
 func isSubject(el *stanza.Element) bool {
 	return el.Child(stanza.NSClient, "subject") != nil && el.Child(stanza.NSClient, "body") == nil
+}
+
+// What other concerns may know of a room, read on the loop.
+
+func (r *Room) jid() string      { return r.JID }
+func (r *Room) nick() string     { return r.Nick }
+func (r *Room) state() roomState { return r.State }
+
+// outboxQueue is the room's client messages waiting for the rejoin; the
+// outbox (outbox.go) appends to it and flushes it.
+func (r *Room) outboxQueue() *[]queued { return &r.outbox }
+
+// requeue puts messages the server did not handle back first in line.
+func (r *Room) requeue(q []queued) { r.outbox = append(q, r.outbox...) }
+
+// noteSentBy remembers that session sent the message with id to the
+// room, so that the room's error about it reaches that client only.
+func (r *Room) noteSentBy(id string, session uint64) {
+	if id == "" {
+		return
+	}
+	r.sentBy = append(r.sentBy, sentBy{id: id, session: session})
+	if len(r.sentBy) > sentByMax {
+		r.sentBy = r.sentBy[1:]
+	}
+}
+
+// sentByOf is the session that sent the recent message with id, if any.
+func (r *Room) sentByOf(id string) (uint64, bool) {
+	for i := len(r.sentBy) - 1; i >= 0; i-- {
+		if r.sentBy[i].id == id {
+			return r.sentBy[i].session, true
+		}
+	}
+	return 0, false
 }

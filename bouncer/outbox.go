@@ -36,14 +36,9 @@ func (b *Bouncer) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
 		return
 	}
 	if r := t.room; r != nil {
-		if id := el.ID(); id != "" {
-			r.sentBy = append(r.sentBy, sentBy{id: id, session: s.ID})
-			if len(r.sentBy) > sentByMax {
-				r.sentBy = r.sentBy[1:]
-			}
-		}
-		if r.State != roomJoined || !b.online || len(r.outbox) > 0 {
-			b.enqueue(s, &r.outbox, el)
+		r.noteSentBy(el.ID(), s.ID)
+		if r.state() != roomJoined || !b.online || len(*r.outboxQueue()) > 0 {
+			b.enqueue(s, r.outboxQueue(), el)
 			return
 		}
 	} else if !b.online || len(b.outbox) > 0 {
@@ -75,11 +70,11 @@ func (b *Bouncer) flushOutbox() {
 
 // flushRoom sends a room's waiting messages once it is joined.
 func (b *Bouncer) flushRoom(r *Room) {
-	if len(r.outbox) > 0 {
-		b.log.Info("sending messages queued for a room", "room", r.JID, "count", len(r.outbox))
+	if len(*r.outboxQueue()) > 0 {
+		b.log.Info("sending messages queued for a room", "room", r.jid(), "count", len(*r.outboxQueue()))
 	}
-	r.outbox = b.flush(r.outbox)
-	b.maybeLeaveUpstream(r) // kept joined only for these messages
+	*r.outboxQueue() = b.flush(*r.outboxQueue())
+	r.maybeLeaveUpstream() // kept joined only for these messages
 }
 
 func (b *Bouncer) flush(q []queued) []queued {
@@ -102,13 +97,13 @@ func (b *Bouncer) flush(q []queued) []queued {
 // failRoomOutbox answers each message waiting for a room that cannot be
 // joined with an error to its sender only.
 func (b *Bouncer) failRoomOutbox(r *Room, cond, text string) {
-	for _, m := range r.outbox {
+	for _, m := range *r.outboxQueue() {
 		b.queued--
 		if s := b.reg.ByID(m.session); s != nil {
 			b.sendTo(s, errorFromServer(m.el, s, b.domain, stanza.ErrCancel, cond, text))
 		}
 	}
-	r.outbox = nil
+	*r.outboxQueue() = nil
 }
 
 // roomErrorTo returns the session that sent the message a room error is
@@ -118,10 +113,8 @@ func (b *Bouncer) roomErrorTo(r *Room, el *stanza.Element) *sessions.Session {
 	if id == "" {
 		return nil
 	}
-	for i := len(r.sentBy) - 1; i >= 0; i-- {
-		if r.sentBy[i].id == id {
-			return b.reg.ByID(r.sentBy[i].session)
-		}
+	if sid, ok := r.sentByOf(id); ok {
+		return b.reg.ByID(sid)
 	}
 	return nil
 }

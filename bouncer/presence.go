@@ -162,7 +162,7 @@ func (b *Bouncer) clientPresence(s *sessions.Session, el *stanza.Element) {
 		b.sendTo(t.sibling, el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
 		return
 	}
-	if b.roomPresence(s, t, el) {
+	if b.muc.roomPresence(s, t, el) {
 		return
 	}
 	switch el.Type() {
@@ -205,7 +205,7 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 		return
 	}
 	b.presence.updateAggregate()
-	b.roomsFollowPresence()
+	b.muc.roomsFollowPresence()
 }
 
 // reflectPresence sends s's presence to itself and its available siblings.
@@ -321,8 +321,8 @@ func (p *presenceState) updateAggregate() {
 func (b *Bouncer) upstreamPresence(el *stanza.Element) {
 	from := el.From()
 	bare, _ := splitJID(from)
-	if room := b.rooms[bare]; room != nil {
-		b.roomInbound(room, el)
+	if room := b.muc.room(bare); room != nil {
+		room.roomInbound(el)
 		return
 	}
 	if from == b.upFull {

@@ -51,7 +51,7 @@ func (b *Bouncer) targetOf(el *stanza.Element) (target, bool) {
 	if t.bare == b.account && t.res != "" {
 		t.sibling = b.reg.ByResource(t.res)
 	}
-	t.room = b.rooms[t.bare]
+	t.room = b.muc.room(t.bare)
 	return t, true
 }
 
@@ -68,7 +68,7 @@ func (b *Bouncer) clientMessage(s *sessions.Session, el *stanza.Element) {
 		b.sendTo(t.sibling, el.With("from", from, "to", t.sibling.JID.String()))
 		return
 	}
-	if t.room != nil && b.roomMessage(s, t, el) {
+	if t.room != nil && b.muc.roomMessage(s, t, el) {
 		return
 	}
 	if el.Type() != "groupchat" {
@@ -96,16 +96,16 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 		return
 	}
 	fromBare, _ := splitJID(el.From())
-	room := b.rooms[fromBare]
+	room := b.muc.room(fromBare)
 	if room == nil || el.Type() != "groupchat" {
 		// Not the room's archive: only the account's stanza-ids count.
 		el = onlyStanzaIDsBy(el, b.account)
 	}
-	if room != nil && b.roomInbound(room, el) {
+	if room != nil && room.roomInbound(el) {
 		return
 	}
 	if el.Child(stanza.NSPubSubEvent, "event") != nil {
-		b.bookmarkEvent(el)
+		b.muc.bookmarkEvent(el)
 	}
 	if c := carbonOf(el); c != nil {
 		b.upstreamCarbon(el)

@@ -203,7 +203,7 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 		}
 		if ev.notHandled {
 			bare, _ := splitJID(el.To())
-			if r := b.rooms[bare]; r != nil && el.Type() == "groupchat" {
+			if r := b.muc.room(bare); r != nil && el.Type() == "groupchat" {
 				rooms[r] = append(rooms[r], queued{session: it.Tag, el: el})
 			} else {
 				chats = append(chats, queued{session: it.Tag, el: el})
@@ -221,7 +221,7 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 		b.outbox = append(chats, b.outbox...)
 	}
 	for r, q := range rooms {
-		r.outbox = append(q, r.outbox...)
+		r.requeue(q)
 	}
 	resent := len(ev.items) - errs
 	b.log.Warn("upstream session ended with messages the server had not acknowledged",
@@ -256,14 +256,14 @@ func (b *Bouncer) resentRoomStanza(el *stanza.Element) bool {
 		return false
 	}
 	bare, _ := splitJID(el.From())
-	r := b.rooms[bare]
-	if r == nil || r.State == roomJoined || !hasDelayFrom(el, b.account) || time.Now().After(b.resentUntil) {
+	r := b.muc.room(bare)
+	if r == nil || r.state() == roomJoined || !hasDelayFrom(el, b.account) || time.Now().After(b.resentUntil) {
 		return false
 	}
 	if el.Kind() == "presence" {
 		return true
 	}
-	if isSubject(el) || r.State == roomLeaving || r.State == roomIdle {
+	if isSubject(el) || r.state() == roomLeaving || r.state() == roomIdle {
 		return false
 	}
 	now := time.Now()
@@ -271,9 +271,9 @@ func (b *Bouncer) resentRoomStanza(el *stanza.Element) bool {
 	if !ok || stamp.Before(now.Add(-resentMaxAge)) {
 		stamp = now
 	}
-	m := onlyDelaysFrom(onlyStanzaIDsBy(el, r.JID), "")
+	m := onlyDelaysFrom(onlyStanzaIDsBy(el, r.jid()), "")
 	m = m.DeepCopy()
-	m.Append(stanza.New(stanza.NSDelay, "delay", "from", r.JID, "stamp", stamp.UTC().Format(stampFormat)))
-	b.roomForward(r, m, false)
+	m.Append(stanza.New(stanza.NSDelay, "delay", "from", r.jid(), "stamp", stamp.UTC().Format(stampFormat)))
+	r.roomForward(m, false)
 	return true
 }

@@ -18,7 +18,7 @@ import (
 func (b *Bouncer) upstreamDropped(head *stanza.Element, why error) {
 	b.drops.note(b.log, head, why, time.Now())
 	bare, _ := splitJID(head.From())
-	if _, isRoom := b.rooms[bare]; isRoom || bare == "" {
+	if isRoom := b.muc.isRoom(bare); isRoom || bare == "" {
 		// Never bounce to a room (an error there reads as the account's
 		// client failing, XEP-0045 §7.2.17) or to our own server.
 		return

@@ -19,10 +19,7 @@ func wirePush(b *Bouncer) *pusher {
 		log:      b.log,
 		sessions: b.reg,
 		roomNick: func(room string) string {
-			if r := b.rooms[room]; r != nil {
-				return r.Nick
-			}
-			return ""
+			return b.muc.roomNick(room)
 		},
 		reply:  func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
 		sendUp: b.sendInternal,
