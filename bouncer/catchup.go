@@ -59,9 +59,9 @@ func (r *Room) catchUpPage(st *catchUpState, after string, start time.Time) {
 	q.Append(set)
 	iq := stanza.New(stanza.NSClient, "iq", "type", "set", "to", r.JID).Append(q)
 	var batch []*stanza.Element
-	r.b.internalMAM[qid] = &gapQuery{archive: r.JID, add: func(msg *stanza.Element) { batch = append(batch, msg) }}
+	r.m.watchGapFill(qid, &gapQuery{archive: r.JID, add: func(msg *stanza.Element) { batch = append(batch, msg) }})
 	sent := r.b.sendInternal(iq, func(resp *stanza.Element) {
-		delete(r.b.internalMAM, qid)
+		r.m.unwatchGapFill(qid)
 		if r.m.rooms[r.JID] != r {
 			return
 		}
@@ -92,7 +92,7 @@ func (r *Room) catchUpPage(st *catchUpState, after string, start time.Time) {
 		r.catchUpPage(st, lastID, start)
 	})
 	if !sent {
-		delete(r.b.internalMAM, qid)
+		r.m.unwatchGapFill(qid)
 		r.catchUpDone()
 	}
 }

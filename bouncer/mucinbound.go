@@ -87,7 +87,7 @@ func (r *Room) selfUnavailable(el *stanza.Element, codes map[string]bool) {
 	r.reset()
 	r.pending = nil
 	switch {
-	case (codes["332"] || codes["333"]) && r.Kept && r.b.online:
+	case (codes["332"] || codes["333"]) && r.Kept && r.m.online():
 		// Shutdown or error: the room may come back; kept rooms rejoin.
 		r.scheduleRejoin()
 	case r.Kept && !codes["307"] && !codes["301"] && mucUser(el).Child(stanza.NSMUCUser, "destroy") == nil:

@@ -115,3 +115,13 @@ func (m *mucService) roomsOffline() {
 		r.pending = pending
 	}
 }
+
+// What muc needs of other concerns' state, in one place: whether the
+// upstream session is up, and the router's table of the core's own MAM
+// queries (the gap fill's results arrive through it, mamroute.go).
+
+func (m *mucService) online() bool { return m.b.online }
+
+func (m *mucService) watchGapFill(qid string, q *gapQuery) { m.b.internalMAM[qid] = q }
+
+func (m *mucService) unwatchGapFill(qid string) { delete(m.b.internalMAM, qid) }

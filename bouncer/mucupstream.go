@@ -14,7 +14,7 @@ import (
 // it first learns whether the room keeps MAM (XEP-0313 §7), because that
 // decides what history to ask for.
 func (r *Room) joinUpstream() {
-	if !r.b.online {
+	if !r.m.online() {
 		return // joined when upstream comes back
 	}
 	r.State = roomJoining
@@ -33,7 +33,7 @@ func (r *Room) joinUpstream() {
 				}
 			}
 		}
-		if r.m.rooms[r.JID] == r && r.State == roomJoining && r.b.online {
+		if r.m.rooms[r.JID] == r && r.State == roomJoining && r.m.online() {
 			r.sendJoin()
 		}
 	})
@@ -55,7 +55,7 @@ func (r *Room) sendJoin() {
 			r.b.log.Error("reading the archive before a join", "room", room, "err", err)
 		}
 		return func() {
-			if r.m.rooms[room] == r && r.State == roomJoining && r.b.online {
+			if r.m.rooms[room] == r && r.State == roomJoining && r.m.online() {
 				r.sendJoinPresence(last)
 			}
 		}
@@ -88,7 +88,7 @@ func (r *Room) scheduleRejoin() {
 	r.b.log.Info("rejoining room later", "room", r.JID, "in", wait.String())
 	time.AfterFunc(wait, func() {
 		r.b.post(func() {
-			if r.m.rooms[r.JID] == r && r.State == roomIdle && r.b.online {
+			if r.m.rooms[r.JID] == r && r.State == roomIdle && r.m.online() {
 				r.joinUpstream()
 			}
 		})
