@@ -62,7 +62,7 @@ func (r *Room) catchUpPage(st *catchUpState, after string, start time.Time) {
 	r.m.watchGapFill(qid, &gapQuery{archive: r.JID, add: func(msg *stanza.Element) { batch = append(batch, msg) }})
 	sent := r.b.sendInternal(iq, func(resp *stanza.Element) {
 		r.m.unwatchGapFill(qid)
-		if r.m.rooms[r.JID] != r {
+		if !r.live() {
 			return
 		}
 		if resp.Type() != "result" {

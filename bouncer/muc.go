@@ -58,6 +58,14 @@ type Room struct {
 	sentBy         []sentBy                   // recent client messages, for their errors
 }
 
+// live reports whether r is still the account's room of its JID: work
+// that comes back later (a timer, a read, an IQ answer) does nothing for
+// a room that was dropped meanwhile.
+func (r *Room) live() bool { return r.m.rooms[r.JID] == r }
+
+// drop forgets the room: nothing wants it any more.
+func (r *Room) drop() { delete(r.m.rooms, r.JID) }
+
 // fresh reports whether session id joined in the current sync round.
 func (r *Room) fresh(id uint64) bool {
 	for _, jr := range r.syncing {

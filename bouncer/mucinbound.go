@@ -65,7 +65,7 @@ func (r *Room) selfUnavailable(el *stanza.Element, codes map[string]bool) {
 	}
 	if r.State == roomLeaving {
 		if len(r.pending) == 0 {
-			delete(r.m.rooms, r.JID)
+			r.drop()
 			return
 		}
 		// A client asked to join while we were leaving: join afresh.
@@ -94,7 +94,7 @@ func (r *Room) selfUnavailable(el *stanza.Element, codes map[string]bool) {
 		// Still wanted (e.g. an affiliation change): rejoined with the next
 		// upstream session. Kicks and bans are never retried.
 	default:
-		delete(r.m.rooms, r.JID)
+		r.drop()
 	}
 }
 
@@ -113,7 +113,7 @@ func (r *Room) roomPresenceError(nick string, el *stanza.Element) {
 		r.reset()
 		r.b.failRoomOutbox(r, "recipient-unavailable", "the room refused the bouncer's join: "+stanza.ErrorCondition(el))
 		if !r.Kept {
-			delete(r.m.rooms, r.JID)
+			r.drop()
 		}
 	default:
 		if s := r.b.reg.ByID(r.nickBy); s != nil {

@@ -230,7 +230,7 @@ func (r *Room) leaveUpstream(last *stanza.Element) {
 		r.b.sendUp(un.With("to", r.JID+"/"+r.Nick))
 		r.State = roomLeaving
 	case roomIdle:
-		delete(r.m.rooms, r.JID)
+		r.drop()
 	}
 }
 
@@ -243,7 +243,7 @@ func (r *Room) graceLeave(s *sessions.Session, el *stanza.Element) {
 	id, wasAvailable := s.ID, s.Available()
 	time.AfterFunc(r.b.opt.Config.Presence.QuitGrace.Duration, func() {
 		r.b.post(func() {
-			if r.m.rooms[r.JID] != r {
+			if !r.live() {
 				return
 			}
 			if s := r.b.reg.ByID(id); s == nil || wasAvailable && !s.Available() {

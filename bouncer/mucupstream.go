@@ -33,7 +33,7 @@ func (r *Room) joinUpstream() {
 				}
 			}
 		}
-		if r.m.rooms[r.JID] == r && r.State == roomJoining && r.m.online() {
+		if r.live() && r.State == roomJoining && r.m.online() {
 			r.sendJoin()
 		}
 	})
@@ -55,7 +55,7 @@ func (r *Room) sendJoin() {
 			r.b.log.Error("reading the archive before a join", "room", room, "err", err)
 		}
 		return func() {
-			if r.m.rooms[room] == r && r.State == roomJoining && r.m.online() {
+			if r.live() && r.State == roomJoining && r.m.online() {
 				r.sendJoinPresence(last)
 			}
 		}
@@ -88,7 +88,7 @@ func (r *Room) scheduleRejoin() {
 	r.b.log.Info("rejoining room later", "room", r.JID, "in", wait.String())
 	time.AfterFunc(wait, func() {
 		r.b.post(func() {
-			if r.m.rooms[r.JID] == r && r.State == roomIdle && r.m.online() {
+			if r.live() && r.State == roomIdle && r.m.online() {
 				r.joinUpstream()
 			}
 		})
@@ -107,7 +107,7 @@ func (r *Room) afterJoin() {
 // catchUpDone ends a gap fill and lets the join round complete.
 func (r *Room) catchUpDone() {
 	r.catching = false
-	if r.m.rooms[r.JID] == r {
+	if r.live() {
 		r.finishSync()
 	}
 }
