@@ -56,10 +56,6 @@ type Bouncer struct {
 	events  chan event
 
 	// Upstream session state.
-	online bool
-	upFull string   // bound full JID upstream, "" when offline
-	outbox []queued // messages for upstream while it is down, not for rooms
-	queued int      // messages waiting in outbox and every room's outbox
 
 	reg *sessions.Registry
 
@@ -83,15 +79,16 @@ type Bouncer struct {
 	// XEP-0352: what each inactive client has held back (csi.go)
 	csi map[uint64]*csiHeld
 
-	drops     dropLog          // upstream stanzas past the limits (upstreamdrop.go)
 	recovered recoveredCounter // events dropped after a panic (recover.go)
-	chatq     chatQueue        // the account's 1:1 messages through the archive (chatq.go)
 	// what was last saved of each resumable session, by id (smstore.go)
-	resumeSaved    map[string]string
-	chatFillWanted bool        // the upstream session was not resumed (chatfill.go)
-	probeWanted    bool        // it was resumed cold: no initial presence (upsm.go)
-	resentUntil    time.Time   // until then, stanzas may be the server's resends (upsm.go)
-	admin          *adminState // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
+	resumeSaved map[string]string
+	admin       *adminState   // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
+	upl         *upstreamLink // the upstream session's state (uplink.go)
+	carbons     *carbonCopies // XEP-0280 between local clients (carbons.go)
+
+	chats   *chatQueue    // the account's 1:1 messages through the archive (chatq.go, chatfill.go)
+	offline *offlineStore // XEP-0160 offline store feed (offline.go)
+	ob      *outbox       // messages waiting to go upstream (outbox.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -137,15 +134,18 @@ func New(opt Options) *Bouncer {
 		dlv:           newDelivery(),
 		stopped:       make(chan struct{}),
 	}
+	b.chats, b.offline, b.ob = newChatQueue(b), newOfflineStore(b), newOutbox(b)
+	b.upl = newUpstreamLink(b)
 	b.admin.cmds = newAdminCommands(b)
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
-		b.arch.onMark = b.upstreamAck // upsm.go
-		b.arch.setOnRecover(b.archiveRecovered)
+		b.arch.onMark = b.upl.upstreamAck // upsm.go
+		b.arch.setOnRecover(b.offline.archiveRecovered)
 	}
 	b.pushes = wirePush(b)
 	b.caps = wireCaps(b)
 	b.presence = wirePresence(b)
+	b.carbons = wireCarbons(b)
 	b.muc = newMucService(b)
 	return b
 }
@@ -174,11 +174,11 @@ func (b *Bouncer) Run(ctx context.Context) {
 			b.saveResumables()
 			if now.Sub(b.lastPrune) > time.Hour {
 				b.lastPrune = now
-				b.pruneOffline()
+				b.offline.prune()
 				b.pruneCursors(now)
-				b.pruneChats(now)
+				b.chats.prune(now)
 			}
-			b.pushTick(now)
+			b.pushes.tick(now)
 			b.admin.cmds.Sweep(now)
 		}
 	}
@@ -194,34 +194,24 @@ func (b *Bouncer) Do(f func()) {
 func (b *Bouncer) handle(ev event) {
 	switch ev := ev.(type) {
 	case upOnline:
-		b.upstreamOnline(ev.bound)
-		if b.chatFillWanted {
-			b.chatFillWanted = false
-			b.chatGapFill() // chatfill.go
-		}
-		if b.probeWanted {
-			b.probeWanted = false
-			b.probeContacts() // upsm.go
-		}
+		b.upl.upstreamOnline(ev.bound)
 	case upResumedCold:
-		b.probeWanted = true
-		b.resentUntil = time.Now().Add(resentWindow)
+		b.upl.resumedCold()
 	case upResumeFailed:
-		b.chatFillWanted = true
+		b.upl.resumeFailed()
 	case upStanza:
-		if ev.el != nil && !b.resentRoomStanza(ev.el) {
+		if ev.el != nil && !b.upl.resentRoomStanza(ev.el) {
 			b.handleUpstream(ev.el)
 		}
-		b.upstreamHandled(ev.tok)
+		b.upl.upstreamHandled(ev.tok)
 	case upLost:
-		b.upstreamLost(ev)
+		b.upl.upstreamLost(ev)
 	case upResumed:
-		b.resentUntil = time.Now().Add(resentWindow)
-		b.log.Info("upstream session resumed; nothing was lost", "jid", ev.bound.String())
+		b.upl.resumed(ev.bound)
 	case upOffline:
-		b.upstreamOffline(ev.err)
+		b.upl.upstreamOffline(ev.err)
 	case upDropped:
-		b.upstreamDropped(ev.head, ev.why)
+		b.upl.upstreamDropped(ev.head, ev.why)
 	case clientBound:
 		b.clientBound(ev)
 	case clientStanza:
@@ -258,7 +248,7 @@ func newIDRand() *rand.ChaCha8 {
 
 // sendUp sends a stanza upstream; it reports false when upstream is down.
 func (b *Bouncer) sendUp(el *stanza.Element) bool {
-	if !b.online || b.up == nil {
+	if !b.upl.online() || b.up == nil {
 		return false
 	}
 	b.admin.stats.count(ToUpstream, el)

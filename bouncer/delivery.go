@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // Delivery to local clients. Every stanza for a client goes through send.
@@ -65,21 +65,12 @@ type clientOut struct {
 // cursorKey names one resource's cursor in one room.
 type cursorKey struct{ room, resource string }
 
-// delivery owns per-client output, catch-up cursors and the offline store
-// feed. It runs on the loop goroutine.
+// delivery owns per-client output and catch-up cursors (the offline store
+// feed is offline.go's). It runs on the loop goroutine.
 type delivery struct {
 	clients map[uint64]*clientOut
 	cursors map[cursorKey]cursorPos // loaded at start, moved by resolved marks
 	dirty   map[cursorKey]cursorPos // moved since last saved
-	// offlineTo is the session being fed the offline store (0: none);
-	// offlineLoaded says whether its rows are loaded (see feedOffline).
-	offlineTo      uint64
-	offlineDeleted int64 // highest offline seq deleted or being deleted
-	// offlineFed is the highest offline seq handed to offlineTo, and
-	// offlineStale says it was fed while the archive was down: rows
-	// committed since are fed to it once the archive is back.
-	offlineFed   int64
-	offlineStale bool
 	// uncommitted are delivered room messages still waiting for their
 	// commit; they move their cursor once it lands (resolveUncommitted).
 	uncommitted []uncommittedMark
@@ -177,7 +168,7 @@ func (b *Bouncer) writeNow(s *sessions.Session, it outItem) bool {
 		}
 		co.marks = append(co.marks, m)
 		if it.room == chatCursor {
-			b.armChatResolve() // chatq.go
+			b.chats.armResolve() // chatq.go
 		}
 	}
 	return true
@@ -311,10 +302,7 @@ func (b *Bouncer) resolve(s *sessions.Session, co *clientOut) {
 		// Saved at once: after a crash a client gets what is behind it.
 		b.saveCursors()
 	}
-	if offline > b.dlv.offlineDeleted {
-		b.dlv.offlineDeleted = offline
-		b.deleteOffline(offline)
-	}
+	b.offline.delivered(offline) // offline.go
 }
 
 // uncommittedMark is a delivered room message whose commit is pending.
@@ -396,9 +384,7 @@ func (b *Bouncer) deliveryEnded(s *sessions.Session) {
 		}
 		delete(b.dlv.clients, s.ID)
 	}
-	if b.dlv.offlineTo == s.ID {
-		b.dlv.offlineTo = 0
-	}
+	b.offline.ended(s.ID) // offline.go
 	b.saveCursors()
 }
 
@@ -432,9 +418,9 @@ func (b *Bouncer) saveCursors() {
 	if b.arch == nil || len(b.dlv.dirty) == 0 {
 		return
 	}
-	cs := make([]sqlite.Cursor, 0, len(b.dlv.dirty))
+	cs := make([]store.Cursor, 0, len(b.dlv.dirty))
 	for k, p := range b.dlv.dirty {
-		cs = append(cs, sqlite.Cursor{Room: k.room, Resource: k.resource, Seq: p.seq, Updated: p.at})
+		cs = append(cs, store.Cursor{Room: k.room, Resource: k.resource, Seq: p.seq, Updated: p.at})
 	}
 	clear(b.dlv.dirty)
 	b.background(func(ctx context.Context, db Store) error {
@@ -452,4 +438,35 @@ func (b *Bouncer) sweepDelivery() {
 		}
 	}
 	b.saveCursors()
+}
+
+// resolveAll resolves every client's marks and reports whether chat marks
+// are still pending (chatQueue.armResolve).
+func (b *Bouncer) resolveAll() (chatPending bool) {
+	for id, co := range b.dlv.clients {
+		s := b.reg.ByID(id)
+		if s == nil {
+			continue
+		}
+		b.resolve(s, co)
+		for _, m := range co.marks {
+			if m.room == chatCursor && !s.Hibernated {
+				chatPending = true
+				break
+			}
+		}
+	}
+	return chatPending
+}
+
+// minCursor is the lowest seq of any resource's cursor in room, -1 when
+// none has one (chatQueue.prune).
+func (b *Bouncer) minCursor(room string) int64 {
+	var min int64 = -1
+	for k, p := range b.dlv.cursors {
+		if k.room == room && (min < 0 || p.seq < min) {
+			min = p.seq
+		}
+	}
+	return min
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"mellium.im/xmpp/jid"
-
 	"xmppbouncer/sessions"
 	"xmppbouncer/stanza"
 )
@@ -40,7 +38,7 @@ func (b *Bouncer) clientClosed(id uint64, err error, unacked []*stanza.Element) 
 		unacked = undelivered
 	}
 	delete(b.dlv.undelivered, id)
-	unacked = b.keptForReplay(err, unacked) // chatq.go
+	unacked = b.chats.keptForReplay(err, unacked) // chatq.go
 	if s == nil {
 		// Replaced; its successor may take them.
 		b.rerouteUnacked(nil, unacked, b.takeUnackedOffline(id))
@@ -61,14 +59,14 @@ func (b *Bouncer) takeUnackedOffline(id uint64) map[*stanza.Element]bool {
 func (b *Bouncer) sessionEnded(s *sessions.Session) {
 	wasAvailable := s.Available()
 	delete(b.csi, s.ID)
-	b.clientGone(s)
+	b.presence.clientGone(s)
 	b.deliveryEnded(s)
 	b.clientQueries.sessionEnded(s.ID)
 	b.reg.Remove(s)
 	for id, p := range b.iqs.in {
 		if p.session == s.ID {
 			delete(b.iqs.in, id)
-			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", b.upFull, "to", p.from)
+			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", b.upl.fullJID(), "to", p.from)
 			b.sendUp(upstreamError(req, stanza.ErrCancel, "service-unavailable"))
 		}
 	}
@@ -85,41 +83,10 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// upstreamOnline starts a fresh upstream session: presence, queued
-// messages, rooms.
-func (b *Bouncer) upstreamOnline(bound jid.JID) {
-	b.online = true
-	b.upFull = bound.String()
-	b.log.Info("upstream online", "jid", b.upFull)
-	b.presence.upstreamOnline()
-	b.flushOutbox()
-	b.muc.roomsOnline()
-}
-
-// upstreamOffline fails what was waiting on the old session. Local clients
-// stay connected; rooms keep their claimants for the rejoin.
-func (b *Bouncer) upstreamOffline(err error) {
-	b.online = false
-	b.upFull = ""
-	b.log.Warn("upstream offline", "reason", errString(err))
-	for id, p := range b.iqs.out {
-		delete(b.iqs.out, id)
-		b.failPending(p, stanza.ErrWait, "remote-server-timeout", "the bouncer's upstream connection was lost")
-	}
-	for id := range b.iqs.in {
-		delete(b.iqs.in, id)
-	}
-	for id := range b.iqs.mam {
-		delete(b.iqs.mam, id)
-	}
-	b.internal.failAll("remote-server-timeout")
-	b.muc.roomsOffline()
-}
-
 // startup runs once when the loop starts.
 func (b *Bouncer) startup() {
 	b.loadCursors()
-	b.chatsStartup()
+	b.chats.startup()
 	b.muc.roomsStartup()
 	b.pushes.startup()
 }

@@ -3,8 +3,8 @@ package bouncer
 import (
 	"time"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // roomState is where the account's one upstream occupancy of a room stands.
@@ -49,13 +49,11 @@ type Room struct {
 	catching       bool                       // a gap fill is running in this sync round
 	subjectNew     bool                       // the subject arrived in this sync round
 	subjectChg     bool                       // ... and differs from the one we had
-	catchFrom      *sqlite.Message            // newest archived message when the join was sent
+	catchFrom      *store.Message             // newest archived message when the join was sent
 	stampFloor     time.Time                  // the newest stamp archived for this room (history.go)
 	rejoinWait     int                        // backoff exponent for 332/333 rejoins
-	outbox         []queued                   // client messages waiting for the rejoin
 	inflight       []*pendingMsg              // messages waiting for their commit, in order
 	archiveWaiting bool                       // a timer watches the head of inflight
-	sentBy         []sentBy                   // recent client messages, for their errors
 }
 
 // live reports whether r is still the account's room of its JID: work
@@ -149,31 +147,6 @@ func (r *Room) jid() string      { return r.JID }
 func (r *Room) nick() string     { return r.Nick }
 func (r *Room) state() roomState { return r.State }
 
-// outboxQueue is the room's client messages waiting for the rejoin; the
-// outbox (outbox.go) appends to it and flushes it.
-func (r *Room) outboxQueue() *[]queued { return &r.outbox }
-
-// requeue puts messages the server did not handle back first in line.
-func (r *Room) requeue(q []queued) { r.outbox = append(q, r.outbox...) }
-
-// noteSentBy remembers that session sent the message with id to the
-// room, so that the room's error about it reaches that client only.
-func (r *Room) noteSentBy(id string, session uint64) {
-	if id == "" {
-		return
-	}
-	r.sentBy = append(r.sentBy, sentBy{id: id, session: session})
-	if len(r.sentBy) > sentByMax {
-		r.sentBy = r.sentBy[1:]
-	}
-}
-
-// sentByOf is the session that sent the recent message with id, if any.
-func (r *Room) sentByOf(id string) (uint64, bool) {
-	for i := len(r.sentBy) - 1; i >= 0; i-- {
-		if r.sentBy[i].id == id {
-			return r.sentBy[i].session, true
-		}
-	}
-	return 0, false
-}
+// joined reports whether the account is in r and its history synced:
+// messages to it go upstream at once (outbox.go, forwardUp).
+func (r *Room) joined() bool { return r.State == roomJoined }

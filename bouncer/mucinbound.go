@@ -82,7 +82,7 @@ func (r *Room) selfUnavailable(el *stanza.Element, codes map[string]bool) {
 		}
 	}
 	r.b.reg.ClearRoom(r.JID)
-	r.b.failRoomOutbox(r, "not-acceptable", "the account was removed from the room")
+	r.b.ob.failRoomOutbox(r, "not-acceptable", "the account was removed from the room")
 	r.b.log.Info("removed from room", "room", r.JID, "codes", keys(codes))
 	r.reset()
 	r.pending = nil
@@ -111,7 +111,7 @@ func (r *Room) roomPresenceError(nick string, el *stanza.Element) {
 		}
 		r.pending = nil
 		r.reset()
-		r.b.failRoomOutbox(r, "recipient-unavailable", "the room refused the bouncer's join: "+stanza.ErrorCondition(el))
+		r.b.ob.failRoomOutbox(r, "recipient-unavailable", "the room refused the bouncer's join: "+stanza.ErrorCondition(el))
 		if !r.Kept {
 			r.drop()
 		}
@@ -169,7 +169,7 @@ func (r *Room) roomMessageIn(el *stanza.Element) bool {
 		return true
 	case "error":
 		// The room's error about a message goes to its sender only.
-		if s := r.b.roomErrorTo(r, el); s != nil {
+		if s := r.b.ob.roomErrorTo(r, el); s != nil {
 			r.b.sendTo(s, el.With("to", s.JID.String()))
 			return true
 		}
@@ -182,8 +182,8 @@ func (r *Room) roomMessageIn(el *stanza.Element) bool {
 			return false
 		}
 		// Durable and in order with the account's chats (chatq.go).
-		r.b.chatInVia(el, func(el *stanza.Element) {
-			r.b.pushFor(el, pushRoomPM)
+		r.b.chats.inVia(el, func(el *stanza.Element) {
+			r.b.pushes.onMessage(el, pushRoomPM)
 			r.toClaimantsOrAll(el)
 		})
 		return true
@@ -215,7 +215,7 @@ func (r *Room) finishSync() {
 	}
 	r.State = roomJoined
 	r.subjectNew = false
-	defer r.b.flushRoom(r) // after the joiners' history: they may have sent these
+	defer r.b.ob.flushRoom(r) // after the joiners' history: they may have sent these
 	for _, s := range r.b.reg.Claimants(r.JID) {
 		if !r.fresh(s.ID) && r.subjectChg {
 			r.b.sendTo(s, r.Subject.With("to", s.JID.String()))

@@ -86,7 +86,7 @@ func (m *mucService) roomsStartup() {
 // roomsOnline rejoins every room that is kept, claimed or being joined.
 func (m *mucService) roomsOnline() {
 	for jid, r := range m.rooms {
-		if r.Kept || len(r.pending) > 0 || len(r.outbox) > 0 || len(m.b.reg.Claimants(jid)) > 0 {
+		if r.Kept || len(r.pending) > 0 || m.b.ob.roomWaiting(jid) > 0 || len(m.b.reg.Claimants(jid)) > 0 {
 			if r.State == roomIdle {
 				r.joinUpstream()
 			}
@@ -120,7 +120,7 @@ func (m *mucService) roomsOffline() {
 // upstream session is up, and the router's table of the core's own MAM
 // queries (the gap fill's results arrive through it, mamroute.go).
 
-func (m *mucService) online() bool { return m.b.online }
+func (m *mucService) online() bool { return m.b.upl.online() }
 
 func (m *mucService) watchGapFill(qid string, q *gapQuery) { m.b.internalMAM[qid] = q }
 

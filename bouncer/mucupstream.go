@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"time"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // joinUpstream starts the account's one join of a room. With an archive
@@ -62,7 +62,7 @@ func (r *Room) sendJoin() {
 	})
 }
 
-func (r *Room) sendJoinPresence(last *sqlite.Message) {
+func (r *Room) sendJoinPresence(last *store.Message) {
 	r.catchFrom = last
 	if last != nil && last.Stamp.After(r.stampFloor) {
 		r.stampFloor = last.Stamp

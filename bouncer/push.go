@@ -19,12 +19,13 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"mellium.im/xmpp/form"
 	"mellium.im/xmpp/jid"
 
 	"xmppbouncer/config"
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // pushKind says why a message may wake a phone.
@@ -81,7 +82,7 @@ type pushDeps struct {
 	// retried until it succeeds; nothing when there is no archive.
 	store func(func(ctx context.Context, db Store) error)
 	// load reads the stored registrations; nil when there is no archive.
-	load func() ([]sqlite.PushRegistration, error)
+	load func() ([]store.PushRegistration, error)
 }
 
 // pushSessions is what push reads of the session registry.
@@ -96,7 +97,7 @@ func newPusher(d pushDeps) *pusher {
 
 // pushReg is one client's registration and what it has missed.
 type pushReg struct {
-	sqlite.PushRegistration
+	store.PushRegistration
 	form *stanza.Element // the parsed publish-options form, nil if none
 
 	count   int       // messages since the client was last connected
@@ -204,7 +205,7 @@ func (p *pusher) enable(s *sessions.Session, el, payload *stanza.Element) {
 		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "bad-request", "missing node"))
 		return
 	}
-	r := &pushReg{PushRegistration: sqlite.PushRegistration{
+	r := &pushReg{PushRegistration: store.PushRegistration{
 		Resource: s.JID.Resourcepart(), Service: service, Node: node, Created: time.Now().UTC(),
 	}}
 	if form := payload.Child(stanza.NSDataForm, "x"); form != nil {
@@ -256,14 +257,6 @@ func (p *pusher) forget(r *pushReg) {
 		delete(p.regs, r.Resource)
 	}
 }
-
-// pushFor and pushTick are the hooks by which a message and the sweep
-// enter push, from the delivery paths (route.go, mucinbound.go,
-// roomarchive.go) and the loop (bouncer.go). They stay methods of Bouncer
-// only so that branches editing the lines beside those calls merge
-// cleanly; each can become a direct b.pushes call.
-func (b *Bouncer) pushFor(el *stanza.Element, kind pushKind) { b.pushes.onMessage(el, kind) }
-func (b *Bouncer) pushTick(now time.Time)                    { b.pushes.tick(now) }
 
 // onMessage is the delivery path's entry point: el has arrived for the
 // account, and each client that is hibernated or gone and has push enabled
@@ -381,21 +374,18 @@ func (p *pusher) maybeSend(r *pushReg, now time.Time) {
 // publish builds the notification (XEP-0357 §7): the summary form, and
 // the client's publish-options, which carry the app server's secret.
 func (p *pusher) publish(r *pushReg) *stanza.Element {
-	field := func(name, value string) *stanza.Element {
-		return stanza.New(stanza.NSDataForm, "field", "var", name).
-			Append(stanza.New(stanza.NSDataForm, "value").AppendText(value))
+	fields := []form.Field{
+		form.Hidden("FORM_TYPE", form.Value(pushFormType)),
+		form.Text("message-count", form.Value(strconv.Itoa(r.count))),
 	}
-	form := stanza.New(stanza.NSDataForm, "x", "type", "submit")
-	form.Append(stanza.New(stanza.NSDataForm, "field", "var", "FORM_TYPE", "type", "hidden").
-		Append(stanza.New(stanza.NSDataForm, "value").AppendText(pushFormType)))
-	form.Append(field("message-count", strconv.Itoa(r.count)))
 	if r.sender != "" {
-		form.Append(field("last-message-sender", r.sender))
+		fields = append(fields, form.Text("last-message-sender", form.Value(r.sender)))
 	}
 	if r.body != "" && p.cfg.IncludeBody {
-		form.Append(field("last-message-body", r.body))
+		fields = append(fields, form.Text("last-message-body", form.Value(r.body)))
 	}
-	item := stanza.New(stanza.NSPubSub, "item").Append(stanza.New(stanza.NSPush, "notification").Append(form))
+	summary, _ := form.New(fields...).Submit()
+	item := stanza.New(stanza.NSPubSub, "item").Append(stanza.New(stanza.NSPush, "notification").Append(stanza.MustFromTokens(summary, stanza.NSPush)))
 	pubsub := stanza.New(stanza.NSPubSub, "pubsub").Append(stanza.New(stanza.NSPubSub, "publish", "node", r.Node).Append(item))
 	if r.form != nil {
 		pubsub.Append(stanza.New(stanza.NSPubSub, "publish-options").Append(r.form))

@@ -11,7 +11,7 @@ func (b *Bouncer) handleClient(s *sessions.Session, el *stanza.Element) {
 	case "message":
 		b.clientMessage(s, el)
 	case "presence":
-		b.clientPresence(s, el)
+		b.presence.clientPresence(s, el)
 	case "iq":
 		b.clientIQ(s, el)
 	default:
@@ -72,9 +72,9 @@ func (b *Bouncer) clientMessage(s *sessions.Session, el *stanza.Element) {
 		return
 	}
 	if el.Type() != "groupchat" {
-		b.sentCarbons(s, el)
+		b.carbons.sent(s, el)
 	}
-	b.forwardUp(s, t, el.With("from", "", "to", t.to))
+	b.ob.forwardUp(s, t, el.With("from", "", "to", t.to))
 }
 
 // handleUpstream decides what happens to a stanza from the upstream server.
@@ -83,7 +83,7 @@ func (b *Bouncer) handleUpstream(el *stanza.Element) {
 	case "message":
 		b.upstreamMessage(el)
 	case "presence":
-		b.upstreamPresence(el)
+		b.presence.upstreamPresence(el)
 	case "iq":
 		b.upstreamIQ(el)
 	}
@@ -108,12 +108,12 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 		b.muc.bookmarkEvent(el)
 	}
 	if c := carbonOf(el); c != nil {
-		b.upstreamCarbon(el)
+		b.carbons.fromUpstream(el)
 		return
 	}
 	// Committed first, then pushed for and delivered (chatq.go).
-	b.chatInVia(el, func(el *stanza.Element) {
-		b.pushFor(el, pushDirect)
+	b.chats.inVia(el, func(el *stanza.Element) {
+		b.pushes.onMessage(el, pushDirect)
 		b.toAccount(el)
 	})
 }
@@ -137,7 +137,7 @@ func (b *Bouncer) toAccount(el *stanza.Element) {
 	switch {
 	case res != "" && b.reg.ByResource(res) != nil:
 		to = []*sessions.Session{b.reg.ByResource(res)}
-	case res != "" && el.To() == b.upFull && el.Type() != "headline":
+	case res != "" && el.To() == b.upl.fullJID() && el.Type() != "headline":
 		to = b.reg.All()
 	default:
 		for _, s := range b.reg.Available() {
@@ -150,7 +150,7 @@ func (b *Bouncer) toAccount(el *stanza.Element) {
 	keep := worthStoringOffline(el)
 	for _, s := range to {
 		it := outItem{el: el.With("to", s.JID.String()), keep: keep}
-		if seq := b.chatq.releasing; seq != 0 {
+		if seq := b.chats.releasingSeq(); seq != 0 {
 			it.room, it.seq = chatCursor, seq // chatq.go
 		}
 		if b.sendItem(s, it) {
@@ -160,7 +160,7 @@ func (b *Bouncer) toAccount(el *stanza.Element) {
 	// Nobody took it (no client, or each was just cut off for being too
 	// slow): a message worth keeping waits in the offline store.
 	if took == 0 && keep {
-		b.storeOffline(el)
+		b.offline.store(el)
 	}
 }
 

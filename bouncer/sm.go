@@ -24,7 +24,7 @@ func (b *Bouncer) clientHibernation(ev clientHibernation) {
 		b.log.Info("client session", "jid", s.JID.String(), "hibernated", h)
 		b.saveResumables()
 		if !h {
-			b.resumedSiblings(s)
+			b.presence.resumedSiblings(s)
 			// Paced output (delivery.go) waits while the session sleeps;
 			// the resumed connection takes the rest.
 			b.pump(s)
@@ -80,7 +80,7 @@ func (b *Bouncer) rerouteUnacked(s *sessions.Session, els []*stanza.Element, ski
 				delivered++
 				continue
 			}
-			if b.storeOfflineQuiet(el) {
+			if b.offline.storeQuiet(el) {
 				stored++
 			} else {
 				b.log.Warn("unacknowledged message lost: no other client and no offline store", "from_session", who, "from", el.From())

@@ -2,8 +2,8 @@ package bouncer
 
 import (
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // Wiring: each concern that owns its behaviour gets, from the core, only
@@ -27,7 +27,7 @@ func wirePush(b *Bouncer) *pusher {
 	}
 	if db := b.opt.Archive; db != nil {
 		// Read on the loop, once, at startup, before any client is served.
-		d.load = func() ([]sqlite.PushRegistration, error) {
+		d.load = func() ([]store.PushRegistration, error) {
 			ctx, cancel := b.dbCtx()
 			defer cancel()
 			return db.PushRegistrations(ctx)
@@ -58,11 +58,38 @@ func wirePresence(b *Bouncer) *presenceState {
 		sessions:       b.reg,
 		detachedShow:   b.opt.DetachedShow,
 		detachedStatus: b.opt.DetachedStatus,
-		online:         func() bool { return b.online },
+		online:         func() bool { return b.upl.online() },
 		caps:           func() *stanza.Element { return b.caps.element() },
 		sendUp:         b.sendUp,
 		toClients:      b.toAllAvailable,
 		reply:          func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
 		post:           b.post,
+
+		domain:              b.domain,
+		targetOf:            func(el *stanza.Element) (target, bool) { return b.targetOf(el) },
+		roomPresence:        func(s *sessions.Session, t target, el *stanza.Element) bool { return b.muc.roomPresence(s, t, el) },
+		forwardUp:           func(s *sessions.Session, t target, el *stanza.Element) { b.ob.forwardUp(s, t, el) },
+		feedOffline:         func(s *sessions.Session) { b.offline.feed(s) },
+		replayChats:         func(s *sessions.Session) { b.chats.replay(s) },
+		learnCaps:           func(s *sessions.Session, el *stanza.Element) { b.caps.learn(s, el) },
+		roomsFollowPresence: func() { b.muc.roomsFollowPresence() },
+		toRoom: func(el *stanza.Element) bool {
+			bare, _ := splitJID(el.From())
+			if r := b.muc.room(bare); r != nil {
+				r.roomInbound(el)
+				return true
+			}
+			return false
+		},
+		fullJID: func() string { return b.upl.fullJID() },
 	})
+}
+
+// wireCarbons builds XEP-0280 for the local clients (carbons.go).
+func wireCarbons(b *Bouncer) *carbonCopies {
+	return &carbonCopies{carbonDeps{
+		account:  b.account,
+		sessions: b.reg,
+		reply:    func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
+	}}
 }
