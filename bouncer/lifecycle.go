@@ -65,7 +65,7 @@ func (b *Bouncer) sessionEnded(s *sessions.Session) {
 	b.reg.Remove(s)
 	if wasAvailable {
 		b.presence.updateAggregate()
-		b.roomsFollowPresence()
+		b.muc.roomsFollowPresence()
 	}
 }
 
@@ -80,7 +80,7 @@ func errString(err error) string {
 func (b *Bouncer) startup() {
 	b.loadCursors()
 	b.chats.startup()
-	b.roomsStartup()
+	b.muc.roomsStartup()
 	b.pushes.startup()
 }
 

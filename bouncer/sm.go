@@ -88,7 +88,7 @@ func (b *Bouncer) rerouteUnacked(s *sessions.Session, els []*stanza.Element, ski
 			continue
 		}
 		var to []*sessions.Session
-		if room, _ := splitJID(el.From()); b.rooms[room] != nil {
+		if room, _ := splitJID(el.From()); b.muc.isRoom(room) {
 			// A room's private message went to the room's claimants.
 			if !b.anyClaims(room, others) {
 				to = others
