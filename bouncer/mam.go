@@ -12,16 +12,15 @@ import (
 )
 
 // serveMAM answers a client's MAM query to an archived room from SQLite
-// (XEP-0313 §4), never upstream.
-func (r *Room) serveMAM(s *sessions.Session, el, q *stanza.Element) {
+// (XEP-0313 §4), never upstream. It returns the error to refuse the query
+// with; the page itself comes later, from beside the loop.
+func (r *Room) serveMAM(s *sessions.Session, el, q *stanza.Element) error {
 	if el.Type() != "set" {
-		r.b.sendTo(s, errorFromServer(el, s, r.b.domain, stanza.ErrModify, "bad-request", "MAM queries are type set"))
-		return
+		return refusal(stanza.ErrModify, "bad-request", "MAM queries are type set")
 	}
 	query, err := parseMAMQuery(r.JID, q, r.b.opt.Config.History.MAMMaxPage)
 	if err != nil {
-		r.b.sendTo(s, errorFromServer(el, s, r.b.domain, stanza.ErrModify, "bad-request", err.Error()))
-		return
+		return refusal(stanza.ErrModify, "bad-request", err.Error())
 	}
 	// Read beside the loop, after every message archived so far is
 	// committed; the answer comes back as an event.
@@ -52,6 +51,7 @@ func (r *Room) serveMAM(s *sessions.Session, el, q *stanza.Element) {
 			}
 		}
 	})
+	return nil
 }
 
 // mamPage renders one page of archive results and the final answer

@@ -279,37 +279,36 @@ func (r *Room) roomPresenceUpdate() {
 }
 
 // roomMessage handles a message a client sends to a room or an occupant.
-// It reports whether it dealt with the message fully.
-func (m *mucService) roomMessage(s *sessions.Session, t target, el *stanza.Element) bool {
+// A rule of the routing table (routes.go): errPass lets the message go on
+// upstream.
+func (m *mucService) roomMessage(s *sessions.Session, t target, el *stanza.Element) error {
 	if el.Type() != "groupchat" || t.res != "" {
-		return false // private messages go upstream like chat, with carbons
+		return errPass // private messages go upstream like chat, with carbons
 	}
 	if m.b.reg.ClaimOf(t.bare, s) == nil {
 		// XEP-0045 §7.4: only occupants may send to the room.
-		m.b.sendTo(s, errorFromServer(el, s, m.b.domain, stanza.ErrModify, "not-acceptable", "join the room first"))
-		return true
+		return refusal(stanza.ErrModify, "not-acceptable", "join the room first")
 	}
-	return false
+	return errPass
 }
 
 // roomIQ handles IQs a client sends to a room or occupant that the bouncer
-// answers itself. It reports whether it answered.
-func (m *mucService) roomIQ(s *sessions.Session, t target, el, payload *stanza.Element) bool {
+// answers itself, a rule of the routing table (routes.go): errPass when it
+// does not answer.
+func (m *mucService) roomIQ(s *sessions.Session, t target, el, payload *stanza.Element) error {
 	if payload == nil {
-		return false
+		return errPass
 	}
 	if t.res != "" && el.Type() == "get" && payload.Is(stanza.NSPing, "ping") {
 		// XEP-0410 §3.2: a client that does not claim the room locally
 		// gets not-acceptable and rejoins (and then gets the emulation).
 		if m.b.reg.ClaimOf(t.bare, s) == nil || t.room.State != roomJoined && t.room.State != roomSyncing {
-			m.b.sendTo(s, errorFromServer(el, s, m.b.domain, stanza.ErrCancel, "not-acceptable", ""))
-			return true
+			return refusal(stanza.ErrCancel, "not-acceptable", "")
 		}
-		return false
+		return errPass
 	}
 	if t.res == "" && payload.Is(stanza.NSMAM, "query") && m.b.opt.Archive != nil {
-		t.room.serveMAM(s, el, payload)
-		return true
+		return t.room.serveMAM(s, el, payload)
 	}
-	return false
+	return errPass
 }

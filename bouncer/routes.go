@@ -32,7 +32,7 @@ func routingTable(b *Bouncer, r *router, iq *iqRouter) []rule {
 	return []rule{
 		// A local client's messages.
 		{from: fromClient, kind: "message", when: toSibling, handle: r.toSibling, name: "to a sibling resource (nothing goes upstream)"},
-		{from: fromClient, kind: "message", when: toRoom, handle: func(q *req) error { return handled(b.muc.roomMessage(q.s, q.t, q.el)) }, name: "to a room (mucjoin.go)"},
+		{from: fromClient, kind: "message", when: toRoom, handle: func(q *req) error { return b.muc.roomMessage(q.s, q.t, q.el) }, name: "to a room (mucjoin.go)"},
 		{from: fromClient, kind: "message", handle: r.messageUp, name: "upstream, with carbons"},
 
 		// A local client's presence (presence.go).
@@ -48,7 +48,7 @@ func routingTable(b *Bouncer, r *router, iq *iqRouter) []rule {
 		{from: fromClient, kind: "iq", ns: stanza.NSCarbons, when: iq.carbonsToggle, handle: iq.carbons, name: "XEP-0280 enable/disable, per client (local.go)"},
 		{from: fromClient, kind: "iq", ns: stanza.NSPing, local: "ping", when: iq.pingToServer, handle: iq.pong, name: "XEP-0199 ping to the server (local.go)"},
 		{from: fromClient, kind: "iq", ns: stanza.NSPush, handle: func(q *req) error { return b.pushes.control(q.s, q.t, q.el, q.payload) }, name: "XEP-0357 enable/disable (push.go)"},
-		{from: fromClient, kind: "iq", when: toRoom, handle: func(q *req) error { return handled(b.muc.roomIQ(q.s, q.t, q.el, q.payload)) }, name: "room IQs the bouncer answers (mucjoin.go)"},
+		{from: fromClient, kind: "iq", when: toRoom, handle: func(q *req) error { return b.muc.roomIQ(q.s, q.t, q.el, q.payload) }, name: "room IQs the bouncer answers (mucjoin.go)"},
 		{from: fromClient, kind: "iq", ns: stanza.NSMAM, local: "query", handle: iq.rewriteMAMQuery, name: "XEP-0313 queryid rewritten (mamroute.go)"},
 		{from: fromClient, kind: "iq", ns: stanza.NSRoster, local: "query", when: isGet, handle: rosterRequested, name: "roster get: the client wants pushes"},
 		{from: fromClient, kind: "iq", handle: iq.forwardIQ, name: "upstream, with a fresh id"},
