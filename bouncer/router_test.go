@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"xmppbouncer/internal/testclient"
 	"xmppbouncer/stanza"
 )
 
@@ -49,6 +50,35 @@ func TestRouterErrorReply(t *testing.T) {
 				t.Fatalf("from %q to %q, want from %q to %q: %s", got.From(), got.To(), tc.from, me, got)
 			case e.Get("type") != tc.typ || stanza.ErrorCondition(got) != tc.cond || errorText(got) != tc.text:
 				t.Fatalf("error %s/%s %q, want %s/%s %q: %s", e.Get("type"), stanza.ErrorCondition(got), errorText(got), tc.typ, tc.cond, tc.text, got)
+			}
+		})
+	}
+
+	// A room's handlers (mucjoin.go, mam.go) return their errors too: a
+	// groupchat from a client that has not joined, and a MAM query of the
+	// wrong type, are answered from the room.
+	room := "errors@" + e.srv.MUC
+	e.bobInRoom(room)
+	join(t, c, room, "alice", `<history maxchars="0"/>`)
+	other := e.client("other")
+	for _, tc := range []struct {
+		name string
+		from *testclient.Client
+		xml, typ, cond, text string
+	}{
+		{"groupchat before joining", other, `<message type="groupchat" id="r-gc" to="` + room + `"><body>x</body></message>`,
+			stanza.ErrModify, "not-acceptable", "join the room first"},
+		{"MAM query of type get", c, `<iq type="get" id="r-mam" to="` + room + `"><query xmlns="urn:xmpp:mam:2"/></iq>`,
+			stanza.ErrModify, "bad-request", "MAM queries are type set"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := stanza.MustParse(tc.xml)
+			tc.from.Send(t, tc.xml)
+			got := tc.from.Expect(t, "the error", func(el *stanza.Element) bool { return el.ID() == req.ID() })
+			e := got.Child(got.Name.Space, "error")
+			if got.Name.Local != req.Name.Local || got.Type() != "error" || got.From() != room || got.To() != tc.from.JID().String() ||
+				e.Get("type") != tc.typ || stanza.ErrorCondition(got) != tc.cond || errorText(got) != tc.text {
+				t.Fatalf("want %s/%s %q from %s to %s, got %s", tc.typ, tc.cond, tc.text, room, tc.from.JID(), got)
 			}
 		})
 	}
