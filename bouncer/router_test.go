@@ -62,8 +62,8 @@ func TestRouterErrorReply(t *testing.T) {
 	join(t, c, room, "alice", `<history maxchars="0"/>`)
 	other := e.client("other")
 	for _, tc := range []struct {
-		name string
-		from *testclient.Client
+		name                 string
+		from                 *testclient.Client
 		xml, typ, cond, text string
 	}{
 		{"groupchat before joining", other, `<message type="groupchat" id="r-gc" to="` + room + `"><body>x</body></message>`,
