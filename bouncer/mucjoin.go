@@ -8,24 +8,24 @@ import (
 )
 
 // roomPresence handles presence a local client directs at a room. It
-// reports whether the presence was MUC business (and so handled here).
-func (m *mucService) roomPresence(s *sessions.Session, t target, el *stanza.Element) bool {
+// returns errPass when the presence is no MUC business (and so not handled
+// here), else nil or the error to answer with.
+func (m *mucService) roomPresence(s *sessions.Session, t target, el *stanza.Element) error {
 	x := el.Child(stanza.NSMUC, "x")
 	r := t.room
 	if r == nil && x == nil {
-		return false
+		return errPass
 	}
 	claim := m.b.reg.ClaimOf(t.bare, s)
 	switch el.Type() {
 	case "unavailable":
 		if r == nil {
-			return false
+			return errPass
 		}
 		r.leaveRoom(s, claim, el)
 	case "":
 		if t.res == "" {
-			m.b.sendTo(s, errorFromServer(el, s, m.b.domain, stanza.ErrModify, "jid-malformed", "a room join needs a nickname: room@service/nick"))
-			return true
+			return refusal(stanza.ErrModify, "jid-malformed", "a room join needs a nickname: room@service/nick")
 		}
 		switch {
 		case x != nil || claim == nil:
@@ -38,9 +38,11 @@ func (m *mucService) roomPresence(s *sessions.Session, t target, el *stanza.Elem
 			r.roomPresenceUpdate()
 		}
 	default:
-		return r != nil
+		if r == nil {
+			return errPass
+		}
 	}
-	return true
+	return nil
 }
 
 // joinRoom handles a local join. The account joins upstream only if it is

@@ -52,12 +52,9 @@ type presenceDeps struct {
 	// The rest is for the clients' presence (clientPresence and
 	// broadcastPresence) and the upstream's (upstreamPresence).
 
-	domain string // the account's server, in the errors we answer with
-	// targetOf classifies the "to" of a client's stanza (route.go).
-	targetOf func(el *stanza.Element) (target, bool)
-	// roomPresence handles a client's presence to a room, and reports
-	// whether it did (mucjoin.go).
-	roomPresence func(s *sessions.Session, t target, el *stanza.Element) bool
+	// roomPresence handles a client's presence to a room: errPass when it
+	// is no room's business, else nil or the error (mucjoin.go).
+	roomPresence func(s *sessions.Session, t target, el *stanza.Element) error
 	// forwardUp sends a client's directed presence upstream (outbox.go).
 	forwardUp func(s *sessions.Session, t target, el *stanza.Element)
 	// feedOffline and replayChats follow a client's initial presence: the
@@ -172,23 +169,19 @@ func showRank(show string) int {
 	return 0
 }
 
-// clientPresence handles presence from a local client.
-func (p *presenceState) clientPresence(s *sessions.Session, el *stanza.Element) {
-	t, ok := p.targetOf(el)
-	if !ok {
-		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "jid-malformed", ""))
-		return
-	}
+// clientPresence handles presence from a local client to t, a rule of the
+// routing table (routes.go), which answers the error it returns.
+func (p *presenceState) clientPresence(s *sessions.Session, t target, el *stanza.Element) error {
 	if t.to == "" {
 		p.broadcastPresence(s, el)
-		return
+		return nil
 	}
 	if t.sibling != nil {
 		p.reply(t.sibling, el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
-		return
+		return nil
 	}
-	if p.roomPresence(s, t, el) {
-		return
+	if err := p.roomPresence(s, t, el); err != errPass {
+		return err
 	}
 	switch el.Type() {
 	case "subscribed", "unsubscribed":
@@ -196,6 +189,7 @@ func (p *presenceState) clientPresence(s *sessions.Session, el *stanza.Element) 
 		p.subscriptionAnswered(tb)
 	}
 	p.forwardUp(s, t, el.With("from", "", "to", t.to))
+	return nil
 }
 
 // broadcastPresence handles a client's presence without "to" (RFC 6121

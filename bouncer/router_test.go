@@ -55,8 +55,8 @@ func TestRouterErrorReply(t *testing.T) {
 	}
 
 	// A room's handlers (mucjoin.go, mam.go) return their errors too: a
-	// groupchat from a client that has not joined, and a MAM query of the
-	// wrong type, are answered from the room.
+	// groupchat from a client that has not joined, a join without a nick
+	// and a MAM query of the wrong type are answered from the room.
 	room := "errors@" + e.srv.MUC
 	e.bobInRoom(room)
 	join(t, c, room, "alice", `<history maxchars="0"/>`)
@@ -68,6 +68,8 @@ func TestRouterErrorReply(t *testing.T) {
 	}{
 		{"groupchat before joining", other, `<message type="groupchat" id="r-gc" to="` + room + `"><body>x</body></message>`,
 			stanza.ErrModify, "not-acceptable", "join the room first"},
+		{"room join without a nick", other, `<presence id="r-nick" to="` + room + `"><x xmlns="http://jabber.org/protocol/muc"/></presence>`,
+			stanza.ErrModify, "jid-malformed", "a room join needs a nickname: room@service/nick"},
 		{"MAM query of type get", c, `<iq type="get" id="r-mam" to="` + room + `"><query xmlns="urn:xmpp:mam:2"/></iq>`,
 			stanza.ErrModify, "bad-request", "MAM queries are type set"},
 	} {

@@ -36,7 +36,7 @@ func routingTable(b *Bouncer, r *router, iq *iqRouter) []rule {
 		{from: fromClient, kind: "message", handle: r.messageUp, name: "upstream, with carbons"},
 
 		// A local client's presence (presence.go).
-		{from: fromClient, kind: "presence", handle: func(q *req) error { b.presence.clientPresence(q.s, q.el); return nil }, name: "presence"},
+		{from: fromClient, kind: "presence", handle: func(q *req) error { return b.presence.clientPresence(q.s, q.t, q.el) }, name: "presence"},
 
 		// A local client's IQs.
 		{from: fromClient, kind: "iq", when: isAnswer, handle: iq.clientAnswer, name: "a result or error: back where the request came from"},

@@ -134,7 +134,7 @@ func (b *Bouncer) clientRevived(s *sessions.Session, conn any) {
 			pres = el
 		}
 	}
-	b.presence.clientPresence(s, pres.With("from", s.JID.String(), "to", ""))
+	b.route.handleClient(s, pres.With("from", s.JID.String(), "to", ""))
 	for _, line := range strings.Split(st.Rooms, "\n") {
 		room, nick, ok := strings.Cut(line, " ")
 		if !ok || room == "" || nick == "" {
@@ -142,7 +142,7 @@ func (b *Bouncer) clientRevived(s *sessions.Session, conn any) {
 		}
 		// A plain join: the occupants, and what it missed after its
 		// cursor (XEP-0045 §7.2, catch-up).
-		b.presence.clientPresence(s, stanza.New(stanza.NSClient, "presence", "from", s.JID.String(), "to", room+"/"+nick).
+		b.route.handleClient(s, stanza.New(stanza.NSClient, "presence", "from", s.JID.String(), "to", room+"/"+nick).
 			Append(stanza.New(stanza.NSMUC, "x")))
 	}
 	b.saveResumables()

@@ -62,9 +62,7 @@ func wirePresence(b *Bouncer) *presenceState {
 		reply:          func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
 		post:           b.post,
 
-		domain:              b.domain,
-		targetOf:            func(el *stanza.Element) (target, bool) { return b.route.targetOf(el) },
-		roomPresence:        func(s *sessions.Session, t target, el *stanza.Element) bool { return b.muc.roomPresence(s, t, el) },
+		roomPresence:        func(s *sessions.Session, t target, el *stanza.Element) error { return b.muc.roomPresence(s, t, el) },
 		forwardUp:           func(s *sessions.Session, t target, el *stanza.Element) { b.ob.forwardUp(s, t, el) },
 		feedOffline:         func(s *sessions.Session) { b.offline.feed(s) },
 		replayChats:         func(s *sessions.Session) { b.chats.replay(s) },
