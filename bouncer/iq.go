@@ -176,7 +176,7 @@ func (ir *iqRouter) sessionEnded(s *sessions.Session) {
 		if p.session == s.ID {
 			delete(ir.iqs.in, id)
 			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", ir.b.upl.fullJID(), "to", p.from)
-			ir.b.sendUp(upstreamError(req, stanza.ErrCancel, "service-unavailable"))
+			ir.b.route.refuseUp(req, refusal(stanza.ErrCancel, "service-unavailable", ""))
 		}
 	}
 }

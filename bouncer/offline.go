@@ -70,10 +70,10 @@ func (o *offlineStore) storeAs(el *stanza.Element, bounce bool) bool {
 			b.log.Warn("unacknowledged message lost: the offline store is full", "from", el.From(), "max", b.opt.Config.Offline.MaxMessages)
 		case b.arch.degraded():
 			b.log.Warn("archive unavailable and offline messages waiting for it use their memory bound: message refused with an error to its sender", "from", el.From())
-			b.sendUp(upstreamError(el, stanza.ErrWait, "resource-constraint"))
+			b.route.refuseUp(el, refusal(stanza.ErrWait, "resource-constraint", ""))
 		default:
 			b.log.Warn("offline store full: message refused with an error to its sender", "from", el.From(), "max", b.opt.Config.Offline.MaxMessages)
-			b.sendUp(upstreamError(el, stanza.ErrWait, "resource-constraint"))
+			b.route.refuseUp(el, refusal(stanza.ErrWait, "resource-constraint", ""))
 		}
 	})
 	return true

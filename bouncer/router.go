@@ -198,8 +198,15 @@ func (r *router) reply(q *req, err error) {
 		r.refuse(q.s, q.el, err)
 		return
 	}
-	if se := r.asStanzaError(q.el, err); se != nil {
-		r.b.sendUp(upstreamErrorText(q.el, se.typ, se.cond, se.text))
+	r.refuseUp(q.el, err)
+}
+
+// refuseUp answers el, a stanza from upstream, with err (see reply), from
+// the account's resource (no from: the server stamps it). Refusals that
+// come later than the handler use it too.
+func (r *router) refuseUp(el *stanza.Element, err error) {
+	if se := r.asStanzaError(el, err); se != nil {
+		r.b.sendUp(upstreamErrorText(el, se.typ, se.cond, se.text))
 	}
 }
 
@@ -239,11 +246,7 @@ func errorFromServer(req *stanza.Element, s *sessions.Session, domain, typ, cond
 	return reply
 }
 
-// upstreamError answers an upstream IQ with an error.
-func upstreamError(el *stanza.Element, typ, cond string) *stanza.Element {
-	return upstreamErrorText(el, typ, cond, "")
-}
-
+// upstreamErrorText builds an error reply to a stanza from upstream.
 func upstreamErrorText(el *stanza.Element, typ, cond, text string) *stanza.Element {
 	r := stanza.ErrorReply(el, typ, cond, text)
 	r.Set("from", "")

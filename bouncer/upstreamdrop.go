@@ -31,9 +31,7 @@ func (l *upstreamLink) upstreamDropped(head *stanza.Element, why error) {
 	case head.Kind() == "iq" && (head.Type() == "get" || head.Type() == "set"),
 		head.Kind() == "message" && head.Type() != "error" && head.Type() != "groupchat":
 		// RFC 6120 §8.3.3.12: the stanza violates a local policy.
-		r := stanza.ErrorReply(head, stanza.ErrModify, "policy-violation", text)
-		r.Set("from", "")
-		l.b.sendUp(r)
+		l.b.route.refuseUp(head, refusal(stanza.ErrModify, "policy-violation", text))
 	}
 }
 
