@@ -79,7 +79,7 @@ func (c adminCore) Send(client uint64, el *stanza.Element) bool {
 	if s == nil {
 		return false
 	}
-	c.b.sendTo(s, el)
+	c.b.clients.of(s).send(el)
 	return true
 }
 
@@ -255,7 +255,7 @@ func (c adminCore) kickClaimants(r *Room) {
 		x := stanza.New(stanza.NSMUCUser, "x")
 		x.Append(stanza.New(stanza.NSMUCUser, "item", "affiliation", affiliationOf(r.Self), "role", "none"))
 		x.Append(stanza.New(stanza.NSMUCUser, "status", "code", "110"))
-		c.b.sendTo(s, p.Append(x))
+		c.b.clients.of(s).send(p.Append(x))
 	}
 	r.pending = nil
 }

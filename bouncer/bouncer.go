@@ -75,23 +75,23 @@ type Bouncer struct {
 	clientQueries waiters
 	// queryids of the core's own MAM queries upstream (gap fill)
 	internalMAM map[string]*gapQuery
-	dlv         *delivery     // per-client output, cursors, offline feed
+	dlv         *delivery     // catch-up cursors and the offline feed (cursors.go)
 	arch        *archiver     // the archive's writer; nil without an archive
 	stopped     chan struct{} // closed when Run returns
 	lastPrune   time.Time
 	pushes      *pusher // XEP-0357 registrations and notifications (push.go)
-	// XEP-0352: what each inactive client has held back (csi.go)
-	csi map[uint64]*csiHeld
 
 	drops     dropLog          // upstream stanzas past the limits (upstreamdrop.go)
 	recovered recoveredCounter // events dropped after a panic (recover.go)
 	chatq     chatQueue        // the account's 1:1 messages through the archive (chatq.go)
-	// what was last saved of each resumable session, by id (smstore.go)
-	resumeSaved    map[string]string
+
 	chatFillWanted bool        // the upstream session was not resumed (chatfill.go)
 	probeWanted    bool        // it was resumed cold: no initial presence (upsm.go)
 	resentUntil    time.Time   // until then, stanzas may be the server's resends (upsm.go)
 	admin          *adminState // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
+
+	clients    *clientSet  // one client per local connection, the one send path (client.go)
+	resumables *resumables // the core's part of resumable sessions (smstore.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -135,7 +135,6 @@ func New(opt Options) *Bouncer {
 		clientQueries: waiters{},
 		internalMAM:   map[string]*gapQuery{},
 		admin:         newAdminState(opt.Config.History.RetentionPeriod),
-		dlv:           newDelivery(),
 		stopped:       make(chan struct{}),
 	}
 	b.admin.cmds = newAdminCommands(b)
@@ -147,6 +146,9 @@ func New(opt Options) *Bouncer {
 	b.pushes = wirePush(b)
 	b.caps = wireCaps(b)
 	b.presence = wirePresence(b)
+	b.clients = newClientSet(b)      // client.go, clients.go
+	b.dlv = newDelivery(b)           // cursors.go
+	b.resumables = &resumables{b: b} // smstore.go
 	return b
 }
 
@@ -170,12 +172,12 @@ func (b *Bouncer) Run(ctx context.Context) {
 			b.observeLoop(start)
 		case now := <-sweep.C:
 			b.sweepIQs(now)
-			b.sweepDelivery()
-			b.saveResumables()
+			b.dlv.sweepDelivery()
+			b.resumables.save()
 			if now.Sub(b.lastPrune) > time.Hour {
 				b.lastPrune = now
 				b.pruneOffline()
-				b.pruneCursors(now)
+				b.dlv.pruneCursors(now)
 				b.pruneChats(now)
 			}
 			b.pushTick(now)
@@ -223,15 +225,15 @@ func (b *Bouncer) handle(ev event) {
 	case upDropped:
 		b.upstreamDropped(ev.head, ev.why)
 	case clientBound:
-		b.clientBound(ev)
+		b.clients.bound(ev)
 	case clientStanza:
 		if s := b.reg.ByID(ev.id); s != nil {
 			b.handleClient(s, ev.el)
 		}
 	case clientClosed:
-		b.clientClosed(ev.id, ev.err, ev.unacked)
+		b.clients.closed(ev.id, ev.err, ev.unacked)
 	case clientHibernation:
-		b.clientHibernation(ev)
+		b.clients.hibernation(ev)
 	case funcEvent:
 		ev.f()
 	}
@@ -263,19 +265,6 @@ func (b *Bouncer) sendUp(el *stanza.Element) bool {
 	}
 	b.admin.stats.count(ToUpstream, el)
 	return b.up.Send(el)
-}
-
-// sendTo sends el to a local session (see delivery.go) and reports whether
-// it took it. A client whose queue is full is disconnected rather than
-// allowed to block everyone.
-func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) bool {
-	return b.sendItem(s, outItem{el: el})
-}
-
-// sendItem is sendTo for an item with a mark. Stanzas are counted where
-// they reach the connection (writeNow), whatever path brought them.
-func (b *Bouncer) sendItem(s *sessions.Session, it outItem) bool {
-	return b.send(s, it)
 }
 
 // splitJID splits a JID string at the first '/' into bare and resource.

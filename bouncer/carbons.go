@@ -41,7 +41,7 @@ func (b *Bouncer) sentCarbons(s *sessions.Session, el *stanza.Element) {
 		if o == s || !o.Carbons {
 			continue
 		}
-		b.sendTo(o, wrapCarbon("sent", b.account, o.JID.String(), el.Type(), inner))
+		b.clients.of(o).send(wrapCarbon("sent", b.account, o.JID.String(), el.Type(), inner))
 	}
 }
 
@@ -61,7 +61,7 @@ func (b *Bouncer) upstreamCarbon(el *stanza.Element) {
 	}
 	for _, s := range b.reg.Available() {
 		if s.Carbons {
-			b.sendTo(s, el.With("to", s.JID.String()))
+			b.clients.of(s).send(el.With("to", s.JID.String()))
 		}
 	}
 }

@@ -131,20 +131,7 @@ func (b *Bouncer) armChatResolve() {
 	time.AfterFunc(chatResolveInterval, func() {
 		b.post(func() {
 			b.chatq.resolveArmed = false
-			pending := false
-			for id, co := range b.dlv.clients {
-				s := b.reg.ByID(id)
-				if s == nil {
-					continue
-				}
-				b.resolve(s, co)
-				for _, m := range co.marks {
-					if m.room == chatCursor && !s.Hibernated {
-						pending = true
-						break
-					}
-				}
-			}
+			pending := b.clients.resolveAll() // client.go
 			if pending {
 				b.armChatResolve()
 			}
@@ -202,11 +189,11 @@ func (b *Bouncer) replayChats(s *sessions.Session) {
 		return
 	}
 	res := s.JID.Resourcepart()
-	after, _ := b.cursor(chatCursor, res)
+	after, _ := b.dlv.cursor(chatCursor, res)
 	if after >= b.chatq.bootSeq {
 		return
 	}
-	h := b.reserve(s)
+	h := b.clients.of(s).reserve()
 	id, to, upTo, max := s.ID, s.JID.String(), b.chatq.bootSeq, b.opt.Config.History.ReplayMax
 	b.offLoop(func(ctx context.Context, _ Store) func() {
 		rows, err := cs.ChatsFor(ctx, res, after, upTo, max)
@@ -226,7 +213,7 @@ func (b *Bouncer) replayChats(s *sessions.Session) {
 			items = append(items, outItem{el: el.With("to", to), room: chatCursor, seq: c.Seq})
 		}
 		return func() {
-			if cur, _ := b.cursor(chatCursor, res); cur > after {
+			if cur, _ := b.dlv.cursor(chatCursor, res); cur > after {
 				for len(items) > 0 && items[0].seq <= cur {
 					items = items[1:]
 				}
@@ -234,7 +221,7 @@ func (b *Bouncer) replayChats(s *sessions.Session) {
 			if len(items) > 0 {
 				b.log.Info("replaying chats a client had not acknowledged before a restart", "to", to, "count", len(items))
 			}
-			b.fill(id, h, items)
+			b.clients.fill(id, h, items)
 		}
 	})
 }
@@ -245,12 +232,7 @@ func (b *Bouncer) pruneChats(now time.Time) {
 	if b.arch == nil {
 		return
 	}
-	var minSeq int64 = -1
-	for k, p := range b.dlv.cursors {
-		if k.room == chatCursor && (minSeq < 0 || p.seq < minSeq) {
-			minSeq = p.seq
-		}
-	}
+	minSeq := b.dlv.minCursor(chatCursor) // cursors.go
 	minSeq = max(minSeq, 0)
 	hour, old := now.Add(-time.Hour), now.Add(-max(b.opt.Config.History.ReplayMaxAgePeriod, 24*time.Hour))
 	b.background(func(ctx context.Context, db Store) error {

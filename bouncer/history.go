@@ -109,8 +109,8 @@ func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLi
 	if lim.MaxStanzas > hc.ReplayMax {
 		lim.MaxStanzas = hc.ReplayMax
 	}
-	b.noticeHistoryUnavailable(s, r.JID)
-	h := b.reserve(s)
+	b.clients.of(s).noticeHistoryUnavailable(r.JID)
+	h := b.clients.of(s).reserve()
 	id, to, room := s.ID, s.JID.String(), r.JID
 	b.offLoop(func(ctx context.Context, db Store) func() {
 		var msgs []*sqlite.Message
@@ -140,7 +140,7 @@ func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLi
 			if plain && seen {
 				items = b.notYetSent(room, id, items)
 			}
-			b.fill(id, h, items)
+			b.clients.fill(id, h, items)
 		}
 	})
 }
@@ -165,15 +165,9 @@ func (b *Bouncer) notYetSent(room string, id uint64, items []outItem) []outItem 
 // its connection, delivered or not: a client that leaves and rejoins at
 // once must not get again what is still on its way to it.
 func (b *Bouncer) sentCursor(room string, s *sessions.Session) (int64, bool) {
-	b.resolveUncommitted()
-	cur, seen := b.cursor(room, s.JID.Resourcepart())
-	if co := b.dlv.clients[s.ID]; co != nil {
-		for _, m := range co.marks {
-			if m.room == room && m.seq > cur {
-				cur, seen = m.seq, true
-			}
-		}
-	}
+	b.dlv.resolveUncommitted()
+	cur, seen := b.dlv.cursor(room, s.JID.Resourcepart())
+	cur, seen = b.clients.of(s).sentCursor(room, cur, seen)
 	return cur, seen
 }
 

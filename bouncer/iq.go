@@ -45,7 +45,7 @@ type mamRoute struct {
 func (b *Bouncer) clientIQ(s *sessions.Session, el *stanza.Element) {
 	t, ok := b.targetOf(el)
 	if !ok {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", ""))
+		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", ""))
 		return
 	}
 	typ := el.Type()
@@ -54,13 +54,13 @@ func (b *Bouncer) clientIQ(s *sessions.Session, el *stanza.Element) {
 		return
 	}
 	if typ != "get" && typ != "set" {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "iq type must be get, set, result or error"))
+		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "iq type must be get, set, result or error"))
 		return
 	}
 	if t.sibling != nil {
 		// RFC 6120 §10.5.4: IQs between the account's resources; answered by
 		// the sibling, routed back by clientIQAnswer.
-		b.sendTo(t.sibling, el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
+		b.clients.of(t.sibling).send(el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
 		return
 	}
 	payload := el.FirstElement()
@@ -83,7 +83,7 @@ func (b *Bouncer) clientIQ(s *sessions.Session, el *stanza.Element) {
 // where the answer goes.
 func (b *Bouncer) forwardIQ(s *sessions.Session, t target, el, payload *stanza.Element) {
 	if !b.online {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "recipient-unavailable", "the bouncer's upstream connection is down; try again shortly"))
+		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrWait, "recipient-unavailable", "the bouncer's upstream connection is down; try again shortly"))
 		return
 	}
 	id := b.nextID(idClientIQ)
@@ -100,7 +100,7 @@ func (b *Bouncer) forwardIQ(s *sessions.Session, t target, el, payload *stanza.E
 	}
 	if !b.sendUp(el.With("id", id, "from", "", "to", t.to)) {
 		delete(b.iqs.out, id)
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "upstream queue full"))
+		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "upstream queue full"))
 	}
 }
 
@@ -122,7 +122,7 @@ func (b *Bouncer) clientIQAnswer(s *sessions.Session, t target, el *stanza.Eleme
 		return // the ack of a push the core generated; upstream was acked already
 	}
 	if t.sibling != nil {
-		b.sendTo(t.sibling, el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
+		b.clients.of(t.sibling).send(el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
 		return
 	}
 	if p := b.iqs.in[id]; p != nil && p.session == s.ID {
@@ -201,7 +201,7 @@ func (b *Bouncer) upstreamIQAnswer(el *stanza.Element) {
 	if p.room != "" {
 		out = b.decorateRoomDisco(p.room, out)
 	}
-	b.sendTo(s, out)
+	b.clients.of(s).send(out)
 }
 
 // push acknowledges a roster or blocklist push upstream and sends a fresh
@@ -212,7 +212,7 @@ func (b *Bouncer) push(el, payload *stanza.Element, want func(*sessions.Session)
 		if want(s) {
 			p := stanza.New(stanza.NSClient, "iq", "type", "set", "id", b.nextID(pushPrefix), "to", s.JID.String())
 			p.Append(payload)
-			b.sendTo(s, p)
+			b.clients.of(s).send(p)
 		}
 	}
 }
@@ -230,7 +230,7 @@ func (b *Bouncer) forwardIQToClient(el *stanza.Element) {
 	}
 	id := b.nextID(idUpstreamIQ)
 	b.iqs.in[id] = &pendingIQ{session: s.ID, id: el.ID(), from: el.From(), deadline: time.Now().Add(b.opt.IQTimeout)}
-	b.sendTo(s, el.With("id", id, "to", s.JID.String()))
+	b.clients.of(s).send(el.With("id", id, "to", s.JID.String()))
 }
 
 // bestSession picks the client that answers for the account.
@@ -281,7 +281,7 @@ func (b *Bouncer) failPending(p *pendingIQ, typ, cond, text string) {
 		return
 	}
 	req := stanza.New(stanza.NSClient, "iq", "id", p.id, "to", p.to, "from", s.JID.String())
-	b.sendTo(s, errorFromServer(req, s, b.domain, typ, cond, text))
+	b.clients.of(s).send(errorFromServer(req, s, b.domain, typ, cond, text))
 }
 
 // sendInternal sends the core's own IQ upstream and calls cb with the answer.

@@ -24,12 +24,12 @@ func (b *Bouncer) answerLocally(s *sessions.Session, t target, el, payload *stan
 		// XEP-0280 §4: carbons are a per-client flag here; upstream has them
 		// enabled once for the whole account.
 		s.Carbons = payload.Name.Local == "enable"
-		b.sendTo(s, localResult(el, s, b.domain))
+		b.clients.of(s).send(localResult(el, s, b.domain))
 		return true
 	case toServer && el.Type() == "get" && payload.Is(stanza.NSPing, "ping"):
 		// XEP-0199 §4.2: a client pinging its server checks its own link,
 		// which ends at the bouncer.
-		b.sendTo(s, localResult(el, s, b.domain))
+		b.clients.of(s).send(localResult(el, s, b.domain))
 		return true
 	}
 	return false

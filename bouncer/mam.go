@@ -15,12 +15,12 @@ import (
 // (XEP-0313 §4), never upstream.
 func (b *Bouncer) serveMAM(s *sessions.Session, r *Room, el, q *stanza.Element) {
 	if el.Type() != "set" {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "MAM queries are type set"))
+		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "MAM queries are type set"))
 		return
 	}
 	query, err := parseMAMQuery(r.JID, q, b.opt.Config.History.MAMMaxPage)
 	if err != nil {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", err.Error()))
+		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", err.Error()))
 		return
 	}
 	// Read beside the loop, after every message archived so far is
@@ -48,7 +48,7 @@ func (b *Bouncer) serveMAM(s *sessions.Session, r *Room, el, q *stanza.Element) 
 					o.Set("from", room)
 					o.Set("to", to)
 				}
-				b.sendTo(s, o)
+				b.clients.of(s).send(o)
 			}
 		}
 	})

@@ -46,7 +46,7 @@ func (b *Bouncer) mamResult(el, r *stanza.Element) {
 		return
 	}
 	out := el.Replace(r, r.With("queryid", route.queryid)).With("to", s.JID.String())
-	b.sendTo(s, out)
+	b.clients.of(s).send(out)
 }
 
 // forgedResult notes a MAM result that answers no query of ours.

@@ -78,7 +78,7 @@ func (b *Bouncer) selfUnavailable(r *Room, el *stanza.Element, codes map[string]
 	b.selfToClaimants(r, el)
 	for _, jr := range r.pending {
 		if s := b.reg.ByID(jr.session); s != nil {
-			b.sendTo(s, el.With("to", s.JID.String()))
+			b.clients.of(s).send(el.With("to", s.JID.String()))
 		}
 	}
 	b.reg.ClearRoom(r.JID)
@@ -106,7 +106,7 @@ func (b *Bouncer) roomPresenceError(r *Room, nick string, el *stanza.Element) {
 		b.log.Info("join refused", "room", r.JID, "condition", stanza.ErrorCondition(el))
 		for _, jr := range r.pending {
 			if s := b.reg.ByID(jr.session); s != nil {
-				b.sendTo(s, el.With("from", r.JID+"/"+jr.nick, "to", s.JID.String()))
+				b.clients.of(s).send(el.With("from", r.JID+"/"+jr.nick, "to", s.JID.String()))
 			}
 		}
 		r.pending = nil
@@ -117,7 +117,7 @@ func (b *Bouncer) roomPresenceError(r *Room, nick string, el *stanza.Element) {
 		}
 	default:
 		if s := b.reg.ByID(r.nickBy); s != nil {
-			b.sendTo(s, el.With("to", s.JID.String()))
+			b.clients.of(s).send(el.With("to", s.JID.String()))
 		}
 		r.nickBy = 0
 	}
@@ -143,7 +143,7 @@ func (b *Bouncer) joinSucceeded(r *Room, self *stanza.Element, codes map[string]
 		}
 		b.reg.Claim(r.JID, s, jr.nick)
 		b.sendOccupants(r, s)
-		b.sendTo(s, b.selfFor(r, s, jr.nick))
+		b.clients.of(s).send(b.selfFor(r, s, jr.nick))
 		// History and subject follow once the room's own history is in
 		// the archive, so the replay honours exactly what the client asked.
 		r.syncing = append(r.syncing, jr)
@@ -170,7 +170,7 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 	case "error":
 		// The room's error about a message goes to its sender only.
 		if s := b.roomErrorTo(r, el); s != nil {
-			b.sendTo(s, el.With("to", s.JID.String()))
+			b.clients.of(s).send(el.With("to", s.JID.String()))
 			return true
 		}
 		b.toClaimantsOrAll(r, el)
@@ -218,13 +218,13 @@ func (b *Bouncer) finishSync(r *Room) {
 	defer b.flushRoom(r) // after the joiners' history: they may have sent these
 	for _, s := range b.reg.Claimants(r.JID) {
 		if !r.fresh(s.ID) && r.subjectChg {
-			b.sendTo(s, r.Subject.With("to", s.JID.String()))
+			b.clients.of(s).send(r.Subject.With("to", s.JID.String()))
 		}
 	}
 	for _, jr := range r.syncing {
 		if s := b.reg.ByID(jr.session); s != nil && b.reg.ClaimOf(r.JID, s) != nil {
 			b.sendHistory(r, s, historyOf(jr.presence))
-			b.sendTo(s, r.Subject.With("to", s.JID.String()))
+			b.clients.of(s).send(r.Subject.With("to", s.JID.String()))
 		}
 	}
 	r.syncing = nil
@@ -238,7 +238,7 @@ func (b *Bouncer) toClaimants(r *Room, el *stanza.Element) {
 	el.Freeze()
 	for _, s := range b.reg.Claimants(r.JID) {
 		if !r.fresh(s.ID) {
-			b.sendTo(s, el.With("to", s.JID.String()))
+			b.clients.of(s).send(el.With("to", s.JID.String()))
 		}
 	}
 }
@@ -255,7 +255,7 @@ func (b *Bouncer) toClaimantsOrAll(r *Room, el *stanza.Element) {
 // name that claimant.
 func (b *Bouncer) selfToClaimants(r *Room, el *stanza.Element) {
 	for _, s := range b.reg.Claimants(r.JID) {
-		b.sendTo(s, b.rewriteSelf(el, s.JID.String()))
+		b.clients.of(s).send(b.rewriteSelf(el, s.JID.String()))
 	}
 }
 

@@ -24,7 +24,7 @@ func (b *Bouncer) roomPresence(s *sessions.Session, t target, el *stanza.Element
 		b.leaveRoom(s, r, claim, el)
 	case "":
 		if t.res == "" {
-			b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", "a room join needs a nickname: room@service/nick"))
+			b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", "a room join needs a nickname: room@service/nick"))
 			return true
 		}
 		switch {
@@ -74,7 +74,7 @@ func (b *Bouncer) joinRoom(s *sessions.Session, room, nick string, el *stanza.El
 // order: other occupants, self-presence (last), history, subject.
 func (b *Bouncer) emulateJoin(r *Room, s *sessions.Session, nick string, el *stanza.Element) {
 	b.sendOccupants(r, s)
-	b.sendTo(s, b.selfFor(r, s, nick))
+	b.clients.of(s).send(b.selfFor(r, s, nick))
 	if r.State == roomSyncing {
 		// The room's history is still arriving: history and subject follow
 		// with the others of this round.
@@ -88,7 +88,7 @@ func (b *Bouncer) emulateJoin(r *Room, s *sessions.Session, nick string, el *sta
 		subj = stanza.New(stanza.NSClient, "message", "type", "groupchat", "from", r.JID).
 			Append(stanza.New(stanza.NSClient, "subject"))
 	}
-	b.sendTo(s, subj.With("to", s.JID.String()))
+	b.clients.of(s).send(subj.With("to", s.JID.String()))
 }
 
 // sendOccupants sends every other occupant's cached presence.
@@ -96,7 +96,7 @@ func (b *Bouncer) sendOccupants(r *Room, s *sessions.Session) {
 	to := s.JID.String()
 	for _, n := range r.order {
 		if n != r.Nick {
-			b.sendTo(s, r.Occupants[n].With("to", to))
+			b.clients.of(s).send(r.Occupants[n].With("to", to))
 		}
 	}
 }
@@ -113,7 +113,7 @@ func (b *Bouncer) sendOccupantDiff(r *Room, s *sessions.Session) {
 		if old, ok := r.prev[n]; ok && old.String() == p.String() {
 			continue
 		}
-		b.sendTo(s, p.With("to", to))
+		b.clients.of(s).send(p.With("to", to))
 	}
 	for n, old := range r.prev {
 		if _, ok := r.Occupants[n]; !ok && n != r.Nick {
@@ -122,7 +122,7 @@ func (b *Bouncer) sendOccupantDiff(r *Room, s *sessions.Session) {
 				un.Append(stanza.New(stanza.NSMUCUser, "x").Append(
 					stanza.New(stanza.NSMUCUser, "item", "affiliation", affiliationOf(old), "role", "none")))
 			}
-			b.sendTo(s, un)
+			b.clients.of(s).send(un)
 		}
 	}
 }
@@ -189,7 +189,7 @@ func (b *Bouncer) leaveRoom(s *sessions.Session, r *Room, claim *sessions.Claim,
 	un.Append(stanza.New(stanza.NSMUCUser, "x").Append(
 		stanza.New(stanza.NSMUCUser, "item", "affiliation", affiliationOfSelf(r), "role", "none", "jid", s.JID.String()),
 		stanza.New(stanza.NSMUCUser, "status", "code", "110")))
-	b.sendTo(s, un)
+	b.clients.of(s).send(un)
 	if b.lastWanted(r) {
 		b.graceLeave(s, r, el)
 	}
@@ -308,7 +308,7 @@ func (b *Bouncer) roomMessage(s *sessions.Session, t target, el *stanza.Element)
 	}
 	if b.reg.ClaimOf(t.bare, s) == nil {
 		// XEP-0045 §7.4: only occupants may send to the room.
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "not-acceptable", "join the room first"))
+		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrModify, "not-acceptable", "join the room first"))
 		return true
 	}
 	return false
@@ -324,7 +324,7 @@ func (b *Bouncer) roomIQ(s *sessions.Session, t target, el, payload *stanza.Elem
 		// XEP-0410 §3.2: a client that does not claim the room locally
 		// gets not-acceptable and rejoins (and then gets the emulation).
 		if b.reg.ClaimOf(t.bare, s) == nil || t.room.State != roomJoined && t.room.State != roomSyncing {
-			b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrCancel, "not-acceptable", ""))
+			b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrCancel, "not-acceptable", ""))
 			return true
 		}
 		return false

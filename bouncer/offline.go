@@ -81,7 +81,7 @@ func (b *Bouncer) feedOffline(s *sessions.Session) {
 	}
 	b.dlv.offlineTo = s.ID
 	b.dlv.offlineFed, b.dlv.offlineStale = 0, false
-	b.noticeHistoryUnavailable(s, "")
+	b.clients.of(s).noticeHistoryUnavailable("")
 	b.loadOffline(s)
 }
 
@@ -91,7 +91,7 @@ func (b *Bouncer) feedOffline(s *sessions.Session) {
 // (archiveRecovered).
 func (b *Bouncer) loadOffline(s *sessions.Session) {
 	stale := b.arch.degraded()
-	h := b.reserve(s)
+	h := b.clients.of(s).reserve()
 	id, to := s.ID, s.JID.String()
 	b.offLoop(func(ctx context.Context, db Store) func() {
 		rows, err := db.OfflineMessages(ctx)
@@ -125,7 +125,7 @@ func (b *Bouncer) loadOffline(s *sessions.Session) {
 			if len(items) > 0 {
 				b.log.Info("delivering offline messages", "to", to, "count", len(items))
 			}
-			b.fill(id, h, items)
+			b.clients.fill(id, h, items)
 		}
 	})
 }

@@ -51,14 +51,14 @@ func (b *Bouncer) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
 		return
 	}
 	if !b.sendUpFrom(s.ID, el) {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
+		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
 	}
 }
 
 func (b *Bouncer) enqueue(s *sessions.Session, q *[]queued, el *stanza.Element) {
 	if b.queued >= b.opt.OutboxLimit {
 		b.log.Warn("outgoing queue full: message refused", "from", s.JID.String(), "to", el.To(), "limit", b.opt.OutboxLimit)
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the bouncer's upstream connection is down and its outgoing queue is full"))
+		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the bouncer's upstream connection is down and its outgoing queue is full"))
 		return
 	}
 	b.queued++
@@ -90,7 +90,7 @@ func (b *Bouncer) flush(q []queued) []queued {
 			}
 			b.queued--
 			if s := b.reg.ByID(m.session); s != nil {
-				b.sendTo(s, errorFromServer(m.el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
+				b.clients.of(s).send(errorFromServer(m.el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
 			}
 			continue
 		}
@@ -105,7 +105,7 @@ func (b *Bouncer) failRoomOutbox(r *Room, cond, text string) {
 	for _, m := range r.outbox {
 		b.queued--
 		if s := b.reg.ByID(m.session); s != nil {
-			b.sendTo(s, errorFromServer(m.el, s, b.domain, stanza.ErrCancel, cond, text))
+			b.clients.of(s).send(errorFromServer(m.el, s, b.domain, stanza.ErrCancel, cond, text))
 		}
 	}
 	r.outbox = nil

@@ -151,7 +151,7 @@ func showRank(show string) int {
 func (b *Bouncer) clientPresence(s *sessions.Session, el *stanza.Element) {
 	t, ok := b.targetOf(el)
 	if !ok {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", ""))
+		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", ""))
 		return
 	}
 	if t.to == "" {
@@ -159,7 +159,7 @@ func (b *Bouncer) clientPresence(s *sessions.Session, el *stanza.Element) {
 		return
 	}
 	if t.sibling != nil {
-		b.sendTo(t.sibling, el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
+		b.clients.of(t.sibling).send(el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
 		return
 	}
 	if b.roomPresence(s, t, el) {
@@ -226,16 +226,16 @@ func (b *Bouncer) reflectPresence(s *sessions.Session, el *stanza.Element) {
 			o.SiblingsMissed = true
 			continue
 		}
-		b.sendTo(o, el.With("from", from, "to", o.JID.String()))
+		b.clients.of(o).send(el.With("from", from, "to", o.JID.String()))
 	}
-	b.sendTo(s, el.With("from", from, "to", from))
+	b.clients.of(s).send(el.With("from", from, "to", from))
 }
 
 // sendSiblingsTo tells a newly available client about its siblings.
 func (b *Bouncer) sendSiblingsTo(s *sessions.Session) {
 	for _, o := range b.reg.Available() {
 		if o != s {
-			b.sendTo(s, o.Presence.With("from", o.JID.String(), "to", s.JID.String()))
+			b.clients.of(s).send(o.Presence.With("from", o.JID.String(), "to", s.JID.String()))
 		}
 	}
 }
@@ -261,7 +261,7 @@ func (b *Bouncer) clientGone(s *sessions.Session) {
 	un := stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", s.JID.String())
 	for _, o := range b.reg.Available() {
 		if o != s {
-			b.sendTo(o, un.With("to", o.JID.String()))
+			b.clients.of(o).send(un.With("to", o.JID.String()))
 		}
 	}
 }

@@ -133,7 +133,7 @@ func (b *Bouncer) forwardPending(r *Room, p *pendingMsg) {
 	for _, c := range p.to {
 		if b.reg.ClaimOf(r.JID, c.Session) == c {
 			it.el = p.el.With("to", c.Session.JID.String())
-			b.send(c.Session, it)
+			b.clients.of(c.Session).sendItem(it)
 		}
 	}
 	if p.live {

@@ -20,7 +20,7 @@ func (b *Bouncer) handleClient(s *sessions.Session, el *stanza.Element) {
 			// which stays "active" on behalf of the account.
 			s.Inactive = el.Name.Local == "inactive"
 			if !s.Inactive {
-				b.csiFlush(s)
+				b.clients.of(s).csiFlush()
 			}
 			return
 		}
@@ -59,13 +59,13 @@ func (b *Bouncer) targetOf(el *stanza.Element) (target, bool) {
 func (b *Bouncer) clientMessage(s *sessions.Session, el *stanza.Element) {
 	t, ok := b.targetOf(el)
 	if !ok {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", ""))
+		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", ""))
 		return
 	}
 	from := s.JID.String()
 	if t.sibling != nil {
 		// Between the account's own local resources nothing goes upstream.
-		b.sendTo(t.sibling, el.With("from", from, "to", t.sibling.JID.String()))
+		b.clients.of(t.sibling).send(el.With("from", from, "to", t.sibling.JID.String()))
 		return
 	}
 	if t.room != nil && b.roomMessage(s, t, el) {
@@ -153,7 +153,7 @@ func (b *Bouncer) toAccount(el *stanza.Element) {
 		if seq := b.chatq.releasing; seq != 0 {
 			it.room, it.seq = chatCursor, seq // chatq.go
 		}
-		if b.sendItem(s, it) {
+		if b.clients.of(s).sendItem(it) {
 			took++
 		}
 	}
@@ -170,7 +170,7 @@ func (b *Bouncer) toAccount(el *stanza.Element) {
 func (b *Bouncer) toAllAvailable(el *stanza.Element) {
 	el.Freeze()
 	for _, s := range b.reg.Available() {
-		b.sendTo(s, el.With("to", s.JID.String()))
+		b.clients.of(s).send(el.With("to", s.JID.String()))
 	}
 }
 

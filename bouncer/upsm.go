@@ -213,7 +213,7 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 		}
 		errs++
 		if s := b.reg.ByID(it.Tag); s != nil {
-			b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "remote-server-timeout",
+			b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrWait, "remote-server-timeout",
 				"the upstream connection was lost before the server confirmed this message; it may not have been delivered"))
 		}
 	}

@@ -24,7 +24,7 @@ func wirePush(b *Bouncer) *pusher {
 			}
 			return ""
 		},
-		reply:  func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
+		reply:  func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
 		sendUp: b.sendInternal,
 		store:  b.background,
 	}
@@ -47,7 +47,7 @@ func wireCaps(b *Bouncer) *capsCache {
 		newID:    func() string { return b.nextID(pushPrefix + "caps") },
 		query: func(s *sessions.Session, id string, q *stanza.Element, answer func(*stanza.Element)) {
 			b.clientQueries.add(id, "", s.ID, b.opt.IQTimeout, answer)
-			b.sendTo(s, q)
+			b.clients.of(s).send(q)
 		},
 		changed: func() { b.presence.updateAggregate() },
 	})
@@ -65,7 +65,7 @@ func wirePresence(b *Bouncer) *presenceState {
 		caps:           func() *stanza.Element { return b.caps.element() },
 		sendUp:         b.sendUp,
 		toClients:      b.toAllAvailable,
-		reply:          func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
+		reply:          func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
 		post:           b.post,
 	})
 }
