@@ -7,7 +7,7 @@
 // The path of one groupchat message: upstream reader → event →
 // handleUpstream (route.go) → roomMessageIn (mucinbound.go) → roomForward
 // (roomarchive.go) → the archiver's commit (archiver.go) → event →
-// releaseRoom → send to each claim (delivery.go) → the client's writer.
+// releaseRoom → client.sendItem for each claim (client.go) → the client's writer.
 package bouncer
 
 import (

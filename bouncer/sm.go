@@ -26,7 +26,7 @@ func (cs *clientSet) hibernation(ev clientHibernation) {
 		b.resumables.save()
 		if !h {
 			b.resumedSiblings(s)
-			// Paced output (delivery.go) waits while the session sleeps;
+			// Paced output (client.go) waits while the session sleeps;
 			// the resumed connection takes the rest.
 			cs.of(s).pump()
 		}
