@@ -60,3 +60,29 @@ func TestToClientsCountsReplays(t *testing.T) {
 		t.Fatalf("to_clients counted %d messages; the client received %d (want 3: the offline chat, the replayed room message, the subject)", counted, wire)
 	}
 }
+
+// TestClientsExpireWithTheirConnection: the clients map has one expiry
+// rule, the end of the connection. A resource taken over again and again
+// (each old session gets <conflict/>) leaves one client per live
+// connection, and none once the last has gone.
+func TestClientsExpireWithTheirConnection(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	var last *testclient.Client
+	for i := 0; i < 8; i++ {
+		c := e.availableClient("dup")
+		if last != nil {
+			last.WaitClosed(t)
+			if cond := last.StreamErrorCondition(); cond != "conflict" {
+				t.Fatalf("replaced session ended with %q, want conflict", cond)
+			}
+		}
+		last = c
+	}
+	count := func() (clients, sessions int) {
+		e.b.Do(func() { clients, sessions = len(e.b.clients.byID), e.b.reg.Len() })
+		return
+	}
+	e.waitFor("one client for the one live connection", func() bool { c, s := count(); return c == 1 && s == 1 })
+	last.Close()
+	e.waitFor("no client left", func() bool { c, s := count(); return c == 0 && s == 0 })
+}
