@@ -154,7 +154,7 @@ func (c *client) writeNow(it outItem) bool {
 		return false
 	}
 	// The one place every stanza for a client passes: count it here.
-	c.b.admin.stats.count(ToClients, it.el)
+	c.b.Stats().count(ToClients, it.el)
 	if it.seq != 0 || it.pm != nil || it.offline != 0 || it.keep {
 		m := mark{at: s.Conn.Sent(), room: it.room, seq: it.seq, pm: it.pm, offline: it.offline, keep: it.keep}
 		if it.offline != 0 || it.keep {
@@ -179,7 +179,7 @@ func (c *client) tooSlow(why string) {
 	if cl, ok := s.Conn.(interface{ Closing() bool }); ok && cl.Closing() {
 		return // already on its way out: not slow, and nothing to tell it
 	}
-	c.b.admin.stats.slowDisconnects.Add(1)
+	c.b.Stats().slowDisconnects.Add(1)
 	c.b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String(), "why", why)
 	s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
 }
