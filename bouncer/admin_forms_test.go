@@ -10,8 +10,8 @@ import (
 
 	"xmppbouncer/bouncer/admin"
 	"xmppbouncer/internal/testclient"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // checkFormForClients checks a data form the way real clients read it:
@@ -266,7 +266,7 @@ func TestAdminTextFaults(t *testing.T) {
 
 // archived is how many messages the archive holds for room.
 func (e *env) archived(room string) int {
-	ms, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 1000)
+	ms, err := e.db.History(context.Background(), room, store.NoHistoryLimit, 1000)
 	if err != nil {
 		return 0
 	}

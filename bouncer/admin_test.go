@@ -11,8 +11,8 @@ import (
 	"xmppbouncer/bouncer/admin"
 	"xmppbouncer/internal/testclient"
 	"xmppbouncer/internal/testserver"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // adhocServer is a Prosody whose own ad-hoc commands include mod_uptime's
@@ -321,7 +321,7 @@ func TestAdminHistory(t *testing.T) {
 	c.Expect(t, "bob's message", hasBody("exported line"))
 	// An old message, to prune.
 	old := "ancient line"
-	if _, err := e.db.Append(context.Background(), &sqlite.Message{Room: room, Nick: "bob", ID: "old1", Stamp: time.Now().Add(-48 * time.Hour), Body: &old, XML: `<message xmlns="jabber:client" type="groupchat" from="` + room + `/bob" id="old1"><body>ancient line</body></message>`}); err != nil {
+	if _, err := e.db.Append(context.Background(), &store.Message{Room: room, Nick: "bob", ID: "old1", Stamp: time.Now().Add(-48 * time.Hour), Body: &old, XML: `<message xmlns="jabber:client" type="groupchat" from="` + room + `/bob" id="old1"><body>ancient line</body></message>`}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"xmppbouncer/sqlite"
+	"xmppbouncer/store"
 	"xmppbouncer/upstream"
 )
 
@@ -77,11 +77,11 @@ const archiveQueueMax = 100_000
 
 // archJob is one unit of archive work; exactly one field is set.
 type archJob struct {
-	msg     *sqlite.Message // a room message; then runs on the loop once committed
-	offline *sqlite.Offline // an offline message; stored(ok) runs on the loop
+	msg     *store.Message // a room message; then runs on the loop once committed
+	offline *store.Offline // an offline message; stored(ok) runs on the loop
 	write   func(ctx context.Context, db Store) error
 	read    func(ctx context.Context, db Store)
-	chat    *sqlite.Chat    // a 1:1 message for the durable chat queue; then runs once committed
+	chat    *store.Chat     // a 1:1 message for the durable chat queue; then runs once committed
 	mark    *upstream.Token // an upstream stanza whose writes are all queued before this
 
 	then   func()
@@ -109,7 +109,7 @@ func (a *archiver) enqueue(j archJob) {
 
 // appendMsg archives a room message; then runs on the loop once committed
 // (m.Seq and m.Inserted are set by then).
-func (a *archiver) appendMsg(m *sqlite.Message, then func()) {
+func (a *archiver) appendMsg(m *store.Message, then func()) {
 	a.enqueue(archJob{msg: m, then: then})
 }
 
@@ -119,7 +119,7 @@ func (a *archiver) appendMsg(m *sqlite.Message, then func()) {
 // While earlier ones wait for their commit (a full disk) at most
 // offlineMax bytes of them are held: past that stored(false) runs at once,
 // on the caller's goroutine (the loop).
-func (a *archiver) storeOffline(o *sqlite.Offline, stored func(bool)) {
+func (a *archiver) storeOffline(o *store.Offline, stored func(bool)) {
 	n := int64(len(o.XML))
 	if a.offlineBytes.Add(n) > a.offlineMax {
 		a.offlineBytes.Add(-n)
@@ -256,7 +256,7 @@ func (a *archiver) run() {
 				for i+n < len(jobs) && (jobs[i+n].msg != nil || jobs[i+n].mark != nil) && n < archiveBatchMax {
 					n++
 				}
-				ms := make([]*sqlite.Message, 0, n)
+				ms := make([]*store.Message, 0, n)
 				for k := 0; k < n; k++ {
 					if m := jobs[i+k].mark; m != nil {
 						mark = m
@@ -277,7 +277,7 @@ func (a *archiver) run() {
 				for i+n < len(jobs) && (jobs[i+n].chat != nil || jobs[i+n].mark != nil) && n < archiveBatchMax {
 					n++
 				}
-				cs := make([]*sqlite.Chat, 0, n)
+				cs := make([]*store.Chat, 0, n)
 				for k := 0; k < n; k++ {
 					if m := jobs[i+k].mark; m != nil {
 						mark = m
@@ -291,7 +291,7 @@ func (a *archiver) run() {
 				for i+n < len(jobs) && jobs[i+n].offline != nil && n < archiveBatchMax {
 					n++
 				}
-				rows := make([]sqlite.Offline, n)
+				rows := make([]store.Offline, n)
 				for k := range rows {
 					rows[k] = *jobs[i+k].offline
 				}

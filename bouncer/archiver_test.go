@@ -9,7 +9,7 @@ import (
 
 	_ "github.com/mattn/go-sqlite3"
 
-	"xmppbouncer/sqlite"
+	"xmppbouncer/store"
 )
 
 // Another process holding the database's write lock (a backup, sqlite3
@@ -63,7 +63,7 @@ func TestArchiveLockedDoesNotStall(t *testing.T) {
 	}
 	locked = false
 	e.waitFor("messages archived after the lock", func() bool {
-		ms, err := e.db.History(ctx, room, sqlite.NoHistoryLimit, 100)
+		ms, err := e.db.History(ctx, room, store.NoHistoryLimit, 100)
 		return err == nil && len(ms) == 5
 	})
 }
@@ -99,7 +99,7 @@ func TestBurstKeepsOccupantState(t *testing.T) {
 	close(held)
 	a.Expect(t, "carol's message", hasBody("first words"))
 	e.waitFor("archived with carol's real JID", func() bool {
-		p, err := e.db.Query(context.Background(), sqlite.Query{Room: room, With: "carol@localhost", Max: 10})
+		p, err := e.db.Query(context.Background(), store.Query{Room: room, With: "carol@localhost", Max: 10})
 		return err == nil && len(p.Messages) == 1
 	})
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"xmppbouncer/sqlite"
+	"xmppbouncer/store"
 )
 
 // stuckStore is a Store whose appends wait until released, like a
@@ -16,7 +16,7 @@ type stuckStore struct {
 	release chan struct{}
 }
 
-func (s *stuckStore) AppendBatch(ctx context.Context, ms []*sqlite.Message) (int, error) {
+func (s *stuckStore) AppendBatch(ctx context.Context, ms []*store.Message) (int, error) {
 	<-s.release
 	return len(ms), nil
 }
@@ -29,7 +29,7 @@ func TestArchiverQueueBound(t *testing.T) {
 	a.max = 10
 	done := 0
 	for i := 0; i < 10; i++ {
-		a.appendMsg(&sqlite.Message{Room: "r@muc"}, func() { done++ })
+		a.appendMsg(&store.Message{Room: "r@muc"}, func() { done++ })
 	}
 	admitted := make(chan struct{})
 	go func() { a.admit(); close(admitted) }()

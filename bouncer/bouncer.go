@@ -57,9 +57,7 @@ type Bouncer struct {
 
 	// Upstream session state.
 	online bool
-	upFull string   // bound full JID upstream, "" when offline
-	outbox []queued // messages for upstream while it is down, not for rooms
-	queued int      // messages waiting in outbox and every room's outbox
+	upFull string // bound full JID upstream, "" when offline
 
 	reg *sessions.Registry
 
@@ -75,7 +73,7 @@ type Bouncer struct {
 	clientQueries waiters
 	// queryids of the core's own MAM queries upstream (gap fill)
 	internalMAM map[string]*gapQuery
-	dlv         *delivery     // catch-up cursors and the offline feed (cursors.go)
+	dlv         *delivery     // catch-up cursors (cursors.go)
 	arch        *archiver     // the archive's writer; nil without an archive
 	stopped     chan struct{} // closed when Run returns
 	lastPrune   time.Time
@@ -83,12 +81,15 @@ type Bouncer struct {
 
 	drops     dropLog          // upstream stanzas past the limits (upstreamdrop.go)
 	recovered recoveredCounter // events dropped after a panic (recover.go)
-	chatq     chatQueue        // the account's 1:1 messages through the archive (chatq.go)
 
 	chatFillWanted bool        // the upstream session was not resumed (chatfill.go)
 	probeWanted    bool        // it was resumed cold: no initial presence (upsm.go)
 	resentUntil    time.Time   // until then, stanzas may be the server's resends (upsm.go)
 	admin          *adminState // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
+
+	chats   *chatQueue    // the account's 1:1 messages through the archive (chatq.go, chatfill.go)
+	offline *offlineStore // XEP-0160 offline store feed (offline.go)
+	ob      *outbox       // messages waiting to go upstream (outbox.go)
 
 	clients    *clientSet  // one client per local connection, the one send path (client.go)
 	resumables *resumables // the core's part of resumable sessions (smstore.go)
@@ -137,11 +138,12 @@ func New(opt Options) *Bouncer {
 		admin:         newAdminState(opt.Config.History.RetentionPeriod),
 		stopped:       make(chan struct{}),
 	}
+	b.chats, b.offline, b.ob = newChatQueue(b), newOfflineStore(b), newOutbox(b)
 	b.admin.cmds = newAdminCommands(b)
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
 		b.arch.onMark = b.upstreamAck // upsm.go
-		b.arch.setOnRecover(b.archiveRecovered)
+		b.arch.setOnRecover(b.offline.archiveRecovered)
 	}
 	b.pushes = wirePush(b)
 	b.caps = wireCaps(b)
@@ -176,9 +178,9 @@ func (b *Bouncer) Run(ctx context.Context) {
 			b.resumables.save()
 			if now.Sub(b.lastPrune) > time.Hour {
 				b.lastPrune = now
-				b.pruneOffline()
+				b.offline.prune()
 				b.dlv.pruneCursors(now)
-				b.pruneChats(now)
+				b.chats.prune(now)
 			}
 			b.pushTick(now)
 			b.admin.cmds.Sweep(now)
@@ -199,7 +201,7 @@ func (b *Bouncer) handle(ev event) {
 		b.upstreamOnline(ev.bound)
 		if b.chatFillWanted {
 			b.chatFillWanted = false
-			b.chatGapFill() // chatfill.go
+			b.chats.gapFill() // chatfill.go
 		}
 		if b.probeWanted {
 			b.probeWanted = false

@@ -24,8 +24,9 @@ const (
 	chatFillMax  = 20
 )
 
-// chatGapFill starts the fill after a failed resume.
-func (b *Bouncer) chatGapFill() {
+// gapFill starts the fill after a failed resume.
+func (q *chatQueue) gapFill() {
+	b := q.b
 	cs, ok := b.opt.Archive.(interface {
 		LastChatSID(ctx context.Context) (string, time.Time, error)
 	})
@@ -43,14 +44,17 @@ func (b *Bouncer) chatGapFill() {
 				return // nothing to fill after
 			}
 			b.log.Info("upstream session was not resumed: fetching chats the server may have dropped from the account's archive")
-			b.chatFillPage(sid, stamp, 0, 0)
+			q.fillPage(sid, stamp, 0, 0)
 		}
 	})
 }
 
-func (b *Bouncer) chatFillPage(after string, start time.Time, page, fetched int) {
+// fillPage asks for one page of the account's archive after the message
+// with id after (or, without it, from start).
+func (q *chatQueue) fillPage(after string, start time.Time, page, fetched int) {
+	b := q.b
 	qid := b.nextID(idGapFill)
-	q := stanza.New(stanza.NSMAM, "query", "queryid", qid)
+	query := stanza.New(stanza.NSMAM, "query", "queryid", qid)
 	set := stanza.New(stanza.NSRSM, "set").Append(stanza.New(stanza.NSRSM, "max").AppendText(itoa(chatFillPage)))
 	if after != "" {
 		set.Append(stanza.New(stanza.NSRSM, "after").AppendText(after))
@@ -60,23 +64,23 @@ func (b *Bouncer) chatFillPage(after string, start time.Time, page, fetched int)
 			Append(stanza.New(stanza.NSDataForm, "value").AppendText(stanza.NSMAM)))
 		form.Append(stanza.New(stanza.NSDataForm, "field", "var", "start").
 			Append(stanza.New(stanza.NSDataForm, "value").AppendText(start.UTC().Format(time.RFC3339))))
-		q.Append(form)
+		query.Append(form)
 	}
-	q.Append(set)
+	query.Append(set)
 	var batch []*stanza.Element
 	b.internalMAM[qid] = &gapQuery{archive: b.account, add: func(m *stanza.Element) { batch = append(batch, m) }}
-	sent := b.sendInternal(stanza.New(stanza.NSClient, "iq", "type", "set").Append(q), func(resp *stanza.Element) {
+	sent := b.sendInternal(stanza.New(stanza.NSClient, "iq", "type", "set").Append(query), func(resp *stanza.Element) {
 		delete(b.internalMAM, qid)
 		if resp.Type() != "result" {
 			if stanza.ErrorCondition(resp) == "item-not-found" && after != "" {
-				b.chatFillPage("", start, page, fetched) // our newest id is gone: by time
+				q.fillPage("", start, page, fetched) // our newest id is gone: by time
 				return
 			}
 			b.log.Warn("chat gap fill stopped", "condition", stanza.ErrorCondition(resp))
 			return
 		}
 		for _, m := range batch {
-			b.chatFilled(m)
+			q.filled(m)
 		}
 		fetched += len(batch)
 		fin := resp.Child(stanza.NSMAM, "fin")
@@ -85,16 +89,17 @@ func (b *Bouncer) chatFillPage(after string, start time.Time, page, fetched int)
 			b.log.Info("chat gap fill complete", "pages", page+1, "messages", fetched)
 			return
 		}
-		b.chatFillPage(last, start, page+1, fetched)
+		q.fillPage(last, start, page+1, fetched)
 	})
 	if !sent {
 		delete(b.internalMAM, qid)
 	}
 }
 
-// chatFilled takes one archived message: a chat from someone else goes
-// the durable way (a duplicate of a queued one is dropped there).
-func (b *Bouncer) chatFilled(m *stanza.Element) {
+// filled takes one archived message: a chat from someone else goes the
+// durable way (a duplicate of a queued one is dropped there).
+func (q *chatQueue) filled(m *stanza.Element) {
+	b := q.b
 	if from, _ := splitJID(m.From()); from == b.account || from == "" || !worthStoringOffline(m) {
 		return // our own messages (other clients' carbons), or not a chat
 	}
@@ -112,5 +117,5 @@ func (b *Bouncer) chatFilled(m *stanza.Element) {
 			out.Append(c)
 		}
 	}
-	b.chatIn(out.With("to", b.account))
+	q.in(out.With("to", b.account))
 }

@@ -6,8 +6,8 @@ import (
 
 	"xmppbouncer/sessions"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // The durable chat queue. A 1:1 message worth keeping (the offline
@@ -22,6 +22,7 @@ import (
 // chatQueue is the account's 1:1 messages on their way through the
 // archive, owned by the loop.
 type chatQueue struct {
+	b        *Bouncer
 	inflight []*pendingChat
 	waiting  bool // an archiveWait timer is armed for the head
 	// releasing is the queue row of the message being forwarded (0:
@@ -30,7 +31,7 @@ type chatQueue struct {
 	// released is the newest row forwarded; bootSeq the newest row at
 	// start (rows up to it were for clients of an earlier run).
 	released, bootSeq int64
-	resolveArmed      bool // armChatResolve
+	resolveArmed      bool // armResolve
 }
 
 // chatCursor is the cursors-table "room" of the clients' chat cursors: a
@@ -41,30 +42,40 @@ const chatCursor = "urn:xmppbouncer:chats"
 type pendingChat struct {
 	el       *stanza.Element
 	deliver  func(*stanza.Element) // nil: toAccount
-	c        *sqlite.Chat          // nil: nothing to commit
+	c        *store.Chat           // nil: nothing to commit
 	done     bool                  // committed, or nothing to commit
 	released bool                  // forwarded before its commit (archive slow)
 }
 
-// chatIn queues a message for the account behind the ones before it.
-func (b *Bouncer) chatIn(el *stanza.Element) { b.chatInVia(el, nil) }
+func newChatQueue(b *Bouncer) *chatQueue { return &chatQueue{b: b} }
 
-// chatInVia is chatIn with its own delivery (a room's private message
-// goes to the room's claimants).
-func (b *Bouncer) chatInVia(el *stanza.Element, deliver func(*stanza.Element)) {
+// in queues a message for the account behind the ones before it.
+func (q *chatQueue) in(el *stanza.Element) { q.inVia(el, nil) }
+
+// inVia is in with its own delivery (a room's private message goes to
+// the room's claimants).
+func (q *chatQueue) inVia(el *stanza.Element, deliver func(*stanza.Element)) {
+	b := q.b
 	el.Freeze()
 	p := &pendingChat{el: el, done: true, deliver: deliver}
 	if b.arch != nil && worthStoringOffline(el) {
 		p.done = false
-		p.c = &sqlite.Chat{SID: b.accountStanzaID(el), Stamp: time.Now().UTC(), Rcpt: b.chatRecipients(el), XML: el.String()}
+		p.c = &store.Chat{SID: q.accountStanzaID(el), Stamp: time.Now().UTC(), Rcpt: q.recipients(el), XML: el.String()}
 		b.arch.enqueue(archJob{chat: p.c, then: func() {
 			p.done = true
-			b.releaseChats()
+			q.release()
 		}})
 	}
-	b.chatq.inflight = append(b.chatq.inflight, p)
-	b.releaseChats()
+	q.inflight = append(q.inflight, p)
+	q.release()
 }
+
+// releasingSeq is the queue row of the chat being forwarded right now (0:
+// none): its delivery moves the recipient's chat cursor (route.go).
+func (q *chatQueue) releasingSeq() int64 { return q.releasing }
+
+// pending is how many chats wait in the queue for their commit or turn.
+func (q *chatQueue) pending() int { return len(q.inflight) }
 
 func (p *pendingChat) forward(b *Bouncer) {
 	if p.deliver != nil {
@@ -76,26 +87,26 @@ func (p *pendingChat) forward(b *Bouncer) {
 
 // accountStanzaID is the id the account's server gave el (XEP-0359 with
 // by = the account's bare JID; others can be forged by the sender).
-func (b *Bouncer) accountStanzaID(el *stanza.Element) string {
+func (q *chatQueue) accountStanzaID(el *stanza.Element) string {
 	for _, sid := range el.ChildrenNamed(stanza.NSStanzaID, "stanza-id") {
-		if sid.Get("by") == b.account {
+		if sid.Get("by") == q.b.account {
 			return sid.Get("id")
 		}
 	}
 	return ""
 }
 
-// releaseChats forwards the committed head of the queue, in order.
-func (b *Bouncer) releaseChats() {
-	q := &b.chatq
+// release forwards the committed head of the queue, in order.
+func (q *chatQueue) release() {
+	b := q.b
 	for len(q.inflight) > 0 {
 		p := q.inflight[0]
 		if !p.done && !p.released {
-			if b.arch.down.Load() {
-				b.releaseChatsEarly()
+			if b.arch.degraded() {
+				q.releaseEarly()
 				return
 			}
-			b.armChatWait(p)
+			q.armWait(p)
 			return
 		}
 		q.inflight[0] = nil
@@ -121,27 +132,27 @@ func (b *Bouncer) releaseChats() {
 // crash a client gets again at most what it acknowledged this long before.
 const chatResolveInterval = 20 * time.Millisecond
 
-// armChatResolve resolves every client's marks soon, and again while chat
+// armResolve resolves every client's marks soon, and again while chat
 // marks are pending.
-func (b *Bouncer) armChatResolve() {
-	if b.chatq.resolveArmed {
+func (q *chatQueue) armResolve() {
+	if q.resolveArmed {
 		return
 	}
-	b.chatq.resolveArmed = true
+	q.resolveArmed = true
 	time.AfterFunc(chatResolveInterval, func() {
-		b.post(func() {
-			b.chatq.resolveArmed = false
-			pending := b.clients.resolveAll() // client.go
-			if pending {
-				b.armChatResolve()
+		q.b.post(func() {
+			q.resolveArmed = false
+			if q.b.clients.resolveAll() { // client.go
+				q.armResolve()
 			}
 		})
 	})
 }
 
-// chatRecipients are the resources toAccount would give el to now (RFC
-// 6121 §8.5, see there).
-func (b *Bouncer) chatRecipients(el *stanza.Element) []string {
+// recipients are the resources toAccount would give el to now (RFC 6121
+// §8.5, see there).
+func (q *chatQueue) recipients(el *stanza.Element) []string {
+	b := q.b
 	_, res := splitJID(el.To())
 	var out []string
 	switch {
@@ -161,8 +172,9 @@ func (b *Bouncer) chatRecipients(el *stanza.Element) []string {
 	return out
 }
 
-// chatsStartup notes where the queue stood at start.
-func (b *Bouncer) chatsStartup() {
+// startup notes where the queue stood at start.
+func (q *chatQueue) startup() {
+	b := q.b
 	cs, ok := b.opt.Archive.(chatStore)
 	if b.arch == nil || !ok {
 		return
@@ -174,27 +186,28 @@ func (b *Bouncer) chatsStartup() {
 		b.log.Error("reading the durable chat queue", "err", err)
 		return
 	}
-	b.chatq.bootSeq, b.chatq.released = seq, seq
+	q.bootSeq, q.released = seq, seq
 }
 
-// replayChats gives s, which just sent initial presence, the chats an
+// replay gives s, which just sent initial presence, the chats an
 // earlier run of the bouncer handed its resource and that it never
 // acknowledged (the bouncer crashed, and the client could not resume):
 // each once, after the offline messages, with <delay/>. What this run
 // hands it and it does not acknowledge is placed elsewhere when its
 // session ends (rerouteUnacked), as before.
-func (b *Bouncer) replayChats(s *sessions.Session) {
+func (q *chatQueue) replay(s *sessions.Session) {
+	b := q.b
 	cs, ok := b.opt.Archive.(chatStore)
-	if b.arch == nil || !ok || b.chatq.bootSeq == 0 {
+	if b.arch == nil || !ok || q.bootSeq == 0 {
 		return
 	}
 	res := s.JID.Resourcepart()
 	after, _ := b.dlv.cursor(chatCursor, res)
-	if after >= b.chatq.bootSeq {
+	if after >= q.bootSeq {
 		return
 	}
 	h := b.clients.of(s).reserve()
-	id, to, upTo, max := s.ID, s.JID.String(), b.chatq.bootSeq, b.opt.Config.History.ReplayMax
+	id, to, upTo, max := s.ID, s.JID.String(), q.bootSeq, b.opt.Config.History.ReplayMax
 	b.offLoop(func(ctx context.Context, _ Store) func() {
 		rows, err := cs.ChatsFor(ctx, res, after, upTo, max)
 		if err != nil {
@@ -226,14 +239,14 @@ func (b *Bouncer) replayChats(s *sessions.Session) {
 	})
 }
 
-// pruneChats deletes queued chats every known resource has (its chat
-// cursor is past them) and an hour old, and any past replay_max_age.
-func (b *Bouncer) pruneChats(now time.Time) {
+// prune deletes queued chats every known resource has (its chat cursor
+// is past them) and an hour old, and any past replay_max_age.
+func (q *chatQueue) prune(now time.Time) {
+	b := q.b
 	if b.arch == nil {
 		return
 	}
-	minSeq := b.dlv.minCursor(chatCursor) // cursors.go
-	minSeq = max(minSeq, 0)
+	minSeq := max(b.dlv.minCursor(chatCursor), 0) // cursors.go
 	hour, old := now.Add(-time.Hour), now.Add(-max(b.opt.Config.History.ReplayMaxAgePeriod, 24*time.Hour))
 	b.background(func(ctx context.Context, db Store) error {
 		cs, ok := db.(chatStore)
@@ -248,45 +261,45 @@ func (b *Bouncer) pruneChats(now time.Time) {
 	})
 }
 
-// releaseChatsEarly forwards everything queued: the archive is slow or
-// down and the clients must not wait. The upstream acknowledgement still
-// waits for the commit.
-func (b *Bouncer) releaseChatsEarly() {
-	for _, p := range b.chatq.inflight {
+// releaseEarly forwards everything queued: the archive is slow or down
+// and the clients must not wait. The upstream acknowledgement still waits
+// for the commit.
+func (q *chatQueue) releaseEarly() {
+	for _, p := range q.inflight {
 		if !p.released {
 			p.released = true
-			p.forward(b)
+			p.forward(q.b)
 		}
 	}
-	b.chatq.inflight = nil
+	q.inflight = nil
 }
 
-func (b *Bouncer) armChatWait(head *pendingChat) {
-	if b.chatq.waiting {
+func (q *chatQueue) armWait(head *pendingChat) {
+	if q.waiting {
 		return
 	}
-	b.chatq.waiting = true
+	q.waiting = true
 	time.AfterFunc(archiveWait, func() {
-		b.post(func() {
-			b.chatq.waiting = false
-			q := b.chatq.inflight
-			if len(q) > 0 && q[0] == head && !head.done {
-				b.log.Warn("archive slow: forwarding chats before their commit", "waiting", len(q))
-				b.releaseChatsEarly()
+		q.b.post(func() {
+			q.waiting = false
+			in := q.inflight
+			if len(in) > 0 && in[0] == head && !head.done {
+				q.b.log.Warn("archive slow: forwarding chats before their commit", "waiting", len(in))
+				q.releaseEarly()
 				return
 			}
-			b.releaseChats()
+			q.release()
 		})
 	})
 }
 
 // keptForReplay leaves out of the unacknowledged stanzas of a session that
 // ended because the bouncer is shutting down the chats the durable queue
-// holds for it: its resource gets them after the restart (replayChats, or
-// a resume), so placing them elsewhere now would hand them out twice.
-func (b *Bouncer) keptForReplay(err error, unacked []*stanza.Element) []*stanza.Element {
+// holds for it: its resource gets them after the restart (replay, or a
+// resume), so placing them elsewhere now would hand them out twice.
+func (q *chatQueue) keptForReplay(err error, unacked []*stanza.Element) []*stanza.Element {
 	se, ok := err.(*stanza.StreamError)
-	if b.arch == nil || !ok || se.Condition != "system-shutdown" {
+	if q.b.arch == nil || !ok || se.Condition != "system-shutdown" {
 		return unacked
 	}
 	out := unacked[:0:0]

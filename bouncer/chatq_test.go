@@ -66,7 +66,7 @@ func TestChatsUnackedBeforeCrashReplayedOnce(t *testing.T) {
 	if err != nil || len(rows) != 4 {
 		t.Fatalf("queued for phone: %d %v", len(rows), err)
 	}
-	e.b.Do(func() { e.b.pruneChats(time.Now().Add(2 * time.Hour)) })
+	e.b.Do(func() { e.b.chats.prune(time.Now().Add(2 * time.Hour)) })
 	e.waitFor("queue pruned", func() bool {
 		rows, _ := e.db.ChatsFor(context.Background(), "phone", 0, 1<<62, 100)
 		return len(rows) == 0

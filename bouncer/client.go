@@ -162,7 +162,7 @@ func (c *client) writeNow(it outItem) bool {
 		}
 		c.marks = append(c.marks, m)
 		if it.room == chatCursor {
-			c.b.armChatResolve() // chatq.go
+			c.b.chats.armResolve() // chatq.go
 		}
 	}
 	return true

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"xmppbouncer/internal/testclient"
-	"xmppbouncer/sqlite"
+	"xmppbouncer/store"
 )
 
 // TestToClientsCountsReplays: to_clients counts what reaches a client
@@ -33,7 +33,7 @@ func TestToClientsCountsReplays(t *testing.T) {
 	bob.Send(t, `<message to="`+room+`" type="groupchat" id="missed"><body>missed</body></message>`)
 	bob.Send(t, `<message to="`+e.cfg.Upstream.JID+`" type="chat" id="off"><body>while away</body></message>`)
 	e.waitFor("the room message archived", func() bool {
-		p, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 10)
+		p, err := e.db.History(context.Background(), room, store.NoHistoryLimit, 10)
 		return err == nil && len(p) == 2
 	})
 	e.waitFor("the chat stored offline", func() bool { return e.offlineCount() == 1 })

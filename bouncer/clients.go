@@ -75,7 +75,7 @@ func (cs *clientSet) closed(id uint64, err error, unacked []*stanza.Element) {
 	if len(unacked) == 0 {
 		unacked = undelivered
 	}
-	unacked = b.keptForReplay(err, unacked) // chatq.go
+	unacked = b.chats.keptForReplay(err, unacked) // chatq.go
 	if s == nil {
 		// Replaced; its successor may take them.
 		cs.rerouteUnacked(nil, unacked, unackedOffline)

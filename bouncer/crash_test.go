@@ -17,6 +17,7 @@ import (
 	"xmppbouncer/internal/testserver"
 	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // The real binary is killed with SIGKILL in the middle of a 2,000-message
@@ -258,7 +259,7 @@ func archivedStanzaIDs(t *testing.T, path, room string) map[string]bool {
 	defer db.Close()
 	ours := map[string]bool{}
 	for after := ""; ; {
-		page, err := db.Query(context.Background(), sqlite.Query{Room: room, Max: 500, After: after})
+		page, err := db.Query(context.Background(), store.Query{Room: room, Max: 500, After: after})
 		if err != nil {
 			t.Fatal(err)
 		}

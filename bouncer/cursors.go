@@ -4,14 +4,12 @@ import (
 	"context"
 	"time"
 
-	"xmppbouncer/sqlite"
+	"xmppbouncer/store"
 )
 
 // Catch-up cursors: where each resource stands in each room (and in the
 // account's chats, chatCursor), moved by the marks of what its connection
 // delivered (client.resolve), saved off the loop, and read back at start.
-// The offline store's feed is here too: which session is being given the
-// stored offline messages and how far they are deleted.
 
 // cursorKey names one resource's cursor in one room.
 type cursorKey struct{ room, resource string }
@@ -33,21 +31,12 @@ type uncommittedMark struct {
 // for ever; a fixed one that stays away this long gets default_replay.
 const cursorExpiry = 90 * 24 * time.Hour
 
-// delivery owns the catch-up cursors and the offline store feed. It runs
-// on the loop goroutine.
+// delivery owns the catch-up cursors (the offline store feed is
+// offline.go's). It runs on the loop goroutine.
 type delivery struct {
 	b       *Bouncer
 	cursors map[cursorKey]cursorPos // loaded at start, moved by resolved marks
 	dirty   map[cursorKey]cursorPos // moved since last saved
-	// offlineTo is the session being fed the offline store (0: none);
-	// offlineLoaded says whether its rows are loaded (see feedOffline).
-	offlineTo      uint64
-	offlineDeleted int64 // highest offline seq deleted or being deleted
-	// offlineFed is the highest offline seq handed to offlineTo, and
-	// offlineStale says it was fed while the archive was down: rows
-	// committed since are fed to it once the archive is back.
-	offlineFed   int64
-	offlineStale bool
 	// uncommitted are delivered room messages still waiting for their
 	// commit; they move their cursor once it lands (resolveUncommitted).
 	uncommitted []uncommittedMark
@@ -78,10 +67,7 @@ func (d *delivery) delivered(resource string, ms []mark) {
 		// Saved at once: after a crash a client gets what is behind it.
 		d.saveCursors()
 	}
-	if offline > d.offlineDeleted {
-		d.offlineDeleted = offline
-		d.b.deleteOffline(offline)
-	}
+	d.b.offline.delivered(offline) // offline.go
 }
 
 func (d *delivery) moveCursor(k cursorKey, seq int64) {
@@ -125,9 +111,7 @@ func (d *delivery) resolveUncommitted() {
 // sessionEnded saves what the session id's delivery moved and stops
 // feeding it the offline store.
 func (d *delivery) sessionEnded(id uint64) {
-	if d.offlineTo == id {
-		d.offlineTo = 0
-	}
+	d.b.offline.ended(id) // offline.go
 	d.saveCursors()
 }
 
@@ -172,9 +156,9 @@ func (d *delivery) saveCursors() {
 	if d.b.arch == nil || len(d.dirty) == 0 {
 		return
 	}
-	cs := make([]sqlite.Cursor, 0, len(d.dirty))
+	cs := make([]store.Cursor, 0, len(d.dirty))
 	for k, p := range d.dirty {
-		cs = append(cs, sqlite.Cursor{Room: k.room, Resource: k.resource, Seq: p.seq, Updated: p.at})
+		cs = append(cs, store.Cursor{Room: k.room, Resource: k.resource, Seq: p.seq, Updated: p.at})
 	}
 	clear(d.dirty)
 	d.b.background(func(ctx context.Context, db Store) error {

@@ -12,8 +12,8 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // BenchmarkOfflineDelivery10k: 10,000 stored offline messages (about 300
@@ -22,9 +22,9 @@ import (
 func BenchmarkOfflineDelivery10k(b *testing.B) {
 	e := newEnv(b, nil, func(c *configT) { c.Offline.MaxMessages = 20000 })
 	const n = 10000
-	rows := make([]sqlite.Offline, n)
+	rows := make([]store.Offline, n)
 	for i := range rows {
-		rows[i] = sqlite.Offline{Stamp: time.Now(), XML: fmt.Sprintf(`<message xmlns="jabber:client" from="bob@localhost/desk" to="alice@localhost" type="chat" id="m%d"><body>offline message number %d, with some words to make it a realistic size for a chat line</body><delay xmlns="urn:xmpp:delay" from="localhost" stamp="2026-11-30T10:00:00.000Z"/></message>`, i, i)}
+		rows[i] = store.Offline{Stamp: time.Now(), XML: fmt.Sprintf(`<message xmlns="jabber:client" from="bob@localhost/desk" to="alice@localhost" type="chat" id="m%d"><body>offline message number %d, with some words to make it a realistic size for a chat line</body><delay xmlns="urn:xmpp:delay" from="localhost" stamp="2026-11-30T10:00:00.000Z"/></message>`, i, i)}
 	}
 	var total time.Duration
 	for i := 0; i < b.N; i++ {
@@ -88,11 +88,11 @@ func BenchmarkCursorReplay1000(b *testing.B) {
 	db := benchArchive(b)
 	room := "replay@conference.example.org"
 	body := strings.Repeat("lorem ipsum ", 80)
-	var ms []*sqlite.Message
+	var ms []*store.Message
 	for i := 0; i < 1000; i++ {
 		x := fmt.Sprintf(`<message from="%s/bob" type="groupchat" id="m%d"><body>%s %d</body></message>`, room, i, body, i)
 		bd := body
-		ms = append(ms, &sqlite.Message{Room: room, StanzaID: fmt.Sprintf("s%d", i), Nick: "bob", Stamp: time.Now(), Body: &bd, XML: x})
+		ms = append(ms, &store.Message{Room: room, StanzaID: fmt.Sprintf("s%d", i), Nick: "bob", Stamp: time.Now(), Body: &bd, XML: x})
 	}
 	if _, err := db.AppendBatch(context.Background(), ms); err != nil {
 		b.Fatal(err)

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"xmppbouncer/internal/testclient"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // The "nothing is lost" rules, each against the real Prosody.
@@ -187,7 +187,7 @@ func TestCursorCatchUp(t *testing.T) {
 		want = append(want, fmt.Sprintf("missed %d", i))
 	}
 	e.waitFor("archived", func() bool {
-		p, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 100)
+		p, err := e.db.History(context.Background(), room, store.NoHistoryLimit, 100)
 		return err == nil && len(p) == 35
 	})
 	a = e.availableClient("fixed")
@@ -273,7 +273,7 @@ func TestQuitIsNotLeave(t *testing.T) {
 	})
 	bob.Send(t, `<message to="`+room+`" type="groupchat" id="while-away"><body>while away</body></message>`)
 	e.waitFor("archived while away", func() bool {
-		p, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 10)
+		p, err := e.db.History(context.Background(), room, store.NoHistoryLimit, 10)
 		return err == nil && len(p) == 1
 	})
 
@@ -334,7 +334,7 @@ func TestSlowClientCatchesUp(t *testing.T) {
 	// The whole flood is in the archive before the rejoin, so the replay
 	// is all there is to receive.
 	e.waitFor("flood archived", func() bool {
-		p, err := e.db.Query(context.Background(), sqlite.Query{Room: room, Max: 1})
+		p, err := e.db.Query(context.Background(), store.Query{Room: room, Max: 1})
 		return err == nil && p.Count == n
 	})
 	again := e.availableClient("slow")
@@ -436,7 +436,7 @@ func TestHistoryCappedAndPaced(t *testing.T) {
 		bob.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="h-%d"><body>h %d</body></message>`, room, i, i))
 	}
 	e.waitFor("archived", func() bool {
-		ms, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 500)
+		ms, err := e.db.History(context.Background(), room, store.NoHistoryLimit, 500)
 		return err == nil && len(ms) == 200
 	})
 	c := e.availableClient("big")
@@ -492,7 +492,7 @@ func TestSlowClientChatsNotLost(t *testing.T) {
 	// flood through, so the next client gets the rest as offline messages.
 	e.waitFor("every chat placed", func() bool {
 		var q int
-		e.b.Do(func() { q = len(e.b.chatq.inflight) })
+		e.b.Do(func() { q = e.b.chats.pending() })
 		return q == 0
 	})
 	next := e.client("next")

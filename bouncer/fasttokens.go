@@ -8,14 +8,14 @@ import (
 	"time"
 
 	"xmppbouncer/listener"
-	"xmppbouncer/sqlite"
+	"xmppbouncer/store"
 )
 
 // FastTokenDB is what the FAST token store needs from the database
 // (sqlite.DB has it).
 type FastTokenDB interface {
-	FastTokens(ctx context.Context, userAgent string) ([]sqlite.FastToken, error)
-	AddFastToken(ctx context.Context, t sqlite.FastToken) error
+	FastTokens(ctx context.Context, userAgent string) ([]store.FastToken, error)
+	AddFastToken(ctx context.Context, t store.FastToken) error
 	UseFastToken(ctx context.Context, hash []byte, count uint64, at time.Time) (bool, error)
 	DeleteFastToken(ctx context.Context, hash []byte) (bool, error)
 	DeleteFastTokens(ctx context.Context, userAgent string) (int64, error)
@@ -37,7 +37,7 @@ func (f fastStore) FastTokens(ctx context.Context, ua string) ([]listener.FastTo
 }
 
 func (f fastStore) AddFastToken(ctx context.Context, t listener.FastToken) error {
-	return f.db.AddFastToken(ctx, sqlite.FastToken(t))
+	return f.db.AddFastToken(ctx, store.FastToken(t))
 }
 
 func (f fastStore) UseFastToken(ctx context.Context, hash []byte, count uint64, at time.Time) (bool, error) {

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // dbCtx is the context for the loop's only archive calls: the reads at
@@ -17,7 +17,7 @@ func (b *Bouncer) dbCtx() (context.Context, context.CancelFunc) {
 }
 
 // archiveMessage extracts what the archive indexes from a stanza.
-func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
+func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *store.Message {
 	_, nick := splitJID(el.From())
 	// A live arrival keeps its fraction of a second (XEP-0082 allows one;
 	// the archive stores microseconds): cut to the second, a replay or MAM
@@ -25,7 +25,7 @@ func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
 	// out of order with what the room says. Rooms that stamp in whole
 	// seconds (Prosody) keep theirs.
 	now := time.Now().UTC()
-	m := &sqlite.Message{Room: r.JID, ID: el.ID(), Nick: nick, Stamp: now}
+	m := &store.Message{Room: r.JID, ID: el.ID(), Nick: nick, Stamp: now}
 	for _, c := range el.ChildrenNamed(stanza.NSStanzaID, "stanza-id") {
 		// XEP-0359 §3.1: only a stanza-id whose by is the room is the room's.
 		if c.Get("by") == r.JID {
@@ -65,8 +65,8 @@ func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *sqlite.Message {
 }
 
 // historyOf reads the <history/> of a join presence (XEP-0045 §7.2.14).
-func historyOf(p *stanza.Element) sqlite.HistoryLimit {
-	lim := sqlite.NoHistoryLimit
+func historyOf(p *stanza.Element) store.HistoryLimit {
+	lim := store.NoHistoryLimit
 	h := p.Child(stanza.NSMUC, "x").Child(stanza.NSMUC, "history")
 	if h == nil {
 		return lim
@@ -98,7 +98,7 @@ func historyOf(p *stanza.Element) sqlite.HistoryLimit {
 // replay_max and replay_max_age. Explicit limits are honoured as given, up
 // to replay_max messages; a resource never seen before gets
 // default_replay. Replays are fed to the connection as it drains.
-func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLimit) {
+func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim store.HistoryLimit) {
 	if b.opt.Archive == nil {
 		return
 	}
@@ -113,7 +113,7 @@ func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim sqlite.HistoryLi
 	h := b.clients.of(s).reserve()
 	id, to, room := s.ID, s.JID.String(), r.JID
 	b.offLoop(func(ctx context.Context, db Store) func() {
-		var msgs []*sqlite.Message
+		var msgs []*store.Message
 		var err error
 		if plain && seen {
 			var notBefore time.Time
@@ -182,7 +182,7 @@ func withDelay(el *stanza.Element, room string, stamp time.Time) *stanza.Element
 // joinHistory is the <history/> of the account's upstream join: only what
 // the archive lacks. A room with MAM sends none; catchUp pages through its
 // archive after the newest message we had when joining.
-func (b *Bouncer) joinHistory(r *Room, last *sqlite.Message) *stanza.Element {
+func (b *Bouncer) joinHistory(r *Room, last *store.Message) *stanza.Element {
 	if b.arch == nil {
 		return stanza.New(stanza.NSMUC, "history", "maxstanzas", "0")
 	}

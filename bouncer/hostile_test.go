@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"xmppbouncer/internal/testclient"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 	"xmppbouncer/upstream"
 )
 
@@ -132,9 +132,9 @@ func TestHostileFloodKeepsUpstream(t *testing.T) {
 }
 
 // roomHistory reads the bouncer's archive of room.
-func (e *env) roomHistory(t *testing.T, room string) []*sqlite.Message {
+func (e *env) roomHistory(t *testing.T, room string) []*store.Message {
 	t.Helper()
-	ms, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 1000)
+	ms, err := e.db.History(context.Background(), room, store.NoHistoryLimit, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ func (b *Bouncer) upstreamOnline(bound jid.JID) {
 	b.upFull = bound.String()
 	b.log.Info("upstream online", "jid", b.upFull)
 	b.presence.upstreamOnline()
-	b.flushOutbox()
+	b.ob.flushOutbox()
 	b.roomsOnline()
 }
 
@@ -50,7 +50,7 @@ func (b *Bouncer) upstreamOffline(err error) {
 // startup runs once when the loop starts.
 func (b *Bouncer) startup() {
 	b.dlv.loadCursors()
-	b.chatsStartup()
+	b.chats.startup()
 	b.roomsStartup()
 	b.pushes.startup()
 }

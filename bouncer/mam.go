@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // serveMAM answers a client's MAM query to an archived room from SQLite
@@ -30,7 +30,7 @@ func (b *Bouncer) serveMAM(s *sessions.Session, r *Room, el, q *stanza.Element) 
 		page, err := db.Query(ctx, query)
 		var out []*stanza.Element
 		switch {
-		case errors.Is(err, sqlite.ErrItemNotFound):
+		case errors.Is(err, store.ErrItemNotFound):
 			out = append(out, stanza.ErrorReply(el, stanza.ErrCancel, "item-not-found", "no such message in the archive"))
 		case err != nil:
 			b.log.Error("MAM query failed", "room", room, "err", err)
@@ -56,7 +56,7 @@ func (b *Bouncer) serveMAM(s *sessions.Session, r *Room, el, q *stanza.Element) 
 
 // mamPage renders one page of archive results and the final answer
 // (XEP-0313 §4.1.2, §4.2).
-func mamPage(page *sqlite.Page, room, to, qid, iqID string) []*stanza.Element {
+func mamPage(page *store.Page, room, to, qid, iqID string) []*stanza.Element {
 	out := make([]*stanza.Element, 0, len(page.Messages)+1)
 	for _, m := range page.Messages {
 		inner, err := stanza.Parse(m.XML)
@@ -85,8 +85,8 @@ func mamPage(page *sqlite.Page, room, to, qid, iqID string) []*stanza.Element {
 }
 
 // parseMAMQuery reads the data form (XEP-0313 §5) and RSM set (XEP-0059).
-func parseMAMQuery(room string, q *stanza.Element, maxPage int) (sqlite.Query, error) {
-	out := sqlite.Query{Room: room, Max: maxPage}
+func parseMAMQuery(room string, q *stanza.Element, maxPage int) (store.Query, error) {
+	out := store.Query{Room: room, Max: maxPage}
 	if form := q.Child(stanza.NSDataForm, "x"); form != nil {
 		for _, f := range form.ChildrenNamed(stanza.NSDataForm, "field") {
 			vals := f.ChildrenNamed(stanza.NSDataForm, "value")

@@ -3,8 +3,8 @@ package bouncer
 import (
 	"time"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // roomState is where the account's one upstream occupancy of a room stands.
@@ -42,13 +42,11 @@ type Room struct {
 	catching       bool                       // a gap fill is running in this sync round
 	subjectNew     bool                       // the subject arrived in this sync round
 	subjectChg     bool                       // ... and differs from the one we had
-	catchFrom      *sqlite.Message            // newest archived message when the join was sent
+	catchFrom      *store.Message             // newest archived message when the join was sent
 	stampFloor     time.Time                  // the newest stamp archived for this room (history.go)
 	rejoinWait     int                        // backoff exponent for 332/333 rejoins
-	outbox         []queued                   // client messages waiting for the rejoin
 	inflight       []*pendingMsg              // messages waiting for their commit, in order
 	archiveWaiting bool                       // a timer watches the head of inflight
-	sentBy         []sentBy                   // recent client messages, for their errors
 }
 
 // fresh reports whether session id joined in the current sync round.

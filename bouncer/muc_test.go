@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"xmppbouncer/internal/testclient"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 func fromRoom(room string) func(*stanza.Element) bool {
@@ -206,7 +206,7 @@ func TestHistoryAcrossRestart(t *testing.T) {
 	bob.Send(t, `<message to="`+room+`" type="groupchat" id="h1"><body>while detached</body></message>`)
 	bob.Expect(t, "echo", hasBody("while detached"))
 	e.waitFor("the message archived", func() bool {
-		p, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 10)
+		p, err := e.db.History(context.Background(), room, store.NoHistoryLimit, 10)
 		return err == nil && len(p) == 1
 	})
 	e.stop()

@@ -82,7 +82,7 @@ func (b *Bouncer) selfUnavailable(r *Room, el *stanza.Element, codes map[string]
 		}
 	}
 	b.reg.ClearRoom(r.JID)
-	b.failRoomOutbox(r, "not-acceptable", "the account was removed from the room")
+	b.ob.failRoomOutbox(r, "not-acceptable", "the account was removed from the room")
 	b.log.Info("removed from room", "room", r.JID, "codes", keys(codes))
 	r.reset()
 	r.pending = nil
@@ -111,7 +111,7 @@ func (b *Bouncer) roomPresenceError(r *Room, nick string, el *stanza.Element) {
 		}
 		r.pending = nil
 		r.reset()
-		b.failRoomOutbox(r, "recipient-unavailable", "the room refused the bouncer's join: "+stanza.ErrorCondition(el))
+		b.ob.failRoomOutbox(r, "recipient-unavailable", "the room refused the bouncer's join: "+stanza.ErrorCondition(el))
 		if !r.Kept {
 			delete(b.rooms, r.JID)
 		}
@@ -169,7 +169,7 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 		return true
 	case "error":
 		// The room's error about a message goes to its sender only.
-		if s := b.roomErrorTo(r, el); s != nil {
+		if s := b.ob.roomErrorTo(r, el); s != nil {
 			b.clients.of(s).send(el.With("to", s.JID.String()))
 			return true
 		}
@@ -182,7 +182,7 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 			return false
 		}
 		// Durable and in order with the account's chats (chatq.go).
-		b.chatInVia(el, func(el *stanza.Element) {
+		b.chats.inVia(el, func(el *stanza.Element) {
 			b.pushFor(el, pushRoomPM)
 			b.toClaimantsOrAll(r, el)
 		})
@@ -215,7 +215,7 @@ func (b *Bouncer) finishSync(r *Room) {
 	}
 	r.State = roomJoined
 	r.subjectNew = false
-	defer b.flushRoom(r) // after the joiners' history: they may have sent these
+	defer b.ob.flushRoom(r) // after the joiners' history: they may have sent these
 	for _, s := range b.reg.Claimants(r.JID) {
 		if !r.fresh(s.ID) && r.subjectChg {
 			b.clients.of(s).send(r.Subject.With("to", s.JID.String()))

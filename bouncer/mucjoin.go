@@ -205,7 +205,7 @@ func affiliationOfSelf(r *Room) string {
 // lastWanted reports whether nothing but the current claimants keeps the
 // account in r.
 func (b *Bouncer) lastWanted(r *Room) bool {
-	return !r.Kept && len(r.pending) == 0 && len(r.outbox) == 0 && len(b.reg.Claimants(r.JID)) == 0
+	return !r.Kept && len(r.pending) == 0 && b.ob.roomWaiting(r.JID) == 0 && len(b.reg.Claimants(r.JID)) == 0
 }
 
 // maybeLeaveUpstream leaves the room upstream once nobody claims or waits

@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"time"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // joinUpstream starts the account's one join of a room. With an archive
@@ -62,7 +62,7 @@ func (b *Bouncer) sendJoin(r *Room) {
 	})
 }
 
-func (b *Bouncer) sendJoinPresence(r *Room, last *sqlite.Message) {
+func (b *Bouncer) sendJoinPresence(r *Room, last *store.Message) {
 	r.catchFrom = last
 	if last != nil && last.Stamp.After(r.stampFloor) {
 		r.stampFloor = last.Stamp
@@ -94,7 +94,7 @@ func (b *Bouncer) roomsStartup() {
 // roomsOnline rejoins every room that is kept, claimed or being joined.
 func (b *Bouncer) roomsOnline() {
 	for jid, r := range b.rooms {
-		if r.Kept || len(r.pending) > 0 || len(r.outbox) > 0 || len(b.reg.Claimants(jid)) > 0 {
+		if r.Kept || len(r.pending) > 0 || b.ob.roomWaiting(jid) > 0 || len(b.reg.Claimants(jid)) > 0 {
 			if r.State == roomIdle {
 				b.joinUpstream(r)
 			}

@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // Offline storage (XEP-0160, as Prosody's mod_offline does it). Upstream
@@ -19,23 +19,40 @@ import (
 // ever gets one twice. Rows are deleted only once the connection delivered
 // them; a client that drops mid-way leaves the rest for the next one.
 
-// storeOffline keeps el for the next client and reports whether it took
+// offlineStore is the offline store's feed: which session is being given
+// the stored messages, and how far. It runs on the loop goroutine.
+type offlineStore struct {
+	b *Bouncer
+	// to is the session being fed the offline store (0: none).
+	to      uint64
+	deleted int64 // highest offline seq deleted or being deleted
+	// fed is the highest offline seq handed to to, and stale says it was
+	// fed while the archive was down: rows committed since are fed to it
+	// once the archive is back.
+	fed   int64
+	stale bool
+}
+
+func newOfflineStore(b *Bouncer) *offlineStore { return &offlineStore{b: b} }
+
+// store keeps el for the next client and reports whether it took
 // it. The archiver commits it (with any others waiting, in one
 // transaction) before the next read of the store; a full store refuses it
 // with an error to its sender (XEP-0160: a server may bounce what it
 // cannot store), so nothing is lost silently.
-func (b *Bouncer) storeOffline(el *stanza.Element) bool {
-	return b.storeOfflineAs(el, true)
+func (o *offlineStore) store(el *stanza.Element) bool {
+	return o.storeAs(el, true)
 }
 
-// storeOfflineQuiet is storeOffline for a message that may have reached a
+// storeQuiet is store for a message that may have reached a
 // client already (XEP-0198 unacknowledged at expiry): if the store cannot
 // take it, it is only logged, never bounced to its sender.
-func (b *Bouncer) storeOfflineQuiet(el *stanza.Element) bool {
-	return b.storeOfflineAs(el, false)
+func (o *offlineStore) storeQuiet(el *stanza.Element) bool {
+	return o.storeAs(el, false)
 }
 
-func (b *Bouncer) storeOfflineAs(el *stanza.Element, bounce bool) bool {
+func (o *offlineStore) storeAs(el *stanza.Element, bounce bool) bool {
+	b := o.b
 	if b.arch == nil {
 		return false
 	}
@@ -45,7 +62,7 @@ func (b *Bouncer) storeOfflineAs(el *stanza.Element, bounce bool) bool {
 		stored = stored.DeepCopy()
 		stored.Append(stanza.New(stanza.NSDelay, "delay", "from", b.domain, "stamp", stamp.Format(stampFormat)))
 	}
-	b.arch.storeOffline(&sqlite.Offline{Stamp: stamp, XML: stored.String()}, func(ok bool) {
+	b.arch.storeOffline(&store.Offline{Stamp: stamp, XML: stored.String()}, func(ok bool) {
 		switch {
 		case ok:
 			b.log.Debug("stored offline", "from", el.From())
@@ -71,25 +88,26 @@ func hasDelayFrom(el *stanza.Element, from string) bool {
 	return false
 }
 
-// feedOffline gives s, which just sent initial presence, the stored
+// feed gives s, which just sent initial presence, the stored
 // offline messages, unless another client is already being given them.
 // They are read off the loop; whatever else s is sent meanwhile waits
 // behind them.
-func (b *Bouncer) feedOffline(s *sessions.Session) {
-	if b.arch == nil || b.dlv.offlineTo != 0 {
+func (o *offlineStore) feed(s *sessions.Session) {
+	if o.b.arch == nil || o.to != 0 {
 		return
 	}
-	b.dlv.offlineTo = s.ID
-	b.dlv.offlineFed, b.dlv.offlineStale = 0, false
-	b.clients.of(s).noticeHistoryUnavailable("")
-	b.loadOffline(s)
+	o.to = s.ID
+	o.fed, o.stale = 0, false
+	o.b.clients.of(s).noticeHistoryUnavailable("")
+	o.load(s)
 }
 
-// loadOffline reads the offline store and feeds s what it has not been
-// fed yet (above offlineFed). While the archive is down the read sees only
+// load reads the offline store and feeds s what it has not been fed yet
+// (above fed). While the archive is down the read sees only
 // what is committed (archiver.read); then the rest follows once it is back
 // (archiveRecovered).
-func (b *Bouncer) loadOffline(s *sessions.Session) {
+func (o *offlineStore) load(s *sessions.Session) {
+	b := o.b
 	stale := b.arch.degraded()
 	h := b.clients.of(s).reserve()
 	id, to := s.ID, s.JID.String()
@@ -110,16 +128,16 @@ func (b *Bouncer) loadOffline(s *sessions.Session) {
 		return func() {
 			// Rows delivered earlier may still be on their way out of
 			// the database.
-			for len(items) > 0 && (items[0].offline <= b.dlv.offlineDeleted || items[0].offline <= b.dlv.offlineFed) {
+			for len(items) > 0 && (items[0].offline <= o.deleted || items[0].offline <= o.fed) {
 				items = items[1:]
 			}
-			if n := len(items); n > 0 && b.dlv.offlineTo == id {
-				b.dlv.offlineFed = items[n-1].offline
+			if n := len(items); n > 0 && o.to == id {
+				o.fed = items[n-1].offline
 			}
-			if stale && b.dlv.offlineTo == id {
-				b.dlv.offlineStale = true
+			if stale && o.to == id {
+				o.stale = true
 				if !b.arch.degraded() {
-					defer b.archiveRecovered() // it came back before this read was answered
+					defer o.archiveRecovered() // it came back before this read was answered
 				}
 			}
 			if len(items) > 0 {
@@ -133,27 +151,45 @@ func (b *Bouncer) loadOffline(s *sessions.Session) {
 // archiveRecovered runs on the loop when a failing archive write has
 // succeeded: the client fed the offline store while it was down gets what
 // was committed since.
-func (b *Bouncer) archiveRecovered() {
-	if !b.dlv.offlineStale || b.dlv.offlineTo == 0 {
+func (o *offlineStore) archiveRecovered() {
+	if !o.stale || o.to == 0 {
 		return
 	}
-	b.dlv.offlineStale = false
-	if s := b.reg.ByID(b.dlv.offlineTo); s != nil && s.Available() {
-		b.log.Info("archive back: feeding the offline messages stored meanwhile", "to", s.JID.String())
-		b.loadOffline(s)
+	o.stale = false
+	if s := o.b.reg.ByID(o.to); s != nil && s.Available() {
+		o.b.log.Info("archive back: feeding the offline messages stored meanwhile", "to", s.JID.String())
+		o.load(s)
 	}
 }
 
-// deleteOffline deletes the offline messages up to seq, delivered in order.
-func (b *Bouncer) deleteOffline(seq int64) {
-	b.background(func(ctx context.Context, db Store) error {
+// delivered notes that a client's connection delivered the offline
+// messages up to seq (in order): they are deleted.
+func (o *offlineStore) delivered(seq int64) {
+	if seq > o.deleted {
+		o.deleted = seq
+		o.delete(seq)
+	}
+}
+
+// ended notes that session id ended: the next client to send initial
+// presence is fed the offline store.
+func (o *offlineStore) ended(id uint64) {
+	if o.to == id {
+		o.to = 0
+	}
+}
+
+// delete deletes the offline messages up to seq, delivered in order.
+func (o *offlineStore) delete(seq int64) {
+	o.b.background(func(ctx context.Context, db Store) error {
 		return db.DeleteOffline(ctx, seq)
 	})
 }
 
-// pruneOffline deletes offline messages older than the configured
-// retention, loudly.
-func (b *Bouncer) pruneOffline() {
+// prune deletes offline messages older than the configured retention,
+// loudly.
+func (o *offlineStore) prune() {
+	b := o.b
 	ret := b.opt.Config.Offline.RetentionPeriod
 	if b.arch == nil || ret <= 0 {
 		return

@@ -28,26 +28,92 @@ type sentBy struct {
 // sentByMax bounds the messages per room whose errors can be routed.
 const sentByMax = 64
 
+// outRoomsMax bounds the rooms whose recent senders are remembered: past
+// it, the entries of rooms with nothing waiting are forgotten.
+const outRoomsMax = 256
+
+// outbox owns the messages waiting to go upstream, and who sent recent
+// room messages. It runs on the loop goroutine.
+type outbox struct {
+	b      *Bouncer
+	chats  []queued            // for upstream while it is down, not for rooms
+	rooms  map[string]*roomOut // by room JID
+	queued int                 // messages waiting in chats and every room's queue
+}
+
+// roomOut is one room's share of the outbox. An entry goes once the map
+// holds outRoomsMax rooms and nothing waits for it.
+type roomOut struct {
+	queue  []queued // client messages waiting for the (re)join
+	sentBy []sentBy // recent client messages, for their errors
+}
+
+func newOutbox(b *Bouncer) *outbox { return &outbox{b: b, rooms: map[string]*roomOut{}} }
+
+// room returns the entry of room jid, made if needed.
+func (o *outbox) room(jid string) *roomOut {
+	ro := o.rooms[jid]
+	if ro == nil {
+		if len(o.rooms) >= outRoomsMax {
+			for j, x := range o.rooms {
+				if len(x.queue) == 0 {
+					delete(o.rooms, j)
+				}
+			}
+		}
+		ro = &roomOut{}
+		o.rooms[jid] = ro
+	}
+	return ro
+}
+
+// chatsWaiting is how many messages not for rooms wait for upstream.
+func (o *outbox) chatsWaiting() int { return len(o.chats) }
+
+// roomWaiting is how many messages wait for room jid to be joined.
+func (o *outbox) roomWaiting(jid string) int {
+	if ro := o.rooms[jid]; ro != nil {
+		return len(ro.queue)
+	}
+	return 0
+}
+
+// requeueChats puts back, first in line, chats an upstream session lost
+// before the server handled them (upsm.go).
+func (o *outbox) requeueChats(q []queued) {
+	o.queued += len(q)
+	o.chats = append(q, o.chats...)
+}
+
+// requeueRoom is requeueChats for messages to room r.
+func (o *outbox) requeueRoom(r *Room, q []queued) {
+	o.queued += len(q)
+	ro := o.room(r.JID)
+	ro.queue = append(q, ro.queue...)
+}
+
 // forwardUp sends a message or presence from s upstream. A message waits
 // when upstream is down, or when it is for a room not joined right now.
-func (b *Bouncer) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
+func (o *outbox) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
+	b := o.b
 	if el.Kind() != "message" {
 		b.sendUp(el) // presence is recomputed from state on reconnect
 		return
 	}
 	if r := t.room; r != nil {
+		ro := o.room(r.JID)
 		if id := el.ID(); id != "" {
-			r.sentBy = append(r.sentBy, sentBy{id: id, session: s.ID})
-			if len(r.sentBy) > sentByMax {
-				r.sentBy = r.sentBy[1:]
+			ro.sentBy = append(ro.sentBy, sentBy{id: id, session: s.ID})
+			if len(ro.sentBy) > sentByMax {
+				ro.sentBy = ro.sentBy[1:]
 			}
 		}
-		if r.State != roomJoined || !b.online || len(r.outbox) > 0 {
-			b.enqueue(s, &r.outbox, el)
+		if !r.joined() || !b.online || len(ro.queue) > 0 {
+			o.enqueue(s, &ro.queue, el)
 			return
 		}
-	} else if !b.online || len(b.outbox) > 0 {
-		b.enqueue(s, &b.outbox, el)
+	} else if !b.online || len(o.chats) > 0 {
+		o.enqueue(s, &o.chats, el)
 		return
 	}
 	if !b.sendUpFrom(s.ID, el) {
@@ -55,73 +121,88 @@ func (b *Bouncer) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
 	}
 }
 
-func (b *Bouncer) enqueue(s *sessions.Session, q *[]queued, el *stanza.Element) {
-	if b.queued >= b.opt.OutboxLimit {
+func (o *outbox) enqueue(s *sessions.Session, q *[]queued, el *stanza.Element) {
+	b := o.b
+	if o.queued >= b.opt.OutboxLimit {
 		b.log.Warn("outgoing queue full: message refused", "from", s.JID.String(), "to", el.To(), "limit", b.opt.OutboxLimit)
 		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the bouncer's upstream connection is down and its outgoing queue is full"))
 		return
 	}
-	b.queued++
+	o.queued++
 	*q = append(*q, queued{session: s.ID, el: el})
 }
 
 // flushOutbox sends the waiting chats once upstream is back.
-func (b *Bouncer) flushOutbox() {
-	if len(b.outbox) > 0 {
-		b.log.Info("sending messages queued while upstream was down", "count", len(b.outbox))
+func (o *outbox) flushOutbox() {
+	if len(o.chats) > 0 {
+		o.b.log.Info("sending messages queued while upstream was down", "count", len(o.chats))
 	}
-	b.outbox = b.flush(b.outbox)
+	o.chats = o.flush(o.chats)
 }
 
 // flushRoom sends a room's waiting messages once it is joined.
-func (b *Bouncer) flushRoom(r *Room) {
-	if len(r.outbox) > 0 {
-		b.log.Info("sending messages queued for a room", "room", r.JID, "count", len(r.outbox))
+func (o *outbox) flushRoom(r *Room) {
+	if ro := o.rooms[r.JID]; ro != nil {
+		if len(ro.queue) > 0 {
+			o.b.log.Info("sending messages queued for a room", "room", r.JID, "count", len(ro.queue))
+		}
+		ro.queue = o.flush(ro.queue)
 	}
-	r.outbox = b.flush(r.outbox)
-	b.maybeLeaveUpstream(r) // kept joined only for these messages
+	o.b.maybeLeaveUpstream(r) // kept joined only for these messages
 }
 
-func (b *Bouncer) flush(q []queued) []queued {
+func (o *outbox) flush(q []queued) []queued {
+	b := o.b
 	for i, m := range q {
 		if !b.sendUpFrom(m.session, m.el) {
 			if !b.online {
 				return q[i:] // down again: the rest waits for the next session
 			}
-			b.queued--
+			o.queued--
 			if s := b.reg.ByID(m.session); s != nil {
 				b.clients.of(s).send(errorFromServer(m.el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
 			}
 			continue
 		}
-		b.queued--
+		o.queued--
 	}
 	return nil
 }
 
 // failRoomOutbox answers each message waiting for a room that cannot be
 // joined with an error to its sender only.
-func (b *Bouncer) failRoomOutbox(r *Room, cond, text string) {
-	for _, m := range r.outbox {
-		b.queued--
+func (o *outbox) failRoomOutbox(r *Room, cond, text string) {
+	ro := o.rooms[r.JID]
+	if ro == nil {
+		return
+	}
+	b := o.b
+	for _, m := range ro.queue {
+		o.queued--
 		if s := b.reg.ByID(m.session); s != nil {
 			b.clients.of(s).send(errorFromServer(m.el, s, b.domain, stanza.ErrCancel, cond, text))
 		}
 	}
-	r.outbox = nil
+	ro.queue = nil
 }
 
 // roomErrorTo returns the session that sent the message a room error is
 // about, or nil when it is not one of ours.
-func (b *Bouncer) roomErrorTo(r *Room, el *stanza.Element) *sessions.Session {
+func (o *outbox) roomErrorTo(r *Room, el *stanza.Element) *sessions.Session {
 	id := el.ID()
-	if id == "" {
+	ro := o.rooms[r.JID]
+	if id == "" || ro == nil {
 		return nil
 	}
-	for i := len(r.sentBy) - 1; i >= 0; i-- {
-		if r.sentBy[i].id == id {
-			return b.reg.ByID(r.sentBy[i].session)
+	for i := len(ro.sentBy) - 1; i >= 0; i-- {
+		if ro.sentBy[i].id == id {
+			return o.b.reg.ByID(ro.sentBy[i].session)
 		}
 	}
 	return nil
 }
+
+// joined reports whether the account is in r and its history synced:
+// messages to it go upstream at once (forwardUp). A Room method here, in
+// the outbox's file, so that the outbox reads no Room field but its JID.
+func (r *Room) joined() bool { return r.State == roomJoined }

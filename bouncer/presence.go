@@ -170,7 +170,7 @@ func (b *Bouncer) clientPresence(s *sessions.Session, el *stanza.Element) {
 		tb, _ := splitJID(t.to)
 		b.presence.subscriptionAnswered(tb)
 	}
-	b.forwardUp(s, t, el.With("from", "", "to", t.to))
+	b.ob.forwardUp(s, t, el.With("from", "", "to", t.to))
 }
 
 // broadcastPresence handles a client's presence without "to" (RFC 6121
@@ -191,8 +191,8 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 			b.sendSiblingsTo(s)
 			b.presence.sendCached(s)
 			// XEP-0160 §3: offline messages follow initial presence.
-			b.feedOffline(s)
-			b.replayChats(s) // after a crash (chatq.go)
+			b.offline.feed(s)
+			b.chats.replay(s) // after a crash (chatq.go)
 		}
 		b.caps.learn(s, el)
 	case "unavailable":

@@ -23,8 +23,8 @@ import (
 
 	"xmppbouncer/config"
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // pushKind says why a message may wake a phone.
@@ -81,7 +81,7 @@ type pushDeps struct {
 	// retried until it succeeds; nothing when there is no archive.
 	store func(func(ctx context.Context, db Store) error)
 	// load reads the stored registrations; nil when there is no archive.
-	load func() ([]sqlite.PushRegistration, error)
+	load func() ([]store.PushRegistration, error)
 }
 
 // pushSessions is what push reads of the session registry.
@@ -96,7 +96,7 @@ func newPusher(d pushDeps) *pusher {
 
 // pushReg is one client's registration and what it has missed.
 type pushReg struct {
-	sqlite.PushRegistration
+	store.PushRegistration
 	form *stanza.Element // the parsed publish-options form, nil if none
 
 	count   int       // messages since the client was last connected
@@ -204,7 +204,7 @@ func (p *pusher) enable(s *sessions.Session, el, payload *stanza.Element) {
 		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "bad-request", "missing node"))
 		return
 	}
-	r := &pushReg{PushRegistration: sqlite.PushRegistration{
+	r := &pushReg{PushRegistration: store.PushRegistration{
 		Resource: s.JID.Resourcepart(), Service: service, Node: node, Created: time.Now().UTC(),
 	}}
 	if form := payload.Child(stanza.NSDataForm, "x"); form != nil {

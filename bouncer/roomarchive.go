@@ -4,8 +4,8 @@ import (
 	"time"
 
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // A room message is committed to the archive before it is forwarded, and a
@@ -20,7 +20,7 @@ import (
 type pendingMsg struct {
 	el       *stanza.Element
 	to       []*sessions.Claim // the claims it arrived for
-	m        *sqlite.Message   // nil: not history, nothing to wait for
+	m        *store.Message    // nil: not history, nothing to wait for
 	done     bool              // committed, or nothing to commit
 	released bool              // forwarded before its commit (archive slow)
 	live     bool              // arrived live: a mention may wake a phone

@@ -74,7 +74,7 @@ func (b *Bouncer) clientMessage(s *sessions.Session, el *stanza.Element) {
 	if el.Type() != "groupchat" {
 		b.sentCarbons(s, el)
 	}
-	b.forwardUp(s, t, el.With("from", "", "to", t.to))
+	b.ob.forwardUp(s, t, el.With("from", "", "to", t.to))
 }
 
 // handleUpstream decides what happens to a stanza from the upstream server.
@@ -112,7 +112,7 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 		return
 	}
 	// Committed first, then pushed for and delivered (chatq.go).
-	b.chatInVia(el, func(el *stanza.Element) {
+	b.chats.inVia(el, func(el *stanza.Element) {
 		b.pushFor(el, pushDirect)
 		b.toAccount(el)
 	})
@@ -150,7 +150,7 @@ func (b *Bouncer) toAccount(el *stanza.Element) {
 	keep := worthStoringOffline(el)
 	for _, s := range to {
 		it := outItem{el: el.With("to", s.JID.String()), keep: keep}
-		if seq := b.chatq.releasing; seq != 0 {
+		if seq := b.chats.releasingSeq(); seq != 0 {
 			it.room, it.seq = chatCursor, seq // chatq.go
 		}
 		if b.clients.of(s).sendItem(it) {
@@ -160,7 +160,7 @@ func (b *Bouncer) toAccount(el *stanza.Element) {
 	// Nobody took it (no client, or each was just cut off for being too
 	// slow): a message worth keeping waits in the offline store.
 	if took == 0 && keep {
-		b.storeOffline(el)
+		b.offline.store(el)
 	}
 }
 

@@ -82,7 +82,7 @@ func (cs *clientSet) rerouteUnacked(s *sessions.Session, els []*stanza.Element, 
 				delivered++
 				continue
 			}
-			if b.storeOfflineQuiet(el) {
+			if b.offline.storeQuiet(el) {
 				stored++
 			} else {
 				b.log.Warn("unacknowledged message lost: no other client and no offline store", "from_session", who, "from", el.From())

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // session returns the bouncer's session on resource, or nil.
@@ -250,7 +250,7 @@ func TestSMResumeFailed(t *testing.T) {
 	e.waitFor("expiry", func() bool { return e.session("phone") == nil })
 	bob.Send(t, `<message to='`+room+`' type='groupchat' id='w2'><body>gone 1</body></message>`)
 	e.waitFor("archived", func() bool {
-		p, err := e.db.History(context.Background(), room, sqlite.NoHistoryLimit, 100)
+		p, err := e.db.History(context.Background(), room, store.NoHistoryLimit, 100)
 		return err == nil && len(p) == 5
 	})
 

@@ -7,8 +7,8 @@ import (
 
 	"xmppbouncer/listener"
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // Local clients' XEP-0198 sessions across a restart. The listener stores
@@ -22,9 +22,9 @@ import (
 
 // resumableStore is what the sessions need from the Store.
 type resumableStore interface {
-	SaveResumable(ctx context.Context, r sqlite.Resumable) error
+	SaveResumable(ctx context.Context, r store.Resumable) error
 	SetResumableState(ctx context.Context, id, presence, rooms string) error
-	Resumable(ctx context.Context, id string, now time.Time) (sqlite.Resumable, bool, error)
+	Resumable(ctx context.Context, id string, now time.Time) (store.Resumable, bool, error)
 	DeleteResumable(ctx context.Context, id string, now time.Time) error
 }
 
@@ -35,7 +35,7 @@ func (h ClientHandler) SaveResumable(r listener.Resumable) {
 	}
 	h.b.arch.write(func(ctx context.Context, db Store) error {
 		if s, ok := db.(resumableStore); ok {
-			return s.SaveResumable(ctx, sqlite.Resumable{ID: r.ID, Resource: r.Resource, InH: r.InH, Expires: r.Expires})
+			return s.SaveResumable(ctx, store.Resumable{ID: r.ID, Resource: r.Resource, InH: r.InH, Expires: r.Expires})
 		}
 		return nil
 	})
@@ -135,7 +135,7 @@ func (rs *resumables) revived(s *sessions.Session, conn any) {
 	if !ok || c.Revived() == nil {
 		return
 	}
-	st, _ := c.Revived().State.(sqlite.Resumable)
+	st, _ := c.Revived().State.(store.Resumable)
 	b.log.Info("client resumed a session from before a restart; rebuilding it", "jid", s.JID.String(), "rooms", strings.Count(st.Rooms, "\n")+min(1, len(st.Rooms)))
 	// Its presence, or plain available when it was not saved yet (the
 	// sweep saves it): a client that was getting the account's chats was

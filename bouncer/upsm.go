@@ -7,8 +7,8 @@ import (
 
 	"mellium.im/xmpp/jid"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 	"xmppbouncer/upstream"
 )
 
@@ -24,15 +24,15 @@ import (
 // upstreamSMStore is what the upstream state needs from the Store (the
 // sqlite package implements it).
 type upstreamSMStore interface {
-	UpstreamSM(ctx context.Context) (sqlite.UpstreamSM, bool, error)
-	SetUpstreamSM(ctx context.Context, s sqlite.UpstreamSM) error
+	UpstreamSM(ctx context.Context) (store.UpstreamSM, bool, error)
+	SetUpstreamSM(ctx context.Context, s store.UpstreamSM) error
 	SetUpstreamH(ctx context.Context, id string, h uint32) error
 }
 
 // chatStore is the durable chat queue (chatq.go).
 type chatStore interface {
-	StoreChats(ctx context.Context, cs []*sqlite.Chat) error
-	ChatsFor(ctx context.Context, resource string, after, upTo int64, max int) ([]sqlite.Chat, error)
+	StoreChats(ctx context.Context, cs []*store.Chat) error
+	ChatsFor(ctx context.Context, resource string, after, upTo int64, max int) ([]store.Chat, error)
 	LastChat(ctx context.Context) (int64, error)
 	DeleteChats(ctx context.Context, upTo int64, before, olderThan time.Time) (int64, error)
 }
@@ -45,7 +45,7 @@ func saveUpstreamH(ctx context.Context, db Store, tok upstream.Token) error {
 	return s.SetUpstreamH(ctx, tok.ID, tok.N)
 }
 
-func storeChats(ctx context.Context, db Store, cs []*sqlite.Chat) error {
+func storeChats(ctx context.Context, db Store, cs []*store.Chat) error {
 	s, ok := db.(chatStore)
 	if !ok {
 		for _, c := range cs {
@@ -90,7 +90,7 @@ func (h UpstreamHandler) SMEnabled(st upstream.SMState) {
 	saved := make(chan struct{})
 	h.b.arch.write(func(ctx context.Context, db Store) error {
 		if s, ok := db.(upstreamSMStore); ok {
-			if err := s.SetUpstreamSM(ctx, sqlite.UpstreamSM{ID: st.ID, Bound: st.Bound, H: st.H}); err != nil {
+			if err := s.SetUpstreamSM(ctx, store.UpstreamSM{ID: st.ID, Bound: st.Bound, H: st.H}); err != nil {
 				return err
 			}
 		}
@@ -208,7 +208,6 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 			} else {
 				chats = append(chats, queued{session: it.Tag, el: el})
 			}
-			b.queued++
 			continue
 		}
 		errs++
@@ -218,16 +217,16 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 		}
 	}
 	if len(chats) > 0 {
-		b.outbox = append(chats, b.outbox...)
+		b.ob.requeueChats(chats)
 	}
 	for r, q := range rooms {
-		r.outbox = append(q, r.outbox...)
+		b.ob.requeueRoom(r, q)
 	}
 	resent := len(ev.items) - errs
 	b.log.Warn("upstream session ended with messages the server had not acknowledged",
 		"resent", fmt.Sprint(resent), "errors_to_senders", errs, "not_handled_known", ev.notHandled)
-	if b.online && len(chats) > 0 && len(b.outbox) == len(chats) {
-		b.flushOutbox()
+	if b.online && len(chats) > 0 && b.ob.chatsWaiting() == len(chats) {
+		b.ob.flushOutbox()
 	}
 }
 

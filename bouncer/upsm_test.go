@@ -14,6 +14,7 @@ import (
 	"xmppbouncer/internal/testserver"
 	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 	"xmppbouncer/upstream"
 )
 
@@ -135,7 +136,7 @@ func TestUpstreamResumeFailsFallsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SetUpstreamSM(context.Background(), sqlite.UpstreamSM{ID: "gone", Bound: "alice@localhost/bouncer", H: 7}); err != nil {
+	if err := db.SetUpstreamSM(context.Background(), store.UpstreamSM{ID: "gone", Bound: "alice@localhost/bouncer", H: 7}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

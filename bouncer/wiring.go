@@ -2,8 +2,8 @@ package bouncer
 
 import (
 	"xmppbouncer/sessions"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // Wiring: each concern that owns its behaviour gets, from the core, only
@@ -30,7 +30,7 @@ func wirePush(b *Bouncer) *pusher {
 	}
 	if db := b.opt.Archive; db != nil {
 		// Read on the loop, once, at startup, before any client is served.
-		d.load = func() ([]sqlite.PushRegistration, error) {
+		d.load = func() ([]store.PushRegistration, error) {
 			ctx, cancel := b.dbCtx()
 			defer cancel()
 			return db.PushRegistrations(ctx)

@@ -15,6 +15,7 @@ import (
 
 	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // sqliteTokens is the listener's token store over the real database, as
@@ -30,7 +31,7 @@ func (s sqliteTokens) FastTokens(ctx context.Context, ua string) ([]FastToken, e
 	return out, err
 }
 func (s sqliteTokens) AddFastToken(ctx context.Context, t FastToken) error {
-	return s.db.AddFastToken(ctx, sqlite.FastToken(t))
+	return s.db.AddFastToken(ctx, store.FastToken(t))
 }
 func (s sqliteTokens) UseFastToken(ctx context.Context, h []byte, c uint64, at time.Time) (bool, error) {
 	return s.db.UseFastToken(ctx, h, c, at)

@@ -6,38 +6,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
+
+	"xmppbouncer/store"
 )
-
-// Message is one archived groupchat stanza.
-type Message struct {
-	Room     string    // room bare JID
-	StanzaID string    // room-assigned stanza-id (XEP-0359, by=room), "" if none
-	OriginID string    // XEP-0359 origin-id
-	ID       string    // the message's id attribute
-	Nick     string    // sender nick (resource of from)
-	RealJID  string    // sender real bare JID when known
-	Stamp    time.Time // server timestamp: delay stamp if present, else arrival
-	Body     *string   // nil for non-body stanzas (reactions, retractions, markers, subject-only)
-	XML      string    // the whole stanza as XML
-	Seq      int64     // set by the archive: monotonic row id
-	Inserted bool      // set by Append/AppendBatch: false for a duplicate
-}
-
-// syntheticPrefix starts the archive id of a message the room gave no
-// stanza-id. Such ids are "xb-<seq>"; see ArchiveID.
-const syntheticPrefix = "xb-"
-
-// ArchiveID is the id clients see for m in MAM results and RSM (XEP-0313
-// §5.1 result id): the room's stanza-id, or "xb-<seq>" when the room gave
-// none. Query accepts both forms back.
-func (m *Message) ArchiveID() string {
-	if m.StanzaID != "" {
-		return m.StanzaID
-	}
-	return syntheticPrefix + strconv.FormatInt(m.Seq, 10)
-}
 
 // fallbackWindow is how far apart in time two copies of a message without
 // stanza-id (but with an id or origin-id) may be stamped and still be taken
@@ -62,15 +34,15 @@ const fallbackWindow = 60 * time.Second
 //     fall in the same UTC second.
 //
 // A zero Stamp is replaced by the current time.
-func (db *DB) Append(ctx context.Context, m *Message) (bool, error) {
-	n, err := db.AppendBatch(ctx, []*Message{m})
+func (db *DB) Append(ctx context.Context, m *store.Message) (bool, error) {
+	n, err := db.AppendBatch(ctx, []*store.Message{m})
 	return n == 1, err
 }
 
 // AppendBatch archives ms in one transaction, with Append's dedup rules
 // (also among the messages of the batch), and returns how many were
 // inserted. Each message's Seq is set. On error nothing is committed.
-func (db *DB) AppendBatch(ctx context.Context, ms []*Message) (int, error) {
+func (db *DB) AppendBatch(ctx context.Context, ms []*store.Message) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
 	}
@@ -116,7 +88,7 @@ func (db *DB) AppendBatch(ctx context.Context, ms []*Message) (int, error) {
 	return inserted, nil
 }
 
-func appendOne(ctx context.Context, tx *sql.Tx, roomID int64, m *Message) (seq int64, inserted bool, err error) {
+func appendOne(ctx context.Context, tx *sql.Tx, roomID int64, m *store.Message) (seq int64, inserted bool, err error) {
 	stamp := m.Stamp
 	if stamp.IsZero() {
 		stamp = time.Now()
@@ -185,7 +157,7 @@ func appendOne(ctx context.Context, tx *sql.Tx, roomID int64, m *Message) (seq i
 // sender nick, its id (origin-id when it has no id attribute) and its body,
 // or its whole XML when it has no body. Fields are length-prefixed so no two
 // different tuples hash the same input.
-func fallbackKey(m *Message) []byte {
+func fallbackKey(m *store.Message) []byte {
 	id := m.ID
 	if id == "" {
 		id = m.OriginID

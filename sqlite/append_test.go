@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"xmppbouncer/store"
 )
 
 func count(t *testing.T, db *DB, room string) int {
 	t.Helper()
-	p, err := db.Query(context.Background(), Query{Room: room})
+	p, err := db.Query(context.Background(), store.Query{Room: room})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,12 +47,12 @@ func TestDedupByStanzaID(t *testing.T) {
 func TestDedupFallbackKey(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t)
-	base := func(id, body string, at time.Duration) *Message {
-		return &Message{Room: "r@muc", ID: id, Nick: "bob", Stamp: t0.Add(at), Body: strp(body), XML: "<message/>"}
+	base := func(id, body string, at time.Duration) *store.Message {
+		return &store.Message{Room: "r@muc", ID: id, Nick: "bob", Stamp: t0.Add(at), Body: strp(body), XML: "<message/>"}
 	}
 	cases := []struct {
 		name string
-		m    *Message
+		m    *store.Message
 		ins  bool
 	}{
 		{"first", base("m1", "hi", 0), true},
@@ -59,15 +61,15 @@ func TestDedupFallbackKey(t *testing.T) {
 		{"same id and body far apart", base("m1", "hi", 10*time.Minute), true},
 		{"other body", base("m1", "hi!", 0), true},
 		{"other id", base("m2", "hi", 0), true},
-		{"other nick", &Message{Room: "r@muc", ID: "m1", Nick: "eve", Stamp: t0, Body: strp("hi"), XML: "<message/>"}, true},
-		{"origin-id only", &Message{Room: "r@muc", OriginID: "o9", Nick: "bob", Stamp: t0, Body: strp("x"), XML: "<m/>"}, true},
-		{"origin-id replay", &Message{Room: "r@muc", OriginID: "o9", Nick: "bob", Stamp: t0.Add(5 * time.Second), Body: strp("x"), XML: "<m/>"}, false},
+		{"other nick", &store.Message{Room: "r@muc", ID: "m1", Nick: "eve", Stamp: t0, Body: strp("hi"), XML: "<message/>"}, true},
+		{"origin-id only", &store.Message{Room: "r@muc", OriginID: "o9", Nick: "bob", Stamp: t0, Body: strp("x"), XML: "<m/>"}, true},
+		{"origin-id replay", &store.Message{Room: "r@muc", OriginID: "o9", Nick: "bob", Stamp: t0.Add(5 * time.Second), Body: strp("x"), XML: "<m/>"}, false},
 		{"no id", base("", "ok", 0), true},
 		{"no id same second", base("", "ok", 900*time.Millisecond), false},
 		{"no id next second", base("", "ok", 1500*time.Millisecond), true},
-		{"no body, no id: XML decides", &Message{Room: "r@muc", Nick: "bob", Stamp: t0, XML: "<a/>"}, true},
-		{"no body, same XML", &Message{Room: "r@muc", Nick: "bob", Stamp: t0, XML: "<a/>"}, false},
-		{"no body, other XML", &Message{Room: "r@muc", Nick: "bob", Stamp: t0, XML: "<b/>"}, true},
+		{"no body, no id: XML decides", &store.Message{Room: "r@muc", Nick: "bob", Stamp: t0, XML: "<a/>"}, true},
+		{"no body, same XML", &store.Message{Room: "r@muc", Nick: "bob", Stamp: t0, XML: "<a/>"}, false},
+		{"no body, other XML", &store.Message{Room: "r@muc", Nick: "bob", Stamp: t0, XML: "<b/>"}, true},
 	}
 	want := 0
 	for _, c := range cases {
@@ -94,7 +96,7 @@ func TestAppendBatch(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t)
 	mustAppend(t, db, msg("r@muc", "s0", "n", "pre-existing", 0))
-	batch := []*Message{
+	batch := []*store.Message{
 		msg("r@muc", "s0", "n", "pre-existing", 0),
 		msg("r@muc", "s1", "n", "one", 1),
 		msg("r@muc", "s1", "n", "one", 1), // duplicate inside the batch
@@ -108,7 +110,7 @@ func TestAppendBatch(t *testing.T) {
 		t.Errorf("in-batch duplicate seqs %d, %d", batch[1].Seq, batch[2].Seq)
 	}
 	// A failing batch commits nothing.
-	bad := []*Message{msg("r@muc", "s9", "n", "x", 9), {Room: ""}}
+	bad := []*store.Message{msg("r@muc", "s9", "n", "x", 9), {Room: ""}}
 	if _, err := db.AppendBatch(ctx, bad); err == nil {
 		t.Fatal("batch with an invalid message succeeded")
 	}
@@ -120,17 +122,17 @@ func TestAppendBatch(t *testing.T) {
 func TestSeqMonotonicAfterPrune(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t)
-	a := &Message{Room: "r@muc", ID: "1", Nick: "n", Stamp: t0, Body: strp("a"), XML: "<m/>"}
+	a := &store.Message{Room: "r@muc", ID: "1", Nick: "n", Stamp: t0, Body: strp("a"), XML: "<m/>"}
 	mustAppend(t, db, a)
 	if n, err := db.Prune(ctx, t0.Add(time.Hour)); err != nil || n != 1 {
 		t.Fatalf("Prune = %d, %v", n, err)
 	}
-	b := &Message{Room: "r@muc", ID: "2", Nick: "n", Stamp: t0, Body: strp("b"), XML: "<m/>"}
+	b := &store.Message{Room: "r@muc", ID: "2", Nick: "n", Stamp: t0, Body: strp("b"), XML: "<m/>"}
 	mustAppend(t, db, b)
 	if b.Seq <= a.Seq {
 		t.Fatalf("seq reused after prune: %d then %d (archive ids must not be reused)", a.Seq, b.Seq)
 	}
-	if _, err := db.Query(ctx, Query{Room: "r@muc", AfterID: a.ArchiveID()}); err == nil {
+	if _, err := db.Query(ctx, store.Query{Room: "r@muc", AfterID: a.ArchiveID()}); err == nil {
 		t.Error("pruned synthetic id still resolves")
 	}
 }
@@ -138,7 +140,7 @@ func TestSeqMonotonicAfterPrune(t *testing.T) {
 func TestPrune(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t)
-	var ms []*Message
+	var ms []*store.Message
 	for i := range 5000 {
 		room := "a@muc"
 		if i%2 == 1 {
@@ -158,7 +160,7 @@ func TestPrune(t *testing.T) {
 		t.Fatalf("Prune = %d, %v; want 4000", n, err)
 	}
 	for _, room := range []string{"a@muc", "b@muc"} {
-		p, err := db.Query(ctx, Query{Room: room, Max: 1000})
+		p, err := db.Query(ctx, store.Query{Room: room, Max: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +173,7 @@ func TestPrune(t *testing.T) {
 			}
 		}
 		// The full-text index follows deletions.
-		if p, err := db.Query(ctx, Query{Room: room, FullText: "old"}); err != nil || p.Count != 0 {
+		if p, err := db.Query(ctx, store.Query{Room: room, FullText: "old"}); err != nil || p.Count != 0 {
 			t.Errorf("%s: fulltext finds %d pruned messages (%v)", room, p.Count, err)
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"xmppbouncer/store"
 )
 
 // The 1M-message archive is only built by the benchmarks that need it, so
@@ -37,7 +39,7 @@ func benchWord(k int) string { return fmt.Sprintf("w%d", k) }
 
 var benchStart = time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func benchMessage(rng *rand.Rand, zipf *rand.Zipf, i int) *Message {
+func benchMessage(rng *rand.Rand, zipf *rand.Zipf, i int) *store.Message {
 	var sb strings.Builder
 	n := 3 + rng.IntN(13)
 	for j := range n {
@@ -53,7 +55,7 @@ func benchMessage(rng *rand.Rand, zipf *rand.Zipf, i int) *Message {
 	x := fmt.Sprintf(`<message xmlns="jabber:client" from="%s/%s" type="groupchat" id="%x"><body>%s</body>`+
 		`<stanza-id xmlns="urn:xmpp:sid:0" id="%s" by="%s"/><origin-id xmlns="urn:xmpp:sid:0" id="%x"/></message>`,
 		room, nick, rng.Uint64(), body, sid, room, rng.Uint64())
-	return &Message{
+	return &store.Message{
 		Room: room, StanzaID: sid, ID: fmt.Sprintf("%x", rng.Uint64()), Nick: nick,
 		// 1M messages over ~1 year: one every ~31 s overall.
 		Stamp: benchStart.Add(time.Duration(i) * 31 * time.Second), Body: &body, XML: x,
@@ -108,7 +110,7 @@ func buildBigArchive(b *testing.B, path string) error {
 	zipf := rand.NewZipf(rng, 1.1, 1, benchVocab-1)
 	start := time.Now()
 	const batch = 1000
-	ms := make([]*Message, 0, batch)
+	ms := make([]*store.Message, 0, batch)
 	for i := range benchMessages {
 		ms = append(ms, benchMessage(rng, zipf, i))
 		if len(ms) == batch {
@@ -136,7 +138,7 @@ func BenchmarkAppend(b *testing.B) {
 	db, _ := openTest(b)
 	rng := rand.New(rand.NewPCG(3, 4))
 	zipf := rand.NewZipf(rng, 1.1, 1, benchVocab-1)
-	ms := make([]*Message, b.N)
+	ms := make([]*store.Message, b.N)
 	for i := range ms {
 		ms[i] = benchMessage(rng, zipf, i)
 	}
@@ -156,7 +158,7 @@ func BenchmarkAppendBatch(b *testing.B) {
 			db, _ := openTest(b)
 			rng := rand.New(rand.NewPCG(5, 6))
 			zipf := rand.NewZipf(rng, 1.1, 1, benchVocab-1)
-			ms := make([]*Message, b.N*size)
+			ms := make([]*store.Message, b.N*size)
 			for i := range ms {
 				ms[i] = benchMessage(rng, zipf, i)
 			}
@@ -175,7 +177,7 @@ func BenchmarkAppendBatch(b *testing.B) {
 func BenchmarkHistory50(b *testing.B) {
 	db := bigArchive(b)
 	ctx := context.Background()
-	lim := NoHistoryLimit
+	lim := store.NoHistoryLimit
 	lim.MaxStanzas = 50
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -196,7 +198,7 @@ func BenchmarkMAMPageRandom(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				k := rng.IntN(benchMessages)
 				room := benchRoom(k % benchRooms)
-				q := Query{Room: room, Max: 50}
+				q := store.Query{Room: room, Max: 50}
 				switch kind {
 				case "after":
 					q.After = benchSID(k)
@@ -229,7 +231,7 @@ func BenchmarkFullText(b *testing.B) {
 		b.Run(benchWord(w), func(b *testing.B) {
 			hits := 0
 			for i := 0; i < b.N; i++ {
-				p, err := db.Query(ctx, Query{Room: benchRoom(i % benchRooms), FullText: benchWord(w), Max: 50, BeforeSet: true})
+				p, err := db.Query(ctx, store.Query{Room: benchRoom(i % benchRooms), FullText: benchWord(w), Max: 50, BeforeSet: true})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"xmppbouncer/store"
 )
 
 func TestOpenRejectsMemory(t *testing.T) {
@@ -27,7 +29,7 @@ func TestDurableAcrossReopen(t *testing.T) {
 	if ins, err := db.Append(ctx, m); err != nil || !ins {
 		t.Fatalf("Append = %v, %v", ins, err)
 	}
-	noBody := &Message{Room: "room@muc.example", StanzaID: "s2", Nick: "bob", Stamp: t0.Add(time.Second),
+	noBody := &store.Message{Room: "room@muc.example", StanzaID: "s2", Nick: "bob", Stamp: t0.Add(time.Second),
 		XML: "<message><reactions xmlns='urn:xmpp:reactions:0' id='s1'/></message>"}
 	mustAppend(t, db, noBody)
 	if err := db.SetState(ctx, "rooms", "a,b"); err != nil {
@@ -42,7 +44,7 @@ func TestDurableAcrossReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db2.Close()
-	got, err := db2.History(ctx, "room@muc.example", NoHistoryLimit, 10)
+	got, err := db2.History(ctx, "room@muc.example", store.NoHistoryLimit, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,10 +121,10 @@ func TestContextCancelled(t *testing.T) {
 	if _, err := db.Append(ctx, msg("r@muc", "1", "n", "x", 0)); !errors.Is(err, context.Canceled) {
 		t.Errorf("Append with cancelled ctx: %v", err)
 	}
-	if _, err := db.Query(ctx, Query{Room: "r@muc", Max: 10}); !errors.Is(err, context.Canceled) {
+	if _, err := db.Query(ctx, store.Query{Room: "r@muc", Max: 10}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Query with cancelled ctx: %v", err)
 	}
-	if _, err := db.History(context.Background(), "r@muc", NoHistoryLimit, 5); err != nil {
+	if _, err := db.History(context.Background(), "r@muc", store.NoHistoryLimit, 5); err != nil {
 		t.Errorf("History: %v", err)
 	}
 }
@@ -155,11 +157,11 @@ func TestConcurrentUse(t *testing.T) {
 					return
 				default:
 				}
-				if _, err := db.Query(ctx, Query{Room: room, Max: 10, BeforeSet: true}); err != nil {
+				if _, err := db.Query(ctx, store.Query{Room: room, Max: 10, BeforeSet: true}); err != nil {
 					errs <- err
 					return
 				}
-				if _, err := db.History(ctx, room, NoHistoryLimit, 5); err != nil {
+				if _, err := db.History(ctx, room, store.NoHistoryLimit, 5); err != nil {
 					errs <- err
 					return
 				}
@@ -178,7 +180,7 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 	for w := range writers {
-		if p, err := db.Query(ctx, Query{Room: fmt.Sprintf("c%d@muc", w)}); err != nil || p.Count != per {
+		if p, err := db.Query(ctx, store.Query{Room: fmt.Sprintf("c%d@muc", w)}); err != nil || p.Count != per {
 			t.Errorf("room %d: count %d, %v", w, p.Count, err)
 		}
 	}

@@ -4,20 +4,15 @@ import (
 	"context"
 	"fmt"
 	"time"
-)
 
-// Offline is one stored offline message (XEP-0160).
-type Offline struct {
-	Seq   int64
-	Stamp time.Time
-	XML   string
-}
+	"xmppbouncer/store"
+)
 
 // StoreOffline commits offline messages in one transaction, in order, and
 // returns how many it stored, setting their Seq. limit > 0 bounds the
 // store: once it holds limit messages the rest are not stored (the caller
 // refuses them).
-func (db *DB) StoreOffline(ctx context.Context, ms []Offline, limit int) (int, error) {
+func (db *DB) StoreOffline(ctx context.Context, ms []store.Offline, limit int) (int, error) {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: store offline: begin: %w", err)
@@ -47,15 +42,15 @@ func (db *DB) StoreOffline(ctx context.Context, ms []Offline, limit int) (int, e
 }
 
 // OfflineMessages returns every stored offline message, oldest first.
-func (db *DB) OfflineMessages(ctx context.Context) ([]Offline, error) {
+func (db *DB) OfflineMessages(ctx context.Context) ([]store.Offline, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT seq, stamp, xml FROM offline ORDER BY seq`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: offline messages: %w", err)
 	}
 	defer rows.Close()
-	var out []Offline
+	var out []store.Offline
 	for rows.Next() {
-		var o Offline
+		var o store.Offline
 		var us int64
 		if err := rows.Scan(&o.Seq, &us, &o.XML); err != nil {
 			return nil, fmt.Errorf("sqlite: offline messages: %w", err)
@@ -97,23 +92,16 @@ func (db *DB) OfflineCount(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Cursor is where one local resource stands in one room's archive.
-type Cursor struct {
-	Room, Resource string
-	Seq            int64
-	Updated        time.Time // when it last moved (whole seconds)
-}
-
 // Cursors returns every stored cursor.
-func (db *DB) Cursors(ctx context.Context) ([]Cursor, error) {
+func (db *DB) Cursors(ctx context.Context) ([]store.Cursor, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT room, resource, seq, updated FROM cursors`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: cursors: %w", err)
 	}
 	defer rows.Close()
-	var out []Cursor
+	var out []store.Cursor
 	for rows.Next() {
-		var c Cursor
+		var c store.Cursor
 		var updated int64
 		if err := rows.Scan(&c.Room, &c.Resource, &c.Seq, &updated); err != nil {
 			return nil, fmt.Errorf("sqlite: cursors: %w", err)
@@ -126,7 +114,7 @@ func (db *DB) Cursors(ctx context.Context) ([]Cursor, error) {
 
 // SaveCursors stores cursors in one transaction. A cursor only moves
 // forward, so saves that overtake each other cannot move one back.
-func (db *DB) SaveCursors(ctx context.Context, cs []Cursor) error {
+func (db *DB) SaveCursors(ctx context.Context, cs []store.Cursor) error {
 	if len(cs) == 0 {
 		return nil
 	}
@@ -161,7 +149,7 @@ func (db *DB) PruneCursors(ctx context.Context, olderThan time.Time) (int64, err
 // After returns the room's messages archived after seq (in archive order,
 // which is arrival order), keeping the newest max of them and none stamped
 // before notBefore (zero: no age limit).
-func (db *DB) After(ctx context.Context, room string, seq int64, max int, notBefore time.Time) ([]*Message, error) {
+func (db *DB) After(ctx context.Context, room string, seq int64, max int, notBefore time.Time) ([]*store.Message, error) {
 	if max <= 0 {
 		return nil, nil
 	}
@@ -179,7 +167,7 @@ func (db *DB) After(ctx context.Context, room string, seq int64, max int, notBef
 		return nil, fmt.Errorf("sqlite: messages of %s after %d: %w", room, seq, err)
 	}
 	defer rows.Close()
-	var out []*Message
+	var out []*store.Message
 	for rows.Next() {
 		m, err := scanMessage(rows)
 		if err != nil {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"xmppbouncer/store"
 )
 
 func TestOfflineStore(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := context.Background()
-	rows := []Offline{{Stamp: time.Now(), XML: "<message>1</message>"}, {Stamp: time.Now(), XML: "<message>2</message>"}, {Stamp: time.Now(), XML: "<message>3</message>"}}
+	rows := []store.Offline{{Stamp: time.Now(), XML: "<message>1</message>"}, {Stamp: time.Now(), XML: "<message>2</message>"}, {Stamp: time.Now(), XML: "<message>3</message>"}}
 	n, err := db.StoreOffline(ctx, rows, 2)
 	if err != nil || n != 2 {
 		t.Fatalf("stored %d, %v; want the bound of 2", n, err)
@@ -36,10 +38,10 @@ func TestCursorsOnlyMoveForwardAndExpire(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := context.Background()
 	old, now := time.Now().Add(-100*24*time.Hour), time.Now()
-	if err := db.SaveCursors(ctx, []Cursor{{"r@muc", "phone", 10, now}, {"r@muc", "laptop", 3, old}}); err != nil {
+	if err := db.SaveCursors(ctx, []store.Cursor{{Room: "r@muc", Resource: "phone", Seq: 10, Updated: now}, {Room: "r@muc", Resource: "laptop", Seq: 3, Updated: old}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SaveCursors(ctx, []Cursor{{"r@muc", "phone", 7, old}, {"r@muc", "laptop", 5, old}}); err != nil {
+	if err := db.SaveCursors(ctx, []store.Cursor{{Room: "r@muc", Resource: "phone", Seq: 7, Updated: old}, {Room: "r@muc", Resource: "laptop", Seq: 5, Updated: old}}); err != nil {
 		t.Fatal(err)
 	}
 	cs, err := db.Cursors(ctx)

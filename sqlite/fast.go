@@ -4,20 +4,9 @@ import (
 	"context"
 	"fmt"
 	"time"
-)
 
-// FastToken is one stored XEP-0484 FAST token: its hash, never the token.
-type FastToken struct {
-	Hash      []byte
-	UserAgent string
-	Software  string
-	Device    string
-	Mechanism string
-	Created   time.Time
-	Expires   time.Time
-	LastUsed  time.Time // zero: never used
-	Count     uint64
-}
+	"xmppbouncer/store"
+)
 
 func unixOrZero(s int64) time.Time {
 	if s == 0 {
@@ -28,16 +17,16 @@ func unixOrZero(s int64) time.Time {
 
 // FastTokens lists the tokens of userAgent, or every token when it is "",
 // ordered by device and creation.
-func (db *DB) FastTokens(ctx context.Context, userAgent string) ([]FastToken, error) {
+func (db *DB) FastTokens(ctx context.Context, userAgent string) ([]store.FastToken, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT hash, user_agent, software, device, mechanism, created, expires, last_used, count
 		FROM fast_tokens WHERE ? = '' OR user_agent = ? ORDER BY user_agent, created`, userAgent, userAgent)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list FAST tokens: %w", err)
 	}
 	defer rows.Close()
-	var out []FastToken
+	var out []store.FastToken
 	for rows.Next() {
-		var t FastToken
+		var t store.FastToken
 		var created, expires, used, count int64
 		if err := rows.Scan(&t.Hash, &t.UserAgent, &t.Software, &t.Device, &t.Mechanism, &created, &expires, &used, &count); err != nil {
 			return nil, fmt.Errorf("sqlite: list FAST tokens: %w", err)
@@ -52,7 +41,7 @@ func (db *DB) FastTokens(ctx context.Context, userAgent string) ([]FastToken, er
 }
 
 // AddFastToken stores t; it is committed when AddFastToken returns.
-func (db *DB) AddFastToken(ctx context.Context, t FastToken) error {
+func (db *DB) AddFastToken(ctx context.Context, t store.FastToken) error {
 	_, err := db.w.ExecContext(ctx, `INSERT INTO fast_tokens(hash, user_agent, software, device, mechanism, created, expires)
 		VALUES(?, ?, ?, ?, ?, ?, ?)`, t.Hash, t.UserAgent, t.Software, t.Device, t.Mechanism, t.Created.Unix(), t.Expires.Unix())
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"xmppbouncer/store"
 )
 
 // TestFastTokens: tokens survive a reopen, a count must grow, and revoking
@@ -13,9 +15,9 @@ func TestFastTokens(t *testing.T) {
 	db, path := openTest(t)
 	ctx := context.Background()
 	now := time.Unix(1700000000, 0).UTC()
-	a := FastToken{Hash: bytes.Repeat([]byte{1}, 32), UserAgent: "phone", Software: "Conversations", Device: "Pixel", Mechanism: "HT-SHA-256-NONE", Created: now, Expires: now.Add(time.Hour)}
-	b := FastToken{Hash: bytes.Repeat([]byte{2}, 32), UserAgent: "tablet", Mechanism: "HT-SHA-256-ENDP", Created: now, Expires: now.Add(time.Hour)}
-	for _, tok := range []FastToken{a, b} {
+	a := store.FastToken{Hash: bytes.Repeat([]byte{1}, 32), UserAgent: "phone", Software: "Conversations", Device: "Pixel", Mechanism: "HT-SHA-256-NONE", Created: now, Expires: now.Add(time.Hour)}
+	b := store.FastToken{Hash: bytes.Repeat([]byte{2}, 32), UserAgent: "tablet", Mechanism: "HT-SHA-256-ENDP", Created: now, Expires: now.Add(time.Hour)}
+	for _, tok := range []store.FastToken{a, b} {
 		if err := db.AddFastToken(ctx, tok); err != nil {
 			t.Fatal(err)
 		}

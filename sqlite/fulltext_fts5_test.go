@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"xmppbouncer/store"
 )
 
 func TestFTS5WordSemantics(t *testing.T) {
@@ -40,7 +42,7 @@ func TestFTS5RebuildAfterNonFTSBuild(t *testing.T) {
 		}
 	}
 	mustAppend(t, db, msg("r@muc", "2", "n", "unindexed walrus", 1))
-	if p, err := db.Query(ctx, Query{Room: "r@muc", FullText: "walrus"}); err != nil || p.Count != 1 {
+	if p, err := db.Query(ctx, store.Query{Room: "r@muc", FullText: "walrus"}); err != nil || p.Count != 1 {
 		t.Fatalf("precondition: count %d, %v", p.Count, err)
 	}
 	db.Close()
@@ -49,12 +51,12 @@ func TestFTS5RebuildAfterNonFTSBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db2.Close()
-	p, err := db2.Query(ctx, Query{Room: "r@muc", FullText: "walrus", Max: 10})
+	p, err := db2.Query(ctx, store.Query{Room: "r@muc", FullText: "walrus", Max: 10})
 	if err != nil || p.Count != 2 {
 		t.Fatalf("after reopen: count %d, %v; want the index rebuilt", p.Count, err)
 	}
 	mustAppend(t, db2, msg("r@muc", "3", "n", "new walrus", 2))
-	if p, _ := db2.Query(ctx, Query{Room: "r@muc", FullText: "walrus"}); p.Count != 3 {
+	if p, _ := db2.Query(ctx, store.Query{Room: "r@muc", FullText: "walrus"}); p.Count != 3 {
 		t.Errorf("triggers not restored: count %d", p.Count)
 	}
 }
@@ -64,7 +66,7 @@ func TestFTS5RebuildAfterNonFTSBuild(t *testing.T) {
 func TestFTS5BothPlans(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t)
-	var ms []*Message
+	var ms []*store.Message
 	for i := range 300 {
 		body := "plain"
 		if i%3 == 0 {
@@ -75,7 +77,7 @@ func TestFTS5BothPlans(t *testing.T) {
 	if _, err := db.AppendBatch(ctx, ms); err != nil {
 		t.Fatal(err)
 	}
-	queries := []Query{
+	queries := []store.Query{
 		{FullText: "needle", Max: 10},
 		{FullText: "needle", Max: 10, BeforeSet: true},
 		{FullText: "needle", Max: 10, Start: t0.Add(100 * time.Second), End: t0.Add(200 * time.Second)},
@@ -87,7 +89,7 @@ func TestFTS5BothPlans(t *testing.T) {
 	defer func() { ftsDriveLimit = saved }()
 	for _, q := range queries {
 		q.Room = "p@muc"
-		var pages [2]*Page
+		var pages [2]*store.Page
 		for i, limit := range []int{1 << 30, 0} {
 			ftsDriveLimit = limit
 			p, err := db.Query(ctx, q)
@@ -108,12 +110,12 @@ func TestFTS5BothPlans(t *testing.T) {
 	}
 	// Spot-check one count: messages 102..198 step 3 in [100 s, 200 s].
 	ftsDriveLimit = saved
-	if p, _ := db.Query(ctx, queries[2].withRoom("p@muc")); p.Count != 33 {
+	if p, _ := db.Query(ctx, withRoom(queries[2], "p@muc")); p.Count != 33 {
 		t.Errorf("count in range = %d, want 33", p.Count)
 	}
 }
 
-func (q Query) withRoom(r string) Query { q.Room = r; return q }
+func withRoom(q store.Query, r string) store.Query { q.Room = r; return q }
 
 // An index left in an older layout is replaced and refilled.
 func TestFTS5ReplacesOldLayout(t *testing.T) {
@@ -132,7 +134,7 @@ func TestFTS5ReplacesOldLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db2.Close()
-	if p, err := db2.Query(ctx, Query{Room: "r@muc", FullText: "narwhal", Max: 1}); err != nil || p.Count != 1 || len(p.Messages) != 1 {
+	if p, err := db2.Query(ctx, store.Query{Room: "r@muc", FullText: "narwhal", Max: 1}); err != nil || p.Count != 1 || len(p.Messages) != 1 {
 		t.Fatalf("after layout change: %+v, %v", p, err)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"testing"
+
+	"xmppbouncer/store"
 )
 
 var ftCorpus = []string{
@@ -21,12 +23,12 @@ var ftCorpus = []string{
 func ftArchive(t *testing.T) *DB {
 	t.Helper()
 	db, _ := openTest(t)
-	var ms []*Message
+	var ms []*store.Message
 	for i, b := range ftCorpus {
 		ms = append(ms, msg("ft@muc", "", "n", b, i))
 	}
 	// Body-less stanzas are never full-text hits.
-	ms = append(ms, &Message{Room: "ft@muc", Nick: "n", Stamp: t0.Add(100), XML: "<message><body>fox</body></message>"})
+	ms = append(ms, &store.Message{Room: "ft@muc", Nick: "n", Stamp: t0.Add(100), XML: "<message><body>fox</body></message>"})
 	// Nor are other rooms' messages.
 	ms = append(ms, msg("elsewhere@muc", "", "n", "fox fox fox", 0))
 	if _, err := db.AppendBatch(context.Background(), ms); err != nil {
@@ -37,7 +39,7 @@ func ftArchive(t *testing.T) *DB {
 
 func ftSearch(t *testing.T, db *DB, text string) []string {
 	t.Helper()
-	p, err := db.Query(context.Background(), Query{Room: "ft@muc", FullText: text, Max: 100})
+	p, err := db.Query(context.Background(), store.Query{Room: "ft@muc", FullText: text, Max: 100})
 	if err != nil {
 		t.Fatalf("fulltext %q: %v", text, err)
 	}
@@ -102,7 +104,7 @@ func TestFullTextHostileInput(t *testing.T) {
 		}
 	}
 	for _, q := range []string{`"`, `""`, `*`, `(`, `)`, `^`, `:`, `\`, `NEAR`, `AND`, `{`, "\x00", `%`, `_`} {
-		if _, err := db.Query(context.Background(), Query{Room: "ft@muc", FullText: q, Max: 10}); err != nil {
+		if _, err := db.Query(context.Background(), store.Query{Room: "ft@muc", FullText: q, Max: 10}); err != nil {
 			t.Errorf("fulltext %q: %v", q, err)
 		}
 	}

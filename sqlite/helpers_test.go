@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"xmppbouncer/store"
 )
 
 func openTest(t testing.TB) (*DB, string) {
@@ -25,26 +27,26 @@ var t0 = time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // msg builds a body message from nick in room at t0+sec seconds; without a
 // stanza-id its id attribute is unique per second.
-func msg(room, sid, nick, body string, sec int) *Message {
+func msg(room, sid, nick, body string, sec int) *store.Message {
 	x := fmt.Sprintf("<message from='%s/%s' type='groupchat'><body>%s</body></message>", room, nick, body)
 	id := "id-" + sid
 	if sid == "" {
 		id = fmt.Sprintf("at-%d", sec) // distinct, so fallback dedup keeps them apart
 	}
-	return &Message{
+	return &store.Message{
 		Room: room, StanzaID: sid, ID: id, Nick: nick,
 		Stamp: t0.Add(time.Duration(sec) * time.Second), Body: strp(body), XML: x,
 	}
 }
 
-func mustAppend(t testing.TB, db *DB, m *Message) {
+func mustAppend(t testing.TB, db *DB, m *store.Message) {
 	t.Helper()
 	if _, err := db.Append(context.Background(), m); err != nil {
 		t.Fatalf("Append: %v", err)
 	}
 }
 
-func bodies(ms []*Message) []string {
+func bodies(ms []*store.Message) []string {
 	out := make([]string, len(ms))
 	for i, m := range ms {
 		if m.Body != nil {

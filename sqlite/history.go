@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"xmppbouncer/store"
 )
 
 // msgColumns is the column list scanMessage expects, for messages m joined
@@ -14,9 +16,9 @@ const msgColumns = `m.seq, r.jid, m.stamp, m.stanza_id, m.origin_id, m.msg_id, m
 
 type scanner interface{ Scan(dest ...any) error }
 
-func scanMessage(s scanner) (*Message, error) {
+func scanMessage(s scanner) (*store.Message, error) {
 	var (
-		m        Message
+		m        store.Message
 		us       int64
 		stanzaID sql.NullString
 		body     sql.NullString
@@ -35,7 +37,7 @@ func scanMessage(s scanner) (*Message, error) {
 
 // Last returns the room's newest message (by Stamp, then Seq), or nil when
 // the room has none.
-func (db *DB) Last(ctx context.Context, room string) (*Message, error) {
+func (db *DB) Last(ctx context.Context, room string) (*store.Message, error) {
 	id, ok, err := db.roomID(ctx, room)
 	if err != nil || !ok {
 		return nil, err
@@ -52,18 +54,6 @@ func (db *DB) Last(ctx context.Context, room string) (*Message, error) {
 	return m, nil
 }
 
-// HistoryLimit is the <history/> element of a MUC join (XEP-0045 §7.2.14).
-// -1 (or the zero time for Since) means the attribute was absent.
-type HistoryLimit struct {
-	MaxStanzas int       // -1 unset
-	MaxChars   int       // -1 unset; counts len(XML) of each stanza, like Prosody
-	Seconds    int       // -1 unset
-	Since      time.Time // zero unset
-}
-
-// NoHistoryLimit is a HistoryLimit with nothing set.
-var NoHistoryLimit = HistoryLimit{MaxStanzas: -1, MaxChars: -1, Seconds: -1}
-
 // History returns the messages to replay to a joining occupant, oldest
 // first. Every limit that is set applies, so the most restrictive wins:
 // MaxStanzas caps the count (defaultMax caps it when MaxStanzas is unset,
@@ -72,7 +62,7 @@ var NoHistoryLimit = HistoryLimit{MaxStanzas: -1, MaxChars: -1, Seconds: -1}
 // MaxChars; Seconds and Since keep messages stamped at or after now-Seconds
 // and strictly after Since. MaxStanzas==0 or MaxChars==0 return nothing, as
 // does defaultMax<=0 with MaxStanzas unset.
-func (db *DB) History(ctx context.Context, room string, lim HistoryLimit, defaultMax int) ([]*Message, error) {
+func (db *DB) History(ctx context.Context, room string, lim store.HistoryLimit, defaultMax int) ([]*store.Message, error) {
 	limit := lim.MaxStanzas
 	if limit < 0 {
 		limit = defaultMax
@@ -99,7 +89,7 @@ func (db *DB) History(ctx context.Context, room string, lim HistoryLimit, defaul
 		return nil, fmt.Errorf("sqlite: history of %s: %w", room, err)
 	}
 	defer rows.Close()
-	var out []*Message
+	var out []*store.Message
 	chars := 0
 	for rows.Next() {
 		m, err := scanMessage(rows)

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"xmppbouncer/store"
 )
 
 func rawOpen(t *testing.T, path string) *sql.DB {
@@ -113,18 +115,18 @@ func TestMigrationsFromEveryVersion(t *testing.T) {
 			if from < 1 {
 				return
 			}
-			ms, err := db.History(ctx, "old@muc", NoHistoryLimit, 10)
+			ms, err := db.History(ctx, "old@muc", store.NoHistoryLimit, 10)
 			if err != nil || len(ms) != 2 || ms[0].Body == nil || *ms[0].Body != "kept body" || ms[1].Body != nil {
 				t.Fatalf("data after upgrade: %v, %v", ms, err)
 			}
-			p, err := db.Query(ctx, Query{Room: "old@muc", With: "old@muc/nick1", Max: 5})
+			p, err := db.Query(ctx, store.Query{Room: "old@muc", With: "old@muc/nick1", Max: 5})
 			if err != nil || len(p.Messages) != 1 || p.First != "sid-old" {
 				t.Errorf("with-query after upgrade: %+v, %v", p, err)
 			}
-			if p, err := db.Query(ctx, Query{Room: "old@muc", FullText: "kept"}); err != nil || p.Count != 1 {
+			if p, err := db.Query(ctx, store.Query{Room: "old@muc", FullText: "kept"}); err != nil || p.Count != 1 {
 				t.Errorf("full text over upgraded data: %+v, %v", p, err)
 			}
-			if p, err := db.Query(ctx, Query{Room: "old@muc"}); err != nil || p.Count != 2 {
+			if p, err := db.Query(ctx, store.Query{Room: "old@muc"}); err != nil || p.Count != 2 {
 				t.Errorf("room count after upgrade: %+v, %v", p, err)
 			}
 			if v, ok, _ := db.GetState(ctx, "k"); !ok || v != "v" {
@@ -136,7 +138,7 @@ func TestMigrationsFromEveryVersion(t *testing.T) {
 			if m.Seq <= 2 {
 				t.Errorf("new seq %d collides with old rows", m.Seq)
 			}
-			if p, err := db.Query(ctx, Query{Room: "old@muc"}); err != nil || p.Count != 3 {
+			if p, err := db.Query(ctx, store.Query{Room: "old@muc"}); err != nil || p.Count != 3 {
 				t.Errorf("room count after a new message: %+v, %v", p, err)
 			}
 		})

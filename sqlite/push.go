@@ -4,29 +4,21 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"xmppbouncer/store"
 )
 
-// PushRegistration is one client's XEP-0357 registration: where the
-// bouncer publishes a notification when that client is away.
-type PushRegistration struct {
-	Resource string // the local client's resource
-	Service  string // the app server's JID (the enable element's jid)
-	Node     string // the node on that app server
-	Form     string // the client's publish-options <x xmlns='jabber:x:data'/>, "" if none
-	Created  time.Time
-}
-
 // PushRegistrations returns every stored registration, ordered by resource.
-func (db *DB) PushRegistrations(ctx context.Context) ([]PushRegistration, error) {
+func (db *DB) PushRegistrations(ctx context.Context) ([]store.PushRegistration, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT resource, service, node, form, created
 		FROM push_registrations ORDER BY resource`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list push registrations: %w", err)
 	}
 	defer rows.Close()
-	var out []PushRegistration
+	var out []store.PushRegistration
 	for rows.Next() {
-		var r PushRegistration
+		var r store.PushRegistration
 		var created int64
 		if err := rows.Scan(&r.Resource, &r.Service, &r.Node, &r.Form, &created); err != nil {
 			return nil, fmt.Errorf("sqlite: list push registrations: %w", err)
@@ -42,7 +34,7 @@ func (db *DB) PushRegistrations(ctx context.Context) ([]PushRegistration, error)
 
 // SetPushRegistration stores r, replacing any registration of the same
 // resource; it is committed when SetPushRegistration returns.
-func (db *DB) SetPushRegistration(ctx context.Context, r PushRegistration) error {
+func (db *DB) SetPushRegistration(ctx context.Context, r store.PushRegistration) error {
 	_, err := db.w.ExecContext(ctx, `INSERT INTO push_registrations(resource, service, node, form, created)
 		VALUES(?, ?, ?, ?, ?)
 		ON CONFLICT(resource) DO UPDATE SET service = excluded.service, node = excluded.node,

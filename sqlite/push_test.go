@@ -4,17 +4,19 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"xmppbouncer/store"
 )
 
 func TestPushRegistrations(t *testing.T) {
 	db, path := openTest(t)
 	ctx := context.Background()
 	now := time.Unix(1700000000, 0).UTC()
-	a := PushRegistration{Resource: "phone", Service: "push.example", Node: "n1", Form: "<x xmlns='jabber:x:data'/>", Created: now}
+	a := store.PushRegistration{Resource: "phone", Service: "push.example", Node: "n1", Form: "<x xmlns='jabber:x:data'/>", Created: now}
 	if err := db.SetPushRegistration(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SetPushRegistration(ctx, PushRegistration{Resource: "tablet", Service: "push.example", Node: "n2", Created: now}); err != nil {
+	if err := db.SetPushRegistration(ctx, store.PushRegistration{Resource: "tablet", Service: "push.example", Node: "n2", Created: now}); err != nil {
 		t.Fatal(err)
 	}
 	// Enabling again from the same resource replaces its registration.

@@ -9,46 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"xmppbouncer/store"
 )
-
-// ErrItemNotFound is returned by Query when an id given in RSM after/before
-// or in the after-id, before-id or ids form fields is not in the room's
-// archive (XEP-0313 §4.1.3 and §4.2.2: the server MUST answer
-// item-not-found).
-var ErrItemNotFound = errors.New("sqlite: archive id not found")
-
-// Query is one MAM query (XEP-0313 v2 form fields plus RSM, XEP-0059) on a
-// room archive. Ids are archive ids as returned by Message.ArchiveID.
-type Query struct {
-	Room              string
-	Start, End        time.Time // zero = unset, inclusive
-	With              string    // occupant JID room@host/nick (matches nick), or a real bare JID
-	BeforeID, AfterID string    // XEP-0313 before-id/after-id form fields (exclusive)
-	IDs               []string  // XEP-0313 ids form field
-	FullText          string    // {urn:xmpp:fulltext:0}fulltext
-	Max               int       // page size, capped by the caller; <= 0 returns only the count
-	After             string    // RSM <after>
-	Before            string    // RSM <before>
-	BeforeSet         bool      // RSM <before> present ("" = last page); takes precedence over After
-	Flip              bool      // XEP-0313 <flip-page/>: return the page in reverse order
-}
-
-// Page is one page of a Query result.
-//
-// Messages are in chronological order (reverse with Flip). First and Last
-// are the archive ids of the chronologically first and last message of the
-// page whatever Flip says, so that RSM paging (after=Last, before=First)
-// works the same with flipped pages; both are "" on an empty page. Count is
-// the number of messages matching the query's filters, ignoring RSM
-// after/before. Complete is true when nothing more matches in the paging
-// direction: after Last going forward, before First going backward (RSM
-// <before>).
-type Page struct {
-	Messages    []*Message
-	First, Last string
-	Count       int
-	Complete    bool
-}
 
 // textFilter is a full-text condition on messages m. count is the number of
 // matches in the room when known cheaply (else -1); drive says whether
@@ -81,20 +44,17 @@ func resolveID(ctx context.Context, qr querier, roomID int64, id string) (positi
 	if !errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("sqlite: look up archive id %q: %w", id, err)
 	}
-	if rest, ok := strings.CutPrefix(id, syntheticPrefix); ok {
-		seq, perr := strconv.ParseInt(rest, 10, 64)
-		if perr == nil && seq > 0 && strconv.FormatInt(seq, 10) == rest {
-			err = qr.QueryRowContext(ctx, `SELECT stamp, seq FROM messages
-				WHERE seq = ? AND room_id = ? AND stanza_id IS NULL`, seq, roomID).Scan(&p.stamp, &p.seq)
-			if err == nil {
-				return p, nil
-			}
-			if !errors.Is(err, sql.ErrNoRows) {
-				return p, fmt.Errorf("sqlite: look up archive id %q: %w", id, err)
-			}
+	if seq, ok := store.SyntheticSeq(id); ok {
+		err = qr.QueryRowContext(ctx, `SELECT stamp, seq FROM messages
+			WHERE seq = ? AND room_id = ? AND stanza_id IS NULL`, seq, roomID).Scan(&p.stamp, &p.seq)
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return p, fmt.Errorf("sqlite: look up archive id %q: %w", id, err)
 		}
 	}
-	return p, fmt.Errorf("%w: %q", ErrItemNotFound, id)
+	return p, fmt.Errorf("%w: %q", store.ErrItemNotFound, id)
 }
 
 // ceilMicro and floorMicro convert a time to the stored microsecond stamps
@@ -116,16 +76,16 @@ func floorMicro(t time.Time) int64 {
 }
 
 // Query runs a MAM query against q.Room's archive.
-func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
+func (db *DB) Query(ctx context.Context, q store.Query) (*store.Page, error) {
 	roomID, ok, err := db.roomID(ctx, q.Room)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
 		if q.AfterID != "" || q.BeforeID != "" || len(q.IDs) > 0 || q.After != "" || (q.BeforeSet && q.Before != "") {
-			return nil, ErrItemNotFound
+			return nil, store.ErrItemNotFound
 		}
-		return &Page{Complete: true}, nil
+		return &store.Page{Complete: true}, nil
 	}
 
 	// One read transaction, so the count, the cursors and the page all see
@@ -203,7 +163,7 @@ func (db *DB) Query(ctx context.Context, q Query) (*Page, error) {
 		return nil, err
 	}
 
-	page := &Page{Count: -1}
+	page := &store.Page{Count: -1}
 	switch {
 	case len(where) == 0 && ft == nil:
 		err = tx.QueryRowContext(ctx, `SELECT msg_count FROM rooms WHERE id = ?`, roomID).Scan(&page.Count)

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"xmppbouncer/store"
 )
 
 const mamRoom = "mam@muc"
@@ -15,10 +17,10 @@ const mamRoom = "mam@muc"
 // seventh has no stanza-id (so it is exposed as "xb-<seq>"), they are
 // appended in shuffled order (as a gap fill would), and pairs share a stamp
 // so ordering must fall back to seq.
-func mamArchive(t *testing.T) (*DB, []*Message) {
+func mamArchive(t *testing.T) (*DB, []*store.Message) {
 	t.Helper()
 	db, _ := openTest(t)
-	var ms []*Message
+	var ms []*store.Message
 	for i := range 500 {
 		sid := fmt.Sprintf("sid-%03d", i)
 		if i%7 == 3 {
@@ -41,7 +43,7 @@ func mamArchive(t *testing.T) (*DB, []*Message) {
 	return db, ms
 }
 
-func ids(ms []*Message) []string {
+func ids(ms []*store.Message) []string {
 	out := make([]string, len(ms))
 	for i, m := range ms {
 		out[i] = m.ArchiveID()
@@ -59,7 +61,7 @@ func TestMAMPageForward(t *testing.T) {
 		if pages > 20 {
 			t.Fatal("paging does not terminate")
 		}
-		p, err := db.Query(ctx, Query{Room: mamRoom, Max: 37, After: after})
+		p, err := db.Query(ctx, store.Query{Room: mamRoom, Max: 37, After: after})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +90,7 @@ func TestMAMPageBackward(t *testing.T) {
 	ctx := context.Background()
 	db, all := mamArchive(t)
 	var got []string
-	q := Query{Room: mamRoom, Max: 50, BeforeSet: true} // empty <before/>: last page
+	q := store.Query{Room: mamRoom, Max: 50, BeforeSet: true} // empty <before/>: last page
 	for pages := 0; ; pages++ {
 		if pages > 20 {
 			t.Fatal("paging does not terminate")
@@ -116,7 +118,7 @@ func TestMAMPageBackward(t *testing.T) {
 
 func TestMAMFlip(t *testing.T) {
 	db, all := mamArchive(t)
-	p, err := db.Query(context.Background(), Query{Room: mamRoom, Max: 10, BeforeSet: true, Flip: true})
+	p, err := db.Query(context.Background(), store.Query{Room: mamRoom, Max: 10, BeforeSet: true, Flip: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,23 +146,23 @@ func TestMAMFilters(t *testing.T) {
 	}
 	cases := []struct {
 		name string
-		q    Query
+		q    store.Query
 		want []string
 	}{
-		{"after-id", Query{AfterID: all[489].ArchiveID()}, pick(func(i int) bool { return i > 489 })},
-		{"after-id synthetic", Query{AfterID: all[493].ArchiveID()}, pick(func(i int) bool { return i > 493 })},
-		{"before-id", Query{BeforeID: all[5].ArchiveID()}, pick(func(i int) bool { return i < 5 })},
-		{"between ids", Query{AfterID: all[100].ArchiveID(), BeforeID: all[104].ArchiveID()}, pick(func(i int) bool { return i > 100 && i < 104 })},
-		{"ids", Query{IDs: []string{all[7].ArchiveID(), all[3].ArchiveID(), all[400].ArchiveID()}}, pick(func(i int) bool { return i == 3 || i == 7 || i == 400 })},
-		{"start", Query{Start: t0.Add(490 * time.Second)}, pick(func(i int) bool { return i >= 490 })},
-		{"end", Query{End: t0.Add(3 * time.Second)}, pick(func(i int) bool { return i <= 3 })},
-		{"start and end", Query{Start: t0.Add(100 * time.Second), End: t0.Add(101 * time.Second)}, pick(func(i int) bool { return i == 100 || i == 101 })},
-		{"start sub-second", Query{Start: t0.Add(489*time.Second + time.Nanosecond)}, pick(func(i int) bool { return i >= 490 })},
-		{"with occupant", Query{With: mamRoom + "/nick1", End: t0.Add(20 * time.Second)}, pick(func(i int) bool { return i%3 == 1 && i <= 21 })},
-		{"with real jid", Query{With: "five@example.org", End: t0.Add(30 * time.Second)}, pick(func(i int) bool { return i%5 == 0 && i <= 31 })},
-		{"with real full jid", Query{With: "five@example.org/phone", End: t0.Add(30 * time.Second)}, pick(func(i int) bool { return i%5 == 0 && i <= 31 })},
-		{"with unknown occupant", Query{With: mamRoom + "/nobody"}, nil},
-		{"with the room itself", Query{With: mamRoom, End: t0.Add(time.Second)}, pick(func(i int) bool { return i <= 1 })},
+		{"after-id", store.Query{AfterID: all[489].ArchiveID()}, pick(func(i int) bool { return i > 489 })},
+		{"after-id synthetic", store.Query{AfterID: all[493].ArchiveID()}, pick(func(i int) bool { return i > 493 })},
+		{"before-id", store.Query{BeforeID: all[5].ArchiveID()}, pick(func(i int) bool { return i < 5 })},
+		{"between ids", store.Query{AfterID: all[100].ArchiveID(), BeforeID: all[104].ArchiveID()}, pick(func(i int) bool { return i > 100 && i < 104 })},
+		{"ids", store.Query{IDs: []string{all[7].ArchiveID(), all[3].ArchiveID(), all[400].ArchiveID()}}, pick(func(i int) bool { return i == 3 || i == 7 || i == 400 })},
+		{"start", store.Query{Start: t0.Add(490 * time.Second)}, pick(func(i int) bool { return i >= 490 })},
+		{"end", store.Query{End: t0.Add(3 * time.Second)}, pick(func(i int) bool { return i <= 3 })},
+		{"start and end", store.Query{Start: t0.Add(100 * time.Second), End: t0.Add(101 * time.Second)}, pick(func(i int) bool { return i == 100 || i == 101 })},
+		{"start sub-second", store.Query{Start: t0.Add(489*time.Second + time.Nanosecond)}, pick(func(i int) bool { return i >= 490 })},
+		{"with occupant", store.Query{With: mamRoom + "/nick1", End: t0.Add(20 * time.Second)}, pick(func(i int) bool { return i%3 == 1 && i <= 21 })},
+		{"with real jid", store.Query{With: "five@example.org", End: t0.Add(30 * time.Second)}, pick(func(i int) bool { return i%5 == 0 && i <= 31 })},
+		{"with real full jid", store.Query{With: "five@example.org/phone", End: t0.Add(30 * time.Second)}, pick(func(i int) bool { return i%5 == 0 && i <= 31 })},
+		{"with unknown occupant", store.Query{With: mamRoom + "/nobody"}, nil},
+		{"with the room itself", store.Query{With: mamRoom, End: t0.Add(time.Second)}, pick(func(i int) bool { return i <= 1 })},
 	}
 	for _, c := range cases {
 		q := c.q
@@ -176,12 +178,12 @@ func TestMAMFilters(t *testing.T) {
 	}
 
 	// Count-only query.
-	p, err := db.Query(ctx, Query{Room: mamRoom, Start: t0.Add(400 * time.Second)})
+	p, err := db.Query(ctx, store.Query{Room: mamRoom, Start: t0.Add(400 * time.Second)})
 	if err != nil || p.Count != 100 || len(p.Messages) != 0 {
 		t.Errorf("Max 0: count %d, %d messages, %v", p.Count, len(p.Messages), err)
 	}
 	// RSM after combined with a filter: the cursor need not match the filter.
-	p, err = db.Query(ctx, Query{Room: mamRoom, With: mamRoom + "/nick0", After: all[1].ArchiveID(), Max: 2})
+	p, err = db.Query(ctx, store.Query{Room: mamRoom, With: mamRoom + "/nick0", After: all[1].ArchiveID(), Max: 2})
 	if err != nil || !slices.Equal(ids(p.Messages), []string{all[3].ArchiveID(), all[6].ArchiveID()}) || p.Complete {
 		t.Errorf("after + with: %v complete=%v err=%v", ids(p.Messages), p.Complete, err)
 	}
@@ -195,7 +197,7 @@ func TestMAMItemNotFound(t *testing.T) {
 	if synthetic[:3] != "xb-" {
 		t.Fatalf("message without stanza-id exposed as %q", synthetic)
 	}
-	bad := []Query{
+	bad := []store.Query{
 		{After: "nope"},
 		{Before: "nope", BeforeSet: true},
 		{AfterID: "nope"},
@@ -208,12 +210,12 @@ func TestMAMItemNotFound(t *testing.T) {
 	for _, q := range bad {
 		q.Room = mamRoom
 		q.Max = 10
-		if _, err := db.Query(ctx, q); !errors.Is(err, ErrItemNotFound) {
+		if _, err := db.Query(ctx, q); !errors.Is(err, store.ErrItemNotFound) {
 			t.Errorf("%+v: err = %v, want ErrItemNotFound", q, err)
 		}
 	}
 	// Also when only the count is asked for.
-	if _, err := db.Query(ctx, Query{Room: mamRoom, After: "nope"}); !errors.Is(err, ErrItemNotFound) {
+	if _, err := db.Query(ctx, store.Query{Room: mamRoom, After: "nope"}); !errors.Is(err, store.ErrItemNotFound) {
 		t.Errorf("count-only query with unknown after: %v", err)
 	}
 	// An id from another room is unknown here.
@@ -221,19 +223,19 @@ func TestMAMItemNotFound(t *testing.T) {
 	if other == nil || other.StanzaID != "" {
 		t.Fatalf("noise room's last message: %+v", other)
 	}
-	if _, err := db.Query(ctx, Query{Room: mamRoom, After: other.ArchiveID(), Max: 1}); !errors.Is(err, ErrItemNotFound) {
+	if _, err := db.Query(ctx, store.Query{Room: mamRoom, After: other.ArchiveID(), Max: 1}); !errors.Is(err, store.ErrItemNotFound) {
 		t.Errorf("foreign id: %v", err)
 	}
-	if _, err := db.Query(ctx, Query{Room: "nowhere@muc", After: withSID, Max: 1}); !errors.Is(err, ErrItemNotFound) {
+	if _, err := db.Query(ctx, store.Query{Room: "nowhere@muc", After: withSID, Max: 1}); !errors.Is(err, store.ErrItemNotFound) {
 		t.Errorf("unknown room with id: %v", err)
 	}
-	p, err := db.Query(ctx, Query{Room: "nowhere@muc", Max: 5})
+	p, err := db.Query(ctx, store.Query{Room: "nowhere@muc", Max: 5})
 	if err != nil || len(p.Messages) != 0 || !p.Complete || p.Count != 0 {
 		t.Errorf("unknown room: %+v, %v", p, err)
 	}
 	// Both forms resolve.
 	for _, id := range []string{withSID, synthetic} {
-		p, err := db.Query(ctx, Query{Room: mamRoom, IDs: []string{id}, Max: 5})
+		p, err := db.Query(ctx, store.Query{Room: mamRoom, IDs: []string{id}, Max: 5})
 		if err != nil || len(p.Messages) != 1 || p.Messages[0].ArchiveID() != id {
 			t.Errorf("ids=%q: %v, %v", id, p, err)
 		}

@@ -7,18 +7,13 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"xmppbouncer/store"
 )
 
-// UpstreamSM is the persisted XEP-0198 state of the upstream session.
-type UpstreamSM struct {
-	ID    string // resumption id (<enabled id/>)
-	Bound string // the full JID the session is bound to
-	H     uint32 // stanzas from the server durably handled
-}
-
 // UpstreamSM returns the persisted upstream session, if any.
-func (db *DB) UpstreamSM(ctx context.Context) (UpstreamSM, bool, error) {
-	var s UpstreamSM
+func (db *DB) UpstreamSM(ctx context.Context) (store.UpstreamSM, bool, error) {
+	var s store.UpstreamSM
 	var h int64
 	err := db.w.QueryRowContext(ctx, `SELECT id, bound, h FROM upstream_sm WHERE one = 1`).Scan(&s.ID, &s.Bound, &h)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -33,7 +28,7 @@ func (db *DB) UpstreamSM(ctx context.Context) (UpstreamSM, bool, error) {
 
 // SetUpstreamSM replaces the persisted upstream session (an empty ID
 // forgets it).
-func (db *DB) SetUpstreamSM(ctx context.Context, s UpstreamSM) error {
+func (db *DB) SetUpstreamSM(ctx context.Context, s store.UpstreamSM) error {
 	_, err := db.w.ExecContext(ctx, `INSERT INTO upstream_sm(one, id, bound, h, updated) VALUES (1, ?, ?, ?, ?)
 		ON CONFLICT(one) DO UPDATE SET id = excluded.id, bound = excluded.bound, h = excluded.h, updated = excluded.updated`,
 		s.ID, s.Bound, int64(s.H), time.Now().Unix())
@@ -53,20 +48,10 @@ func (db *DB) SetUpstreamH(ctx context.Context, id string, h uint32) error {
 	return nil
 }
 
-// Chat is one message in the durable chat queue.
-type Chat struct {
-	Seq      int64
-	SID      string // server stanza-id, "" if none
-	Stamp    time.Time
-	Rcpt     []string // the local resources it is for
-	XML      string
-	Inserted bool // set by StoreChats: false for a stanza-id already queued
-}
-
 // StoreChats commits chats in one transaction, in order, setting Seq and
 // Inserted. A chat whose SID is already queued is not stored again (its
 // Seq is the existing row's).
-func (db *DB) StoreChats(ctx context.Context, cs []*Chat) error {
+func (db *DB) StoreChats(ctx context.Context, cs []*store.Chat) error {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: store chats: begin: %w", err)
@@ -102,7 +87,7 @@ func (db *DB) StoreChats(ctx context.Context, cs []*Chat) error {
 
 // ChatsFor returns, oldest first, up to max queued chats with after < seq
 // <= upTo that were for resource.
-func (db *DB) ChatsFor(ctx context.Context, resource string, after, upTo int64, max int) ([]Chat, error) {
+func (db *DB) ChatsFor(ctx context.Context, resource string, after, upTo int64, max int) ([]store.Chat, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT seq, COALESCE(sid, ''), stamp, rcpt, xml FROM chats
 		WHERE seq > ? AND seq <= ? AND instr(char(10) || rcpt || char(10), char(10) || ? || char(10)) > 0
 		ORDER BY seq LIMIT ?`, after, upTo, resource, max)
@@ -111,9 +96,9 @@ func (db *DB) ChatsFor(ctx context.Context, resource string, after, upTo int64, 
 		return nil, fmt.Errorf("sqlite: chats after %d: %w", seq, err)
 	}
 	defer rows.Close()
-	var out []Chat
+	var out []store.Chat
 	for rows.Next() {
-		var c Chat
+		var c store.Chat
 		var us int64
 		var rcpt string
 		if err := rows.Scan(&c.Seq, &c.SID, &us, &rcpt, &c.XML); err != nil {
@@ -148,19 +133,9 @@ func (db *DB) DeleteChats(ctx context.Context, upTo int64, before, olderThan tim
 	return res.RowsAffected()
 }
 
-// Resumable is a local client's persisted XEP-0198 session.
-type Resumable struct {
-	ID       string
-	Resource string
-	InH      uint32
-	Expires  time.Time
-	Presence string // the client's presence (XML), "" if none
-	Rooms    string // "room nick" lines
-}
-
 // SaveResumable records a session's id, resource, h and expiry, keeping
 // what the core stored with it.
-func (db *DB) SaveResumable(ctx context.Context, r Resumable) error {
+func (db *DB) SaveResumable(ctx context.Context, r store.Resumable) error {
 	_, err := db.w.ExecContext(ctx, `INSERT INTO resumable(id, resource, in_h, expires) VALUES (?, ?, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET resource = excluded.resource, in_h = excluded.in_h, expires = excluded.expires`,
 		r.ID, r.Resource, int64(r.InH), r.Expires.Unix())
@@ -179,8 +154,8 @@ func (db *DB) SetResumableState(ctx context.Context, id, presence, rooms string)
 }
 
 // Resumable returns the session id unless it is unknown or expired.
-func (db *DB) Resumable(ctx context.Context, id string, now time.Time) (Resumable, bool, error) {
-	var r Resumable
+func (db *DB) Resumable(ctx context.Context, id string, now time.Time) (store.Resumable, bool, error) {
+	var r store.Resumable
 	var h, exp int64
 	err := db.r.QueryRowContext(ctx, `SELECT id, resource, in_h, expires, presence, rooms FROM resumable WHERE id = ? AND expires > ?`, id, now.Unix()).
 		Scan(&r.ID, &r.Resource, &h, &exp, &r.Presence, &r.Rooms)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"xmppbouncer/store"
 )
 
 func TestUpstreamSMState(t *testing.T) {
@@ -12,7 +14,7 @@ func TestUpstreamSMState(t *testing.T) {
 	if _, ok, err := db.UpstreamSM(ctx); err != nil || ok {
 		t.Fatalf("fresh: %v %v", ok, err)
 	}
-	if err := db.SetUpstreamSM(ctx, UpstreamSM{ID: "a", Bound: "x@y/z"}); err != nil {
+	if err := db.SetUpstreamSM(ctx, store.UpstreamSM{ID: "a", Bound: "x@y/z"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.SetUpstreamH(ctx, "a", 7); err != nil {
@@ -32,7 +34,7 @@ func TestChatQueue(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := context.Background()
 	now := time.Now()
-	cs := []*Chat{
+	cs := []*store.Chat{
 		{SID: "s1", Stamp: now, Rcpt: []string{"phone", "laptop"}, XML: "<message/>"},
 		{SID: "", Stamp: now, Rcpt: []string{"phone x"}, XML: "<message/>"},
 		{SID: "s1", Stamp: now, Rcpt: []string{"laptop"}, XML: "<message/>"},
@@ -70,14 +72,14 @@ func TestResumableSessions(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := context.Background()
 	now := time.Now()
-	if err := db.SaveResumable(ctx, Resumable{ID: "r1", Resource: "phone", InH: 3, Expires: now.Add(time.Hour)}); err != nil {
+	if err := db.SaveResumable(ctx, store.Resumable{ID: "r1", Resource: "phone", InH: 3, Expires: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.SetResumableState(ctx, "r1", "<presence/>", "room@muc nick"); err != nil {
 		t.Fatal(err)
 	}
 	// Saving h again keeps the core's part.
-	if err := db.SaveResumable(ctx, Resumable{ID: "r1", Resource: "phone", InH: 5, Expires: now.Add(time.Hour)}); err != nil {
+	if err := db.SaveResumable(ctx, store.Resumable{ID: "r1", Resource: "phone", InH: 5, Expires: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	r, ok, err := db.Resumable(ctx, "r1", now)

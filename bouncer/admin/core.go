@@ -19,8 +19,8 @@ import (
 	"context"
 	"time"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 	"xmppbouncer/upstream"
 )
 
@@ -118,14 +118,14 @@ type Room struct {
 type Store interface {
 	GetState(ctx context.Context, key string) (string, bool, error)
 	SetState(ctx context.Context, key, value string) error
-	Query(ctx context.Context, q sqlite.Query) (*sqlite.Page, error)
+	Query(ctx context.Context, q store.Query) (*store.Page, error)
 	Prune(ctx context.Context, olderThan time.Time) (int64, error)
 	Size(ctx context.Context) (messages, bytes int64, err error)
 }
 
 // FastStore is what the FAST tokens command needs from the database.
 type FastStore interface {
-	FastTokens(ctx context.Context, userAgent string) ([]sqlite.FastToken, error)
+	FastTokens(ctx context.Context, userAgent string) ([]store.FastToken, error)
 	DeleteFastTokens(ctx context.Context, userAgent string) (int64, error)
 }
 

@@ -9,12 +9,12 @@ import (
 	"strconv"
 	"time"
 
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 type fastListing struct {
-	tokens []sqlite.FastToken
+	tokens []store.FastToken
 	err    error
 }
 
@@ -54,7 +54,7 @@ func (a *Commands) fastTokens(c *call) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		n, err := db.DeleteFastTokens(ctx, ua)
-		return fastListing{tokens: make([]sqlite.FastToken, n), err: err}
+		return fastListing{tokens: make([]store.FastToken, n), err: err}
 	}, func(l fastListing) {
 		if l.err != nil {
 			a.opt.Log.Error("revoking FAST tokens", "err", l.err)
@@ -79,7 +79,7 @@ const fastRevokeNone = "(none)"
 
 // fastTokenForm lists the tokens by device and offers each device for
 // revocation.
-func fastTokenForm(ts []sqlite.FastToken, now time.Time) *stanza.Element {
+func fastTokenForm(ts []store.FastToken, now time.Time) *stanza.Element {
 	x := dataForm("form", "FAST tokens", "Devices that log in with a token instead of the password. Choose one to revoke its tokens (and disconnect it), or none to only look.")
 	f := stanza.New(stanza.NSDataForm, "field", "type", "list-single", "var", "revoke", "label", "Revoke")
 	option(f, "(none)", fastRevokeNone)

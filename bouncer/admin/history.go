@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"xmppbouncer/config"
-	"xmppbouncer/sqlite"
 	"xmppbouncer/stanza"
+	"xmppbouncer/store"
 )
 
 // exportMax bounds one export; older messages are reached with MAM paging.
@@ -139,18 +139,18 @@ func (a *Commands) export(c *call) {
 	}
 	db := a.opt.Store
 	type result struct {
-		page *sqlite.Page
+		page *store.Page
 		err  error
 	}
 	later(a, func() result {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		// The last page: RSM <before/> empty (XEP-0059 §2.5).
-		p, err := db.Query(ctx, sqlite.Query{Room: room, Max: max, BeforeSet: true})
+		p, err := db.Query(ctx, store.Query{Room: room, Max: max, BeforeSet: true})
 		return result{p, err}
 	}, func(r result) {
 		switch {
-		case errors.Is(r.err, sqlite.ErrItemNotFound):
+		case errors.Is(r.err, store.ErrItemNotFound):
 			a.done(c, nil, fault("Nothing archived for "+room+"."))
 			return
 		case r.err != nil:
@@ -181,7 +181,7 @@ func (a *Commands) export(c *call) {
 }
 
 // mamResult wraps an archived message as an XEP-0313 §5.1 result.
-func mamResult(m *sqlite.Message, room, queryid, to string) *stanza.Element {
+func mamResult(m *store.Message, room, queryid, to string) *stanza.Element {
 	inner, err := stanza.Parse(m.XML)
 	if err != nil {
 		return nil
@@ -195,7 +195,7 @@ func mamResult(m *sqlite.Message, room, queryid, to string) *stanza.Element {
 }
 
 // textLine is one archived message as "[time] <nick> body".
-func textLine(m *sqlite.Message) string {
+func textLine(m *store.Message) string {
 	body := "(no text: " + kindOfEmpty(m) + ")"
 	if m.Body != nil {
 		body = strings.ReplaceAll(*m.Body, "\n", "\n    ")
@@ -203,7 +203,7 @@ func textLine(m *sqlite.Message) string {
 	return "[" + m.Stamp.UTC().Format("2006-01-02 15:04:05") + "] <" + m.Nick + "> " + body
 }
 
-func kindOfEmpty(m *sqlite.Message) string {
+func kindOfEmpty(m *store.Message) string {
 	switch {
 	case strings.Contains(m.XML, "urn:xmpp:reactions"):
 		return "reaction"

@@ -14,6 +14,7 @@ import (
 
 	"xmppbouncer/internal/testserver"
 	"xmppbouncer/sqlite"
+	"xmppbouncer/store"
 )
 
 // TestTwoInstancesOneDatabase: a second bouncer on the same database exits
@@ -49,10 +50,10 @@ func archiveWithRows(t *testing.T, path string, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var batch []*sqlite.Message
+	var batch []*store.Message
 	for i := range n {
 		body := fmt.Sprintf("message %d %s", i, strings.Repeat("x", 200))
-		batch = append(batch, &sqlite.Message{
+		batch = append(batch, &store.Message{
 			Room: "room@conference.localhost", StanzaID: fmt.Sprintf("s%d", i), ID: fmt.Sprintf("m%d", i), Nick: "bob",
 			Stamp: time.Unix(1700000000+int64(i), 0), Body: &body,
 			XML: "<message type='groupchat'><body>" + body + "</body></message>",
