@@ -98,7 +98,7 @@ type upstreamStatus interface{ Status() upstream.Status }
 type upstreamReconnecter interface{ Reconnect() }
 
 func (c adminCore) Upstream() admin.Upstream {
-	u := admin.Upstream{Online: c.b.online, JID: c.b.upFull}
+	u := admin.Upstream{Online: c.b.upl.online(), JID: c.b.upl.fullJID()}
 	if us, ok := c.b.up.(upstreamStatus); ok {
 		st := us.Status()
 		u.Status = &st

@@ -164,8 +164,8 @@ func BenchmarkEmulatedJoin500(b *testing.B) {
 // behind its upstream: the benchmarks drive its handlers directly.
 func benchBouncer(db Store) *Bouncer {
 	bn := New(Options{Account: jid.MustParse("alice@example.org"), Logger: testLogger(), Archive: db})
-	bn.online = true
-	bn.upFull = "alice@example.org/bouncer"
+	bn.upl.connected = true
+	bn.upl.full = "alice@example.org/bouncer"
 	return bn
 }
 

@@ -56,8 +56,6 @@ type Bouncer struct {
 	events  chan event
 
 	// Upstream session state.
-	online bool
-	upFull string // bound full JID upstream, "" when offline
 
 	reg *sessions.Registry
 
@@ -79,13 +77,11 @@ type Bouncer struct {
 	lastPrune   time.Time
 	pushes      *pusher // XEP-0357 registrations and notifications (push.go)
 
-	drops     dropLog          // upstream stanzas past the limits (upstreamdrop.go)
 	recovered recoveredCounter // events dropped after a panic (recover.go)
 
-	chatFillWanted bool        // the upstream session was not resumed (chatfill.go)
-	probeWanted    bool        // it was resumed cold: no initial presence (upsm.go)
-	resentUntil    time.Time   // until then, stanzas may be the server's resends (upsm.go)
-	admin          *adminState // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
+	admin   *adminState   // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
+	upl     *upstreamLink // the upstream session's state (uplink.go)
+	carbons *carbonCopies // XEP-0280 between local clients (carbons.go)
 
 	chats   *chatQueue    // the account's 1:1 messages through the archive (chatq.go, chatfill.go)
 	offline *offlineStore // XEP-0160 offline store feed (offline.go)
@@ -139,15 +135,17 @@ func New(opt Options) *Bouncer {
 		stopped:       make(chan struct{}),
 	}
 	b.chats, b.offline, b.ob = newChatQueue(b), newOfflineStore(b), newOutbox(b)
+	b.upl = newUpstreamLink(b)
 	b.admin.cmds = newAdminCommands(b)
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
-		b.arch.onMark = b.upstreamAck // upsm.go
+		b.arch.onMark = b.upl.upstreamAck // upsm.go
 		b.arch.setOnRecover(b.offline.archiveRecovered)
 	}
 	b.pushes = wirePush(b)
 	b.caps = wireCaps(b)
 	b.presence = wirePresence(b)
+	b.carbons = wireCarbons(b)
 	b.clients = newClientSet(b)      // client.go, clients.go
 	b.dlv = newDelivery(b)           // cursors.go
 	b.resumables = &resumables{b: b} // smstore.go
@@ -182,7 +180,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.dlv.pruneCursors(now)
 				b.chats.prune(now)
 			}
-			b.pushTick(now)
+			b.pushes.tick(now)
 			b.admin.cmds.Sweep(now)
 		}
 	}
@@ -198,34 +196,24 @@ func (b *Bouncer) Do(f func()) {
 func (b *Bouncer) handle(ev event) {
 	switch ev := ev.(type) {
 	case upOnline:
-		b.upstreamOnline(ev.bound)
-		if b.chatFillWanted {
-			b.chatFillWanted = false
-			b.chats.gapFill() // chatfill.go
-		}
-		if b.probeWanted {
-			b.probeWanted = false
-			b.probeContacts() // upsm.go
-		}
+		b.upl.upstreamOnline(ev.bound)
 	case upResumedCold:
-		b.probeWanted = true
-		b.resentUntil = time.Now().Add(resentWindow)
+		b.upl.resumedCold()
 	case upResumeFailed:
-		b.chatFillWanted = true
+		b.upl.resumeFailed()
 	case upStanza:
-		if ev.el != nil && !b.resentRoomStanza(ev.el) {
+		if ev.el != nil && !b.upl.resentRoomStanza(ev.el) {
 			b.handleUpstream(ev.el)
 		}
-		b.upstreamHandled(ev.tok)
+		b.upl.upstreamHandled(ev.tok)
 	case upLost:
-		b.upstreamLost(ev)
+		b.upl.upstreamLost(ev)
 	case upResumed:
-		b.resentUntil = time.Now().Add(resentWindow)
-		b.log.Info("upstream session resumed; nothing was lost", "jid", ev.bound.String())
+		b.upl.resumed(ev.bound)
 	case upOffline:
-		b.upstreamOffline(ev.err)
+		b.upl.upstreamOffline(ev.err)
 	case upDropped:
-		b.upstreamDropped(ev.head, ev.why)
+		b.upl.upstreamDropped(ev.head, ev.why)
 	case clientBound:
 		b.clients.bound(ev)
 	case clientStanza:
@@ -262,7 +250,7 @@ func newIDRand() *rand.ChaCha8 {
 
 // sendUp sends a stanza upstream; it reports false when upstream is down.
 func (b *Bouncer) sendUp(el *stanza.Element) bool {
-	if !b.online || b.up == nil {
+	if !b.upl.online() || b.up == nil {
 		return false
 	}
 	b.admin.stats.count(ToUpstream, el)

@@ -30,18 +30,33 @@ func carbonEligible(el *stanza.Element) bool {
 	return el.Child(stanza.NSCarbons, "private") == nil && el.Child(stanza.NSHints, "no-copy") == nil
 }
 
-// sentCarbons emulates XEP-0280 sent carbons between local clients: upstream
+// carbonCopies does XEP-0280 for the local clients that enabled carbons.
+// It has no state of its own; it reaches the core through carbonDeps
+// (wiring.go).
+type carbonCopies struct{ carbonDeps }
+
+// carbonDeps is what carbons need from the rest of the core.
+type carbonDeps struct {
+	account string // the account's bare JID
+	// sessions are the local clients; those available with Carbons set
+	// get the copies.
+	sessions interface{ Available() []*sessions.Session }
+	// reply sends el to one local session.
+	reply func(s *sessions.Session, el *stanza.Element)
+}
+
+// sent emulates XEP-0280 sent carbons between local clients: upstream
 // only copies to the account's other real resources, never back to us.
-func (b *Bouncer) sentCarbons(s *sessions.Session, el *stanza.Element) {
+func (c *carbonCopies) sent(s *sessions.Session, el *stanza.Element) {
 	if !carbonEligible(el) {
 		return
 	}
 	inner := el.With("from", s.JID.String())
-	for _, o := range b.reg.Available() {
+	for _, o := range c.sessions.Available() {
 		if o == s || !o.Carbons {
 			continue
 		}
-		b.clients.of(o).send(wrapCarbon("sent", b.account, o.JID.String(), el.Type(), inner))
+		c.reply(o, wrapCarbon("sent", c.account, o.JID.String(), el.Type(), inner))
 	}
 }
 
@@ -52,16 +67,16 @@ func wrapCarbon(kind, account, to, typ string, inner *stanza.Element) *stanza.El
 		Append(stanza.New(stanza.NSCarbons, kind).Append(fw))
 }
 
-// upstreamCarbon passes carbons from upstream (copies of the account's other
+// fromUpstream passes carbons from upstream (copies of the account's other
 // real resources' traffic) to the local clients that enabled carbons.
 // XEP-0280 §11: a carbon not from the account's bare JID is forged.
-func (b *Bouncer) upstreamCarbon(el *stanza.Element) {
-	if el.From() != b.account {
+func (c *carbonCopies) fromUpstream(el *stanza.Element) {
+	if el.From() != c.account {
 		return
 	}
-	for _, s := range b.reg.Available() {
+	for _, s := range c.sessions.Available() {
 		if s.Carbons {
-			b.clients.of(s).send(el.With("to", s.JID.String()))
+			c.reply(s, el.With("to", s.JID.String()))
 		}
 	}
 }

@@ -158,7 +158,7 @@ func (q *chatQueue) recipients(el *stanza.Element) []string {
 	switch {
 	case res != "" && b.reg.ByResource(res) != nil:
 		out = append(out, res)
-	case res != "" && el.To() == b.upFull:
+	case res != "" && el.To() == b.upl.fullJID():
 		for _, s := range b.reg.All() {
 			out = append(out, s.JID.Resourcepart())
 		}

@@ -91,14 +91,14 @@ func (cs *clientSet) ended(s *sessions.Session) {
 	wasAvailable := s.Available()
 	c := cs.of(s)
 	c.held = nil
-	b.clientGone(s)
+	b.presence.clientGone(s)
 	c.end()
 	b.clientQueries.sessionEnded(s.ID)
 	b.reg.Remove(s)
 	for id, p := range b.iqs.in {
 		if p.session == s.ID {
 			delete(b.iqs.in, id)
-			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", b.upFull, "to", p.from)
+			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", b.upl.fullJID(), "to", p.from)
 			b.sendUp(upstreamError(req, stanza.ErrCancel, "service-unavailable"))
 		}
 	}

@@ -104,7 +104,7 @@ func TestFullJIDDelivery(t *testing.T) {
 	bob := e.availableUser("bob", "desk")
 	bot := e.client("bot")
 	var upFull string
-	e.b.Do(func() { upFull = e.b.upFull })
+	e.b.Do(func() { upFull = e.b.upl.fullJID() })
 	bob.Send(t, `<message to="`+upFull+`" type="chat" id="f1"><body>to the full JID</body></message>`)
 	if m := bot.Expect(t, "full-JID chat", hasBody("to the full JID")); m.To() != bot.JID().String() || m.ID() != "f1" {
 		t.Fatalf("full-JID chat: %s", m)

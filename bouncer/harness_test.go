@@ -145,7 +145,7 @@ func (e *env) restart() {
 
 func (e *env) online() bool {
 	var on bool
-	e.b.Do(func() { on = e.b.online })
+	e.b.Do(func() { on = e.b.upl.online() })
 	return on
 }
 

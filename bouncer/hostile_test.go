@@ -375,8 +375,8 @@ func TestStrangerPresencesBounded(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	e.b.Do(func() {
 		for i := 0; i < presenceCap+500; i++ {
-			e.b.upstreamPresence(stanza.New(stanza.NSClient, "presence", "from", fmt.Sprintf("u%d@flood.example/r", i)))
-			e.b.upstreamPresence(stanza.New(stanza.NSClient, "presence", "type", "subscribe", "from", fmt.Sprintf("s%d@flood.example", i)))
+			e.b.presence.upstreamPresence(stanza.New(stanza.NSClient, "presence", "from", fmt.Sprintf("u%d@flood.example/r", i)))
+			e.b.presence.upstreamPresence(stanza.New(stanza.NSClient, "presence", "type", "subscribe", "from", fmt.Sprintf("s%d@flood.example", i)))
 		}
 		if n := len(e.b.presence.contacts); n > presenceCap {
 			t.Errorf("%d contact presences remembered, cap %d", n, presenceCap)
@@ -385,7 +385,7 @@ func TestStrangerPresencesBounded(t *testing.T) {
 			t.Errorf("%d subscription requests remembered, cap %d", n, presenceCap)
 		}
 		// Known senders are still updated, and leave.
-		e.b.upstreamPresence(stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", "u1@flood.example/r"))
+		e.b.presence.upstreamPresence(stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", "u1@flood.example/r"))
 		if e.b.presence.contacts["u1@flood.example/r"] != nil {
 			t.Error("an unavailable presence did not clear a remembered contact")
 		}
@@ -406,12 +406,12 @@ func TestOccupantCannotPassAsResent(t *testing.T) {
 		e.b.rooms[room] = r
 		defer delete(e.b.rooms, room)
 		for _, el := range []*stanza.Element{msg, pres} {
-			if e.b.resentRoomStanza(el) {
+			if e.b.upl.resentRoomStanza(el) {
 				t.Errorf("taken as a resend with no resume: %s", el)
 			}
 		}
-		e.b.resentUntil = time.Now().Add(time.Minute)
-		if !e.b.resentRoomStanza(pres) {
+		e.b.upl.resentUntil = time.Now().Add(time.Minute)
+		if !e.b.upl.resentRoomStanza(pres) {
 			t.Error("a resend right after a resume was not recognised")
 		}
 		r.inflight = nil

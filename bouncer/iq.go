@@ -82,7 +82,7 @@ func (b *Bouncer) clientIQ(s *sessions.Session, el *stanza.Element) {
 // forwardIQ sends a client's get/set upstream with a fresh id and records
 // where the answer goes.
 func (b *Bouncer) forwardIQ(s *sessions.Session, t target, el, payload *stanza.Element) {
-	if !b.online {
+	if !b.upl.online() {
 		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrWait, "recipient-unavailable", "the bouncer's upstream connection is down; try again shortly"))
 		return
 	}

@@ -47,7 +47,7 @@ func localResult(req *stanza.Element, s *sessions.Session, domain string) *stanz
 // full JID and that the bouncer answers as the account's client: ping,
 // disco#info (including the caps node) and software version.
 func (b *Bouncer) answerForAccount(el, payload *stanza.Element) bool {
-	if el.Type() != "get" || (el.To() != "" && el.To() != b.upFull) {
+	if el.Type() != "get" || (el.To() != "" && el.To() != b.upl.fullJID()) {
 		return false
 	}
 	reply := stanza.New(stanza.NSClient, "iq", "type", "result", "id", el.ID(), "to", el.From())

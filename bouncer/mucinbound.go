@@ -87,7 +87,7 @@ func (b *Bouncer) selfUnavailable(r *Room, el *stanza.Element, codes map[string]
 	r.reset()
 	r.pending = nil
 	switch {
-	case (codes["332"] || codes["333"]) && r.Kept && b.online:
+	case (codes["332"] || codes["333"]) && r.Kept && b.upl.online():
 		// Shutdown or error: the room may come back; kept rooms rejoin.
 		b.scheduleRejoin(r)
 	case r.Kept && !codes["307"] && !codes["301"] && mucUser(el).Child(stanza.NSMUCUser, "destroy") == nil:
@@ -183,7 +183,7 @@ func (b *Bouncer) roomMessageIn(r *Room, el *stanza.Element) bool {
 		}
 		// Durable and in order with the account's chats (chatq.go).
 		b.chats.inVia(el, func(el *stanza.Element) {
-			b.pushFor(el, pushRoomPM)
+			b.pushes.onMessage(el, pushRoomPM)
 			b.toClaimantsOrAll(r, el)
 		})
 		return true

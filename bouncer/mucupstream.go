@@ -14,7 +14,7 @@ import (
 // it first learns whether the room keeps MAM (XEP-0313 §7), because that
 // decides what history to ask for.
 func (b *Bouncer) joinUpstream(r *Room) {
-	if !b.online {
+	if !b.upl.online() {
 		return // joined when upstream comes back
 	}
 	r.State = roomJoining
@@ -33,7 +33,7 @@ func (b *Bouncer) joinUpstream(r *Room) {
 				}
 			}
 		}
-		if b.rooms[r.JID] == r && r.State == roomJoining && b.online {
+		if b.rooms[r.JID] == r && r.State == roomJoining && b.upl.online() {
 			b.sendJoin(r)
 		}
 	})
@@ -55,7 +55,7 @@ func (b *Bouncer) sendJoin(r *Room) {
 			b.log.Error("reading the archive before a join", "room", room, "err", err)
 		}
 		return func() {
-			if b.rooms[room] == r && r.State == roomJoining && b.online {
+			if b.rooms[room] == r && r.State == roomJoining && b.upl.online() {
 				b.sendJoinPresence(r, last)
 			}
 		}
@@ -133,7 +133,7 @@ func (b *Bouncer) scheduleRejoin(r *Room) {
 	b.log.Info("rejoining room later", "room", r.JID, "in", wait.String())
 	time.AfterFunc(wait, func() {
 		b.events <- funcEvent{f: func() {
-			if b.rooms[r.JID] == r && r.State == roomIdle && b.online {
+			if b.rooms[r.JID] == r && r.State == roomIdle && b.upl.online() {
 				b.joinUpstream(r)
 			}
 		}}

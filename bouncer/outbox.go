@@ -108,15 +108,15 @@ func (o *outbox) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
 				ro.sentBy = ro.sentBy[1:]
 			}
 		}
-		if !r.joined() || !b.online || len(ro.queue) > 0 {
+		if !r.joined() || !b.upl.online() || len(ro.queue) > 0 {
 			o.enqueue(s, &ro.queue, el)
 			return
 		}
-	} else if !b.online || len(o.chats) > 0 {
+	} else if !b.upl.online() || len(o.chats) > 0 {
 		o.enqueue(s, &o.chats, el)
 		return
 	}
-	if !b.sendUpFrom(s.ID, el) {
+	if !b.upl.sendUpFrom(s.ID, el) {
 		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
 	}
 }
@@ -154,8 +154,8 @@ func (o *outbox) flushRoom(r *Room) {
 func (o *outbox) flush(q []queued) []queued {
 	b := o.b
 	for i, m := range q {
-		if !b.sendUpFrom(m.session, m.el) {
-			if !b.online {
+		if !b.upl.sendUpFrom(m.session, m.el) {
+			if !b.upl.online() {
 				return q[i:] // down again: the rest waits for the next session
 			}
 			o.queued--

@@ -48,6 +48,31 @@ type presenceDeps struct {
 	reply func(s *sessions.Session, el *stanza.Element)
 	// post runs f on the loop, unless it has stopped.
 	post func(f func())
+
+	// The rest is for the clients' presence (clientPresence and
+	// broadcastPresence) and the upstream's (upstreamPresence).
+
+	domain string // the account's server, in the errors we answer with
+	// targetOf classifies the "to" of a client's stanza (route.go).
+	targetOf func(el *stanza.Element) (target, bool)
+	// roomPresence handles a client's presence to a room, and reports
+	// whether it did (mucjoin.go).
+	roomPresence func(s *sessions.Session, t target, el *stanza.Element) bool
+	// forwardUp sends a client's directed presence upstream (outbox.go).
+	forwardUp func(s *sessions.Session, t target, el *stanza.Element)
+	// feedOffline and replayChats follow a client's initial presence: the
+	// offline messages (XEP-0160 §3), then the chats a crash left
+	// unconfirmed (chatq.go).
+	feedOffline, replayChats func(s *sessions.Session)
+	// learnCaps notes the caps in a client's presence (caps.go).
+	learnCaps func(s *sessions.Session, el *stanza.Element)
+	// roomsFollowPresence tells the rooms the account's presence changed.
+	roomsFollowPresence func()
+	// toRoom hands a presence from a room the account is in (or joining)
+	// to that room, and reports whether it was one.
+	toRoom func(el *stanza.Element) bool
+	// fullJID is the upstream session's full JID.
+	fullJID func() string
 }
 
 // presenceCap bounds each of contacts and subs. Anyone can send the
@@ -148,35 +173,35 @@ func showRank(show string) int {
 }
 
 // clientPresence handles presence from a local client.
-func (b *Bouncer) clientPresence(s *sessions.Session, el *stanza.Element) {
-	t, ok := b.targetOf(el)
+func (p *presenceState) clientPresence(s *sessions.Session, el *stanza.Element) {
+	t, ok := p.targetOf(el)
 	if !ok {
-		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", ""))
+		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "jid-malformed", ""))
 		return
 	}
 	if t.to == "" {
-		b.broadcastPresence(s, el)
+		p.broadcastPresence(s, el)
 		return
 	}
 	if t.sibling != nil {
-		b.clients.of(t.sibling).send(el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
+		p.reply(t.sibling, el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
 		return
 	}
-	if b.roomPresence(s, t, el) {
+	if p.roomPresence(s, t, el) {
 		return
 	}
 	switch el.Type() {
 	case "subscribed", "unsubscribed":
 		tb, _ := splitJID(t.to)
-		b.presence.subscriptionAnswered(tb)
+		p.subscriptionAnswered(tb)
 	}
-	b.ob.forwardUp(s, t, el.With("from", "", "to", t.to))
+	p.forwardUp(s, t, el.With("from", "", "to", t.to))
 }
 
 // broadcastPresence handles a client's presence without "to" (RFC 6121
 // §4.2 and §4.5): it is reflected to the client and its siblings, and
 // becomes part of the account's one aggregate presence upstream.
-func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
+func (p *presenceState) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 	switch el.Type() {
 	case "":
 		first := !s.Available()
@@ -186,26 +211,26 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 		s.Presence = el
 		s.Show = el.ChildText(stanza.NSClient, "show")
 		s.Priority, _ = strconv.Atoi(el.ChildText(stanza.NSClient, "priority"))
-		b.reflectPresence(s, el)
+		p.reflectPresence(s, el)
 		if first {
-			b.sendSiblingsTo(s)
-			b.presence.sendCached(s)
+			p.sendSiblingsTo(s)
+			p.sendCached(s)
 			// XEP-0160 §3: offline messages follow initial presence.
-			b.offline.feed(s)
-			b.chats.replay(s) // after a crash (chatq.go)
+			p.feedOffline(s)
+			p.replayChats(s) // after a crash (chatq.go)
 		}
-		b.caps.learn(s, el)
+		p.learnCaps(s, el)
 	case "unavailable":
 		if !s.Available() {
 			return
 		}
 		s.Presence = nil
-		b.reflectPresence(s, el)
+		p.reflectPresence(s, el)
 	default:
 		return
 	}
-	b.presence.updateAggregate()
-	b.roomsFollowPresence()
+	p.updateAggregate()
+	p.roomsFollowPresence()
 }
 
 // reflectPresence sends s's presence to itself and its available siblings.
@@ -216,9 +241,9 @@ func (b *Bouncer) broadcastPresence(s *sessions.Session, el *stanza.Element) {
 // It gets its siblings' current presence when it resumes instead
 // (resumedSiblings); unavailable ones are queued as usual, so it also
 // learns who left meanwhile.
-func (b *Bouncer) reflectPresence(s *sessions.Session, el *stanza.Element) {
+func (p *presenceState) reflectPresence(s *sessions.Session, el *stanza.Element) {
 	from := s.JID.String()
-	for _, o := range b.reg.Available() {
+	for _, o := range p.sessions.Available() {
 		if o == s {
 			continue
 		}
@@ -226,42 +251,42 @@ func (b *Bouncer) reflectPresence(s *sessions.Session, el *stanza.Element) {
 			o.SiblingsMissed = true
 			continue
 		}
-		b.clients.of(o).send(el.With("from", from, "to", o.JID.String()))
+		p.reply(o, el.With("from", from, "to", o.JID.String()))
 	}
-	b.clients.of(s).send(el.With("from", from, "to", from))
+	p.reply(s, el.With("from", from, "to", from))
 }
 
 // sendSiblingsTo tells a newly available client about its siblings.
-func (b *Bouncer) sendSiblingsTo(s *sessions.Session) {
-	for _, o := range b.reg.Available() {
+func (p *presenceState) sendSiblingsTo(s *sessions.Session) {
+	for _, o := range p.sessions.Available() {
 		if o != s {
-			b.clients.of(s).send(o.Presence.With("from", o.JID.String(), "to", s.JID.String()))
+			p.reply(s, o.Presence.With("from", o.JID.String(), "to", s.JID.String()))
 		}
 	}
 }
 
 // resumedSiblings gives a resumed client the current presence of the
 // siblings whose available presence it was not queued while hibernated.
-func (b *Bouncer) resumedSiblings(s *sessions.Session) {
+func (p *presenceState) resumedSiblings(s *sessions.Session) {
 	if !s.SiblingsMissed {
 		return
 	}
 	s.SiblingsMissed = false
 	if s.Available() {
-		b.sendSiblingsTo(s)
+		p.sendSiblingsTo(s)
 	}
 }
 
 // clientGone tells the siblings that s is no longer available.
-func (b *Bouncer) clientGone(s *sessions.Session) {
+func (p *presenceState) clientGone(s *sessions.Session) {
 	if !s.Available() {
 		return
 	}
 	s.Presence = nil
 	un := stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", s.JID.String())
-	for _, o := range b.reg.Available() {
+	for _, o := range p.sessions.Available() {
 		if o != s {
-			b.clients.of(o).send(un.With("to", o.JID.String()))
+			p.reply(o, un.With("to", o.JID.String()))
 		}
 	}
 }
@@ -318,17 +343,14 @@ func (p *presenceState) updateAggregate() {
 }
 
 // upstreamPresence handles presence from upstream.
-func (b *Bouncer) upstreamPresence(el *stanza.Element) {
-	from := el.From()
-	bare, _ := splitJID(from)
-	if room := b.rooms[bare]; room != nil {
-		b.roomInbound(room, el)
+func (p *presenceState) upstreamPresence(el *stanza.Element) {
+	if p.toRoom(el) {
 		return
 	}
-	if from == b.upFull {
+	if el.From() == p.fullJID() {
 		return // our own presence reflected: the upstream resource is invisible
 	}
-	b.presence.fromContact(el)
+	p.fromContact(el)
 }
 
 // fromContact remembers a contact's presence (or subscription request) for

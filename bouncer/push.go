@@ -257,14 +257,6 @@ func (p *pusher) forget(r *pushReg) {
 	}
 }
 
-// pushFor and pushTick are the hooks by which a message and the sweep
-// enter push, from the delivery paths (route.go, mucinbound.go,
-// roomarchive.go) and the loop (bouncer.go). They stay methods of Bouncer
-// only so that branches editing the lines beside those calls merge
-// cleanly; each can become a direct b.pushes call.
-func (b *Bouncer) pushFor(el *stanza.Element, kind pushKind) { b.pushes.onMessage(el, kind) }
-func (b *Bouncer) pushTick(now time.Time)                    { b.pushes.tick(now) }
-
 // onMessage is the delivery path's entry point: el has arrived for the
 // account, and each client that is hibernated or gone and has push enabled
 // gets a notification if el would wake a phone (rate-limited per

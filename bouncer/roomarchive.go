@@ -137,6 +137,6 @@ func (b *Bouncer) forwardPending(r *Room, p *pendingMsg) {
 		}
 	}
 	if p.live {
-		b.pushFor(p.el, pushRoomMessage)
+		b.pushes.onMessage(p.el, pushRoomMessage)
 	}
 }

@@ -11,7 +11,7 @@ func (b *Bouncer) handleClient(s *sessions.Session, el *stanza.Element) {
 	case "message":
 		b.clientMessage(s, el)
 	case "presence":
-		b.clientPresence(s, el)
+		b.presence.clientPresence(s, el)
 	case "iq":
 		b.clientIQ(s, el)
 	default:
@@ -72,7 +72,7 @@ func (b *Bouncer) clientMessage(s *sessions.Session, el *stanza.Element) {
 		return
 	}
 	if el.Type() != "groupchat" {
-		b.sentCarbons(s, el)
+		b.carbons.sent(s, el)
 	}
 	b.ob.forwardUp(s, t, el.With("from", "", "to", t.to))
 }
@@ -83,7 +83,7 @@ func (b *Bouncer) handleUpstream(el *stanza.Element) {
 	case "message":
 		b.upstreamMessage(el)
 	case "presence":
-		b.upstreamPresence(el)
+		b.presence.upstreamPresence(el)
 	case "iq":
 		b.upstreamIQ(el)
 	}
@@ -108,12 +108,12 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 		b.bookmarkEvent(el)
 	}
 	if c := carbonOf(el); c != nil {
-		b.upstreamCarbon(el)
+		b.carbons.fromUpstream(el)
 		return
 	}
 	// Committed first, then pushed for and delivered (chatq.go).
 	b.chats.inVia(el, func(el *stanza.Element) {
-		b.pushFor(el, pushDirect)
+		b.pushes.onMessage(el, pushDirect)
 		b.toAccount(el)
 	})
 }
@@ -137,7 +137,7 @@ func (b *Bouncer) toAccount(el *stanza.Element) {
 	switch {
 	case res != "" && b.reg.ByResource(res) != nil:
 		to = []*sessions.Session{b.reg.ByResource(res)}
-	case res != "" && el.To() == b.upFull && el.Type() != "headline":
+	case res != "" && el.To() == b.upl.fullJID() && el.Type() != "headline":
 		to = b.reg.All()
 	default:
 		for _, s := range b.reg.Available() {

@@ -25,7 +25,7 @@ func (cs *clientSet) hibernation(ev clientHibernation) {
 		b.log.Info("client session", "jid", s.JID.String(), "hibernated", h)
 		b.resumables.save()
 		if !h {
-			b.resumedSiblings(s)
+			b.presence.resumedSiblings(s)
 			// Paced output (client.go) waits while the session sleeps;
 			// the resumed connection takes the rest.
 			cs.of(s).pump()

@@ -53,7 +53,7 @@ func BenchmarkHibernatedMemory(b *testing.B) {
 		sent0, _, _, _ := e.counters(res)
 		inserted0 := e.db.Inserted()
 		var upFull string
-		e.b.Do(func() { upFull = e.b.upFull })
+		e.b.Do(func() { upFull = e.b.upl.fullJID() })
 		for i := 0; i < held; i++ {
 			up.Stanza(stanza.MustParse(fmt.Sprintf(`<message from='%s/someone' to='%s' type='groupchat' id='h%d-%d'><body>%s %d</body><occupant-id xmlns='urn:xmpp:occupant-id:0' id='OKTb5FTHIFPOqxQSq8mw0nLhO0a9SWoiVZ42VeGZHVc='/><stanza-id xmlns='urn:xmpp:sid:0' id='Fz0OzBJHYfWb7lh-%d-%d' by='%s'/></message>`,
 				room, upFull, n, i, body, i, n, i, room)))

@@ -107,7 +107,7 @@ func newBusyEnv(t *testing.T, prefix string, rooms, occupants int) *env {
 		for _, r := range e.b.rooms {
 			for i := 1; i < occupants; i++ {
 				nick := fmt.Sprintf("occupant-%02d", i)
-				p := stanza.MustParse(fmt.Sprintf(`<presence from='%s/%s' to='%s'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='member' role='participant'/></x><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://conversations.im' ver='VvsdfQweQfd9w2xHY6FGeStgOM0='/><occupant-id xmlns='urn:xmpp:occupant-id:0' id='%032d'/></presence>`, r.JID, nick, e.b.upFull, i))
+				p := stanza.MustParse(fmt.Sprintf(`<presence from='%s/%s' to='%s'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='member' role='participant'/></x><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://conversations.im' ver='VvsdfQweQfd9w2xHY6FGeStgOM0='/><occupant-id xmlns='urn:xmpp:occupant-id:0' id='%032d'/></presence>`, r.JID, nick, e.b.upl.fullJID(), i))
 				r.setOccupant(nick, p)
 			}
 		}

@@ -146,7 +146,7 @@ func (rs *resumables) revived(s *sessions.Session, conn any) {
 			pres = el
 		}
 	}
-	b.clientPresence(s, pres.With("from", s.JID.String(), "to", ""))
+	b.presence.clientPresence(s, pres.With("from", s.JID.String(), "to", ""))
 	for _, line := range strings.Split(st.Rooms, "\n") {
 		room, nick, ok := strings.Cut(line, " ")
 		if !ok || room == "" || nick == "" {
@@ -154,7 +154,7 @@ func (rs *resumables) revived(s *sessions.Session, conn any) {
 		}
 		// A plain join: the occupants, and what it missed after its
 		// cursor (XEP-0045 §7.2, catch-up).
-		b.clientPresence(s, stanza.New(stanza.NSClient, "presence", "from", s.JID.String(), "to", room+"/"+nick).
+		b.presence.clientPresence(s, stanza.New(stanza.NSClient, "presence", "from", s.JID.String(), "to", room+"/"+nick).
 			Append(stanza.New(stanza.NSMUC, "x")))
 	}
 	rs.save()

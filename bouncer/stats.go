@@ -117,7 +117,7 @@ func (b *Bouncer) Snapshot(ctx context.Context) (Snapshot, error) {
 }
 
 func (b *Bouncer) snapshot() Snapshot {
-	s := Snapshot{Online: b.online, Clients: map[ClientState]int{}, Outbox: b.ob.chatsWaiting()}
+	s := Snapshot{Online: b.upl.online(), Clients: map[ClientState]int{}, Outbox: b.ob.chatsWaiting()}
 	for _, c := range b.reg.All() {
 		st := ClientState{SM: "live", CSI: "active"}
 		if c.Hibernated {

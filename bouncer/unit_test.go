@@ -28,8 +28,8 @@ func unitBouncer(t *testing.T) (*Bouncer, *upRecorder) {
 	b := New(Options{Account: jid.MustParse("alice@example.org"), Logger: testLogger()})
 	up := &upRecorder{}
 	b.SetUpstream(up)
-	b.online = true
-	b.upFull = "alice@example.org/bouncer"
+	b.upl.connected = true
+	b.upl.full = "alice@example.org/bouncer"
 	return b, up
 }
 
@@ -84,7 +84,7 @@ func TestPendingIQsFailWhenUpstreamDrops(t *testing.T) {
 	b, _ := unitBouncer(t)
 	s, rec := addSession(b, 1, "a")
 	b.handleClient(s, stanza.MustParse(`<iq type="get" id="v1" to="bob@example.org/x"><query xmlns="jabber:iq:version"/></iq>`))
-	b.upstreamOffline(nil)
+	b.upl.upstreamOffline(nil)
 	if len(rec.got) != 1 || rec.got[0].ID() != "v1" || rec.got[0].Type() != "error" || rec.got[0].From() != "bob@example.org/x" {
 		t.Fatalf("pending IQ not failed: %v", rec.got)
 	}

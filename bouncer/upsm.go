@@ -130,21 +130,21 @@ func (h UpstreamHandler) ResumedCold() { h.b.events <- upResumedCold{} }
 // probeContacts asks for the presence of every contact the account is
 // subscribed to (RFC 6121 §4.3): a resumed session never sent initial
 // presence in this process, so the server sends none by itself.
-func (b *Bouncer) probeContacts() {
+func (l *upstreamLink) probeContacts() {
 	q := stanza.New(stanza.NSClient, "iq", "type", "get").Append(stanza.New(stanza.NSRoster, "query"))
-	b.sendInternal(q, func(resp *stanza.Element) {
+	l.b.sendInternal(q, func(resp *stanza.Element) {
 		if resp.Type() != "result" {
-			b.log.Warn("roster unavailable: contacts' presence is not known until they change it", "condition", stanza.ErrorCondition(resp))
+			l.b.log.Warn("roster unavailable: contacts' presence is not known until they change it", "condition", stanza.ErrorCondition(resp))
 			return
 		}
 		n := 0
 		for _, it := range resp.Child(stanza.NSRoster, "query").ChildrenNamed(stanza.NSRoster, "item") {
 			if sub := it.Get("subscription"); (sub == "to" || sub == "both") && it.Get("jid") != "" {
-				b.sendUp(stanza.New(stanza.NSClient, "presence", "type", "probe", "to", it.Get("jid")))
+				l.b.sendUp(stanza.New(stanza.NSClient, "presence", "type", "probe", "to", it.Get("jid")))
 				n++
 			}
 		}
-		b.log.Info("resumed upstream session: probed contacts for their presence", "contacts", n)
+		l.b.log.Info("resumed upstream session: probed contacts for their presence", "contacts", n)
 	})
 }
 
@@ -155,20 +155,20 @@ func (h UpstreamHandler) ResumeFailed() { h.b.events <- upResumeFailed{} }
 func (h UpstreamHandler) Resumed(bound jid.JID) { h.b.events <- upResumed{bound} }
 
 // upstreamHandled queues the mark after the writes a stanza caused.
-func (b *Bouncer) upstreamHandled(tok upstream.Token) {
+func (l *upstreamLink) upstreamHandled(tok upstream.Token) {
 	if tok.ID == "" {
 		return
 	}
-	if b.arch == nil {
-		b.upstreamAck(tok)
+	if l.b.arch == nil {
+		l.upstreamAck(tok)
 		return
 	}
-	b.arch.enqueue(archJob{mark: &tok})
+	l.b.arch.enqueue(archJob{mark: &tok})
 }
 
 // upstreamAck lets the upstream session acknowledge up to tok.
-func (b *Bouncer) upstreamAck(tok upstream.Token) {
-	if a, ok := b.up.(interface{ Handled(upstream.Token) }); ok {
+func (l *upstreamLink) upstreamAck(tok upstream.Token) {
+	if a, ok := l.b.up.(interface{ Handled(upstream.Token) }); ok {
 		a.Handled(tok)
 	}
 }
@@ -176,14 +176,14 @@ func (b *Bouncer) upstreamAck(tok upstream.Token) {
 // sendUpFrom is sendUp for a message a local session sent: if the
 // upstream session ends before the server acknowledged it, it comes back
 // (upstreamLost) with the session's id.
-func (b *Bouncer) sendUpFrom(session uint64, el *stanza.Element) bool {
-	t, ok := b.up.(interface {
+func (l *upstreamLink) sendUpFrom(session uint64, el *stanza.Element) bool {
+	t, ok := l.b.up.(interface {
 		SendTagged(*stanza.Element, uint64) bool
 	})
-	if !ok || !b.online {
-		return b.sendUp(el)
+	if !ok || !l.connected {
+		return l.b.sendUp(el)
 	}
-	b.admin.stats.count(ToUpstream, el)
+	l.b.admin.stats.count(ToUpstream, el)
 	return t.SendTagged(el, session)
 }
 
@@ -192,7 +192,7 @@ func (b *Bouncer) sendUpFrom(session uint64, el *stanza.Element) bool {
 // said it did not handle them (<failed h/>) they are sent again, first in
 // line, as if they had waited in the outbox; otherwise nobody knows
 // whether they arrived, and their senders are told so.
-func (b *Bouncer) upstreamLost(ev upLost) {
+func (l *upstreamLink) upstreamLost(ev upLost) {
 	var chats []queued
 	rooms := map[*Room][]queued{}
 	errs := 0
@@ -203,7 +203,7 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 		}
 		if ev.notHandled {
 			bare, _ := splitJID(el.To())
-			if r := b.rooms[bare]; r != nil && el.Type() == "groupchat" {
+			if r := l.b.rooms[bare]; r != nil && el.Type() == "groupchat" {
 				rooms[r] = append(rooms[r], queued{session: it.Tag, el: el})
 			} else {
 				chats = append(chats, queued{session: it.Tag, el: el})
@@ -211,22 +211,22 @@ func (b *Bouncer) upstreamLost(ev upLost) {
 			continue
 		}
 		errs++
-		if s := b.reg.ByID(it.Tag); s != nil {
-			b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrWait, "remote-server-timeout",
+		if s := l.b.reg.ByID(it.Tag); s != nil {
+			l.b.clients.of(s).send(errorFromServer(el, s, l.b.domain, stanza.ErrWait, "remote-server-timeout",
 				"the upstream connection was lost before the server confirmed this message; it may not have been delivered"))
 		}
 	}
 	if len(chats) > 0 {
-		b.ob.requeueChats(chats)
+		l.b.ob.requeueChats(chats)
 	}
 	for r, q := range rooms {
-		b.ob.requeueRoom(r, q)
+		l.b.ob.requeueRoom(r, q)
 	}
 	resent := len(ev.items) - errs
-	b.log.Warn("upstream session ended with messages the server had not acknowledged",
+	l.b.log.Warn("upstream session ended with messages the server had not acknowledged",
 		"resent", fmt.Sprint(resent), "errors_to_senders", errs, "not_handled_known", ev.notHandled)
-	if b.online && len(chats) > 0 && b.ob.chatsWaiting() == len(chats) {
-		b.ob.flushOutbox()
+	if l.connected && len(chats) > 0 && l.b.ob.chatsWaiting() == len(chats) {
+		l.b.ob.flushOutbox()
 	}
 }
 
@@ -250,13 +250,13 @@ const resentWindow = 30 * time.Second
 // archived and forwarded as the gap fill does, dated by the server's
 // delay (within resentMaxAge), with the room's stanza-id, so the gap fill
 // finds it already there. It reports whether el was handled here.
-func (b *Bouncer) resentRoomStanza(el *stanza.Element) bool {
+func (l *upstreamLink) resentRoomStanza(el *stanza.Element) bool {
 	if el.Kind() != "presence" && (el.Kind() != "message" || el.Type() != "groupchat") {
 		return false
 	}
 	bare, _ := splitJID(el.From())
-	r := b.rooms[bare]
-	if r == nil || r.State == roomJoined || !hasDelayFrom(el, b.account) || time.Now().After(b.resentUntil) {
+	r := l.b.rooms[bare]
+	if r == nil || r.State == roomJoined || !hasDelayFrom(el, l.b.account) || time.Now().After(l.resentUntil) {
 		return false
 	}
 	if el.Kind() == "presence" {
@@ -266,13 +266,13 @@ func (b *Bouncer) resentRoomStanza(el *stanza.Element) bool {
 		return false
 	}
 	now := time.Now()
-	stamp, ok := delayStamp(el, b.account, now)
+	stamp, ok := delayStamp(el, l.b.account, now)
 	if !ok || stamp.Before(now.Add(-resentMaxAge)) {
 		stamp = now
 	}
 	m := onlyDelaysFrom(onlyStanzaIDsBy(el, r.JID), "")
 	m = m.DeepCopy()
 	m.Append(stanza.New(stanza.NSDelay, "delay", "from", r.JID, "stamp", stamp.UTC().Format(stampFormat)))
-	b.roomForward(r, m, false)
+	l.b.roomForward(r, m, false)
 	return true
 }

@@ -121,7 +121,7 @@ func TestUpstreamResumeDedupsChats(t *testing.T) {
 	expectBodies(t, a, "committed 0", "committed 1", "committed 2")
 	a.ExpectNone(t, time.Second, anyBody)
 	var resumed bool
-	e.b.Do(func() { resumed = e.b.upFull == st.Bound })
+	e.b.Do(func() { resumed = e.b.upl.fullJID() == st.Bound })
 	if !resumed {
 		t.Fatal("not on the resumed session")
 	}
@@ -382,7 +382,7 @@ func TestUpstreamColdResumeProbesContacts(t *testing.T) {
 	e.cfg.Upstream.Address = srv.Addr
 	e.start()
 	var resumed bool
-	e.b.Do(func() { resumed = e.b.upFull != "" })
+	e.b.Do(func() { resumed = e.b.upl.fullJID() != "" })
 	if !resumed {
 		t.Fatal("not online")
 	}

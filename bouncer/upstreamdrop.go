@@ -15,10 +15,10 @@ import (
 
 // upstreamDropped handles a stanza the upstream reader dropped; head is
 // its start tag.
-func (b *Bouncer) upstreamDropped(head *stanza.Element, why error) {
-	b.drops.note(b.log, head, why, time.Now())
+func (l *upstreamLink) upstreamDropped(head *stanza.Element, why error) {
+	l.drops.note(l.b.log, head, why, time.Now())
 	bare, _ := splitJID(head.From())
-	if _, isRoom := b.rooms[bare]; isRoom || bare == "" {
+	if _, isRoom := l.b.rooms[bare]; isRoom || bare == "" {
 		// Never bounce to a room (an error there reads as the account's
 		// client failing, XEP-0045 §7.2.17) or to our own server.
 		return
@@ -33,7 +33,7 @@ func (b *Bouncer) upstreamDropped(head *stanza.Element, why error) {
 		// RFC 6120 §8.3.3.12: the stanza violates a local policy.
 		r := stanza.ErrorReply(head, stanza.ErrModify, "policy-violation", text)
 		r.Set("from", "")
-		b.sendUp(r)
+		l.b.sendUp(r)
 	}
 }
 

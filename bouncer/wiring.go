@@ -61,11 +61,38 @@ func wirePresence(b *Bouncer) *presenceState {
 		sessions:       b.reg,
 		detachedShow:   b.opt.DetachedShow,
 		detachedStatus: b.opt.DetachedStatus,
-		online:         func() bool { return b.online },
+		online:         func() bool { return b.upl.online() },
 		caps:           func() *stanza.Element { return b.caps.element() },
 		sendUp:         b.sendUp,
 		toClients:      b.toAllAvailable,
 		reply:          func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
 		post:           b.post,
+
+		domain:              b.domain,
+		targetOf:            func(el *stanza.Element) (target, bool) { return b.targetOf(el) },
+		roomPresence:        func(s *sessions.Session, t target, el *stanza.Element) bool { return b.roomPresence(s, t, el) },
+		forwardUp:           func(s *sessions.Session, t target, el *stanza.Element) { b.ob.forwardUp(s, t, el) },
+		feedOffline:         func(s *sessions.Session) { b.offline.feed(s) },
+		replayChats:         func(s *sessions.Session) { b.chats.replay(s) },
+		learnCaps:           func(s *sessions.Session, el *stanza.Element) { b.caps.learn(s, el) },
+		roomsFollowPresence: func() { b.roomsFollowPresence() },
+		toRoom: func(el *stanza.Element) bool {
+			bare, _ := splitJID(el.From())
+			if r := b.rooms[bare]; r != nil {
+				b.roomInbound(r, el)
+				return true
+			}
+			return false
+		},
+		fullJID: func() string { return b.upl.fullJID() },
 	})
+}
+
+// wireCarbons builds XEP-0280 for the local clients (carbons.go).
+func wireCarbons(b *Bouncer) *carbonCopies {
+	return &carbonCopies{carbonDeps{
+		account:  b.account,
+		sessions: b.reg,
+		reply:    func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
+	}}
 }
