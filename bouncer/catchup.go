@@ -45,20 +45,7 @@ type catchUpState struct {
 func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
 	r := st.room
 	qid := b.nextID(idGapFill)
-	q := stanza.New(stanza.NSMAM, "query", "queryid", qid)
-	if after == "" {
-		form := stanza.New(stanza.NSDataForm, "x", "type", "submit")
-		form.Append(stanza.New(stanza.NSDataForm, "field", "var", "FORM_TYPE", "type", "hidden").
-			Append(stanza.New(stanza.NSDataForm, "value").AppendText(stanza.NSMAM)))
-		form.Append(stanza.New(stanza.NSDataForm, "field", "var", "start").
-			Append(stanza.New(stanza.NSDataForm, "value").AppendText(start.UTC().Format(time.RFC3339))))
-		q.Append(form)
-	}
-	set := stanza.New(stanza.NSRSM, "set").Append(stanza.New(stanza.NSRSM, "max").AppendText(itoa(catchUpPage)))
-	if after != "" {
-		set.Append(stanza.New(stanza.NSRSM, "after").AppendText(after))
-	}
-	q.Append(set)
+	q := mamQuery(qid, catchUpPage, after, start)
 	iq := stanza.New(stanza.NSClient, "iq", "type", "set", "to", r.JID).Append(q)
 	var batch []*stanza.Element
 	b.internalMAM[qid] = &gapQuery{archive: r.JID, add: func(msg *stanza.Element) { batch = append(batch, msg) }}

@@ -54,19 +54,7 @@ func (q *chatQueue) gapFill() {
 func (q *chatQueue) fillPage(after string, start time.Time, page, fetched int) {
 	b := q.b
 	qid := b.nextID(idGapFill)
-	query := stanza.New(stanza.NSMAM, "query", "queryid", qid)
-	set := stanza.New(stanza.NSRSM, "set").Append(stanza.New(stanza.NSRSM, "max").AppendText(itoa(chatFillPage)))
-	if after != "" {
-		set.Append(stanza.New(stanza.NSRSM, "after").AppendText(after))
-	} else {
-		form := stanza.New(stanza.NSDataForm, "x", "type", "submit")
-		form.Append(stanza.New(stanza.NSDataForm, "field", "var", "FORM_TYPE", "type", "hidden").
-			Append(stanza.New(stanza.NSDataForm, "value").AppendText(stanza.NSMAM)))
-		form.Append(stanza.New(stanza.NSDataForm, "field", "var", "start").
-			Append(stanza.New(stanza.NSDataForm, "value").AppendText(start.UTC().Format(time.RFC3339))))
-		query.Append(form)
-	}
-	query.Append(set)
+	query := mamQuery(qid, chatFillPage, after, start)
 	var batch []*stanza.Element
 	b.internalMAM[qid] = &gapQuery{archive: b.account, add: func(m *stanza.Element) { batch = append(batch, m) }}
 	sent := b.sendInternal(stanza.New(stanza.NSClient, "iq", "type", "set").Append(query), func(resp *stanza.Element) {

@@ -74,6 +74,8 @@ func mamPage(page *store.Page, room, to, qid, iqID string) []*stanza.Element {
 	if page.Complete {
 		fin.Set("complete", "true")
 	}
+	// Not mellium's paging.Set: it always writes <first/> and <last/>, and
+	// an empty page has neither, only the count (XEP-0059).
 	set := stanza.New(stanza.NSRSM, "set")
 	if page.First != "" {
 		set.Append(stanza.New(stanza.NSRSM, "first").AppendText(page.First))
@@ -85,6 +87,10 @@ func mamPage(page *store.Page, room, to, qid, iqID string) []*stanza.Element {
 }
 
 // parseMAMQuery reads the data form (XEP-0313 §5) and RSM set (XEP-0059).
+// Both by hand: mellium's form.Data refuses a form with an element it does
+// not know, and paging has request types to send, none to read one (no
+// type holds max, after and before together, nor tells <before/> empty,
+// the last page, from absent).
 func parseMAMQuery(room string, q *stanza.Element, maxPage int) (store.Query, error) {
 	out := store.Query{Room: room, Max: maxPage}
 	if form := q.Child(stanza.NSDataForm, "x"); form != nil {

@@ -19,6 +19,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"mellium.im/xmpp/form"
 	"mellium.im/xmpp/jid"
 
 	"xmppbouncer/config"
@@ -373,21 +374,18 @@ func (p *pusher) maybeSend(r *pushReg, now time.Time) {
 // publish builds the notification (XEP-0357 §7): the summary form, and
 // the client's publish-options, which carry the app server's secret.
 func (p *pusher) publish(r *pushReg) *stanza.Element {
-	field := func(name, value string) *stanza.Element {
-		return stanza.New(stanza.NSDataForm, "field", "var", name).
-			Append(stanza.New(stanza.NSDataForm, "value").AppendText(value))
+	fields := []form.Field{
+		form.Hidden("FORM_TYPE", form.Value(pushFormType)),
+		form.Text("message-count", form.Value(strconv.Itoa(r.count))),
 	}
-	form := stanza.New(stanza.NSDataForm, "x", "type", "submit")
-	form.Append(stanza.New(stanza.NSDataForm, "field", "var", "FORM_TYPE", "type", "hidden").
-		Append(stanza.New(stanza.NSDataForm, "value").AppendText(pushFormType)))
-	form.Append(field("message-count", strconv.Itoa(r.count)))
 	if r.sender != "" {
-		form.Append(field("last-message-sender", r.sender))
+		fields = append(fields, form.Text("last-message-sender", form.Value(r.sender)))
 	}
 	if r.body != "" && p.cfg.IncludeBody {
-		form.Append(field("last-message-body", r.body))
+		fields = append(fields, form.Text("last-message-body", form.Value(r.body)))
 	}
-	item := stanza.New(stanza.NSPubSub, "item").Append(stanza.New(stanza.NSPush, "notification").Append(form))
+	summary, _ := form.New(fields...).Submit()
+	item := stanza.New(stanza.NSPubSub, "item").Append(stanza.New(stanza.NSPush, "notification").Append(stanza.MustFromTokens(summary, stanza.NSPush)))
 	pubsub := stanza.New(stanza.NSPubSub, "pubsub").Append(stanza.New(stanza.NSPubSub, "publish", "node", r.Node).Append(item))
 	if r.form != nil {
 		pubsub.Append(stanza.New(stanza.NSPubSub, "publish-options").Append(r.form))

@@ -14,12 +14,14 @@ import (
 	"sync"
 	"time"
 
+	adhoc "mellium.im/xmpp/commands"
+
 	"xmppbouncer/stanza"
 )
 
 // NSCommands is XEP-0050's namespace, also the disco node that lists
 // commands.
-const NSCommands = "http://jabber.org/protocol/commands"
+const NSCommands = adhoc.NS
 
 // NodePrefix starts the node of every bouncer command; a command IQ with
 // another node is the server's and goes upstream.
@@ -310,32 +312,31 @@ func newSessionID() string {
 
 // askForm asks the client to fill in form: the command stays open and its
 // session remembered.
-func (a *Commands) askForm(c *call, form *stanza.Element, notes ...note) {
+func (a *Commands) askForm(c *call, form *stanza.Element, notes ...adhoc.Note) {
 	a.sessions[c.sessionID] = &session{node: c.node, client: c.from.ID, deadline: time.Now().Add(sessionTTL)}
 	a.reply(c, "executing", form, notes...)
 }
 
 // done completes the command with an optional result form and notes.
-func (a *Commands) done(c *call, form *stanza.Element, notes ...note) {
+func (a *Commands) done(c *call, form *stanza.Element, notes ...adhoc.Note) {
 	delete(a.sessions, c.sessionID)
 	a.reply(c, "completed", form, notes...)
 }
 
-// note is an XEP-0050 §3.5 note: type info, warn or error.
-type note struct{ typ, text string }
+// The XEP-0050 §3.5 notes: type info, warn or error.
+func info(text string) adhoc.Note  { return adhoc.Note{Type: adhoc.NoteInfo, Value: text} }
+func warn(text string) adhoc.Note  { return adhoc.Note{Type: adhoc.NoteWarn, Value: text} }
+func fault(text string) adhoc.Note { return adhoc.Note{Type: adhoc.NoteError, Value: text} }
 
-func info(text string) note  { return note{"info", text} }
-func warn(text string) note  { return note{"warn", text} }
-func fault(text string) note { return note{"error", text} }
-
-func (a *Commands) reply(c *call, status string, form *stanza.Element, notes ...note) {
+func (a *Commands) reply(c *call, status string, form *stanza.Element, notes ...adhoc.Note) {
 	cmd := stanza.New(NSCommands, "command", "node", c.node, "sessionid", c.sessionID, "status", status)
 	if status == "executing" {
 		// XEP-0050 §3.4: one step left, so complete is the default action.
-		cmd.Append(stanza.New(NSCommands, "actions", "execute", "complete").Append(stanza.New(NSCommands, "complete")))
+		// (mellium keeps the default action in the bits above the allowed ones.)
+		cmd.Append(stanza.MustFromTokens((adhoc.Complete<<3 | adhoc.Complete).TokenReader(), NSCommands))
 	}
 	for _, n := range notes {
-		cmd.Append(stanza.New(NSCommands, "note", "type", n.typ).AppendText(n.text))
+		cmd.Append(stanza.MustFromTokens(n.TokenReader(), NSCommands))
 	}
 	if form != nil {
 		cmd.Append(form)

@@ -7,11 +7,16 @@ package admin
 // var), and no option has an empty value (Profanity crashes on one).
 // TestAdminFormsEveryClientCanRead walks every command's every step.
 //
-// mellium's form and commands packages are not used. form.Fixed takes no
-// var (v0.22.0), and the fixed lines need one; its forms are
-// xml.TokenReaders, while the core routes stanza.Element trees. commands is
-// the client side (Command.Execute on an *xmpp.Session) and has no
-// server-side handler or session store to plug these into.
+// These builders stay ours rather than mellium's form package (v0.22.0),
+// which the bouncer uses where a form fits it (mamrequest.go, push.go):
+// form.Fixed takes no var, and the fixed lines need one (above); forms are
+// built field by field (options and required added to a field after it is
+// made), where form.New wants every option up front; and parseForm reads
+// any submission, where form.Data's UnmarshalXML fails on an element it
+// does not know inside <x/> and ignores the fields' namespace. From
+// mellium's commands package the replies use Note and Actions
+// (commands.go); the rest of it is the client side (Command.Execute on an
+// *xmpp.Session), with no server-side handler or session store.
 
 import (
 	"fmt"

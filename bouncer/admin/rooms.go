@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	adhoc "mellium.im/xmpp/commands"
 	"mellium.im/xmpp/jid"
 
 	"xmppbouncer/config"
@@ -184,7 +185,7 @@ func (a *Commands) unkeep(c *call, room string, leave bool) {
 		a.done(c, nil, fault(room+" is kept by [[rooms]] in the config file; remove it there and restart."))
 		return
 	}
-	var notes []note
+	var notes []adhoc.Note
 	if found && r.Kept && a.keptBy(r) == "bookmark with autojoin" {
 		notes = append(notes, warn(room+" is bookmarked with autojoin: the bouncer joins it again on the next reconnect unless you turn autojoin off in your client."))
 	}
