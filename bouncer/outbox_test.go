@@ -73,3 +73,35 @@ func TestOutboxRoomErrorToSenderOnly(t *testing.T) {
 	}
 	b.ExpectNone(t, 500*time.Millisecond, testclient.Type("error"))
 }
+
+// TestOutboxRoomRefusesRejoin: a message waiting for a room that then
+// refuses the account's rejoin (here: the owner set a password meanwhile)
+// is answered with an error to its sender only.
+func TestOutboxRoomRefusesRejoin(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	room := "shut@" + e.srv.MUC
+	bob := e.bobInRoom(room)
+	a := e.availableClient("a")
+	b := e.availableClient("b")
+	join(t, a, room, "alice", `<history maxchars="0"/>`)
+	join(t, b, room, "alice", `<history maxchars="0"/>`)
+	r := bob.IQ(t, `<iq type="set" to="`+room+`"><query xmlns="http://jabber.org/protocol/muc#owner"><x xmlns="jabber:x:data" type="submit">`+
+		`<field var="FORM_TYPE"><value>http://jabber.org/protocol/muc#roomconfig</value></field>`+
+		`<field var="muc#roomconfig_passwordprotectedroom"><value>1</value></field>`+
+		`<field var="muc#roomconfig_roomsecret"><value>s3cret</value></field></x></query></iq>`)
+	if r.Type() != "result" {
+		t.Fatalf("room config: %s", r)
+	}
+	// Killed, not stopped: a clean stop tells occupants the room shuts
+	// down (333), and the bouncer forgets a room it does not keep.
+	e.srv.Kill(t)
+	e.waitFor("upstream offline", func() bool { return !e.online() })
+	a.Send(t, `<message to="`+room+`" type="groupchat" id="shut-out"><body>waits for the rejoin</body></message>`)
+	e.srv.Start(t)
+	msgErr := func(el *stanza.Element) bool { return el.Kind() == "message" && el.Type() == "error" }
+	el := a.Expect(t, "the error about the waiting message", msgErr)
+	if el.ID() != "shut-out" || stanza.ErrorCondition(el) != "recipient-unavailable" {
+		t.Fatalf("error: %s", el)
+	}
+	b.ExpectNone(t, 500*time.Millisecond, msgErr)
+}
