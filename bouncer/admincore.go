@@ -86,7 +86,7 @@ func (c adminCore) Send(client uint64, el *stanza.Element) bool {
 func (c adminCore) SendUp(el *stanza.Element) { c.b.sendUp(el) }
 
 func (c adminCore) AskUpstream(iq *stanza.Element, answer func(*stanza.Element)) bool {
-	return c.b.sendInternal(iq, answer)
+	return c.b.iq.sendInternal(iq, answer)
 }
 
 func (c adminCore) Post(f func()) { c.b.post(f) }

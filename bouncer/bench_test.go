@@ -102,7 +102,7 @@ func BenchmarkForward(b *testing.B) {
 			b.Fatal(err)
 		}
 		wg.Add(5)
-		bn.handleUpstream(el)
+		bn.route.handleUpstream(el)
 	}
 	wg.Wait()
 	b.StopTimer()
@@ -151,7 +151,7 @@ func BenchmarkEmulatedJoin500(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		wg.Add(500 + 1 + 20 + 1)
-		bn.handleClient(s, join)
+		bn.route.handleClient(s, join)
 		wg.Wait()
 	}
 	b.StopTimer()

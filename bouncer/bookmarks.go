@@ -12,7 +12,7 @@ import (
 func (b *Bouncer) fetchBookmarks() {
 	q := stanza.New(stanza.NSClient, "iq", "type", "get")
 	q.Append(stanza.New(stanza.NSPubSub, "pubsub").Append(stanza.New(stanza.NSPubSub, "items", "node", stanza.NSBookmarks2)))
-	b.sendInternal(q, func(resp *stanza.Element) {
+	b.iq.sendInternal(q, func(resp *stanza.Element) {
 		if resp.Type() == "result" {
 			items := resp.Child(stanza.NSPubSub, "pubsub").Child(stanza.NSPubSub, "items")
 			for _, it := range items.ChildrenNamed(stanza.NSPubSub, "item") {
@@ -30,7 +30,7 @@ func (b *Bouncer) fetchBookmarks() {
 func (b *Bouncer) fetchLegacyBookmarks() {
 	q := stanza.New(stanza.NSClient, "iq", "type", "get")
 	q.Append(stanza.New(stanza.NSPrivate, "query").Append(stanza.New(stanza.NSBookmarks, "storage")))
-	b.sendInternal(q, func(resp *stanza.Element) {
+	b.iq.sendInternal(q, func(resp *stanza.Element) {
 		st := resp.Child(stanza.NSPrivate, "query").Child(stanza.NSBookmarks, "storage")
 		for _, c := range st.ChildrenNamed(stanza.NSBookmarks, "conference") {
 			conf := stanza.New(stanza.NSBookmarks2, "conference", "autojoin", c.Get("autojoin"))

@@ -5,7 +5,7 @@
 // adapters; decisions go out through each connection's non-blocking Send.
 //
 // The path of one groupchat message: upstream reader → event →
-// handleUpstream (route.go) → roomMessageIn (mucinbound.go) → roomForward
+// router.handleUpstream (router.go, table in routes.go) → roomMessageIn (mucinbound.go) → roomForward
 // (roomarchive.go) → the archiver's commit (archiver.go) → event →
 // releaseRoom → client.sendItem for each claim (client.go) → the client's writer.
 package bouncer
@@ -61,21 +61,15 @@ type Bouncer struct {
 
 	seq    uint64
 	idRand *rand.ChaCha8 // the unguessable part of nextID
-	iqs    iqRoutes      // rewritten IQ ids and MAM queryids (iq.go)
 
-	presence *presenceState
-	caps     *capsCache
-	rooms    map[string]*Room
-	internal waiters // the core's own IQs upstream
-	// ids of the core's own IQs to local clients (caps discovery)
-	clientQueries waiters
-	// queryids of the core's own MAM queries upstream (gap fill)
-	internalMAM map[string]*gapQuery
-	dlv         *delivery     // catch-up cursors (cursors.go)
-	arch        *archiver     // the archive's writer; nil without an archive
-	stopped     chan struct{} // closed when Run returns
-	lastPrune   time.Time
-	pushes      *pusher // XEP-0357 registrations and notifications (push.go)
+	presence  *presenceState
+	caps      *capsCache
+	rooms     map[string]*Room
+	dlv       *delivery     // catch-up cursors (cursors.go)
+	arch      *archiver     // the archive's writer; nil without an archive
+	stopped   chan struct{} // closed when Run returns
+	lastPrune time.Time
+	pushes    *pusher // XEP-0357 registrations and notifications (push.go)
 
 	recovered recoveredCounter // events dropped after a panic (recover.go)
 
@@ -86,6 +80,9 @@ type Bouncer struct {
 	chats   *chatQueue    // the account's 1:1 messages through the archive (chatq.go, chatfill.go)
 	offline *offlineStore // XEP-0160 offline store feed (offline.go)
 	ob      *outbox       // messages waiting to go upstream (outbox.go)
+
+	route *router   // the routing table and the one error reply (router.go, routes.go)
+	iq    *iqRouter // where IQ answers and MAM results go (iq.go)
 
 	clients    *clientSet  // one client per local connection, the one send path (client.go)
 	resumables *resumables // the core's part of resumable sessions (smstore.go)
@@ -118,24 +115,22 @@ func New(opt Options) *Bouncer {
 		opt.DetachedStatus = opt.Config.Presence.DetachedStatus
 	}
 	b := &Bouncer{
-		opt:      opt,
-		log:      opt.Logger,
-		account:  opt.Account.Bare().String(),
-		domain:   opt.Account.Domainpart(),
-		events:   make(chan event, 1024),
-		reg:      sessions.New(),
-		iqs:      newIQRoutes(),
-		rooms:    map[string]*Room{},
-		internal: waiters{},
-		idRand:   newIDRand(),
+		opt:     opt,
+		log:     opt.Logger,
+		account: opt.Account.Bare().String(),
+		domain:  opt.Account.Domainpart(),
+		events:  make(chan event, 1024),
+		reg:     sessions.New(),
+		rooms:   map[string]*Room{},
+		idRand:  newIDRand(),
 
-		clientQueries: waiters{},
-		internalMAM:   map[string]*gapQuery{},
-		admin:         newAdminState(opt.Config.History.RetentionPeriod),
-		stopped:       make(chan struct{}),
+		admin:   newAdminState(opt.Config.History.RetentionPeriod),
+		stopped: make(chan struct{}),
 	}
 	b.chats, b.offline, b.ob = newChatQueue(b), newOfflineStore(b), newOutbox(b)
 	b.upl = newUpstreamLink(b)
+	b.iq = newIQRouter(b)
+	b.route = newRouter(b)
 	b.admin.cmds = newAdminCommands(b)
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
@@ -171,7 +166,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 			b.safely(ev, b.handle)
 			b.observeLoop(start)
 		case now := <-sweep.C:
-			b.sweepIQs(now)
+			b.iq.sweep(now)
 			b.dlv.sweepDelivery()
 			b.resumables.save()
 			if now.Sub(b.lastPrune) > time.Hour {
@@ -203,7 +198,7 @@ func (b *Bouncer) handle(ev event) {
 		b.upl.resumeFailed()
 	case upStanza:
 		if ev.el != nil && !b.upl.resentRoomStanza(ev.el) {
-			b.handleUpstream(ev.el)
+			b.route.handleUpstream(ev.el)
 		}
 		b.upl.upstreamHandled(ev.tok)
 	case upLost:
@@ -218,7 +213,7 @@ func (b *Bouncer) handle(ev event) {
 		b.clients.bound(ev)
 	case clientStanza:
 		if s := b.reg.ByID(ev.id); s != nil {
-			b.handleClient(s, ev.el)
+			b.route.handleClient(s, ev.el)
 		}
 	case clientClosed:
 		b.clients.closed(ev.id, ev.err, ev.unacked)

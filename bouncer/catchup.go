@@ -48,9 +48,9 @@ func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
 	q := mamQuery(qid, catchUpPage, after, start)
 	iq := stanza.New(stanza.NSClient, "iq", "type", "set", "to", r.JID).Append(q)
 	var batch []*stanza.Element
-	b.internalMAM[qid] = &gapQuery{archive: r.JID, add: func(msg *stanza.Element) { batch = append(batch, msg) }}
-	sent := b.sendInternal(iq, func(resp *stanza.Element) {
-		delete(b.internalMAM, qid)
+	b.iq.gapQuery(qid, &gapQuery{archive: r.JID, add: func(msg *stanza.Element) { batch = append(batch, msg) }})
+	sent := b.iq.sendInternal(iq, func(resp *stanza.Element) {
+		b.iq.endGapQuery(qid)
 		if b.rooms[r.JID] != r {
 			return
 		}
@@ -81,7 +81,7 @@ func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
 		b.catchUpPage(st, lastID, start)
 	})
 	if !sent {
-		delete(b.internalMAM, qid)
+		b.iq.endGapQuery(qid)
 		b.catchUpDone(r)
 	}
 }

@@ -82,7 +82,7 @@ func (p *pendingChat) forward(b *Bouncer) {
 		p.deliver(p.el)
 		return
 	}
-	b.toAccount(p.el)
+	b.route.toAccount(p.el)
 }
 
 // accountStanzaID is the id the account's server gave el (XEP-0359 with

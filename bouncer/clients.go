@@ -93,15 +93,8 @@ func (cs *clientSet) ended(s *sessions.Session) {
 	c.held = nil
 	b.presence.clientGone(s)
 	c.end()
-	b.clientQueries.sessionEnded(s.ID)
+	b.iq.sessionEnded(s)
 	b.reg.Remove(s)
-	for id, p := range b.iqs.in {
-		if p.session == s.ID {
-			delete(b.iqs.in, id)
-			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", b.upl.fullJID(), "to", p.from)
-			b.sendUp(upstreamError(req, stanza.ErrCancel, "service-unavailable"))
-		}
-	}
 	if wasAvailable {
 		b.presence.updateAggregate()
 		b.roomsFollowPresence()

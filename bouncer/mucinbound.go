@@ -245,7 +245,7 @@ func (b *Bouncer) toClaimants(r *Room, el *stanza.Element) {
 
 func (b *Bouncer) toClaimantsOrAll(r *Room, el *stanza.Element) {
 	if len(b.reg.Claimants(r.JID)) == 0 {
-		b.toAccount(el)
+		b.route.toAccount(el)
 		return
 	}
 	b.toClaimants(r, el)

@@ -24,7 +24,7 @@ func (b *Bouncer) joinUpstream(r *Room) {
 	}
 	q := stanza.New(stanza.NSClient, "iq", "type", "get", "to", r.JID)
 	q.Append(stanza.New(stanza.NSDiscoInfo, "query"))
-	b.sendInternal(q, func(resp *stanza.Element) {
+	b.iq.sendInternal(q, func(resp *stanza.Element) {
 		if resp.Type() == "result" {
 			r.discovered = true
 			for _, f := range resp.Child(stanza.NSDiscoInfo, "query").ChildrenNamed(stanza.NSDiscoInfo, "feature") {

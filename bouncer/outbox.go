@@ -94,11 +94,12 @@ func (o *outbox) requeueRoom(r *Room, q []queued) {
 
 // forwardUp sends a message or presence from s upstream. A message waits
 // when upstream is down, or when it is for a room not joined right now.
-func (o *outbox) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
+// It returns the error to answer a message that cannot go with.
+func (o *outbox) forwardUp(s *sessions.Session, t target, el *stanza.Element) error {
 	b := o.b
 	if el.Kind() != "message" {
 		b.sendUp(el) // presence is recomputed from state on reconnect
-		return
+		return nil
 	}
 	if r := t.room; r != nil {
 		ro := o.room(r.JID)
@@ -109,27 +110,26 @@ func (o *outbox) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
 			}
 		}
 		if !r.joined() || !b.upl.online() || len(ro.queue) > 0 {
-			o.enqueue(s, &ro.queue, el)
-			return
+			return o.enqueue(s, &ro.queue, el)
 		}
 	} else if !b.upl.online() || len(o.chats) > 0 {
-		o.enqueue(s, &o.chats, el)
-		return
+		return o.enqueue(s, &o.chats, el)
 	}
 	if !b.upl.sendUpFrom(s.ID, el) {
-		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
+		return refusal(stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again")
 	}
+	return nil
 }
 
-func (o *outbox) enqueue(s *sessions.Session, q *[]queued, el *stanza.Element) {
+func (o *outbox) enqueue(s *sessions.Session, q *[]queued, el *stanza.Element) error {
 	b := o.b
 	if o.queued >= b.opt.OutboxLimit {
 		b.log.Warn("outgoing queue full: message refused", "from", s.JID.String(), "to", el.To(), "limit", b.opt.OutboxLimit)
-		b.clients.of(s).send(errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the bouncer's upstream connection is down and its outgoing queue is full"))
-		return
+		return refusal(stanza.ErrWait, "resource-constraint", "the bouncer's upstream connection is down and its outgoing queue is full")
 	}
 	o.queued++
 	*q = append(*q, queued{session: s.ID, el: el})
+	return nil
 }
 
 // flushOutbox sends the waiting chats once upstream is back.
@@ -160,7 +160,7 @@ func (o *outbox) flush(q []queued) []queued {
 			}
 			o.queued--
 			if s := b.reg.ByID(m.session); s != nil {
-				b.clients.of(s).send(errorFromServer(m.el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
+				b.route.refuse(s, m.el, refusal(stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
 			}
 			continue
 		}
@@ -180,7 +180,7 @@ func (o *outbox) failRoomOutbox(r *Room, cond, text string) {
 	for _, m := range ro.queue {
 		o.queued--
 		if s := b.reg.ByID(m.session); s != nil {
-			b.clients.of(s).send(errorFromServer(m.el, s, b.domain, stanza.ErrCancel, cond, text))
+			b.route.refuse(s, m.el, refusal(stanza.ErrCancel, cond, text))
 		}
 	}
 	ro.queue = nil

@@ -132,7 +132,7 @@ func (h UpstreamHandler) ResumedCold() { h.b.events <- upResumedCold{} }
 // presence in this process, so the server sends none by itself.
 func (l *upstreamLink) probeContacts() {
 	q := stanza.New(stanza.NSClient, "iq", "type", "get").Append(stanza.New(stanza.NSRoster, "query"))
-	l.b.sendInternal(q, func(resp *stanza.Element) {
+	l.b.iq.sendInternal(q, func(resp *stanza.Element) {
 		if resp.Type() != "result" {
 			l.b.log.Warn("roster unavailable: contacts' presence is not known until they change it", "condition", stanza.ErrorCondition(resp))
 			return
@@ -212,7 +212,7 @@ func (l *upstreamLink) upstreamLost(ev upLost) {
 		}
 		errs++
 		if s := l.b.reg.ByID(it.Tag); s != nil {
-			l.b.clients.of(s).send(errorFromServer(el, s, l.b.domain, stanza.ErrWait, "remote-server-timeout",
+			l.b.route.refuse(s, el, refusal(stanza.ErrWait, "remote-server-timeout",
 				"the upstream connection was lost before the server confirmed this message; it may not have been delivered"))
 		}
 	}

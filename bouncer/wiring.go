@@ -25,7 +25,7 @@ func wirePush(b *Bouncer) *pusher {
 			return ""
 		},
 		reply:  func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
-		sendUp: b.sendInternal,
+		sendUp: b.iq.sendInternal,
 		store:  b.background,
 	}
 	if db := b.opt.Archive; db != nil {
@@ -45,11 +45,8 @@ func wireCaps(b *Bouncer) *capsCache {
 		account:  b.account,
 		sessions: b.reg,
 		newID:    func() string { return b.nextID(pushPrefix + "caps") },
-		query: func(s *sessions.Session, id string, q *stanza.Element, answer func(*stanza.Element)) {
-			b.clientQueries.add(id, "", s.ID, b.opt.IQTimeout, answer)
-			b.clients.of(s).send(q)
-		},
-		changed: func() { b.presence.updateAggregate() },
+		query:    b.iq.askClient,
+		changed:  func() { b.presence.updateAggregate() },
 	})
 }
 
@@ -64,12 +61,12 @@ func wirePresence(b *Bouncer) *presenceState {
 		online:         func() bool { return b.upl.online() },
 		caps:           func() *stanza.Element { return b.caps.element() },
 		sendUp:         b.sendUp,
-		toClients:      b.toAllAvailable,
+		toClients:      b.route.toAllAvailable,
 		reply:          func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
 		post:           b.post,
 
 		domain:              b.domain,
-		targetOf:            func(el *stanza.Element) (target, bool) { return b.targetOf(el) },
+		targetOf:            func(el *stanza.Element) (target, bool) { return b.route.targetOf(el) },
 		roomPresence:        func(s *sessions.Session, t target, el *stanza.Element) bool { return b.roomPresence(s, t, el) },
 		forwardUp:           func(s *sessions.Session, t target, el *stanza.Element) { b.ob.forwardUp(s, t, el) },
 		feedOffline:         func(s *sessions.Session) { b.offline.feed(s) },
