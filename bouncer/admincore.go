@@ -7,7 +7,6 @@ package bouncer
 // sessions live in bouncer/admin.
 
 import (
-	"sort"
 	"sync/atomic"
 	"time"
 
@@ -144,53 +143,9 @@ func (c adminCore) Clients() []admin.Client {
 	return out
 }
 
-func (c adminCore) Rooms() []admin.Room {
-	out := make([]admin.Room, 0, len(c.b.rooms))
-	for _, r := range c.b.rooms {
-		out = append(out, c.room(r.JID, r))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].JID < out[j].JID })
-	return out
-}
+func (c adminCore) Rooms() []admin.Room { return c.b.muc.adminRooms() }
 
-func (c adminCore) Room(jid string) (admin.Room, bool) {
-	r := c.b.rooms[jid]
-	return c.room(jid, r), r != nil
-}
-
-// room describes room jid, whose state is r (nil: the core is not in it).
-func (c adminCore) room(jid string, r *Room) admin.Room {
-	out := admin.Room{JID: jid, Configured: c.b.configured(jid)}
-	for _, s := range c.b.reg.Claimants(jid) {
-		out.Claimants = append(out.Claimants, s.JID.Resourcepart())
-	}
-	if r == nil {
-		return out
-	}
-	n := len(r.Occupants)
-	if _, ok := r.Occupants[r.Nick]; !ok && r.Self != nil {
-		n++ // the account itself
-	}
-	out.Nick, out.State, out.Occupants, out.Kept = r.Nick, roomStateName(r.State), n, r.Kept
-	out.Idle, out.Leaving = r.State == roomIdle, r.State == roomLeaving
-	return out
-}
-
-func roomStateName(s roomState) string {
-	switch s {
-	case roomIdle:
-		return "not joined"
-	case roomJoining:
-		return "joining"
-	case roomSyncing:
-		return "syncing"
-	case roomJoined:
-		return "joined"
-	case roomLeaving:
-		return "leaving"
-	}
-	return "unknown"
-}
+func (c adminCore) Room(jid string) (admin.Room, bool) { return c.b.muc.adminRoom(jid) }
 
 func (c adminCore) Retention() time.Duration { return time.Duration(c.b.admin.retention.Load()) }
 
@@ -209,56 +164,12 @@ func (c adminCore) Reconnect() bool {
 }
 
 func (c adminCore) JoinRoom(room, nick, password string) (bool, string) {
-	r := c.b.rooms[room]
-	if r != nil && r.State != roomIdle && r.State != roomLeaving {
-		return true, r.Nick
-	}
-	if r == nil {
-		r = newRoom(room)
-		c.b.rooms[room] = r
-	}
-	r.Nick, r.Password = nick, password
-	c.b.joinUpstream(r)
-	return false, nick
+	return c.b.muc.adminJoin(room, nick, password)
 }
 
-func (c adminCore) KeepRoom(room, nick, password string) {
-	r := c.b.rooms[room]
-	if r == nil {
-		r = newRoom(room)
-		r.Nick, r.Password = nick, password
-		c.b.rooms[room] = r
-	}
-	r.Kept = true
-	if r.State == roomIdle {
-		c.b.joinUpstream(r)
-	}
-}
+func (c adminCore) KeepRoom(room, nick, password string) { c.b.muc.adminKeep(room, nick, password) }
 
-func (c adminCore) ReleaseRoom(room string, leave bool) {
-	r := c.b.rooms[room]
-	if r == nil {
-		return
-	}
-	r.Kept = false
-	if leave {
-		c.kickClaimants(r)
-	}
-	c.b.maybeLeaveUpstream(r)
-}
-
-// kickClaimants tells each local client in r that it is out (its own
-// unavailable self-presence, XEP-0045 §7.14) and ends its claim.
-func (c adminCore) kickClaimants(r *Room) {
-	for _, s := range c.b.reg.ClearRoom(r.JID) {
-		p := stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", r.JID+"/"+r.Nick, "to", s.JID.String())
-		x := stanza.New(stanza.NSMUCUser, "x")
-		x.Append(stanza.New(stanza.NSMUCUser, "item", "affiliation", affiliationOf(r.Self), "role", "none"))
-		x.Append(stanza.New(stanza.NSMUCUser, "status", "code", "110"))
-		c.b.clients.of(s).send(p.Append(x))
-	}
-	r.pending = nil
-}
+func (c adminCore) ReleaseRoom(room string, leave bool) { c.b.muc.adminRelease(room, leave) }
 
 func (c adminCore) SetRetention(d time.Duration, prune bool) {
 	c.b.admin.retention.Store(int64(d))

@@ -64,7 +64,7 @@ type Bouncer struct {
 
 	presence  *presenceState
 	caps      *capsCache
-	rooms     map[string]*Room
+	muc       *mucService
 	dlv       *delivery     // catch-up cursors (cursors.go)
 	arch      *archiver     // the archive's writer; nil without an archive
 	stopped   chan struct{} // closed when Run returns
@@ -121,7 +121,6 @@ func New(opt Options) *Bouncer {
 		domain:  opt.Account.Domainpart(),
 		events:  make(chan event, 1024),
 		reg:     sessions.New(),
-		rooms:   map[string]*Room{},
 		idRand:  newIDRand(),
 
 		admin:   newAdminState(opt.Config.History.RetentionPeriod),
@@ -141,6 +140,7 @@ func New(opt Options) *Bouncer {
 	b.caps = wireCaps(b)
 	b.presence = wirePresence(b)
 	b.carbons = wireCarbons(b)
+	b.muc = newMucService(b)
 	b.clients = newClientSet(b)      // client.go, clients.go
 	b.dlv = newDelivery(b)           // cursors.go
 	b.resumables = &resumables{b: b} // smstore.go

@@ -97,7 +97,7 @@ func (cs *clientSet) ended(s *sessions.Session) {
 	b.reg.Remove(s)
 	if wasAvailable {
 		b.presence.updateAggregate()
-		b.roomsFollowPresence()
+		b.muc.roomsFollowPresence()
 	}
 }
 

@@ -341,12 +341,12 @@ func TestStrangerIsNotARoom(t *testing.T) {
 	laptop.Expect(t, "the sentinel", hasBody("sentinel"))
 
 	e.b.Do(func() {
-		for jid := range e.b.rooms {
+		for jid := range e.b.muc.rooms {
 			if jid != room {
 				t.Errorf("a stranger became a room: %s", jid)
 			}
 		}
-		if r := e.b.rooms[room]; r == nil || r.State != roomJoined {
+		if r := e.b.muc.rooms[room]; r == nil || r.State != roomJoined {
 			t.Errorf("the real room was disturbed: %+v", r)
 		}
 	})
@@ -402,9 +402,10 @@ func TestOccupantCannotPassAsResent(t *testing.T) {
 	msg := stanza.MustParse(fmt.Sprintf(`<message from="%s/bob" type="groupchat"><body>x</body><delay xmlns="urn:xmpp:delay" from="%s" stamp="2020-01-01T00:00:00Z"/></message>`, room, e.cfg.Upstream.JID))
 	pres := stanza.MustParse(fmt.Sprintf(`<presence from="%s/bob"><delay xmlns="urn:xmpp:delay" from="%s" stamp="2020-01-01T00:00:00Z"/></presence>`, room, e.cfg.Upstream.JID))
 	e.b.Do(func() {
-		r := &Room{JID: room, State: roomSyncing, Occupants: map[string]*stanza.Element{}}
-		e.b.rooms[room] = r
-		defer delete(e.b.rooms, room)
+		r := e.b.muc.newRoom(room)
+		r.State = roomSyncing
+		e.b.muc.rooms[room] = r
+		defer delete(e.b.muc.rooms, room)
 		for _, el := range []*stanza.Element{msg, pres} {
 			if e.b.upl.resentRoomStanza(el) {
 				t.Errorf("taken as a resend with no resume: %s", el)

@@ -89,7 +89,7 @@ func (ir *iqRouter) forwardIQ(q *req) error {
 
 func roomOf(t target) string {
 	if t.room != nil {
-		return t.room.JID
+		return t.room.jid()
 	}
 	return ""
 }

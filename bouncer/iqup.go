@@ -41,7 +41,7 @@ func (ir *iqRouter) upstreamAnswer(q *req) error {
 		out = ir.b.pushes.disco(p.to, out)
 	}
 	if p.room != "" {
-		out = ir.b.decorateRoomDisco(p.room, out)
+		out = ir.b.muc.decorateRoomDisco(p.room, out)
 	}
 	ir.b.clients.of(s).send(out)
 	return nil

@@ -16,7 +16,7 @@ func errString(err error) string {
 func (b *Bouncer) startup() {
 	b.dlv.loadCursors()
 	b.chats.startup()
-	b.roomsStartup()
+	b.muc.roomsStartup()
 	b.pushes.startup()
 }
 

@@ -88,7 +88,7 @@ func (o *outbox) requeueChats(q []queued) {
 // requeueRoom is requeueChats for messages to room r.
 func (o *outbox) requeueRoom(r *Room, q []queued) {
 	o.queued += len(q)
-	ro := o.room(r.JID)
+	ro := o.room(r.jid())
 	ro.queue = append(q, ro.queue...)
 }
 
@@ -102,7 +102,7 @@ func (o *outbox) forwardUp(s *sessions.Session, t target, el *stanza.Element) er
 		return nil
 	}
 	if r := t.room; r != nil {
-		ro := o.room(r.JID)
+		ro := o.room(r.jid())
 		if id := el.ID(); id != "" {
 			ro.sentBy = append(ro.sentBy, sentBy{id: id, session: s.ID})
 			if len(ro.sentBy) > sentByMax {
@@ -142,13 +142,13 @@ func (o *outbox) flushOutbox() {
 
 // flushRoom sends a room's waiting messages once it is joined.
 func (o *outbox) flushRoom(r *Room) {
-	if ro := o.rooms[r.JID]; ro != nil {
+	if ro := o.rooms[r.jid()]; ro != nil {
 		if len(ro.queue) > 0 {
-			o.b.log.Info("sending messages queued for a room", "room", r.JID, "count", len(ro.queue))
+			o.b.log.Info("sending messages queued for a room", "room", r.jid(), "count", len(ro.queue))
 		}
 		ro.queue = o.flush(ro.queue)
 	}
-	o.b.maybeLeaveUpstream(r) // kept joined only for these messages
+	r.maybeLeaveUpstream() // kept joined only for these messages
 }
 
 func (o *outbox) flush(q []queued) []queued {
@@ -172,7 +172,7 @@ func (o *outbox) flush(q []queued) []queued {
 // failRoomOutbox answers each message waiting for a room that cannot be
 // joined with an error to its sender only.
 func (o *outbox) failRoomOutbox(r *Room, cond, text string) {
-	ro := o.rooms[r.JID]
+	ro := o.rooms[r.jid()]
 	if ro == nil {
 		return
 	}
@@ -190,7 +190,7 @@ func (o *outbox) failRoomOutbox(r *Room, cond, text string) {
 // about, or nil when it is not one of ours.
 func (o *outbox) roomErrorTo(r *Room, el *stanza.Element) *sessions.Session {
 	id := el.ID()
-	ro := o.rooms[r.JID]
+	ro := o.rooms[r.jid()]
 	if id == "" || ro == nil {
 		return nil
 	}
@@ -201,8 +201,3 @@ func (o *outbox) roomErrorTo(r *Room, el *stanza.Element) *sessions.Session {
 	}
 	return nil
 }
-
-// joined reports whether the account is in r and its history synced:
-// messages to it go upstream at once (forwardUp). A Room method here, in
-// the outbox's file, so that the outbox reads no Room field but its JID.
-func (r *Room) joined() bool { return r.State == roomJoined }

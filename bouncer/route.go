@@ -28,7 +28,7 @@ func (r *router) targetOf(el *stanza.Element) (target, bool) {
 	if t.bare == r.b.account && t.res != "" {
 		t.sibling = r.b.reg.ByResource(t.res)
 	}
-	t.room = r.b.rooms[t.bare]
+	t.room = r.b.muc.room(t.bare)
 	return t, true
 }
 
@@ -62,7 +62,7 @@ func (r *router) csiState(q *req) error {
 // roomFrom returns the room an upstream stanza comes from, or nil.
 func (r *router) roomFrom(el *stanza.Element) *Room {
 	fromBare, _ := splitJID(el.From())
-	return r.b.rooms[fromBare]
+	return r.b.muc.room(fromBare)
 }
 
 // trustStanzaIDs keeps, in a message that is not a room's groupchat, only
@@ -77,7 +77,7 @@ func (r *router) trustStanzaIDs(q *req) error {
 // roomIn hands a stanza from a room the account is in or joining to the
 // room; it passes what the room does not consume.
 func (r *router) roomIn(q *req) error {
-	if room := r.roomFrom(q.el); room != nil && r.b.roomInbound(room, q.el) {
+	if room := r.roomFrom(q.el); room != nil && room.roomInbound(q.el) {
 		return nil
 	}
 	return errPass

@@ -32,7 +32,7 @@ func routingTable(b *Bouncer, r *router, iq *iqRouter) []rule {
 	return []rule{
 		// A local client's messages.
 		{from: fromClient, kind: "message", when: toSibling, handle: r.toSibling, name: "to a sibling resource (nothing goes upstream)"},
-		{from: fromClient, kind: "message", when: toRoom, handle: func(q *req) error { return handled(b.roomMessage(q.s, q.t, q.el)) }, name: "to a room (mucjoin.go)"},
+		{from: fromClient, kind: "message", when: toRoom, handle: func(q *req) error { return handled(b.muc.roomMessage(q.s, q.t, q.el)) }, name: "to a room (mucjoin.go)"},
 		{from: fromClient, kind: "message", handle: r.messageUp, name: "upstream, with carbons"},
 
 		// A local client's presence (presence.go).
@@ -48,7 +48,7 @@ func routingTable(b *Bouncer, r *router, iq *iqRouter) []rule {
 		{from: fromClient, kind: "iq", ns: stanza.NSCarbons, when: iq.carbonsToggle, handle: iq.carbons, name: "XEP-0280 enable/disable, per client (local.go)"},
 		{from: fromClient, kind: "iq", ns: stanza.NSPing, local: "ping", when: iq.pingToServer, handle: iq.pong, name: "XEP-0199 ping to the server (local.go)"},
 		{from: fromClient, kind: "iq", ns: stanza.NSPush, handle: func(q *req) error { return b.pushes.control(q.s, q.t, q.el, q.payload) }, name: "XEP-0357 enable/disable (push.go)"},
-		{from: fromClient, kind: "iq", when: toRoom, handle: func(q *req) error { return handled(b.roomIQ(q.s, q.t, q.el, q.payload)) }, name: "room IQs the bouncer answers (mucjoin.go)"},
+		{from: fromClient, kind: "iq", when: toRoom, handle: func(q *req) error { return handled(b.muc.roomIQ(q.s, q.t, q.el, q.payload)) }, name: "room IQs the bouncer answers (mucjoin.go)"},
 		{from: fromClient, kind: "iq", ns: stanza.NSMAM, local: "query", handle: iq.rewriteMAMQuery, name: "XEP-0313 queryid rewritten (mamroute.go)"},
 		{from: fromClient, kind: "iq", ns: stanza.NSRoster, local: "query", when: isGet, handle: rosterRequested, name: "roster get: the client wants pushes"},
 		{from: fromClient, kind: "iq", handle: iq.forwardIQ, name: "upstream, with a fresh id"},
@@ -61,7 +61,7 @@ func routingTable(b *Bouncer, r *router, iq *iqRouter) []rule {
 		{from: fromUpstream, kind: "message", ns: stanza.NSMAM, local: "result", handle: iq.mamResult, name: "XEP-0313 result: to the query's client (mamroute.go)"},
 		{from: fromUpstream, kind: "message", handle: r.trustStanzaIDs, name: "only the account's stanza-ids count (trust.go)"},
 		{from: fromUpstream, kind: "message", handle: r.roomIn, name: "from a room (mucinbound.go)"},
-		{from: fromUpstream, kind: "message", ns: stanza.NSPubSubEvent, local: "event", handle: func(q *req) error { b.bookmarkEvent(q.el); return errPass }, name: "bookmarks changed (bookmarks.go); delivered as well"},
+		{from: fromUpstream, kind: "message", ns: stanza.NSPubSubEvent, local: "event", handle: func(q *req) error { b.muc.bookmarkEvent(q.el); return errPass }, name: "bookmarks changed (bookmarks.go); delivered as well"},
 		{from: fromUpstream, kind: "message", when: isCarbon, handle: func(q *req) error { b.carbons.fromUpstream(q.el); return nil }, name: "XEP-0280 carbon (carbons.go)"},
 		{from: fromUpstream, kind: "message", handle: r.chatIn, name: "to the account (chatq.go, toAccount)"},
 

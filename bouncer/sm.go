@@ -90,7 +90,7 @@ func (cs *clientSet) rerouteUnacked(s *sessions.Session, els []*stanza.Element, 
 			continue
 		}
 		var to []*sessions.Session
-		if room, _ := splitJID(el.From()); b.rooms[room] != nil {
+		if room, _ := splitJID(el.From()); b.muc.isRoom(room) {
 			// A room's private message went to the room's claimants.
 			if !cs.anyClaims(room, others) {
 				to = others

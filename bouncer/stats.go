@@ -128,16 +128,6 @@ func (b *Bouncer) snapshot() Snapshot {
 		}
 		s.Clients[st]++
 	}
-	for _, r := range b.rooms {
-		if r.State == roomJoined || r.State == roomSyncing {
-			s.RoomsJoined++
-		}
-		if len(b.reg.Claimants(r.JID)) > 0 {
-			s.RoomsClaimed++
-		}
-		if r.Kept {
-			s.RoomsKept++
-		}
-	}
+	s.RoomsJoined, s.RoomsClaimed, s.RoomsKept = b.muc.counts()
 	return s
 }

@@ -44,7 +44,7 @@ func (l *upstreamLink) upstreamOnline(bound jid.JID) {
 	l.b.log.Info("upstream online", "jid", l.full)
 	l.b.presence.upstreamOnline()
 	l.b.ob.flushOutbox()
-	l.b.roomsOnline()
+	l.b.muc.roomsOnline()
 	if l.chatFillWanted {
 		l.chatFillWanted = false
 		l.b.chats.gapFill() // chatfill.go
@@ -79,5 +79,5 @@ func (l *upstreamLink) upstreamOffline(err error) {
 	l.full = ""
 	l.b.log.Warn("upstream offline", "reason", errString(err))
 	l.b.iq.upstreamOffline()
-	l.b.roomsOffline()
+	l.b.muc.roomsOffline()
 }

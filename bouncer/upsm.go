@@ -203,7 +203,7 @@ func (l *upstreamLink) upstreamLost(ev upLost) {
 		}
 		if ev.notHandled {
 			bare, _ := splitJID(el.To())
-			if r := l.b.rooms[bare]; r != nil && el.Type() == "groupchat" {
+			if r := l.b.muc.room(bare); r != nil && el.Type() == "groupchat" {
 				rooms[r] = append(rooms[r], queued{session: it.Tag, el: el})
 			} else {
 				chats = append(chats, queued{session: it.Tag, el: el})
@@ -255,14 +255,14 @@ func (l *upstreamLink) resentRoomStanza(el *stanza.Element) bool {
 		return false
 	}
 	bare, _ := splitJID(el.From())
-	r := l.b.rooms[bare]
-	if r == nil || r.State == roomJoined || !hasDelayFrom(el, l.b.account) || time.Now().After(l.resentUntil) {
+	r := l.b.muc.room(bare)
+	if r == nil || r.state() == roomJoined || !hasDelayFrom(el, l.b.account) || time.Now().After(l.resentUntil) {
 		return false
 	}
 	if el.Kind() == "presence" {
 		return true
 	}
-	if isSubject(el) || r.State == roomLeaving || r.State == roomIdle {
+	if isSubject(el) || r.state() == roomLeaving || r.state() == roomIdle {
 		return false
 	}
 	now := time.Now()
@@ -270,9 +270,9 @@ func (l *upstreamLink) resentRoomStanza(el *stanza.Element) bool {
 	if !ok || stamp.Before(now.Add(-resentMaxAge)) {
 		stamp = now
 	}
-	m := onlyDelaysFrom(onlyStanzaIDsBy(el, r.JID), "")
+	m := onlyDelaysFrom(onlyStanzaIDsBy(el, r.jid()), "")
 	m = m.DeepCopy()
-	m.Append(stanza.New(stanza.NSDelay, "delay", "from", r.JID, "stamp", stamp.UTC().Format(stampFormat)))
-	l.b.roomForward(r, m, false)
+	m.Append(stanza.New(stanza.NSDelay, "delay", "from", r.jid(), "stamp", stamp.UTC().Format(stampFormat)))
+	r.roomForward(m, false)
 	return true
 }

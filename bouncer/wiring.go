@@ -19,10 +19,7 @@ func wirePush(b *Bouncer) *pusher {
 		log:      b.log,
 		sessions: b.reg,
 		roomNick: func(room string) string {
-			if r := b.rooms[room]; r != nil {
-				return r.Nick
-			}
-			return ""
+			return b.muc.roomNick(room)
 		},
 		reply:  func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
 		sendUp: b.iq.sendInternal,
@@ -67,16 +64,16 @@ func wirePresence(b *Bouncer) *presenceState {
 
 		domain:              b.domain,
 		targetOf:            func(el *stanza.Element) (target, bool) { return b.route.targetOf(el) },
-		roomPresence:        func(s *sessions.Session, t target, el *stanza.Element) bool { return b.roomPresence(s, t, el) },
+		roomPresence:        func(s *sessions.Session, t target, el *stanza.Element) bool { return b.muc.roomPresence(s, t, el) },
 		forwardUp:           func(s *sessions.Session, t target, el *stanza.Element) { b.ob.forwardUp(s, t, el) },
 		feedOffline:         func(s *sessions.Session) { b.offline.feed(s) },
 		replayChats:         func(s *sessions.Session) { b.chats.replay(s) },
 		learnCaps:           func(s *sessions.Session, el *stanza.Element) { b.caps.learn(s, el) },
-		roomsFollowPresence: func() { b.roomsFollowPresence() },
+		roomsFollowPresence: func() { b.muc.roomsFollowPresence() },
 		toRoom: func(el *stanza.Element) bool {
 			bare, _ := splitJID(el.From())
-			if r := b.rooms[bare]; r != nil {
-				b.roomInbound(r, el)
+			if r := b.muc.room(bare); r != nil {
+				r.roomInbound(el)
 				return true
 			}
 			return false
