@@ -17,10 +17,12 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/jid"
 
+	"xmppbouncer/bouncer/admin"
 	"xmppbouncer/config"
 	"xmppbouncer/sessions"
 	"xmppbouncer/stanza"
@@ -73,9 +75,12 @@ type Bouncer struct {
 
 	recovered recoveredCounter // events dropped after a panic (recover.go)
 
-	admin   *adminState   // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
-	upl     *upstreamLink // the upstream session's state (uplink.go)
-	carbons *carbonCopies // XEP-0280 between local clients (carbons.go)
+	cmds      *admin.Commands          // XEP-0050 commands (admincore.go, admin/)
+	stats     *Stats                   // counters (stats.go)
+	observer  atomic.Pointer[Observer] // the loop's timing, for metrics (stats.go)
+	retention *retention               // the archive retention in force (pruner.go)
+	upl       *upstreamLink            // the upstream session's state (uplink.go)
+	carbons   *carbonCopies            // XEP-0280 between local clients (carbons.go)
 
 	chats   *chatQueue    // the account's 1:1 messages through the archive (chatq.go, chatfill.go)
 	offline *offlineStore // XEP-0160 offline store feed (offline.go)
@@ -123,17 +128,18 @@ func New(opt Options) *Bouncer {
 		reg:     sessions.New(),
 		idRand:  newIDRand(),
 
-		admin:   newAdminState(opt.Config.History.RetentionPeriod),
-		stopped: make(chan struct{}),
+		stats:     &Stats{},
+		retention: newRetention(opt.Config.History.RetentionPeriod),
+		stopped:   make(chan struct{}),
 	}
 	b.chats, b.offline, b.ob = newChatQueue(b), newOfflineStore(b), newOutbox(b)
 	b.upl = newUpstreamLink(b)
 	b.iq = newIQRouter(b)
 	b.route = newRouter(b)
-	b.admin.cmds = newAdminCommands(b)
+	b.cmds = newAdminCommands(b)
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
-		b.arch.onMark = b.upl.upstreamAck // upsm.go
+		b.arch.setOnMark(b.upl.upstreamAck) // upsm.go
 		b.arch.setOnRecover(b.offline.archiveRecovered)
 	}
 	b.pushes = wirePush(b)
@@ -155,7 +161,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 	sweep := time.NewTicker(b.opt.SweepInterval)
 	defer sweep.Stop()
 	b.startup()
-	b.admin.cmds.Start()
+	b.cmds.Start()
 	for {
 		select {
 		case <-ctx.Done():
@@ -176,7 +182,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 				b.chats.prune(now)
 			}
 			b.pushes.tick(now)
-			b.admin.cmds.Sweep(now)
+			b.cmds.Sweep(now)
 		}
 	}
 }
@@ -248,7 +254,7 @@ func (b *Bouncer) sendUp(el *stanza.Element) bool {
 	if !b.upl.online() || b.up == nil {
 		return false
 	}
-	b.admin.stats.count(ToUpstream, el)
+	b.stats.count(ToUpstream, el)
 	return b.up.Send(el)
 }
 

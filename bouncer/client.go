@@ -179,7 +179,7 @@ func (c *client) tooSlow(why string) {
 	if cl, ok := s.Conn.(interface{ Closing() bool }); ok && cl.Closing() {
 		return // already on its way out: not slow, and nothing to tell it
 	}
-	c.b.Stats().slowDisconnects.Add(1)
+	c.b.stats.slowDisconnect()
 	c.b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String(), "why", why)
 	s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
 }
