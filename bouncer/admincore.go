@@ -7,7 +7,6 @@ package bouncer
 // sessions live in bouncer/admin.
 
 import (
-	"sync/atomic"
 	"time"
 
 	"xmppbouncer/bouncer/admin"
@@ -27,24 +26,6 @@ const (
 	AdminNodeReconnect  = admin.NodeReconnect
 	AdminNodeFastTokens = admin.NodeFastTokens
 )
-
-// adminState is what the core keeps for the commands and the metrics. The
-// commands belong to the loop; the atomics are also read by the pruner and
-// by metrics.
-type adminState struct {
-	cmds      *admin.Commands
-	retention atomic.Int64
-	pruneWake chan struct{}
-
-	stats    Stats
-	observer atomic.Pointer[Observer]
-}
-
-func newAdminState(retention time.Duration) *adminState {
-	a := &adminState{pruneWake: make(chan struct{}, 1)}
-	a.retention.Store(int64(retention))
-	return a
-}
 
 // newAdminCommands builds the commands on the core b.
 func newAdminCommands(b *Bouncer) *admin.Commands {
@@ -78,7 +59,7 @@ func (c adminCore) Send(client uint64, el *stanza.Element) bool {
 	if s == nil {
 		return false
 	}
-	c.b.sendTo(s, el)
+	c.b.clients.of(s).send(el)
 	return true
 }
 
@@ -147,7 +128,7 @@ func (c adminCore) Rooms() []admin.Room { return c.b.muc.adminRooms() }
 
 func (c adminCore) Room(jid string) (admin.Room, bool) { return c.b.muc.adminRoom(jid) }
 
-func (c adminCore) Retention() time.Duration { return time.Duration(c.b.admin.retention.Load()) }
+func (c adminCore) Retention() time.Duration { return c.b.retention.get() }
 
 func (c adminCore) Disconnect(client uint64, e *stanza.StreamError) {
 	if s := c.b.reg.ByID(client); s != nil {
@@ -172,12 +153,5 @@ func (c adminCore) KeepRoom(room, nick, password string) { c.b.muc.adminKeep(roo
 func (c adminCore) ReleaseRoom(room string, leave bool) { c.b.muc.adminRelease(room, leave) }
 
 func (c adminCore) SetRetention(d time.Duration, prune bool) {
-	c.b.admin.retention.Store(int64(d))
-	if !prune {
-		return
-	}
-	select {
-	case c.b.admin.pruneWake <- struct{}{}:
-	default:
-	}
+	c.b.retention.set(d, prune)
 }

@@ -119,7 +119,7 @@ func BenchmarkCursorReplay1000(b *testing.B) {
 		})
 		conn.got.Wait()
 		total += time.Since(start)
-		bn.Do(func() { bn.sessionEnded(s) })
+		bn.Do(func() { bn.clients.closed(s.ID, nil, nil) })
 	}
 	// The mean over every iteration, not the last one's.
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/replay")

@@ -103,8 +103,8 @@ func (r *Room) sendHistory(s *sessions.Session, lim store.HistoryLimit) {
 	if lim.MaxStanzas > hc.ReplayMax {
 		lim.MaxStanzas = hc.ReplayMax
 	}
-	r.b.noticeHistoryUnavailable(s, r.JID)
-	h := r.b.reserve(s)
+	r.b.clients.of(s).noticeHistoryUnavailable(r.JID)
+	h := r.b.clients.of(s).reserve()
 	id, to, room := s.ID, s.JID.String(), r.JID
 	r.b.offLoop(func(ctx context.Context, db Store) func() {
 		var msgs []*store.Message
@@ -134,7 +134,7 @@ func (r *Room) sendHistory(s *sessions.Session, lim store.HistoryLimit) {
 			if plain && seen {
 				items = r.m.notYetSent(room, id, items)
 			}
-			r.b.fill(id, h, items)
+			r.b.clients.fill(id, h, items)
 		}
 	})
 }
@@ -159,15 +159,9 @@ func (m *mucService) notYetSent(room string, id uint64, items []outItem) []outIt
 // its connection, delivered or not: a client that leaves and rejoins at
 // once must not get again what is still on its way to it.
 func (m *mucService) sentCursor(room string, s *sessions.Session) (int64, bool) {
-	m.b.resolveUncommitted()
-	cur, seen := m.b.cursor(room, s.JID.Resourcepart())
-	if co := m.b.dlv.clients[s.ID]; co != nil {
-		for _, m := range co.marks {
-			if m.room == room && m.seq > cur {
-				cur, seen = m.seq, true
-			}
-		}
-	}
+	m.b.dlv.resolveUncommitted()
+	cur, seen := m.b.dlv.cursor(room, s.JID.Resourcepart())
+	cur, seen = m.b.clients.of(s).sentCursor(room, cur, seen)
 	return cur, seen
 }
 

@@ -106,7 +106,7 @@ func (ir *iqRouter) clientAnswer(q *req) error {
 		return nil // the ack of a push the core generated; upstream was acked already
 	}
 	if q.t.sibling != nil {
-		ir.b.sendTo(q.t.sibling, el.With("from", s.JID.String(), "to", q.t.sibling.JID.String()))
+		ir.b.clients.of(q.t.sibling).send(el.With("from", s.JID.String(), "to", q.t.sibling.JID.String()))
 		return nil
 	}
 	if p := ir.iqs.in[id]; p != nil && p.session == s.ID {
@@ -124,7 +124,7 @@ func (ir *iqRouter) clientAnswer(q *req) error {
 // out or s leaves.
 func (ir *iqRouter) askClient(s *sessions.Session, id string, q *stanza.Element, answer func(*stanza.Element)) {
 	ir.clientQueries.add(id, "", s.ID, ir.b.opt.IQTimeout, answer)
-	ir.b.sendTo(s, q)
+	ir.b.clients.of(s).send(q)
 }
 
 // sendInternal sends the core's own IQ upstream and calls cb with the answer.

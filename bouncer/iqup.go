@@ -43,7 +43,7 @@ func (ir *iqRouter) upstreamAnswer(q *req) error {
 	if p.room != "" {
 		out = ir.b.muc.decorateRoomDisco(p.room, out)
 	}
-	ir.b.sendTo(s, out)
+	ir.b.clients.of(s).send(out)
 	return nil
 }
 
@@ -86,7 +86,7 @@ func (ir *iqRouter) push(el, payload *stanza.Element, want func(*sessions.Sessio
 		if want(s) {
 			p := stanza.New(stanza.NSClient, "iq", "type", "set", "id", ir.b.nextID(pushPrefix), "to", s.JID.String())
 			p.Append(payload)
-			ir.b.sendTo(s, p)
+			ir.b.clients.of(s).send(p)
 		}
 	}
 }
@@ -104,7 +104,7 @@ func (ir *iqRouter) forwardIQToClient(q *req) error {
 	}
 	id := ir.b.nextID(idUpstreamIQ)
 	ir.iqs.in[id] = &pendingIQ{session: s.ID, id: el.ID(), from: el.From(), deadline: time.Now().Add(ir.b.opt.IQTimeout)}
-	ir.b.sendTo(s, el.With("id", id, "to", s.JID.String()))
+	ir.b.clients.of(s).send(el.With("id", id, "to", s.JID.String()))
 	return nil
 }
 

@@ -27,7 +27,7 @@ func (ir *iqRouter) carbonsToggle(q *req) bool {
 // account.
 func (ir *iqRouter) carbons(q *req) error {
 	q.s.Carbons = q.payload.Name.Local == "enable"
-	ir.b.sendTo(q.s, localResult(q.el, q.s, ir.b.domain))
+	ir.b.clients.of(q.s).send(localResult(q.el, q.s, ir.b.domain))
 	return nil
 }
 
@@ -36,7 +36,7 @@ func (ir *iqRouter) pingToServer(q *req) bool { return ir.toServer(q) && q.el.Ty
 // pong answers a client pinging its server (XEP-0199 §4.2): that checks
 // its own link, which ends at the bouncer.
 func (ir *iqRouter) pong(q *req) error {
-	ir.b.sendTo(q.s, localResult(q.el, q.s, ir.b.domain))
+	ir.b.clients.of(q.s).send(localResult(q.el, q.s, ir.b.domain))
 	return nil
 }
 

@@ -47,7 +47,7 @@ func (r *Room) serveMAM(s *sessions.Session, el, q *stanza.Element) error {
 					o.Set("from", room)
 					o.Set("to", to)
 				}
-				r.b.sendTo(s, o)
+				r.b.clients.of(s).send(o)
 			}
 		}
 	})

@@ -49,7 +49,7 @@ func (ir *iqRouter) mamResult(q *req) error {
 		return nil
 	}
 	out := el.Replace(r, r.With("queryid", route.queryid)).With("to", s.JID.String())
-	ir.b.sendTo(s, out)
+	ir.b.clients.of(s).send(out)
 	return nil
 }
 

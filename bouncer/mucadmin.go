@@ -105,7 +105,7 @@ func (r *Room) kickClaimants() {
 		x := stanza.New(stanza.NSMUCUser, "x")
 		x.Append(stanza.New(stanza.NSMUCUser, "item", "affiliation", affiliationOf(r.Self), "role", "none"))
 		x.Append(stanza.New(stanza.NSMUCUser, "status", "code", "110"))
-		r.b.sendTo(s, p.Append(x))
+		r.b.clients.of(s).send(p.Append(x))
 	}
 	r.pending = nil
 }

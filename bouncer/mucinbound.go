@@ -78,7 +78,7 @@ func (r *Room) selfUnavailable(el *stanza.Element, codes map[string]bool) {
 	r.selfToClaimants(el)
 	for _, jr := range r.pending {
 		if s := r.b.reg.ByID(jr.session); s != nil {
-			r.b.sendTo(s, el.With("to", s.JID.String()))
+			r.b.clients.of(s).send(el.With("to", s.JID.String()))
 		}
 	}
 	r.b.reg.ClearRoom(r.JID)
@@ -106,7 +106,7 @@ func (r *Room) roomPresenceError(nick string, el *stanza.Element) {
 		r.b.log.Info("join refused", "room", r.JID, "condition", stanza.ErrorCondition(el))
 		for _, jr := range r.pending {
 			if s := r.b.reg.ByID(jr.session); s != nil {
-				r.b.sendTo(s, el.With("from", r.JID+"/"+jr.nick, "to", s.JID.String()))
+				r.b.clients.of(s).send(el.With("from", r.JID+"/"+jr.nick, "to", s.JID.String()))
 			}
 		}
 		r.pending = nil
@@ -117,7 +117,7 @@ func (r *Room) roomPresenceError(nick string, el *stanza.Element) {
 		}
 	default:
 		if s := r.b.reg.ByID(r.nickBy); s != nil {
-			r.b.sendTo(s, el.With("to", s.JID.String()))
+			r.b.clients.of(s).send(el.With("to", s.JID.String()))
 		}
 		r.nickBy = 0
 	}
@@ -143,7 +143,7 @@ func (r *Room) joinSucceeded(self *stanza.Element, codes map[string]bool) {
 		}
 		r.b.reg.Claim(r.JID, s, jr.nick)
 		r.sendOccupants(s)
-		r.b.sendTo(s, r.selfFor(s, jr.nick))
+		r.b.clients.of(s).send(r.selfFor(s, jr.nick))
 		// History and subject follow once the room's own history is in
 		// the archive, so the replay honours exactly what the client asked.
 		r.syncing = append(r.syncing, jr)
@@ -170,7 +170,7 @@ func (r *Room) roomMessageIn(el *stanza.Element) bool {
 	case "error":
 		// The room's error about a message goes to its sender only.
 		if s := r.b.ob.roomErrorTo(r, el); s != nil {
-			r.b.sendTo(s, el.With("to", s.JID.String()))
+			r.b.clients.of(s).send(el.With("to", s.JID.String()))
 			return true
 		}
 		r.toClaimantsOrAll(el)
@@ -218,13 +218,13 @@ func (r *Room) finishSync() {
 	defer r.b.ob.flushRoom(r) // after the joiners' history: they may have sent these
 	for _, s := range r.b.reg.Claimants(r.JID) {
 		if !r.fresh(s.ID) && r.subjectChg {
-			r.b.sendTo(s, r.Subject.With("to", s.JID.String()))
+			r.b.clients.of(s).send(r.Subject.With("to", s.JID.String()))
 		}
 	}
 	for _, jr := range r.syncing {
 		if s := r.b.reg.ByID(jr.session); s != nil && r.b.reg.ClaimOf(r.JID, s) != nil {
 			r.sendHistory(s, historyOf(jr.presence))
-			r.b.sendTo(s, r.Subject.With("to", s.JID.String()))
+			r.b.clients.of(s).send(r.Subject.With("to", s.JID.String()))
 		}
 	}
 	r.syncing = nil
@@ -238,7 +238,7 @@ func (r *Room) toClaimants(el *stanza.Element) {
 	el.Freeze()
 	for _, s := range r.b.reg.Claimants(r.JID) {
 		if !r.fresh(s.ID) {
-			r.b.sendTo(s, el.With("to", s.JID.String()))
+			r.b.clients.of(s).send(el.With("to", s.JID.String()))
 		}
 	}
 }
@@ -255,7 +255,7 @@ func (r *Room) toClaimantsOrAll(el *stanza.Element) {
 // name that claimant.
 func (r *Room) selfToClaimants(el *stanza.Element) {
 	for _, s := range r.b.reg.Claimants(r.JID) {
-		r.b.sendTo(s, r.rewriteSelf(el, s.JID.String()))
+		r.b.clients.of(s).send(r.rewriteSelf(el, s.JID.String()))
 	}
 }
 

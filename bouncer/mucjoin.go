@@ -76,7 +76,7 @@ func (m *mucService) joinRoom(s *sessions.Session, room, nick string, el *stanza
 // order: other occupants, self-presence (last), history, subject.
 func (r *Room) emulateJoin(s *sessions.Session, nick string, el *stanza.Element) {
 	r.sendOccupants(s)
-	r.b.sendTo(s, r.selfFor(s, nick))
+	r.b.clients.of(s).send(r.selfFor(s, nick))
 	if r.State == roomSyncing {
 		// The room's history is still arriving: history and subject follow
 		// with the others of this round.
@@ -90,7 +90,7 @@ func (r *Room) emulateJoin(s *sessions.Session, nick string, el *stanza.Element)
 		subj = stanza.New(stanza.NSClient, "message", "type", "groupchat", "from", r.JID).
 			Append(stanza.New(stanza.NSClient, "subject"))
 	}
-	r.b.sendTo(s, subj.With("to", s.JID.String()))
+	r.b.clients.of(s).send(subj.With("to", s.JID.String()))
 }
 
 // sendOccupants sends every other occupant's cached presence.
@@ -98,7 +98,7 @@ func (r *Room) sendOccupants(s *sessions.Session) {
 	to := s.JID.String()
 	for _, n := range r.order {
 		if n != r.Nick {
-			r.b.sendTo(s, r.Occupants[n].With("to", to))
+			r.b.clients.of(s).send(r.Occupants[n].With("to", to))
 		}
 	}
 }
@@ -115,7 +115,7 @@ func (r *Room) sendOccupantDiff(s *sessions.Session) {
 		if old, ok := r.prev[n]; ok && old.String() == p.String() {
 			continue
 		}
-		r.b.sendTo(s, p.With("to", to))
+		r.b.clients.of(s).send(p.With("to", to))
 	}
 	for n, old := range r.prev {
 		if _, ok := r.Occupants[n]; !ok && n != r.Nick {
@@ -124,7 +124,7 @@ func (r *Room) sendOccupantDiff(s *sessions.Session) {
 				un.Append(stanza.New(stanza.NSMUCUser, "x").Append(
 					stanza.New(stanza.NSMUCUser, "item", "affiliation", affiliationOf(old), "role", "none")))
 			}
-			r.b.sendTo(s, un)
+			r.b.clients.of(s).send(un)
 		}
 	}
 }
@@ -191,7 +191,7 @@ func (r *Room) leaveRoom(s *sessions.Session, claim *sessions.Claim, el *stanza.
 	un.Append(stanza.New(stanza.NSMUCUser, "x").Append(
 		stanza.New(stanza.NSMUCUser, "item", "affiliation", affiliationOfSelf(r), "role", "none", "jid", s.JID.String()),
 		stanza.New(stanza.NSMUCUser, "status", "code", "110")))
-	r.b.sendTo(s, un)
+	r.b.clients.of(s).send(un)
 	if r.lastWanted() {
 		r.graceLeave(s, el)
 	}

@@ -133,7 +133,7 @@ func (r *Room) forwardPending(p *pendingMsg) {
 	for _, c := range p.to {
 		if r.b.reg.ClaimOf(r.JID, c.Session) == c {
 			it.el = p.el.With("to", c.Session.JID.String())
-			r.b.send(c.Session, it)
+			r.b.clients.of(c.Session).sendItem(it)
 		}
 	}
 	if p.live {

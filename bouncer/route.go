@@ -35,7 +35,7 @@ func (r *router) targetOf(el *stanza.Element) (target, bool) {
 // toSibling hands a stanza between the account's own local resources;
 // nothing goes upstream.
 func (r *router) toSibling(q *req) error {
-	r.b.sendTo(q.t.sibling, q.el.With("from", q.s.JID.String(), "to", q.t.sibling.JID.String()))
+	r.b.clients.of(q.t.sibling).send(q.el.With("from", q.s.JID.String(), "to", q.t.sibling.JID.String()))
 	return nil
 }
 
@@ -54,7 +54,7 @@ func (r *router) messageUp(q *req) error {
 func (r *router) csiState(q *req) error {
 	q.s.Inactive = q.el.Name.Local == "inactive"
 	if !q.s.Inactive {
-		r.b.csiFlush(q.s)
+		r.b.clients.of(q.s).csiFlush()
 	}
 	return nil
 }
@@ -128,7 +128,7 @@ func (r *router) toAccount(el *stanza.Element) {
 		if seq := r.b.chats.releasingSeq(); seq != 0 {
 			it.room, it.seq = chatCursor, seq // chatq.go
 		}
-		if r.b.sendItem(s, it) {
+		if r.b.clients.of(s).sendItem(it) {
 			took++
 		}
 	}
@@ -145,6 +145,6 @@ func (r *router) toAccount(el *stanza.Element) {
 func (r *router) toAllAvailable(el *stanza.Element) {
 	el.Freeze()
 	for _, s := range r.b.reg.Available() {
-		r.b.sendTo(s, el.With("to", s.JID.String()))
+		r.b.clients.of(s).send(el.With("to", s.JID.String()))
 	}
 }

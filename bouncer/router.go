@@ -215,7 +215,7 @@ func (r *router) refuseUp(el *stanza.Element, err error) {
 // out, a queued message that could not be sent) use it too.
 func (r *router) refuse(s *sessions.Session, el *stanza.Element, err error) {
 	if se := r.asStanzaError(el, err); se != nil {
-		r.b.sendTo(s, errorFromServer(el, s, r.b.domain, se.typ, se.cond, se.text))
+		r.b.clients.of(s).send(errorFromServer(el, s, r.b.domain, se.typ, se.cond, se.text))
 	}
 }
 

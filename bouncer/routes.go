@@ -43,7 +43,7 @@ func routingTable(b *Bouncer, r *router, iq *iqRouter) []rule {
 		{from: fromClient, kind: "iq", when: notGetOrSet, handle: badIQType, name: "no such IQ type"},
 		{from: fromClient, kind: "iq", when: toSibling, handle: r.toSibling, name: "to a sibling resource (RFC 6120 §10.5.4)"},
 		{from: fromClient, kind: "iq", when: hasPayload, handle: func(q *req) error {
-			return handled(b.admin.cmds.LocalIQ(adminCaller(q.s), q.t.to, q.el, q.payload))
+			return handled(b.cmds.LocalIQ(adminCaller(q.s), q.t.to, q.el, q.payload))
 		}, name: "XEP-0050 admin commands (admin/)"},
 		{from: fromClient, kind: "iq", ns: stanza.NSCarbons, when: iq.carbonsToggle, handle: iq.carbons, name: "XEP-0280 enable/disable, per client (local.go)"},
 		{from: fromClient, kind: "iq", ns: stanza.NSPing, local: "ping", when: iq.pingToServer, handle: iq.pong, name: "XEP-0199 ping to the server (local.go)"},
@@ -75,7 +75,7 @@ func routingTable(b *Bouncer, r *router, iq *iqRouter) []rule {
 		{from: fromUpstream, kind: "iq", when: iq.notForContacts, handle: serviceUnavailable, name: "what only the account may ask, from a contact (trust.go)"},
 		{from: fromUpstream, kind: "iq", ns: stanza.NSRoster, local: "query", when: iq.pushFromAccount, handle: iq.rosterPush, name: "roster push (RFC 6121 §2.1.6)"},
 		{from: fromUpstream, kind: "iq", ns: stanza.NSBlocking, when: iq.blockingPush, handle: iq.blocklistPush, name: "XEP-0191 blocklist push"},
-		{from: fromUpstream, kind: "iq", handle: func(q *req) error { return handled(b.admin.cmds.FromUpstream(q.el, q.payload)) }, name: "XEP-0050 commands to the bouncer: refused (admin/)"},
+		{from: fromUpstream, kind: "iq", handle: func(q *req) error { return handled(b.cmds.FromUpstream(q.el, q.payload)) }, name: "XEP-0050 commands to the bouncer: refused (admin/)"},
 		{from: fromUpstream, kind: "iq", ns: stanza.NSPing, local: "ping", when: iq.getForAccount, handle: iq.answerPing, name: "XEP-0199 ping, answered as the account's client (local.go)"},
 		{from: fromUpstream, kind: "iq", ns: stanza.NSDiscoInfo, local: "query", when: iq.getForAccount, handle: iq.answerDisco, name: "disco#info and caps (local.go)"},
 		{from: fromUpstream, kind: "iq", ns: stanza.NSVersion, local: "query", when: iq.getForAccount, handle: iq.answerVersion, name: "XEP-0092 version (local.go)"},

@@ -108,7 +108,7 @@ func (h UpstreamHandler) SMEnabled(st upstream.SMState) {
 // upstream session consumed itself, acknowledged in its turn.
 func (h UpstreamHandler) StanzaSM(el *stanza.Element, tok upstream.Token) {
 	if el != nil {
-		h.b.admin.stats.count(FromUpstream, el)
+		h.b.stats.count(FromUpstream, el)
 		if h.b.arch != nil {
 			h.b.arch.admit()
 		}
@@ -183,7 +183,7 @@ func (l *upstreamLink) sendUpFrom(session uint64, el *stanza.Element) bool {
 	if !ok || !l.connected {
 		return l.b.sendUp(el)
 	}
-	l.b.admin.stats.count(ToUpstream, el)
+	l.b.stats.count(ToUpstream, el)
 	return t.SendTagged(el, session)
 }
 

@@ -21,7 +21,7 @@ func wirePush(b *Bouncer) *pusher {
 		roomNick: func(room string) string {
 			return b.muc.roomNick(room)
 		},
-		reply:  func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
+		reply:  func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
 		sendUp: b.iq.sendInternal,
 		store:  b.background,
 	}
@@ -59,7 +59,7 @@ func wirePresence(b *Bouncer) *presenceState {
 		caps:           func() *stanza.Element { return b.caps.element() },
 		sendUp:         b.sendUp,
 		toClients:      b.route.toAllAvailable,
-		reply:          func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
+		reply:          func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
 		post:           b.post,
 
 		roomPresence:        func(s *sessions.Session, t target, el *stanza.Element) error { return b.muc.roomPresence(s, t, el) },
@@ -85,6 +85,6 @@ func wireCarbons(b *Bouncer) *carbonCopies {
 	return &carbonCopies{carbonDeps{
 		account:  b.account,
 		sessions: b.reg,
-		reply:    func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
+		reply:    func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
 	}}
 }
