@@ -3,6 +3,7 @@ package bouncer
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,5 +88,30 @@ func TestCursorsExpire(t *testing.T) {
 	e.waitFor("cursor pruned from SQLite", func() bool {
 		cs, err := e.db.Cursors(context.Background())
 		return err == nil && len(cs) == 0
+	})
+}
+
+// The outbox's share of a room (its waiting messages and recent senders)
+// lives as long as the room: rooms joined, written to and left one after
+// another leave nothing behind.
+func TestOutboxRoomsExpireWithTheirRoom(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) { c.Presence.QuitGrace.Duration = 0 })
+	c := e.availableClient("laptop")
+	for i := range 12 {
+		room := fmt.Sprintf("churn%d@%s", i, e.srv.MUC)
+		join(t, c, room, "alice", "")
+		c.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="g%d"><body>hi</body></message>`, room, i))
+		c.Expect(t, "own message reflected", func(el *stanza.Element) bool {
+			return el.Kind() == "message" && el.ID() == fmt.Sprintf("g%d", i)
+		})
+		c.Send(t, fmt.Sprintf(`<presence to="%s/alice" type="unavailable"/>`, room))
+		c.Expect(t, "left "+room, func(el *stanza.Element) bool {
+			return el.Kind() == "presence" && el.Type() == "unavailable" && strings.HasPrefix(el.From(), room+"/")
+		})
+	}
+	e.waitFor("every room forgotten, with its share of the outbox", func() bool {
+		var rooms, outs int
+		e.b.Do(func() { rooms, outs = len(e.b.muc.rooms), len(e.b.ob.rooms) })
+		return rooms == 0 && outs == 0
 	})
 }

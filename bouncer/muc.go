@@ -62,7 +62,10 @@ type Room struct {
 func (r *Room) live() bool { return r.m.rooms[r.JID] == r }
 
 // drop forgets the room: nothing wants it any more.
-func (r *Room) drop() { delete(r.m.rooms, r.JID) }
+func (r *Room) drop() {
+	delete(r.m.rooms, r.JID)
+	r.b.ob.roomGone(r.JID) // its share of the outbox goes with it
+}
 
 // fresh reports whether session id joined in the current sync round.
 func (r *Room) fresh(id uint64) bool {

@@ -28,10 +28,6 @@ type sentBy struct {
 // sentByMax bounds the messages per room whose errors can be routed.
 const sentByMax = 64
 
-// outRoomsMax bounds the rooms whose recent senders are remembered: past
-// it, the entries of rooms with nothing waiting are forgotten.
-const outRoomsMax = 256
-
 // outbox owns the messages waiting to go upstream, and who sent recent
 // room messages. It runs on the loop goroutine.
 type outbox struct {
@@ -41,8 +37,9 @@ type outbox struct {
 	queued int                 // messages waiting in chats and every room's queue
 }
 
-// roomOut is one room's share of the outbox. An entry goes once the map
-// holds outRoomsMax rooms and nothing waits for it.
+// roomOut is one room's share of the outbox. It lives as long as the
+// room's Room: made by the first message for the room, gone with roomGone
+// when the muc forgets the room.
 type roomOut struct {
 	queue  []queued // client messages waiting for the (re)join
 	sentBy []sentBy // recent client messages, for their errors
@@ -54,13 +51,6 @@ func newOutbox(b *Bouncer) *outbox { return &outbox{b: b, rooms: map[string]*roo
 func (o *outbox) room(jid string) *roomOut {
 	ro := o.rooms[jid]
 	if ro == nil {
-		if len(o.rooms) >= outRoomsMax {
-			for j, x := range o.rooms {
-				if len(x.queue) == 0 {
-					delete(o.rooms, j)
-				}
-			}
-		}
 		ro = &roomOut{}
 		o.rooms[jid] = ro
 	}
@@ -184,6 +174,22 @@ func (o *outbox) failRoomOutbox(r *Room, cond, text string) {
 		}
 	}
 	ro.queue = nil
+}
+
+// roomGone forgets room jid, which the muc no longer has: what still waits
+// for it is refused to its senders, never dropped silently.
+func (o *outbox) roomGone(jid string) {
+	ro := o.rooms[jid]
+	if ro == nil {
+		return
+	}
+	for _, m := range ro.queue {
+		o.queued--
+		if s := o.b.reg.ByID(m.session); s != nil {
+			o.b.route.refuse(s, m.el, refusal(stanza.ErrCancel, "recipient-unavailable", "the bouncer is no longer in the room"))
+		}
+	}
+	delete(o.rooms, jid)
 }
 
 // roomErrorTo returns the session that sent the message a room error is
