@@ -31,7 +31,7 @@ type chatQueue struct {
 	// released is the newest row forwarded; bootSeq the newest row at
 	// start (rows up to it were for clients of an earlier run).
 	released, bootSeq int64
-	resolveArmed      bool // armResolve
+	resolveSoon       soon // armResolve
 }
 
 // chatCursor is the cursors-table "room" of the clients' chat cursors: a
@@ -135,17 +135,10 @@ const chatResolveInterval = 20 * time.Millisecond
 // armResolve resolves every client's marks soon, and again while chat
 // marks are pending.
 func (q *chatQueue) armResolve() {
-	if q.resolveArmed {
-		return
-	}
-	q.resolveArmed = true
-	time.AfterFunc(chatResolveInterval, func() {
-		q.b.post(func() {
-			q.resolveArmed = false
-			if q.b.clients.resolveAll() { // client.go
-				q.armResolve()
-			}
-		})
+	q.resolveSoon.arm(q.b.post, chatResolveInterval, func() {
+		if q.b.clients.resolveAll() { // client.go
+			q.armResolve()
+		}
 	})
 }
 

@@ -19,8 +19,7 @@ func TestToClientsCountsReplays(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	room := "replaycount@" + e.srv.MUC
 	bob := e.bobInRoom(room)
-	a := e.availableClient("fixed")
-	join(t, a, room, "alice", `<history maxchars="0"/>`)
+	a := e.clientInRoom(room, "fixed")
 	bob.Send(t, `<message to="`+room+`" type="groupchat" id="seen"><body>seen</body></message>`)
 	a.Expect(t, "the live message", hasBody("seen"))
 	a.Close()

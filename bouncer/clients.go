@@ -1,8 +1,6 @@
 package bouncer
 
 import (
-	"time"
-
 	"xmppbouncer/sessions"
 	"xmppbouncer/stanza"
 )
@@ -12,9 +10,9 @@ import (
 // reported (closed); in between, a session that was replaced or ended
 // keeps its client for what closed needs of it.
 type clientSet struct {
-	b         *Bouncer
-	byID      map[uint64]*client
-	pumpArmed bool
+	b        *Bouncer
+	byID     map[uint64]*client
+	pumpSoon soon
 }
 
 func newClientSet(b *Bouncer) *clientSet {
@@ -112,17 +110,10 @@ func (cs *clientSet) fill(id uint64, h *hole, items []outItem) {
 
 // armPump schedules one pump of every client with a backlog.
 func (cs *clientSet) armPump() {
-	if cs.pumpArmed {
-		return
-	}
-	cs.pumpArmed = true
-	time.AfterFunc(pumpInterval, func() {
-		cs.b.post(func() {
-			cs.pumpArmed = false
-			for _, c := range cs.byID {
-				c.pump()
-			}
-		})
+	cs.pumpSoon.arm(cs.b.post, pumpInterval, func() {
+		for _, c := range cs.byID {
+			c.pump()
+		}
 	})
 }
 

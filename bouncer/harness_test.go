@@ -290,6 +290,15 @@ func (e *env) availableUser(name, resource string) *testclient.Client {
 
 // bobInRoom makes bob (directly on Prosody) create and join room, so he is
 // its owner and sees everything alice does there.
+// clientInRoom logs in an available client as resource and joins room as
+// "alice", without join history.
+func (e *env) clientInRoom(room, resource string) *testclient.Client {
+	e.t.Helper()
+	c := e.availableClient(resource)
+	join(e.t, c, room, "alice", `<history maxchars="0"/>`)
+	return c
+}
+
 func (e *env) bobInRoom(room string) *testclient.Client {
 	e.t.Helper()
 	bob := e.availableUser("bob", "desk")

@@ -39,21 +39,21 @@ type Room struct {
 	Self      *stanza.Element            // our self-presence as the room sent it
 	Subject   *stanza.Element            // last subject message; nil if none seen
 
-	pending        []joinRequest              // local joins waiting for the upstream join
-	syncing        []joinRequest              // joined in this round; history and subject follow
-	prev           map[string]*stanza.Element // occupants before an upstream outage
-	nickBy         uint64                     // session that asked for a nick change
-	lastPres       string                     // our last occupant presence upstream
-	hasMAM         bool                       // the room advertises urn:xmpp:mam:2
-	discovered     bool                       // hasMAM is known
-	catching       bool                       // a gap fill is running in this sync round
-	subjectNew     bool                       // the subject arrived in this sync round
-	subjectChg     bool                       // ... and differs from the one we had
-	catchFrom      *store.Message             // newest archived message when the join was sent
-	stampFloor     time.Time                  // the newest stamp archived for this room (history.go)
-	rejoinWait     int                        // backoff exponent for 332/333 rejoins
-	inflight       []*pendingMsg              // messages waiting for their commit, in order
-	archiveWaiting bool                       // a timer watches the head of inflight
+	pending     []joinRequest              // local joins waiting for the upstream join
+	syncing     []joinRequest              // joined in this round; history and subject follow
+	prev        map[string]*stanza.Element // occupants before an upstream outage
+	nickBy      uint64                     // session that asked for a nick change
+	lastPres    string                     // our last occupant presence upstream
+	hasMAM      bool                       // the room advertises urn:xmpp:mam:2
+	discovered  bool                       // hasMAM is known
+	catching    bool                       // a gap fill is running in this sync round
+	subjectNew  bool                       // the subject arrived in this sync round
+	subjectChg  bool                       // ... and differs from the one we had
+	catchFrom   *store.Message             // newest archived message when the join was sent
+	stampFloor  time.Time                  // the newest stamp archived for this room (history.go)
+	rejoinWait  int                        // backoff exponent for 332/333 rejoins
+	inflight    []*pendingMsg              // messages waiting for their commit, in order
+	archiveWait soon                       // a timer watches the head of inflight
 }
 
 // live reports whether r is still the account's room of its JID: work

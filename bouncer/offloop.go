@@ -2,6 +2,7 @@ package bouncer
 
 import (
 	"context"
+	"time"
 )
 
 // Work that waits on disk leaves the loop: it runs in its own goroutine and
@@ -41,4 +42,24 @@ func (b *Bouncer) background(work func(ctx context.Context, db Store) error) {
 // startup (cursors, push registrations), before any client is served.
 func (b *Bouncer) dbCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), b.opt.DBTimeout)
+}
+
+// soon runs a function on the loop after a delay, with at most one run
+// pending: arming it again before it ran does nothing. Each user keeps
+// its own (the pump, the chat marks, a room's archive wait).
+type soon struct{ armed bool }
+
+// arm schedules f on the loop (through post) after d, unless a run is
+// already pending.
+func (t *soon) arm(post func(func()), d time.Duration, f func()) {
+	if t.armed {
+		return
+	}
+	t.armed = true
+	time.AfterFunc(d, func() {
+		post(func() {
+			t.armed = false
+			f()
+		})
+	})
 }

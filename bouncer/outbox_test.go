@@ -62,10 +62,8 @@ func TestOutboxRoomErrorToSenderOnly(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	room := "errs@" + e.srv.MUC
 	e.bobInRoom(room)
-	a := e.availableClient("a")
-	b := e.availableClient("b")
-	join(t, a, room, "alice", `<history maxchars="0"/>`)
-	join(t, b, room, "alice", `<history maxchars="0"/>`)
+	a := e.clientInRoom(room, "a")
+	b := e.clientInRoom(room, "b")
 	a.Send(t, `<message to="`+room+`/ghost" type="chat" id="pm-ghost"><body>anyone?</body></message>`)
 	el := a.Expect(t, "the room's error about a's message", testclient.Type("error"))
 	if el.ID() != "pm-ghost" {
@@ -81,10 +79,8 @@ func TestOutboxRoomRefusesRejoin(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	room := "shut@" + e.srv.MUC
 	bob := e.bobInRoom(room)
-	a := e.availableClient("a")
-	b := e.availableClient("b")
-	join(t, a, room, "alice", `<history maxchars="0"/>`)
-	join(t, b, room, "alice", `<history maxchars="0"/>`)
+	a := e.clientInRoom(room, "a")
+	b := e.clientInRoom(room, "b")
 	r := bob.IQ(t, `<iq type="set" to="`+room+`"><query xmlns="http://jabber.org/protocol/muc#owner"><x xmlns="jabber:x:data" type="submit">`+
 		`<field var="FORM_TYPE"><value>http://jabber.org/protocol/muc#roomconfig</value></field>`+
 		`<field var="muc#roomconfig_passwordprotectedroom"><value>1</value></field>`+

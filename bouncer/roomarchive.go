@@ -98,20 +98,13 @@ func (r *Room) releaseEarly() {
 }
 
 func (r *Room) armArchiveWait(head *pendingMsg) {
-	if r.archiveWaiting {
-		return
-	}
-	r.archiveWaiting = true
-	time.AfterFunc(archiveWait, func() {
-		r.b.post(func() {
-			r.archiveWaiting = false
-			if len(r.inflight) > 0 && r.inflight[0] == head && !head.done {
-				r.b.log.Warn("archive slow: forwarding before the commit", "room", r.JID, "waiting", len(r.inflight))
-				r.releaseEarly()
-				return
-			}
-			r.releaseRoom()
-		})
+	r.archiveWait.arm(r.b.post, archiveWait, func() {
+		if len(r.inflight) > 0 && r.inflight[0] == head && !head.done {
+			r.b.log.Warn("archive slow: forwarding before the commit", "room", r.JID, "waiting", len(r.inflight))
+			r.releaseEarly()
+			return
+		}
+		r.releaseRoom()
 	})
 }
 
