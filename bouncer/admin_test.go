@@ -249,7 +249,7 @@ func TestAdminKeepAndLeaveSurviveRestart(t *testing.T) {
 func (e *env) roomState(room string) roomState {
 	st := roomState(-1)
 	e.b.Do(func() {
-		if r := e.b.rooms[room]; r != nil {
+		if r := e.b.muc.rooms[room]; r != nil {
 			st = r.State
 		}
 	})

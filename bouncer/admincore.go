@@ -7,8 +7,6 @@ package bouncer
 // sessions live in bouncer/admin.
 
 import (
-	"sort"
-	"sync/atomic"
 	"time"
 
 	"xmppbouncer/bouncer/admin"
@@ -28,24 +26,6 @@ const (
 	AdminNodeReconnect  = admin.NodeReconnect
 	AdminNodeFastTokens = admin.NodeFastTokens
 )
-
-// adminState is what the core keeps for the commands and the metrics. The
-// commands belong to the loop; the atomics are also read by the pruner and
-// by metrics.
-type adminState struct {
-	cmds      *admin.Commands
-	retention atomic.Int64
-	pruneWake chan struct{}
-
-	stats    Stats
-	observer atomic.Pointer[Observer]
-}
-
-func newAdminState(retention time.Duration) *adminState {
-	a := &adminState{pruneWake: make(chan struct{}, 1)}
-	a.retention.Store(int64(retention))
-	return a
-}
 
 // newAdminCommands builds the commands on the core b.
 func newAdminCommands(b *Bouncer) *admin.Commands {
@@ -79,14 +59,14 @@ func (c adminCore) Send(client uint64, el *stanza.Element) bool {
 	if s == nil {
 		return false
 	}
-	c.b.sendTo(s, el)
+	c.b.clients.of(s).send(el)
 	return true
 }
 
 func (c adminCore) SendUp(el *stanza.Element) { c.b.sendUp(el) }
 
 func (c adminCore) AskUpstream(iq *stanza.Element, answer func(*stanza.Element)) bool {
-	return c.b.sendInternal(iq, answer)
+	return c.b.iq.sendInternal(iq, answer)
 }
 
 func (c adminCore) Post(f func()) { c.b.post(f) }
@@ -144,55 +124,11 @@ func (c adminCore) Clients() []admin.Client {
 	return out
 }
 
-func (c adminCore) Rooms() []admin.Room {
-	out := make([]admin.Room, 0, len(c.b.rooms))
-	for _, r := range c.b.rooms {
-		out = append(out, c.room(r.JID, r))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].JID < out[j].JID })
-	return out
-}
+func (c adminCore) Rooms() []admin.Room { return c.b.muc.adminRooms() }
 
-func (c adminCore) Room(jid string) (admin.Room, bool) {
-	r := c.b.rooms[jid]
-	return c.room(jid, r), r != nil
-}
+func (c adminCore) Room(jid string) (admin.Room, bool) { return c.b.muc.adminRoom(jid) }
 
-// room describes room jid, whose state is r (nil: the core is not in it).
-func (c adminCore) room(jid string, r *Room) admin.Room {
-	out := admin.Room{JID: jid, Configured: c.b.configured(jid)}
-	for _, s := range c.b.reg.Claimants(jid) {
-		out.Claimants = append(out.Claimants, s.JID.Resourcepart())
-	}
-	if r == nil {
-		return out
-	}
-	n := len(r.Occupants)
-	if _, ok := r.Occupants[r.Nick]; !ok && r.Self != nil {
-		n++ // the account itself
-	}
-	out.Nick, out.State, out.Occupants, out.Kept = r.Nick, roomStateName(r.State), n, r.Kept
-	out.Idle, out.Leaving = r.State == roomIdle, r.State == roomLeaving
-	return out
-}
-
-func roomStateName(s roomState) string {
-	switch s {
-	case roomIdle:
-		return "not joined"
-	case roomJoining:
-		return "joining"
-	case roomSyncing:
-		return "syncing"
-	case roomJoined:
-		return "joined"
-	case roomLeaving:
-		return "leaving"
-	}
-	return "unknown"
-}
-
-func (c adminCore) Retention() time.Duration { return time.Duration(c.b.admin.retention.Load()) }
+func (c adminCore) Retention() time.Duration { return c.b.retention.get() }
 
 func (c adminCore) Disconnect(client uint64, e *stanza.StreamError) {
 	if s := c.b.reg.ByID(client); s != nil {
@@ -209,64 +145,13 @@ func (c adminCore) Reconnect() bool {
 }
 
 func (c adminCore) JoinRoom(room, nick, password string) (bool, string) {
-	r := c.b.rooms[room]
-	if r != nil && r.State != roomIdle && r.State != roomLeaving {
-		return true, r.Nick
-	}
-	if r == nil {
-		r = newRoom(room)
-		c.b.rooms[room] = r
-	}
-	r.Nick, r.Password = nick, password
-	c.b.joinUpstream(r)
-	return false, nick
+	return c.b.muc.adminJoin(room, nick, password)
 }
 
-func (c adminCore) KeepRoom(room, nick, password string) {
-	r := c.b.rooms[room]
-	if r == nil {
-		r = newRoom(room)
-		r.Nick, r.Password = nick, password
-		c.b.rooms[room] = r
-	}
-	r.Kept = true
-	if r.State == roomIdle {
-		c.b.joinUpstream(r)
-	}
-}
+func (c adminCore) KeepRoom(room, nick, password string) { c.b.muc.adminKeep(room, nick, password) }
 
-func (c adminCore) ReleaseRoom(room string, leave bool) {
-	r := c.b.rooms[room]
-	if r == nil {
-		return
-	}
-	r.Kept = false
-	if leave {
-		c.kickClaimants(r)
-	}
-	c.b.maybeLeaveUpstream(r)
-}
-
-// kickClaimants tells each local client in r that it is out (its own
-// unavailable self-presence, XEP-0045 §7.14) and ends its claim.
-func (c adminCore) kickClaimants(r *Room) {
-	for _, s := range c.b.reg.ClearRoom(r.JID) {
-		p := stanza.New(stanza.NSClient, "presence", "type", "unavailable", "from", r.JID+"/"+r.Nick, "to", s.JID.String())
-		x := stanza.New(stanza.NSMUCUser, "x")
-		x.Append(stanza.New(stanza.NSMUCUser, "item", "affiliation", affiliationOf(r.Self), "role", "none"))
-		x.Append(stanza.New(stanza.NSMUCUser, "status", "code", "110"))
-		c.b.sendTo(s, p.Append(x))
-	}
-	r.pending = nil
-}
+func (c adminCore) ReleaseRoom(room string, leave bool) { c.b.muc.adminRelease(room, leave) }
 
 func (c adminCore) SetRetention(d time.Duration, prune bool) {
-	c.b.admin.retention.Store(int64(d))
-	if !prune {
-		return
-	}
-	select {
-	case c.b.admin.pruneWake <- struct{}{}:
-	default:
-	}
+	c.b.retention.set(d, prune)
 }

@@ -59,6 +59,9 @@ type archiver struct {
 	onRecover func() // runs on the loop when a failing write succeeds; with mu
 }
 
+// setOnMark sets what acknowledges upstream stanzas once durable.
+func (a *archiver) setOnMark(f func(upstream.Token)) { a.onMark = f }
+
 // setOnRecover sets what runs on the loop when the archive is back.
 func (a *archiver) setOnRecover(f func()) {
 	a.mu.Lock()

@@ -102,7 +102,7 @@ func BenchmarkForward(b *testing.B) {
 			b.Fatal(err)
 		}
 		wg.Add(5)
-		bn.handleUpstream(el)
+		bn.route.handleUpstream(el)
 	}
 	wg.Wait()
 	b.StopTimer()
@@ -122,15 +122,15 @@ func BenchmarkEmulatedJoin500(b *testing.B) {
 	room := "big@conference.example.org"
 	for i := 0; i < 50; i++ {
 		el := stanza.MustParse(fmt.Sprintf(`<message from="%s/u%d" type="groupchat" id="h%d"><body>history line %d</body><stanza-id xmlns="urn:xmpp:sid:0" by="%s" id="sid-%d"/></message>`, room, i, i, i, room, i))
-		r := &Room{JID: room, Occupants: map[string]*stanza.Element{}}
-		if _, err := bn.opt.Archive.Append(context.Background(), bn.archiveMessage(r, el)); err != nil {
+		r := bn.muc.newRoom(room)
+		if _, err := bn.opt.Archive.Append(context.Background(), r.archiveMessage(el)); err != nil {
 			b.Fatal(err)
 		}
 	}
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	r := newRoom(room)
+	r := bn.muc.newRoom(room)
 	for i := 0; i < 500; i++ {
 		p := stanza.MustParse(fmt.Sprintf(`<presence from="%s/user%d" to="alice@example.org/bouncer"><c xmlns="http://jabber.org/protocol/caps" hash="sha-1" node="https://gajim.org" ver="abcdefghijklmnopqrstuvwxyz0="/><occupant-id xmlns="urn:xmpp:occupant-id:0" id="occ%d"/><x xmlns="http://jabber.org/protocol/muc#user"><item affiliation="member" role="participant" jid="user%d@example.net/res"/></x></presence>`, room, i, i, i))
 		r.setOccupant(fmt.Sprintf("user%d", i), p)
@@ -141,7 +141,7 @@ func BenchmarkEmulatedJoin500(b *testing.B) {
 	r.State = roomJoined
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	bn.rooms[room] = r
+	bn.muc.rooms[room] = r
 	var wg sync.WaitGroup
 	pc := newPipeConn(&wg)
 	s := &sessions.Session{ID: 1, JID: jid.MustParse("alice@example.org/dino"), Conn: pc, Presence: stanza.New(stanza.NSClient, "presence")}
@@ -151,7 +151,7 @@ func BenchmarkEmulatedJoin500(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		wg.Add(500 + 1 + 20 + 1)
-		bn.handleClient(s, join)
+		bn.route.handleClient(s, join)
 		wg.Wait()
 	}
 	b.StopTimer()
@@ -188,9 +188,9 @@ func BenchmarkGroupchatArchived(b *testing.B) {
 	db := benchArchive(b)
 	bn := benchBouncer(db)
 	room := "flood@conference.example.org"
-	r := newRoom(room)
+	r := bn.muc.newRoom(room)
 	r.Nick, r.State = "alice", roomJoined
-	bn.rooms[room] = r
+	bn.muc.rooms[room] = r
 	var wg sync.WaitGroup
 	for i := 0; i < 2; i++ {
 		s := &sessions.Session{ID: uint64(i + 1), JID: jid.MustParse(fmt.Sprintf("alice@example.org/c%d", i)), Conn: newPipeConn(&wg)}

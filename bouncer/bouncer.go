@@ -5,9 +5,9 @@
 // adapters; decisions go out through each connection's non-blocking Send.
 //
 // The path of one groupchat message: upstream reader → event →
-// handleUpstream (route.go) → roomMessageIn (mucinbound.go) → roomForward
+// router.handleUpstream (router.go, table in routes.go) → roomMessageIn (mucinbound.go) → roomForward
 // (roomarchive.go) → the archiver's commit (archiver.go) → event →
-// releaseRoom → send to each claim (delivery.go) → the client's writer.
+// releaseRoom → client.sendItem for each claim (client.go) → the client's writer.
 package bouncer
 
 import (
@@ -17,10 +17,12 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/jid"
 
+	"xmppbouncer/bouncer/admin"
 	"xmppbouncer/config"
 	"xmppbouncer/sessions"
 	"xmppbouncer/stanza"
@@ -61,34 +63,34 @@ type Bouncer struct {
 
 	seq    uint64
 	idRand *rand.ChaCha8 // the unguessable part of nextID
-	iqs    iqRoutes      // rewritten IQ ids and MAM queryids (iq.go)
 
-	presence *presenceState
-	caps     *capsCache
-	rooms    map[string]*Room
-	internal waiters // the core's own IQs upstream
-	// ids of the core's own IQs to local clients (caps discovery)
-	clientQueries waiters
-	// queryids of the core's own MAM queries upstream (gap fill)
-	internalMAM map[string]*gapQuery
-	dlv         *delivery     // per-client output, cursors, offline feed
-	arch        *archiver     // the archive's writer; nil without an archive
-	stopped     chan struct{} // closed when Run returns
-	lastPrune   time.Time
-	pushes      *pusher // XEP-0357 registrations and notifications (push.go)
-	// XEP-0352: what each inactive client has held back (csi.go)
-	csi map[uint64]*csiHeld
+	presence  *presenceState
+	caps      *capsCache
+	muc       *mucService
+	dlv       *delivery     // catch-up cursors (cursors.go)
+	arch      *archiver     // the archive's writer; nil without an archive
+	stopped   chan struct{} // closed when Run returns
+	lastPrune time.Time
+	pushes    *pusher // XEP-0357 registrations and notifications (push.go)
 
 	recovered recoveredCounter // events dropped after a panic (recover.go)
-	// what was last saved of each resumable session, by id (smstore.go)
-	resumeSaved map[string]string
-	admin       *adminState   // XEP-0050 commands (admincore.go, admin/) and counters (stats.go)
-	upl         *upstreamLink // the upstream session's state (uplink.go)
-	carbons     *carbonCopies // XEP-0280 between local clients (carbons.go)
+
+	cmds      *admin.Commands          // XEP-0050 commands (admincore.go, admin/)
+	stats     *Stats                   // counters (stats.go)
+	observer  atomic.Pointer[Observer] // the loop's timing, for metrics (stats.go)
+	retention *retention               // the archive retention in force (pruner.go)
+	upl       *upstreamLink            // the upstream session's state (uplink.go)
+	carbons   *carbonCopies            // XEP-0280 between local clients (carbons.go)
 
 	chats   *chatQueue    // the account's 1:1 messages through the archive (chatq.go, chatfill.go)
 	offline *offlineStore // XEP-0160 offline store feed (offline.go)
 	ob      *outbox       // messages waiting to go upstream (outbox.go)
+
+	route *router   // the routing table and the one error reply (router.go, routes.go)
+	iq    *iqRouter // where IQ answers and MAM results go (iq.go)
+
+	clients    *clientSet  // one client per local connection, the one send path (client.go)
+	resumables *resumables // the core's part of resumable sessions (smstore.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
@@ -118,35 +120,36 @@ func New(opt Options) *Bouncer {
 		opt.DetachedStatus = opt.Config.Presence.DetachedStatus
 	}
 	b := &Bouncer{
-		opt:      opt,
-		log:      opt.Logger,
-		account:  opt.Account.Bare().String(),
-		domain:   opt.Account.Domainpart(),
-		events:   make(chan event, 1024),
-		reg:      sessions.New(),
-		iqs:      newIQRoutes(),
-		rooms:    map[string]*Room{},
-		internal: waiters{},
-		idRand:   newIDRand(),
+		opt:     opt,
+		log:     opt.Logger,
+		account: opt.Account.Bare().String(),
+		domain:  opt.Account.Domainpart(),
+		events:  make(chan event, 1024),
+		reg:     sessions.New(),
+		idRand:  newIDRand(),
 
-		clientQueries: waiters{},
-		internalMAM:   map[string]*gapQuery{},
-		admin:         newAdminState(opt.Config.History.RetentionPeriod),
-		dlv:           newDelivery(),
-		stopped:       make(chan struct{}),
+		stats:     &Stats{},
+		retention: newRetention(opt.Config.History.RetentionPeriod),
+		stopped:   make(chan struct{}),
 	}
 	b.chats, b.offline, b.ob = newChatQueue(b), newOfflineStore(b), newOutbox(b)
 	b.upl = newUpstreamLink(b)
-	b.admin.cmds = newAdminCommands(b)
+	b.iq = newIQRouter(b)
+	b.route = newRouter(b)
+	b.cmds = newAdminCommands(b)
 	if opt.Archive != nil {
 		b.arch = newArchiver(opt.Archive, opt.Logger, b.post, func() int { return opt.Config.Offline.MaxMessages })
-		b.arch.onMark = b.upl.upstreamAck // upsm.go
+		b.arch.setOnMark(b.upl.upstreamAck) // upsm.go
 		b.arch.setOnRecover(b.offline.archiveRecovered)
 	}
 	b.pushes = wirePush(b)
 	b.caps = wireCaps(b)
 	b.presence = wirePresence(b)
 	b.carbons = wireCarbons(b)
+	b.muc = newMucService(b)
+	b.clients = newClientSet(b)      // client.go, clients.go
+	b.dlv = newDelivery(b)           // cursors.go
+	b.resumables = &resumables{b: b} // smstore.go
 	return b
 }
 
@@ -158,7 +161,7 @@ func (b *Bouncer) Run(ctx context.Context) {
 	sweep := time.NewTicker(b.opt.SweepInterval)
 	defer sweep.Stop()
 	b.startup()
-	b.admin.cmds.Start()
+	b.cmds.Start()
 	for {
 		select {
 		case <-ctx.Done():
@@ -169,17 +172,17 @@ func (b *Bouncer) Run(ctx context.Context) {
 			b.safely(ev, b.handle)
 			b.observeLoop(start)
 		case now := <-sweep.C:
-			b.sweepIQs(now)
-			b.sweepDelivery()
-			b.saveResumables()
+			b.iq.sweep(now)
+			b.dlv.sweepDelivery()
+			b.resumables.save()
 			if now.Sub(b.lastPrune) > time.Hour {
 				b.lastPrune = now
 				b.offline.prune()
-				b.pruneCursors(now)
+				b.dlv.pruneCursors(now)
 				b.chats.prune(now)
 			}
 			b.pushes.tick(now)
-			b.admin.cmds.Sweep(now)
+			b.cmds.Sweep(now)
 		}
 	}
 }
@@ -201,7 +204,7 @@ func (b *Bouncer) handle(ev event) {
 		b.upl.resumeFailed()
 	case upStanza:
 		if ev.el != nil && !b.upl.resentRoomStanza(ev.el) {
-			b.handleUpstream(ev.el)
+			b.route.handleUpstream(ev.el)
 		}
 		b.upl.upstreamHandled(ev.tok)
 	case upLost:
@@ -213,15 +216,15 @@ func (b *Bouncer) handle(ev event) {
 	case upDropped:
 		b.upl.upstreamDropped(ev.head, ev.why)
 	case clientBound:
-		b.clientBound(ev)
+		b.clients.bound(ev)
 	case clientStanza:
 		if s := b.reg.ByID(ev.id); s != nil {
-			b.handleClient(s, ev.el)
+			b.route.handleClient(s, ev.el)
 		}
 	case clientClosed:
-		b.clientClosed(ev.id, ev.err, ev.unacked)
+		b.clients.closed(ev.id, ev.err, ev.unacked)
 	case clientHibernation:
-		b.clientHibernation(ev)
+		b.clients.hibernation(ev)
 	case funcEvent:
 		ev.f()
 	}
@@ -251,21 +254,8 @@ func (b *Bouncer) sendUp(el *stanza.Element) bool {
 	if !b.upl.online() || b.up == nil {
 		return false
 	}
-	b.admin.stats.count(ToUpstream, el)
+	b.stats.count(ToUpstream, el)
 	return b.up.Send(el)
-}
-
-// sendTo sends el to a local session (see delivery.go) and reports whether
-// it took it. A client whose queue is full is disconnected rather than
-// allowed to block everyone.
-func (b *Bouncer) sendTo(s *sessions.Session, el *stanza.Element) bool {
-	return b.sendItem(s, outItem{el: el})
-}
-
-// sendItem is sendTo for an item with a mark. Stanzas are counted where
-// they reach the connection (writeNow), whatever path brought them.
-func (b *Bouncer) sendItem(s *sessions.Session, it outItem) bool {
-	return b.send(s, it)
 }
 
 // splitJID splits a JID string at the first '/' into bare and resource.

@@ -13,20 +13,20 @@ const catchUpPage = 100
 // newest message we have, storing every message and forwarding the new
 // ones live to claimants. Each page is one event round-trip, so a large
 // gap never blocks the loop or other rooms.
-func (b *Bouncer) catchUp(r *Room) {
-	if b.opt.Archive == nil {
+func (r *Room) catchUp() {
+	if r.b.opt.Archive == nil {
 		return
 	}
 	last := r.catchFrom
 	after := ""
-	start := time.Now().Add(-b.opt.Config.History.CatchupStart.Duration)
+	start := time.Now().Add(-r.b.opt.Config.History.CatchupStart.Duration)
 	if last != nil && last.StanzaID != "" {
 		after = last.StanzaID
 	} else if last != nil {
 		start = last.Stamp
 	}
-	st := &catchUpState{room: r, started: time.Now()}
-	b.catchUpPage(st, after, start)
+	st := &catchUpState{started: time.Now()}
+	r.catchUpPage(st, after, start)
 }
 
 // gapQuery is one gap-fill MAM query in flight: the room archive it went
@@ -37,52 +37,50 @@ type gapQuery struct {
 }
 
 type catchUpState struct {
-	room           *Room
 	pages, fetched int
 	started        time.Time
 }
 
-func (b *Bouncer) catchUpPage(st *catchUpState, after string, start time.Time) {
-	r := st.room
-	qid := b.nextID(idGapFill)
+func (r *Room) catchUpPage(st *catchUpState, after string, start time.Time) {
+	qid := r.b.nextID(idGapFill)
 	q := mamQuery(qid, catchUpPage, after, start)
 	iq := stanza.New(stanza.NSClient, "iq", "type", "set", "to", r.JID).Append(q)
 	var batch []*stanza.Element
-	b.internalMAM[qid] = &gapQuery{archive: r.JID, add: func(msg *stanza.Element) { batch = append(batch, msg) }}
-	sent := b.sendInternal(iq, func(resp *stanza.Element) {
-		delete(b.internalMAM, qid)
-		if b.rooms[r.JID] != r {
+	r.m.watchGapFill(qid, &gapQuery{archive: r.JID, add: func(msg *stanza.Element) { batch = append(batch, msg) }})
+	sent := r.b.iq.sendInternal(iq, func(resp *stanza.Element) {
+		r.m.unwatchGapFill(qid)
+		if !r.live() {
 			return
 		}
 		if resp.Type() != "result" {
 			if stanza.ErrorCondition(resp) == "item-not-found" && after != "" {
 				// Our newest id fell out of the room's archive: restart by time.
-				b.catchUpPage(st, "", start)
+				r.catchUpPage(st, "", start)
 				return
 			}
-			b.log.Warn("gap fill stopped", "room", r.JID, "condition", stanza.ErrorCondition(resp))
-			b.catchUpDone(r)
+			r.b.log.Warn("gap fill stopped", "room", r.JID, "condition", stanza.ErrorCondition(resp))
+			r.catchUpDone()
 			return
 		}
 		st.pages++
 		st.fetched += len(batch)
 		for _, m := range batch {
-			b.roomForward(r, m, false)
+			r.roomForward(m, false)
 		}
 		fin := resp.Child(stanza.NSMAM, "fin")
 		lastID := fin.Child(stanza.NSRSM, "set").ChildText(stanza.NSRSM, "last")
 		rate := float64(st.fetched) / time.Since(st.started).Seconds()
 		if fin.Get("complete") == "true" || lastID == "" || len(batch) == 0 {
-			b.log.Info("gap fill complete", "room", r.JID, "pages", st.pages, "messages", st.fetched, "per_second", int(rate))
-			b.catchUpDone(r)
+			r.b.log.Info("gap fill complete", "room", r.JID, "pages", st.pages, "messages", st.fetched, "per_second", int(rate))
+			r.catchUpDone()
 			return
 		}
-		b.log.Info("gap fill progress", "room", r.JID, "pages", st.pages, "messages", st.fetched, "per_second", int(rate))
-		b.catchUpPage(st, lastID, start)
+		r.b.log.Info("gap fill progress", "room", r.JID, "pages", st.pages, "messages", st.fetched, "per_second", int(rate))
+		r.catchUpPage(st, lastID, start)
 	})
 	if !sent {
-		delete(b.internalMAM, qid)
-		b.catchUpDone(r)
+		r.m.unwatchGapFill(qid)
+		r.catchUpDone()
 	}
 }
 

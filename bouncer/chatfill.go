@@ -56,9 +56,9 @@ func (q *chatQueue) fillPage(after string, start time.Time, page, fetched int) {
 	qid := b.nextID(idGapFill)
 	query := mamQuery(qid, chatFillPage, after, start)
 	var batch []*stanza.Element
-	b.internalMAM[qid] = &gapQuery{archive: b.account, add: func(m *stanza.Element) { batch = append(batch, m) }}
-	sent := b.sendInternal(stanza.New(stanza.NSClient, "iq", "type", "set").Append(query), func(resp *stanza.Element) {
-		delete(b.internalMAM, qid)
+	b.iq.gapQuery(qid, &gapQuery{archive: b.account, add: func(m *stanza.Element) { batch = append(batch, m) }})
+	sent := b.iq.sendInternal(stanza.New(stanza.NSClient, "iq", "type", "set").Append(query), func(resp *stanza.Element) {
+		b.iq.endGapQuery(qid)
 		if resp.Type() != "result" {
 			if stanza.ErrorCondition(resp) == "item-not-found" && after != "" {
 				q.fillPage("", start, page, fetched) // our newest id is gone: by time
@@ -80,7 +80,7 @@ func (q *chatQueue) fillPage(after string, start time.Time, page, fetched int) {
 		q.fillPage(last, start, page+1, fetched)
 	})
 	if !sent {
-		delete(b.internalMAM, qid)
+		b.iq.endGapQuery(qid)
 	}
 }
 

@@ -89,7 +89,7 @@ func (p *pendingChat) forward(b *Bouncer) {
 		p.deliver(p.el)
 		return
 	}
-	b.toAccount(p.el)
+	b.route.toAccount(p.el)
 }
 
 // accountStanzaID is the id the account's server gave el (XEP-0359 with
@@ -152,7 +152,7 @@ func (q *chatQueue) armResolve() {
 	time.AfterFunc(chatResolveInterval, func() {
 		q.b.post(func() {
 			q.resolveArmed = false
-			if q.b.resolveAll() { // delivery.go
+			if q.b.clients.resolveAll() { // client.go
 				q.armResolve()
 			}
 		})
@@ -212,11 +212,11 @@ func (q *chatQueue) replay(s *sessions.Session) {
 		return
 	}
 	res := s.JID.Resourcepart()
-	after, _ := b.cursor(chatCursor, res)
+	after, _ := b.dlv.cursor(chatCursor, res)
 	if after >= q.bootSeq {
 		return
 	}
-	h := b.reserve(s)
+	h := b.clients.of(s).reserve()
 	id, to, upTo, max := s.ID, s.JID.String(), q.bootSeq, b.opt.Config.History.ReplayMax
 	b.offLoop(func(ctx context.Context, _ Store) func() {
 		rows, err := cs.ChatsFor(ctx, res, after, upTo, max)
@@ -236,7 +236,7 @@ func (q *chatQueue) replay(s *sessions.Session) {
 			items = append(items, outItem{el: el.With("to", to), room: chatCursor, seq: c.Seq})
 		}
 		return func() {
-			if cur, _ := b.cursor(chatCursor, res); cur > after {
+			if cur, _ := b.dlv.cursor(chatCursor, res); cur > after {
 				for len(items) > 0 && items[0].seq <= cur {
 					items = items[1:]
 				}
@@ -244,7 +244,7 @@ func (q *chatQueue) replay(s *sessions.Session) {
 			if len(items) > 0 {
 				b.log.Info("replaying chats a client had not acknowledged before a restart", "to", to, "count", len(items))
 			}
-			b.fill(id, h, items)
+			b.clients.fill(id, h, items)
 		}
 	})
 }
@@ -256,7 +256,7 @@ func (q *chatQueue) prune(now time.Time) {
 	if b.arch == nil {
 		return
 	}
-	minSeq := max(b.minCursor(chatCursor), 0) // delivery.go
+	minSeq := max(b.dlv.minCursor(chatCursor), 0) // cursors.go
 	hour, old := now.Add(-time.Hour), now.Add(-max(b.opt.Config.History.ReplayMaxAgePeriod, 24*time.Hour))
 	b.background(func(ctx context.Context, db Store) error {
 		cs, ok := db.(chatStore)

@@ -30,7 +30,7 @@ func TestChatsUnackedBeforeCrashReplayedOnce(t *testing.T) {
 	// Acknowledge exactly what arrived so far.
 	e.waitFor("chat cursor saved", func() bool {
 		var seq int64
-		e.b.Do(func() { seq, _ = e.b.cursor(chatCursor, "phone") })
+		e.b.Do(func() { seq, _ = e.b.dlv.cursor(chatCursor, "phone") })
 		return seq > 0
 	})
 	for i := 0; i < 3; i++ {

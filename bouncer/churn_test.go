@@ -32,9 +32,9 @@ func TestPendingStateDoesNotGrowUnderChurn(t *testing.T) {
 		return n == 0
 	})
 	e.b.Do(func() {
-		if n := len(e.b.clientQueries) + len(e.b.caps.asked) + len(e.b.dlv.clients) + len(e.b.iqs.out) + len(e.b.iqs.in) + len(e.b.iqs.mam); n != 0 {
+		if n := len(e.b.iq.clientQueries) + len(e.b.caps.asked) + len(e.b.clients.byID) + len(e.b.iq.iqs.out) + len(e.b.iq.iqs.in) + len(e.b.iq.iqs.mam); n != 0 {
 			t.Errorf("state left behind: clientQueries %d, caps.asked %d, delivery %d, iqs.out %d, iqs.in %d, iqs.mam %d",
-				len(e.b.clientQueries), len(e.b.caps.asked), len(e.b.dlv.clients), len(e.b.iqs.out), len(e.b.iqs.in), len(e.b.iqs.mam))
+				len(e.b.iq.clientQueries), len(e.b.caps.asked), len(e.b.clients.byID), len(e.b.iq.iqs.out), len(e.b.iq.iqs.in), len(e.b.iq.iqs.mam))
 		}
 	})
 	// A caps version whose first client left unanswered is asked again.
@@ -46,7 +46,7 @@ func TestPendingStateDoesNotGrowUnderChurn(t *testing.T) {
 	// an error answer, so what waits on it (a gap fill) finishes.
 	got := make(chan string, 1)
 	e.b.Do(func() {
-		e.b.internal.add("never-answered", "", 0, -time.Second, func(resp *stanza.Element) { got <- stanza.ErrorCondition(resp) })
+		e.b.iq.internal.add("never-answered", "", 0, -time.Second, func(resp *stanza.Element) { got <- stanza.ErrorCondition(resp) })
 	})
 	select {
 	case cond := <-got:
@@ -79,7 +79,7 @@ func TestCursorsExpire(t *testing.T) {
 		p := e.b.dlv.cursors[key]
 		p.at = time.Now().Add(-cursorExpiry - time.Hour) // as if long ago
 		e.b.dlv.cursors[key] = p
-		e.b.pruneCursors(time.Now().Add(cursorExpiry + 2*time.Hour))
+		e.b.dlv.pruneCursors(time.Now().Add(cursorExpiry + 2*time.Hour))
 		if _, ok := e.b.dlv.cursors[key]; ok {
 			t.Error("expired cursor still in memory")
 		}

@@ -1,7 +1,6 @@
 package bouncer
 
 import (
-	"xmppbouncer/sessions"
 	"xmppbouncer/stanza"
 )
 
@@ -30,24 +29,21 @@ type csiHeld struct {
 	live     int
 }
 
-// csiHold reports whether el, on its way to s, is held back because s is
-// inactive. An urgent stanza is never held: what was held goes out first,
-// so the client sees everything in order, and then el.
-func (b *Bouncer) csiHold(s *sessions.Session, el *stanza.Element) bool {
-	if !s.Inactive {
+// csiHold reports whether el, on its way to the client, is held back
+// because the client is inactive. An urgent stanza is never held: what was
+// held goes out first, so the client sees everything in order, and then el.
+func (c *client) csiHold(el *stanza.Element) bool {
+	if !c.s.Inactive {
 		return false
 	}
 	if csiUrgent(el) {
-		b.csiFlush(s)
+		c.csiFlush()
 		return false
 	}
-	if b.csi == nil {
-		b.csi = map[uint64]*csiHeld{}
-	}
-	h := b.csi[s.ID]
+	h := c.held
 	if h == nil {
 		h = &csiHeld{presence: map[string]int{}}
-		b.csi[s.ID] = h
+		c.held = h
 	}
 	if el.Kind() == "presence" {
 		// Only the newest presence of each sender matters to a client that
@@ -62,7 +58,7 @@ func (b *Bouncer) csiHold(s *sessions.Session, el *stanza.Element) bool {
 	h.live++
 	switch {
 	case h.live >= csiMaxHeld:
-		b.csiFlush(s)
+		c.csiFlush()
 	case len(h.held) >= 4*csiMaxHeld:
 		h.compact()
 	}
@@ -84,20 +80,21 @@ func (h *csiHeld) compact() {
 	h.held = kept
 }
 
-// csiFlush sends s everything held for it, in order, through the delivery
-// path (delivery.go) but past the hold, so none of it is held again while
-// s stays inactive. A client too slow for the burst is cut off there.
-func (b *Bouncer) csiFlush(s *sessions.Session) {
-	h := b.csi[s.ID]
+// csiFlush sends the client everything held for it, in order, through the
+// one send path (client.go) but past the hold, so none of it is held again
+// while it stays inactive. A client too slow for the burst is cut off
+// there.
+func (c *client) csiFlush() {
+	h := c.held
 	if h == nil {
 		return
 	}
-	delete(b.csi, s.ID)
+	c.held = nil
 	for _, el := range h.held {
 		if el == nil {
 			continue
 		}
-		if !b.writeNow(s, outItem{el: el}) {
+		if !c.writeNow(outItem{el: el}) {
 			return
 		}
 	}

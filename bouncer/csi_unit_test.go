@@ -46,15 +46,16 @@ func TestCSIBound(t *testing.T) {
 	s, rec := addSession(b, 1, "phone")
 	s.Inactive = true
 	for i := 0; i < 10*csiMaxHeld; i++ {
-		b.sendTo(s, stanza.MustParse(fmt.Sprintf(`<presence from="r@muc/n%d"><status>%d</status></presence>`, i%5, i)))
+		b.clients.of(s).send(stanza.MustParse(fmt.Sprintf(`<presence from="r@muc/n%d"><status>%d</status></presence>`, i%5, i)))
 	}
-	if len(rec.got) != 0 || b.csi[s.ID].live != 5 || len(b.csi[s.ID].held) > 4*csiMaxHeld {
-		t.Fatalf("presence churn: sent %d, held %d live of %d", len(rec.got), b.csi[s.ID].live, len(b.csi[s.ID].held))
+	c := b.clients.of(s)
+	if len(rec.got) != 0 || c.held.live != 5 || len(c.held.held) > 4*csiMaxHeld {
+		t.Fatalf("presence churn: sent %d, held %d live of %d", len(rec.got), c.held.live, len(c.held.held))
 	}
 	for i := 0; i < csiMaxHeld; i++ {
-		b.sendTo(s, stanza.MustParse(`<message type="chat" from="b@x/y"><composing xmlns="http://jabber.org/protocol/chatstates"/></message>`))
+		b.clients.of(s).send(stanza.MustParse(`<message type="chat" from="b@x/y"><composing xmlns="http://jabber.org/protocol/chatstates"/></message>`))
 	}
-	if len(rec.got) == 0 || b.csi[s.ID] != nil && b.csi[s.ID].live >= csiMaxHeld {
+	if len(rec.got) == 0 || c.held != nil && c.held.live >= csiMaxHeld {
 		t.Fatalf("cap did not flush: sent %d", len(rec.got))
 	}
 	for i, el := range rec.got[:5] {
@@ -63,9 +64,11 @@ func TestCSIBound(t *testing.T) {
 		}
 	}
 	// Session end forgets what was held.
-	b.sessionEnded(s)
-	if len(b.csi) != 0 {
-		t.Fatalf("held stanzas outlive the session: %d", len(b.csi))
+	b.clients.ended(s)
+	for _, c := range b.clients.byID {
+		if c.held != nil {
+			t.Fatalf("held stanzas outlive the session: %d", c.held.live)
+		}
 	}
 }
 
@@ -108,7 +111,7 @@ func TestCSIBusyRoomFigures(t *testing.T) {
 		s.Inactive = inactive
 		for _, el := range traffic {
 			n := len(rec.got)
-			b.sendTo(s, el)
+			b.clients.of(s).send(el)
 			if len(rec.got) > n {
 				wakeups++
 			}

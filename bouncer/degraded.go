@@ -1,7 +1,6 @@
 package bouncer
 
 import (
-	"xmppbouncer/sessions"
 	"xmppbouncer/stanza"
 )
 
@@ -15,10 +14,11 @@ import (
 const historyUnavailableText = "The bouncer cannot write its archive right now (is its disk full?). " +
 	"Live messages reach you, but history and offline messages may be incomplete until it recovers."
 
-// noticeHistoryUnavailable tells s, once per call, that history may be
-// incomplete, when the archive is down; what is the room ("" for the
-// offline store) the notice is about.
-func (b *Bouncer) noticeHistoryUnavailable(s *sessions.Session, what string) {
+// noticeHistoryUnavailable tells the client, once per call, that history
+// may be incomplete, when the archive is down; what is the room ("" for
+// the offline store) the notice is about.
+func (c *client) noticeHistoryUnavailable(what string) {
+	b, s := c.b, c.s
 	if b.arch == nil || !b.arch.degraded() {
 		return
 	}
@@ -27,6 +27,6 @@ func (b *Bouncer) noticeHistoryUnavailable(s *sessions.Session, what string) {
 		from = what
 	}
 	b.log.Warn("serving a client while the archive is unavailable: history may be incomplete", "jid", s.JID.String(), "for", from)
-	b.sendTo(s, stanza.New(stanza.NSClient, "message", "type", "headline", "from", from, "to", s.JID.String()).
+	c.send(stanza.New(stanza.NSClient, "message", "type", "headline", "from", from, "to", s.JID.String()).
 		Append(stanza.New(stanza.NSClient, "body").AppendText(historyUnavailableText)))
 }

@@ -98,9 +98,9 @@ func BenchmarkCursorReplay1000(b *testing.B) {
 		b.Fatal(err)
 	}
 	bn := benchBouncer(db)
-	r := newRoom(room)
+	r := bn.muc.newRoom(room)
 	r.Nick, r.State, r.Self = "alice", roomJoined, stanza.MustParse(`<presence from="`+room+`/alice"><x xmlns="http://jabber.org/protocol/muc#user"><status code="110"/></x></presence>`)
-	bn.rooms[room] = r
+	bn.muc.rooms[room] = r
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go bn.Run(ctx)
@@ -115,11 +115,11 @@ func BenchmarkCursorReplay1000(b *testing.B) {
 		bn.Do(func() {
 			bn.dlv.cursors[cursorKey{room, "phone"}] = cursorPos{seq: ms[0].Seq - 1, at: time.Now()}
 			bn.reg.Add(s)
-			bn.joinRoom(s, room, "alice", join)
+			bn.muc.joinRoom(s, room, "alice", join)
 		})
 		conn.got.Wait()
 		total += time.Since(start)
-		bn.Do(func() { bn.sessionEnded(s) })
+		bn.Do(func() { bn.clients.closed(s.ID, nil, nil) })
 	}
 	// The mean over every iteration, not the last one's.
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/replay")

@@ -56,7 +56,7 @@ func TestOfflineMessages(t *testing.T) {
 	bob := e.bobInRoom(room)
 	// The account stays in the room with no client (a kept room), so a
 	// private message from the room reaches it.
-	e.b.Do(func() { e.b.applyBookmark(room, stanza.New(stanza.NSBookmarks2, "conference", "autojoin", "true")) })
+	e.b.Do(func() { e.b.muc.applyBookmark(room, stanza.New(stanza.NSBookmarks2, "conference", "autojoin", "true")) })
 	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
 
 	alice := e.cfg.Upstream.JID
@@ -430,7 +430,7 @@ func TestHistoryCappedAndPaced(t *testing.T) {
 	})
 	room := "capped@" + e.srv.MUC
 	bob := e.bobInRoom(room)
-	e.b.Do(func() { e.b.applyBookmark(room, stanza.New(stanza.NSBookmarks2, "conference", "autojoin", "true")) })
+	e.b.Do(func() { e.b.muc.applyBookmark(room, stanza.New(stanza.NSBookmarks2, "conference", "autojoin", "true")) })
 	bob.Expect(t, "alice joins", presenceFrom(room+"/alice"))
 	for i := 0; i < 200; i++ {
 		bob.Send(t, fmt.Sprintf(`<message to="%s" type="groupchat" id="h-%d"><body>h %d</body></message>`, room, i, i))

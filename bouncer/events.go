@@ -60,7 +60,7 @@ func (h UpstreamHandler) Online(bound jid.JID) { h.b.events <- upOnline{bound} }
 
 // Stanza implements upstream.Handler.
 func (h UpstreamHandler) Stanza(el *stanza.Element) {
-	h.b.admin.stats.count(FromUpstream, el)
+	h.b.stats.count(FromUpstream, el)
 	if h.b.arch != nil {
 		h.b.arch.admit() // backpressure from a congested archive
 	}
@@ -88,7 +88,7 @@ func (h ClientHandler) Bound(c *listener.Client) {
 
 // Stanza implements listener.Handler.
 func (h ClientHandler) Stanza(c *listener.Client, el *stanza.Element) {
-	h.b.admin.stats.count(FromClients, el)
+	h.b.stats.count(FromClients, el)
 	h.b.events <- clientStanza{id: c.ID, el: el}
 }
 

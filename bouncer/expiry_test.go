@@ -57,14 +57,14 @@ func TestAdminSessionsSweptByLoop(t *testing.T) {
 		t.Fatalf("the clients command did not open a session: %s", first)
 	}
 	held := func() (ok bool) {
-		e.b.Do(func() { _, ok = e.b.admin.cmds.SessionDeadline(id) })
+		e.b.Do(func() { _, ok = e.b.cmds.SessionDeadline(id) })
 		return ok
 	}
 	if !held() {
 		t.Fatal("the open command session is not remembered")
 	}
 	// Its time passes.
-	e.b.Do(func() { e.b.admin.cmds.SetSessionDeadline(id, time.Now().Add(-time.Second)) })
+	e.b.Do(func() { e.b.cmds.SetSessionDeadline(id, time.Now().Add(-time.Second)) })
 	deadline := time.Now().Add(4 * e.b.opt.SweepInterval)
 	for held() {
 		if time.Now().After(deadline) {

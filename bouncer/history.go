@@ -10,14 +10,8 @@ import (
 	"xmppbouncer/store"
 )
 
-// dbCtx is the context for the loop's only archive calls: the reads at
-// startup (cursors, push registrations), before any client is served.
-func (b *Bouncer) dbCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), b.opt.DBTimeout)
-}
-
 // archiveMessage extracts what the archive indexes from a stanza.
-func (b *Bouncer) archiveMessage(r *Room, el *stanza.Element) *store.Message {
+func (r *Room) archiveMessage(el *stanza.Element) *store.Message {
 	_, nick := splitJID(el.From())
 	// A live arrival keeps its fraction of a second (XEP-0082 allows one;
 	// the archive stores microseconds): cut to the second, a replay or MAM
@@ -98,21 +92,21 @@ func historyOf(p *stanza.Element) store.HistoryLimit {
 // replay_max and replay_max_age. Explicit limits are honoured as given, up
 // to replay_max messages; a resource never seen before gets
 // default_replay. Replays are fed to the connection as it drains.
-func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim store.HistoryLimit) {
-	if b.opt.Archive == nil {
+func (r *Room) sendHistory(s *sessions.Session, lim store.HistoryLimit) {
+	if r.b.opt.Archive == nil {
 		return
 	}
-	cur, seen := b.sentCursor(r.JID, s)
+	cur, seen := r.m.sentCursor(r.JID, s)
 	plain := lim.MaxStanzas < 0 && lim.MaxChars < 0 && lim.Seconds < 0 && lim.Since.IsZero()
-	hc := b.opt.Config.History
+	hc := r.b.opt.Config.History
 	// No replay is longer than replay_max, whatever a client asks for.
 	if lim.MaxStanzas > hc.ReplayMax {
 		lim.MaxStanzas = hc.ReplayMax
 	}
-	b.noticeHistoryUnavailable(s, r.JID)
-	h := b.reserve(s)
+	r.b.clients.of(s).noticeHistoryUnavailable(r.JID)
+	h := r.b.clients.of(s).reserve()
 	id, to, room := s.ID, s.JID.String(), r.JID
-	b.offLoop(func(ctx context.Context, db Store) func() {
+	r.b.offLoop(func(ctx context.Context, db Store) func() {
 		var msgs []*store.Message
 		var err error
 		if plain && seen {
@@ -125,22 +119,22 @@ func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim store.HistoryLim
 			msgs, err = db.History(ctx, room, lim, hc.DefaultReplay)
 		}
 		if err != nil {
-			b.log.Error("history replay failed", "room", room, "err", err)
+			r.b.log.Error("history replay failed", "room", room, "err", err)
 		}
 		items := make([]outItem, 0, len(msgs))
 		for _, m := range msgs {
 			el, err := stanza.Parse(m.XML)
 			if err != nil {
-				b.log.Error("archived stanza unreadable", "room", room, "seq", m.Seq, "err", err)
+				r.b.log.Error("archived stanza unreadable", "room", room, "seq", m.Seq, "err", err)
 				continue
 			}
 			items = append(items, outItem{el: withDelay(el, room, m.Stamp).With("to", to), room: room, seq: m.Seq})
 		}
 		return func() {
 			if plain && seen {
-				items = b.notYetSent(room, id, items)
+				items = r.m.notYetSent(room, id, items)
 			}
-			b.fill(id, h, items)
+			r.b.clients.fill(id, h, items)
 		}
 	})
 }
@@ -149,12 +143,12 @@ func (b *Bouncer) sendHistory(r *Room, s *sessions.Session, lim store.HistoryLim
 // the replay was asked for (a message forwarded before its commit, whose
 // cursor moved only once the commit landed). Nothing behind the replay has
 // been written yet, so the cursor now still marks what the client has.
-func (b *Bouncer) notYetSent(room string, id uint64, items []outItem) []outItem {
-	s := b.reg.ByID(id)
+func (m *mucService) notYetSent(room string, id uint64, items []outItem) []outItem {
+	s := m.b.reg.ByID(id)
 	if s == nil {
 		return items
 	}
-	cur, _ := b.sentCursor(room, s)
+	cur, _ := m.sentCursor(room, s)
 	for len(items) > 0 && items[0].seq <= cur {
 		items = items[1:]
 	}
@@ -164,16 +158,10 @@ func (b *Bouncer) notYetSent(room string, id uint64, items []outItem) []outItem 
 // sentCursor is where s stands in room counting what was already handed to
 // its connection, delivered or not: a client that leaves and rejoins at
 // once must not get again what is still on its way to it.
-func (b *Bouncer) sentCursor(room string, s *sessions.Session) (int64, bool) {
-	b.resolveUncommitted()
-	cur, seen := b.cursor(room, s.JID.Resourcepart())
-	if co := b.dlv.clients[s.ID]; co != nil {
-		for _, m := range co.marks {
-			if m.room == room && m.seq > cur {
-				cur, seen = m.seq, true
-			}
-		}
-	}
+func (m *mucService) sentCursor(room string, s *sessions.Session) (int64, bool) {
+	m.b.dlv.resolveUncommitted()
+	cur, seen := m.b.dlv.cursor(room, s.JID.Resourcepart())
+	cur, seen = m.b.clients.of(s).sentCursor(room, cur, seen)
 	return cur, seen
 }
 
@@ -188,15 +176,15 @@ func withDelay(el *stanza.Element, room string, stamp time.Time) *stanza.Element
 // joinHistory is the <history/> of the account's upstream join: only what
 // the archive lacks. A room with MAM sends none; catchUp pages through its
 // archive after the newest message we had when joining.
-func (b *Bouncer) joinHistory(r *Room, last *store.Message) *stanza.Element {
-	if b.arch == nil {
+func (r *Room) joinHistory(last *store.Message) *stanza.Element {
+	if r.b.arch == nil {
 		return stanza.New(stanza.NSMUC, "history", "maxstanzas", "0")
 	}
 	switch {
 	case r.hasMAM:
 		return stanza.New(stanza.NSMUC, "history", "maxstanzas", "0")
 	case last == nil:
-		return stanza.New(stanza.NSMUC, "history", "seconds", strconv.Itoa(int(b.opt.Config.History.CatchupStart.Seconds())), "maxstanzas", "1000")
+		return stanza.New(stanza.NSMUC, "history", "seconds", strconv.Itoa(int(r.b.opt.Config.History.CatchupStart.Seconds())), "maxstanzas", "1000")
 	default:
 		return stanza.New(stanza.NSMUC, "history", "since", last.Stamp.UTC().Format(time.RFC3339), "maxstanzas", "1000")
 	}
@@ -204,8 +192,8 @@ func (b *Bouncer) joinHistory(r *Room, last *store.Message) *stanza.Element {
 
 // decorateRoomDisco makes an archived room advertise MAM to local clients,
 // which the bouncer answers from its own archive.
-func (b *Bouncer) decorateRoomDisco(room string, out *stanza.Element) *stanza.Element {
-	if b.opt.Archive == nil {
+func (m *mucService) decorateRoomDisco(room string, out *stanza.Element) *stanza.Element {
+	if m.b.opt.Archive == nil {
 		return out
 	}
 	return withDiscoFeature(out, stanza.NSMAM)

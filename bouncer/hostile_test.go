@@ -230,10 +230,10 @@ func TestForgedMAMResultsIgnored(t *testing.T) {
 	var gapID, clientID string
 	e.b.Do(func() {
 		gapID = e.b.nextID(idGapFill)
-		e.b.internalMAM[gapID] = &gapQuery{archive: room, add: func(m *stanza.Element) { gapGot = append(gapGot, m) }}
+		e.b.iq.internalMAM[gapID] = &gapQuery{archive: room, add: func(m *stanza.Element) { gapGot = append(gapGot, m) }}
 		clientID = e.b.nextID(idClientMAM)
 		s := e.b.reg.ByResource("laptop")
-		e.b.iqs.mam[clientID] = &mamRoute{session: s.ID, queryid: "mine", archive: room, deadline: time.Now().Add(time.Minute)}
+		e.b.iq.iqs.mam[clientID] = &mamRoute{session: s.ID, queryid: "mine", archive: room, deadline: time.Now().Add(time.Minute)}
 	})
 	if gapID == clientID || len(gapID) < len(idGapFill)+12 {
 		t.Fatalf("query ids look guessable: %q, %q", gapID, clientID)
@@ -243,7 +243,7 @@ func TestForgedMAMResultsIgnored(t *testing.T) {
 	var finID string
 	e.b.Do(func() {
 		finID = e.b.nextID(idInternal)
-		e.b.internal.add(finID, room, 0, time.Minute, func(*stanza.Element) { finAnswered = true })
+		e.b.iq.internal.add(finID, room, 0, time.Minute, func(*stanza.Element) { finAnswered = true })
 	})
 	carol.Send(t, fmt.Sprintf(`<iq to="%s" type="result" id="%s"><fin xmlns="urn:xmpp:mam:2" complete="true"/></iq>`, upFull, finID))
 	for _, qid := range []string{gapID, clientID, idGapFill + "1", idClientMAM + "1"} {
@@ -262,12 +262,12 @@ func TestForgedMAMResultsIgnored(t *testing.T) {
 		if len(gapGot) != 0 {
 			t.Errorf("the gap fill took %d forged results: %s", len(gapGot), gapGot[0])
 		}
-		if finAnswered || e.b.internal[finID] == nil {
+		if finAnswered || e.b.iq.internal[finID] == nil {
 			t.Error("a contact's IQ result answered the gap fill's query")
 		}
-		delete(e.b.internal, finID)
-		delete(e.b.internalMAM, gapID)
-		delete(e.b.iqs.mam, clientID)
+		delete(e.b.iq.internal, finID)
+		delete(e.b.iq.internalMAM, gapID)
+		delete(e.b.iq.iqs.mam, clientID)
 	})
 	for _, m := range e.roomHistory(t, room) {
 		if strings.Contains(m.XML, "fake row") {
@@ -341,12 +341,12 @@ func TestStrangerIsNotARoom(t *testing.T) {
 	laptop.Expect(t, "the sentinel", hasBody("sentinel"))
 
 	e.b.Do(func() {
-		for jid := range e.b.rooms {
+		for jid := range e.b.muc.rooms {
 			if jid != room {
 				t.Errorf("a stranger became a room: %s", jid)
 			}
 		}
-		if r := e.b.rooms[room]; r == nil || r.State != roomJoined {
+		if r := e.b.muc.rooms[room]; r == nil || r.State != roomJoined {
 			t.Errorf("the real room was disturbed: %+v", r)
 		}
 	})
@@ -402,9 +402,10 @@ func TestOccupantCannotPassAsResent(t *testing.T) {
 	msg := stanza.MustParse(fmt.Sprintf(`<message from="%s/bob" type="groupchat"><body>x</body><delay xmlns="urn:xmpp:delay" from="%s" stamp="2020-01-01T00:00:00Z"/></message>`, room, e.cfg.Upstream.JID))
 	pres := stanza.MustParse(fmt.Sprintf(`<presence from="%s/bob"><delay xmlns="urn:xmpp:delay" from="%s" stamp="2020-01-01T00:00:00Z"/></presence>`, room, e.cfg.Upstream.JID))
 	e.b.Do(func() {
-		r := &Room{JID: room, State: roomSyncing, Occupants: map[string]*stanza.Element{}}
-		e.b.rooms[room] = r
-		defer delete(e.b.rooms, room)
+		r := e.b.muc.newRoom(room)
+		r.State = roomSyncing
+		e.b.muc.rooms[room] = r
+		defer delete(e.b.muc.rooms, room)
 		for _, el := range []*stanza.Element{msg, pres} {
 			if e.b.upl.resentRoomStanza(el) {
 				t.Errorf("taken as a resend with no resume: %s", el)

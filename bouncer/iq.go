@@ -41,256 +41,167 @@ type mamRoute struct {
 	deadline time.Time
 }
 
-// clientIQ routes an IQ from a local client.
-func (b *Bouncer) clientIQ(s *sessions.Session, el *stanza.Element) {
-	t, ok := b.targetOf(el)
-	if !ok {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", ""))
-		return
-	}
-	typ := el.Type()
-	if typ == "result" || typ == "error" {
-		b.clientIQAnswer(s, t, el)
-		return
-	}
-	if typ != "get" && typ != "set" {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "iq type must be get, set, result or error"))
-		return
-	}
-	if t.sibling != nil {
-		// RFC 6120 §10.5.4: IQs between the account's resources; answered by
-		// the sibling, routed back by clientIQAnswer.
-		b.sendTo(t.sibling, el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
-		return
-	}
-	payload := el.FirstElement()
-	if b.answerLocally(s, t, el, payload) || b.pushes.control(s, t, el, payload) {
-		return
-	}
-	if t.room != nil && b.roomIQ(s, t, el, payload) {
-		return
-	}
-	if payload != nil && payload.Is(stanza.NSMAM, "query") {
-		el = b.rewriteMAMQuery(s, el, payload)
-	}
-	if payload != nil && payload.Is(stanza.NSRoster, "query") && typ == "get" {
-		s.RosterRequested = true
-	}
-	b.forwardIQ(s, t, el, payload)
+// iqRouter owns where IQ answers go: the ids the core rewrote on IQs
+// between clients and upstream, the core's own requests upstream and to
+// clients, and the queryids of MAM queries in flight. Each entry ends with
+// its answer, its deadline (sweep) or its session (sessionEnded,
+// upstreamOffline).
+type iqRouter struct {
+	b   *Bouncer
+	iqs iqRoutes // rewritten IQ ids and MAM queryids
+	// the core's own IQs upstream
+	internal waiters
+	// ids of the core's own IQs to local clients (caps discovery)
+	clientQueries waiters
+	// queryids of the core's own MAM queries upstream (gap fill)
+	internalMAM map[string]*gapQuery
+}
+
+func newIQRouter(b *Bouncer) *iqRouter {
+	return &iqRouter{b: b, iqs: newIQRoutes(), internal: waiters{}, clientQueries: waiters{}, internalMAM: map[string]*gapQuery{}}
 }
 
 // forwardIQ sends a client's get/set upstream with a fresh id and records
 // where the answer goes.
-func (b *Bouncer) forwardIQ(s *sessions.Session, t target, el, payload *stanza.Element) {
-	if !b.upl.online() {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "recipient-unavailable", "the bouncer's upstream connection is down; try again shortly"))
-		return
+func (ir *iqRouter) forwardIQ(q *req) error {
+	if !ir.b.upl.online() {
+		return refusal(stanza.ErrWait, "recipient-unavailable", "the bouncer's upstream connection is down; try again shortly")
 	}
-	id := b.nextID(idClientIQ)
-	b.iqs.out[id] = &pendingIQ{
-		session:  s.ID,
+	el, payload := q.el, q.payload
+	id := ir.b.nextID(idClientIQ)
+	ir.iqs.out[id] = &pendingIQ{
+		session:  q.s.ID,
 		id:       el.ID(),
 		to:       el.To(),
-		deadline: time.Now().Add(b.opt.IQTimeout),
+		deadline: time.Now().Add(ir.b.opt.IQTimeout),
 		strip:    payload != nil && payload.Is(stanza.NSDiscoInfo, "query"),
-		room:     roomOf(t),
+		room:     roomOf(q.t),
 	}
-	if q := el.Child(stanza.NSMAM, "query"); q != nil {
-		b.iqs.out[id].mam = q.Get("queryid")
+	if mq := el.Child(stanza.NSMAM, "query"); mq != nil {
+		ir.iqs.out[id].mam = mq.Get("queryid")
 	}
-	if !b.sendUp(el.With("id", id, "from", "", "to", t.to)) {
-		delete(b.iqs.out, id)
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "upstream queue full"))
+	if !ir.b.sendUp(el.With("id", id, "from", "", "to", q.t.to)) {
+		delete(ir.iqs.out, id)
+		return refusal(stanza.ErrWait, "resource-constraint", "upstream queue full")
 	}
+	return nil
 }
 
 func roomOf(t target) string {
 	if t.room != nil {
-		return t.room.JID
+		return t.room.jid()
 	}
 	return ""
 }
 
-// clientIQAnswer routes a client's result or error.
-func (b *Bouncer) clientIQAnswer(s *sessions.Session, t target, el *stanza.Element) {
+// clientAnswer routes a client's result or error.
+func (ir *iqRouter) clientAnswer(q *req) error {
+	s, el := q.s, q.el
 	id := el.ID()
-	if x := b.clientQueries[id]; x != nil && x.session == s.ID {
-		b.clientQueries.answer(id, el, b.account)
-		return
+	if x := ir.clientQueries[id]; x != nil && x.session == s.ID {
+		ir.clientQueries.answer(id, el, ir.b.account)
+		return nil
 	}
 	if isPushID(id) {
-		return // the ack of a push the core generated; upstream was acked already
+		return nil // the ack of a push the core generated; upstream was acked already
 	}
-	if t.sibling != nil {
-		b.sendTo(t.sibling, el.With("from", s.JID.String(), "to", t.sibling.JID.String()))
-		return
+	if q.t.sibling != nil {
+		ir.b.clients.of(q.t.sibling).send(el.With("from", s.JID.String(), "to", q.t.sibling.JID.String()))
+		return nil
 	}
-	if p := b.iqs.in[id]; p != nil && p.session == s.ID {
-		delete(b.iqs.in, id)
-		b.sendUp(el.With("id", p.id, "from", "", "to", p.from))
-		return
+	if p := ir.iqs.in[id]; p != nil && p.session == s.ID {
+		delete(ir.iqs.in, id)
+		ir.b.sendUp(el.With("id", p.id, "from", "", "to", p.from))
+		return nil
 	}
 	// An answer to an IQ whose id we did not rewrite: pass it through.
-	b.sendUp(el.With("from", ""))
+	ir.b.sendUp(el.With("from", ""))
+	return nil
 }
 
-// upstreamIQ routes an IQ from upstream.
-func (b *Bouncer) upstreamIQ(el *stanza.Element) {
-	switch el.Type() {
-	case "result", "error":
-		b.upstreamIQAnswer(el)
-		return
-	case "get", "set":
-	default:
-		return
-	}
-	payload := el.FirstElement()
-	from := el.From()
-	fromAccount := from == "" || from == b.account || from == b.domain
-	fromBare, _ := splitJID(from)
-	switch {
-	case payload == nil:
-		b.sendUp(upstreamError(el, stanza.ErrModify, "bad-request"))
-	case !fromAccount && fromBare != b.account && accountOnly(el, payload):
-		// A contact asking what only the account's server or the account
-		// itself may ask: no local client sees it.
-		b.sendUp(upstreamError(el, stanza.ErrCancel, "service-unavailable"))
-	case fromAccount && el.Type() == "set" && payload.Is(stanza.NSRoster, "query"):
-		b.push(el, payload, func(s *sessions.Session) bool { return s.RosterRequested })
-	case fromAccount && el.Type() == "set" && (payload.Is(stanza.NSBlocking, "block") || payload.Is(stanza.NSBlocking, "unblock")):
-		b.push(el, payload, func(*sessions.Session) bool { return true })
-	case b.admin.cmds.FromUpstream(el, payload):
-	case b.answerForAccount(el, payload):
-	default:
-		b.forwardIQToClient(el)
-	}
+// askClient sends the core's own IQ q (with id id) to the local client s
+// and calls answer with its answer, or with an error answer when it times
+// out or s leaves.
+func (ir *iqRouter) askClient(s *sessions.Session, id string, q *stanza.Element, answer func(*stanza.Element)) {
+	ir.clientQueries.add(id, "", s.ID, ir.b.opt.IQTimeout, answer)
+	ir.b.clients.of(s).send(q)
 }
 
-// upstreamIQAnswer restores the id and address of an answer and delivers it
-// to the one client that asked.
-func (b *Bouncer) upstreamIQAnswer(el *stanza.Element) {
-	id := el.ID()
-	if b.internal.answer(id, el, b.account) {
-		return
+// sendInternal sends the core's own IQ upstream and calls cb with the answer.
+func (ir *iqRouter) sendInternal(el *stanza.Element, cb func(*stanza.Element)) bool {
+	id := ir.b.nextID(idInternal)
+	el.Set("id", id)
+	if !ir.b.sendUp(el) {
+		return false
 	}
-	p := b.iqs.out[id]
-	if p == nil {
-		return // expired, or an answer to an IQ we never sent
-	}
-	if !answeredBy(p.to, el.From(), b.account) {
-		b.log.Debug("IQ answer from the wrong entity ignored", "from", el.From(), "want", p.to)
-		return
-	}
-	delete(b.iqs.out, id)
-	if p.mam != "" {
-		delete(b.iqs.mam, p.mam)
-	}
-	s := b.reg.ByID(p.session)
-	if s == nil {
-		return
-	}
-	out := el.With("id", p.id, "to", s.JID.String())
-	if p.to == "" {
-		// The client asked its own account; the answer must not name the
-		// bouncer's upstream resource.
-		out.Set("from", "")
-	}
-	if p.strip {
-		out = b.pushes.disco(p.to, out)
-	}
-	if p.room != "" {
-		out = b.decorateRoomDisco(p.room, out)
-	}
-	b.sendTo(s, out)
+	ir.internal.add(id, el.To(), 0, ir.b.opt.IQTimeout, cb)
+	return true
 }
 
-// push acknowledges a roster or blocklist push upstream and sends a fresh
-// push to each interested local client (RFC 6121 §2.1.6).
-func (b *Bouncer) push(el, payload *stanza.Element, want func(*sessions.Session) bool) {
-	b.sendUp(stanza.New(stanza.NSClient, "iq", "type", "result", "id", el.ID(), "to", el.From()))
-	for _, s := range b.reg.All() {
-		if want(s) {
-			p := stanza.New(stanza.NSClient, "iq", "type", "set", "id", b.nextID(pushPrefix), "to", s.JID.String())
-			p.Append(payload)
-			b.sendTo(s, p)
-		}
-	}
-}
+// gapQuery registers the core's own MAM query qid upstream (gap fill),
+// whose result messages go to g until endGapQuery.
+func (ir *iqRouter) gapQuery(qid string, g *gapQuery) { ir.internalMAM[qid] = g }
 
-func isPushID(id string) bool { return len(id) > len(pushPrefix) && id[:len(pushPrefix)] == pushPrefix }
+// endGapQuery forgets the core's MAM query qid.
+func (ir *iqRouter) endGapQuery(qid string) { delete(ir.internalMAM, qid) }
 
-// forwardIQToClient hands an IQ addressed to the account's upstream full
-// JID to one local client: the available one with the highest priority,
-// else any. With none, the account cannot answer (RFC 6120 §8.5.3.2.1).
-func (b *Bouncer) forwardIQToClient(el *stanza.Element) {
-	s := b.bestSession()
-	if s == nil {
-		b.sendUp(upstreamError(el, stanza.ErrCancel, "service-unavailable"))
-		return
-	}
-	id := b.nextID(idUpstreamIQ)
-	b.iqs.in[id] = &pendingIQ{session: s.ID, id: el.ID(), from: el.From(), deadline: time.Now().Add(b.opt.IQTimeout)}
-	b.sendTo(s, el.With("id", id, "to", s.JID.String()))
-}
-
-// bestSession picks the client that answers for the account.
-func (b *Bouncer) bestSession() *sessions.Session {
-	var best *sessions.Session
-	for _, s := range b.reg.All() {
-		if best == nil || (s.Available() && !best.Available()) || (s.Available() == best.Available() && s.Priority > best.Priority) {
-			best = s
-		}
-	}
-	return best
-}
-
-// upstreamError answers an upstream IQ with an error.
-func upstreamError(el *stanza.Element, typ, cond string) *stanza.Element {
-	r := stanza.ErrorReply(el, typ, cond, "")
-	r.Set("from", "")
-	return r
-}
-
-// sweepIQs answers pending IQs that waited too long (XEP-0199-style
+// sweep answers pending IQs that waited too long (XEP-0199-style
 // timeouts would otherwise leave clients waiting forever).
-func (b *Bouncer) sweepIQs(now time.Time) {
-	for id, p := range b.iqs.out {
+func (ir *iqRouter) sweep(now time.Time) {
+	for id, p := range ir.iqs.out {
 		if now.After(p.deadline) {
-			delete(b.iqs.out, id)
-			b.failPending(p, stanza.ErrWait, "remote-server-timeout", "no answer from upstream")
+			delete(ir.iqs.out, id)
+			ir.failPending(p, refusal(stanza.ErrWait, "remote-server-timeout", "no answer from upstream"))
 		}
 	}
-	for id, p := range b.iqs.in {
+	for id, p := range ir.iqs.in {
 		if now.After(p.deadline) {
-			delete(b.iqs.in, id)
+			delete(ir.iqs.in, id)
 		}
 	}
-	for id, m := range b.iqs.mam {
+	for id, m := range ir.iqs.mam {
 		if now.After(m.deadline) {
-			delete(b.iqs.mam, id)
+			delete(ir.iqs.mam, id)
 		}
 	}
-	b.internal.expire(now)
-	b.clientQueries.expire(now)
+	ir.internal.expire(now)
+	ir.clientQueries.expire(now)
+}
+
+// sessionEnded ends what waited on the local client s: the core's own
+// queries to it fail, and the IQs upstream sent it get an error at once.
+func (ir *iqRouter) sessionEnded(s *sessions.Session) {
+	ir.clientQueries.sessionEnded(s.ID)
+	for id, p := range ir.iqs.in {
+		if p.session == s.ID {
+			delete(ir.iqs.in, id)
+			req := stanza.New(stanza.NSClient, "iq", "id", p.id, "from", ir.b.upl.fullJID(), "to", p.from)
+			ir.b.sendUp(upstreamError(req, stanza.ErrCancel, "service-unavailable"))
+		}
+	}
+}
+
+// upstreamOffline fails what waited on the upstream session that ended.
+func (ir *iqRouter) upstreamOffline() {
+	for id, p := range ir.iqs.out {
+		delete(ir.iqs.out, id)
+		ir.failPending(p, refusal(stanza.ErrWait, "remote-server-timeout", "the bouncer's upstream connection was lost"))
+	}
+	for id := range ir.iqs.in {
+		delete(ir.iqs.in, id)
+	}
+	for id := range ir.iqs.mam {
+		delete(ir.iqs.mam, id)
+	}
+	ir.internal.failAll("remote-server-timeout")
 }
 
 // failPending answers a client's pending IQ with an error.
-func (b *Bouncer) failPending(p *pendingIQ, typ, cond, text string) {
-	s := b.reg.ByID(p.session)
+func (ir *iqRouter) failPending(p *pendingIQ, err error) {
+	s := ir.b.reg.ByID(p.session)
 	if s == nil {
 		return
 	}
 	req := stanza.New(stanza.NSClient, "iq", "id", p.id, "to", p.to, "from", s.JID.String())
-	b.sendTo(s, errorFromServer(req, s, b.domain, typ, cond, text))
-}
-
-// sendInternal sends the core's own IQ upstream and calls cb with the answer.
-func (b *Bouncer) sendInternal(el *stanza.Element, cb func(*stanza.Element)) bool {
-	id := b.nextID(idInternal)
-	el.Set("id", id)
-	if !b.sendUp(el) {
-		return false
-	}
-	b.internal.add(id, el.To(), 0, b.opt.IQTimeout, cb)
-	return true
+	ir.b.route.refuse(s, req, err)
 }

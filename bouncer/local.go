@@ -7,32 +7,37 @@ import (
 	"xmppbouncer/stanza"
 )
 
-// answerLocally answers the IQs from a local client that the bouncer
-// itself is responsible for. It reports whether it answered.
-func (b *Bouncer) answerLocally(s *sessions.Session, t target, el, payload *stanza.Element) bool {
-	if payload == nil {
-		return false
-	}
-	if b.admin.cmds.LocalIQ(adminCaller(s), t.to, el, payload) {
-		return true
-	}
-	toServer := t.to == "" || t.to == b.domain
-	toAccount := toServer || t.to == b.account
-	switch {
-	case toAccount && el.Type() == "set" && payload.Name.Space == stanza.NSCarbons &&
-		(payload.Name.Local == "enable" || payload.Name.Local == "disable"):
-		// XEP-0280 §4: carbons are a per-client flag here; upstream has them
-		// enabled once for the whole account.
-		s.Carbons = payload.Name.Local == "enable"
-		b.sendTo(s, localResult(el, s, b.domain))
-		return true
-	case toServer && el.Type() == "get" && payload.Is(stanza.NSPing, "ping"):
-		// XEP-0199 §4.2: a client pinging its server checks its own link,
-		// which ends at the bouncer.
-		b.sendTo(s, localResult(el, s, b.domain))
-		return true
-	}
-	return false
+// The IQs the bouncer answers itself (rules in routes.go).
+
+// toAccountOrServer reports a client's IQ to its account or its server.
+func (ir *iqRouter) toAccountOrServer(q *req) bool {
+	return ir.toServer(q) || q.t.to == ir.b.account
+}
+
+func (ir *iqRouter) toServer(q *req) bool { return q.t.to == "" || q.t.to == ir.b.domain }
+
+// carbonsToggle reports a client's XEP-0280 enable or disable.
+func (ir *iqRouter) carbonsToggle(q *req) bool {
+	l := q.payload.Name.Local
+	return ir.toAccountOrServer(q) && q.el.Type() == "set" && (l == "enable" || l == "disable")
+}
+
+// carbons takes a client's enable or disable (XEP-0280 §4): carbons are a
+// per-client flag here; upstream has them enabled once for the whole
+// account.
+func (ir *iqRouter) carbons(q *req) error {
+	q.s.Carbons = q.payload.Name.Local == "enable"
+	ir.b.clients.of(q.s).send(localResult(q.el, q.s, ir.b.domain))
+	return nil
+}
+
+func (ir *iqRouter) pingToServer(q *req) bool { return ir.toServer(q) && q.el.Type() == "get" }
+
+// pong answers a client pinging its server (XEP-0199 §4.2): that checks
+// its own link, which ends at the bouncer.
+func (ir *iqRouter) pong(q *req) error {
+	ir.b.clients.of(q.s).send(localResult(q.el, q.s, ir.b.domain))
+	return nil
 }
 
 func localResult(req *stanza.Element, s *sessions.Session, domain string) *stanza.Element {
@@ -43,33 +48,39 @@ func localResult(req *stanza.Element, s *sessions.Session, domain string) *stanz
 	return stanza.New(stanza.NSClient, "iq", "type", "result", "id", req.ID(), "from", from, "to", s.JID.String())
 }
 
-// answerForAccount answers IQs that upstream addresses to the bouncer's own
-// full JID and that the bouncer answers as the account's client: ping,
-// disco#info (including the caps node) and software version.
-func (b *Bouncer) answerForAccount(el, payload *stanza.Element) bool {
-	if el.Type() != "get" || (el.To() != "" && el.To() != b.upl.fullJID()) {
-		return false
+// getForAccount reports a get that upstream addresses to the bouncer's
+// own full JID (or to nobody), which the bouncer answers as the account's
+// client: ping, disco#info (including the caps node) and software version.
+func (ir *iqRouter) getForAccount(q *req) bool {
+	to := q.el.To()
+	return q.el.Type() == "get" && (to == "" || to == ir.b.upl.fullJID())
+}
+
+func (ir *iqRouter) resultFor(el *stanza.Element) *stanza.Element {
+	return stanza.New(stanza.NSClient, "iq", "type", "result", "id", el.ID(), "to", el.From())
+}
+
+func (ir *iqRouter) answerPing(q *req) error {
+	ir.b.sendUp(ir.resultFor(q.el))
+	return nil
+}
+
+func (ir *iqRouter) answerDisco(q *req) error {
+	node := q.payload.Get("node")
+	if node != "" && node != capsNode+"#"+ir.b.caps.ver() {
+		// An old caps version: still answer with what we have now, as
+		// servers re-query on the next presence anyway.
+		ir.b.log.Debug("disco#info for an older caps node", "node", node)
 	}
-	reply := stanza.New(stanza.NSClient, "iq", "type", "result", "id", el.ID(), "to", el.From())
-	switch {
-	case payload.Is(stanza.NSPing, "ping"):
-	case payload.Is(stanza.NSDiscoInfo, "query"):
-		node := payload.Get("node")
-		if node != "" && node != capsNode+"#"+b.caps.ver() {
-			// An old caps version: still answer with what we have now, as
-			// servers re-query on the next presence anyway.
-			b.log.Debug("disco#info for an older caps node", "node", node)
-		}
-		reply.Append(b.caps.infoQuery(node))
-	case payload.Is(stanza.NSVersion, "query"):
-		q := stanza.New(stanza.NSVersion, "query")
-		q.Append(stanza.New(stanza.NSVersion, "name").AppendText("xmppbouncer"))
-		q.Append(stanza.New(stanza.NSVersion, "version").AppendText(b.opt.Version))
-		q.Append(stanza.New(stanza.NSVersion, "os").AppendText(runtime.GOOS))
-		reply.Append(q)
-	default:
-		return false
-	}
-	b.sendUp(reply)
-	return true
+	ir.b.sendUp(ir.resultFor(q.el).Append(ir.b.caps.infoQuery(node)))
+	return nil
+}
+
+func (ir *iqRouter) answerVersion(q *req) error {
+	v := stanza.New(stanza.NSVersion, "query")
+	v.Append(stanza.New(stanza.NSVersion, "name").AppendText("xmppbouncer"))
+	v.Append(stanza.New(stanza.NSVersion, "version").AppendText(ir.b.opt.Version))
+	v.Append(stanza.New(stanza.NSVersion, "os").AppendText(runtime.GOOS))
+	ir.b.sendUp(ir.resultFor(q.el).Append(v))
+	return nil
 }

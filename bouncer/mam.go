@@ -13,33 +13,33 @@ import (
 
 // serveMAM answers a client's MAM query to an archived room from SQLite
 // (XEP-0313 §4), never upstream.
-func (b *Bouncer) serveMAM(s *sessions.Session, r *Room, el, q *stanza.Element) {
+func (r *Room) serveMAM(s *sessions.Session, el, q *stanza.Element) {
 	if el.Type() != "set" {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", "MAM queries are type set"))
+		r.b.clients.of(s).send(errorFromServer(el, s, r.b.domain, stanza.ErrModify, "bad-request", "MAM queries are type set"))
 		return
 	}
-	query, err := parseMAMQuery(r.JID, q, b.opt.Config.History.MAMMaxPage)
+	query, err := parseMAMQuery(r.JID, q, r.b.opt.Config.History.MAMMaxPage)
 	if err != nil {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "bad-request", err.Error()))
+		r.b.clients.of(s).send(errorFromServer(el, s, r.b.domain, stanza.ErrModify, "bad-request", err.Error()))
 		return
 	}
 	// Read beside the loop, after every message archived so far is
 	// committed; the answer comes back as an event.
 	id, to, room, qid := s.ID, s.JID.String(), r.JID, q.Get("queryid")
-	b.offLoop(func(ctx context.Context, db Store) func() {
+	r.b.offLoop(func(ctx context.Context, db Store) func() {
 		page, err := db.Query(ctx, query)
 		var out []*stanza.Element
 		switch {
 		case errors.Is(err, store.ErrItemNotFound):
 			out = append(out, stanza.ErrorReply(el, stanza.ErrCancel, "item-not-found", "no such message in the archive"))
 		case err != nil:
-			b.log.Error("MAM query failed", "room", room, "err", err)
+			r.b.log.Error("MAM query failed", "room", room, "err", err)
 			out = append(out, stanza.ErrorReply(el, stanza.ErrWait, "internal-server-error", ""))
 		default:
 			out = mamPage(page, room, to, qid, el.ID())
 		}
 		return func() {
-			s := b.reg.ByID(id)
+			s := r.b.reg.ByID(id)
 			if s == nil {
 				return
 			}
@@ -48,7 +48,7 @@ func (b *Bouncer) serveMAM(s *sessions.Session, r *Room, el, q *stanza.Element) 
 					o.Set("from", room)
 					o.Set("to", to)
 				}
-				b.sendTo(s, o)
+				r.b.clients.of(s).send(o)
 			}
 		}
 	})

@@ -3,17 +3,19 @@ package bouncer
 import (
 	"time"
 
-	"xmppbouncer/sessions"
 	"xmppbouncer/stanza"
 )
 
 // rewriteMAMQuery gives a client's MAM query a unique queryid: results come
 // back as messages (XEP-0313 §4.1.2) that carry only the queryid, so that is
 // what routes them to the one client that asked.
-func (b *Bouncer) rewriteMAMQuery(s *sessions.Session, el, q *stanza.Element) *stanza.Element {
-	qid := b.nextID(idClientMAM)
-	b.iqs.mam[qid] = &mamRoute{session: s.ID, queryid: q.Get("queryid"), archive: el.To(), deadline: time.Now().Add(b.opt.IQTimeout)}
-	return el.Replace(q, q.With("queryid", qid))
+// The rule passes the rewritten query on to the next ones.
+func (ir *iqRouter) rewriteMAMQuery(q *req) error {
+	el, mq := q.el, q.child
+	qid := ir.b.nextID(idClientMAM)
+	ir.iqs.mam[qid] = &mamRoute{session: q.s.ID, queryid: mq.Get("queryid"), archive: el.To(), deadline: time.Now().Add(ir.b.opt.IQTimeout)}
+	q.el = el.Replace(mq, mq.With("queryid", qid))
+	return errPass
 }
 
 // mamResult routes one MAM result message to the client whose query it
@@ -21,35 +23,37 @@ func (b *Bouncer) rewriteMAMQuery(s *sessions.Session, el, q *stanza.Element) *s
 // queryid of a query in flight and comes from the archive that query went
 // to (XEP-0313 §5.1.2 and its security considerations): anyone can send
 // the account a message that looks like a result.
-func (b *Bouncer) mamResult(el, r *stanza.Element) {
-	if q := b.internalMAM[r.Get("queryid")]; q != nil {
-		if !answeredBy(q.archive, el.From(), b.account) {
-			b.forgedResult(el)
-			return
+func (ir *iqRouter) mamResult(q *req) error {
+	el, r := q.el, q.child
+	if g := ir.internalMAM[r.Get("queryid")]; g != nil {
+		if !answeredBy(g.archive, el.From(), ir.b.account) {
+			ir.forgedResult(el)
+			return nil
 		}
-		if m := catchUpResult(q.archive, r); m != nil {
-			q.add(m)
+		if m := catchUpResult(g.archive, r); m != nil {
+			g.add(m)
 		}
-		return
+		return nil
 	}
-	route := b.iqs.mam[r.Get("queryid")]
+	route := ir.iqs.mam[r.Get("queryid")]
 	if route == nil {
-		b.forgedResult(el)
-		return
+		ir.forgedResult(el)
+		return nil
 	}
-	if !answeredBy(route.archive, el.From(), b.account) {
-		b.forgedResult(el)
-		return
+	if !answeredBy(route.archive, el.From(), ir.b.account) {
+		ir.forgedResult(el)
+		return nil
 	}
-	s := b.reg.ByID(route.session)
+	s := ir.b.reg.ByID(route.session)
 	if s == nil {
-		return
+		return nil
 	}
 	out := el.Replace(r, r.With("queryid", route.queryid)).With("to", s.JID.String())
-	b.sendTo(s, out)
+	ir.b.clients.of(s).send(out)
+	return nil
 }
 
 // forgedResult notes a MAM result that answers no query of ours.
-func (b *Bouncer) forgedResult(el *stanza.Element) {
-	b.log.Debug("MAM result that answers no query in flight dropped", "from", el.From())
+func (ir *iqRouter) forgedResult(el *stanza.Element) {
+	ir.b.log.Debug("MAM result that answers no query in flight dropped", "from", el.From())
 }

@@ -18,9 +18,16 @@ const (
 	roomLeaving                  // unavailable sent, waiting for the room's answer
 )
 
-// Room is the account's view of one MUC room, owned by the loop. Local
-// clients' claims on it live in the sessions registry.
+// Room is the account's view of one MUC room, owned by the loop: the
+// upstream occupancy, the emulated joins of local clients, inbound
+// stanzas, the archive release order, catch-up and history replay. Local
+// clients' claims on it live in the sessions registry. Its fields are
+// used only in the muc files (muc*.go, roomarchive.go, catchup.go,
+// history.go, bookmarks.go, mam.go); everyone else calls its methods.
 type Room struct {
+	m *mucService // the rooms it is one of
+	b *Bouncer    // the loop's infrastructure and the other concerns
+
 	JID      string
 	Nick     string // the account's nick upstream
 	Password string
@@ -49,6 +56,14 @@ type Room struct {
 	archiveWaiting bool                       // a timer watches the head of inflight
 }
 
+// live reports whether r is still the account's room of its JID: work
+// that comes back later (a timer, a read, an IQ answer) does nothing for
+// a room that was dropped meanwhile.
+func (r *Room) live() bool { return r.m.rooms[r.JID] == r }
+
+// drop forgets the room: nothing wants it any more.
+func (r *Room) drop() { delete(r.m.rooms, r.JID) }
+
 // fresh reports whether session id joined in the current sync round.
 func (r *Room) fresh(id uint64) bool {
 	for _, jr := range r.syncing {
@@ -66,8 +81,9 @@ type joinRequest struct {
 	presence *stanza.Element
 }
 
-func newRoom(jid string) *Room {
-	return &Room{JID: jid, Occupants: map[string]*stanza.Element{}}
+// newRoom makes a room of m; the caller puts it in m.rooms.
+func (m *mucService) newRoom(jid string) *Room {
+	return &Room{m: m, b: m.b, JID: jid, Occupants: map[string]*stanza.Element{}}
 }
 
 // setOccupant records an occupant's presence; unavailable removes it.
@@ -124,3 +140,13 @@ func statusCodes(el *stanza.Element) map[string]bool {
 func isSubject(el *stanza.Element) bool {
 	return el.Child(stanza.NSClient, "subject") != nil && el.Child(stanza.NSClient, "body") == nil
 }
+
+// What other concerns may know of a room, read on the loop.
+
+func (r *Room) jid() string      { return r.JID }
+func (r *Room) nick() string     { return r.Nick }
+func (r *Room) state() roomState { return r.State }
+
+// joined reports whether the account is in r and its history synced:
+// messages to it go upstream at once (outbox.go, forwardUp).
+func (r *Room) joined() bool { return r.State == roomJoined }

@@ -182,7 +182,7 @@ func TestMUC(t *testing.T) {
 			}
 		}
 		var stillThere bool
-		e.b.Do(func() { _, stillThere = e.b.rooms[room] })
+		e.b.Do(func() { _, stillThere = e.b.muc.rooms[room] })
 		if stillThere {
 			t.Fatal("room state kept after a kick")
 		}
@@ -200,7 +200,7 @@ func TestHistoryAcrossRestart(t *testing.T) {
 	bob := e.bobInRoom(room)
 	e.waitFor("alice in the room", func() bool {
 		var ok bool
-		e.b.Do(func() { r := e.b.rooms[room]; ok = r != nil && r.State == roomJoined })
+		e.b.Do(func() { r := e.b.muc.rooms[room]; ok = r != nil && r.State == roomJoined })
 		return ok
 	})
 	bob.Send(t, `<message to="`+room+`" type="groupchat" id="h1"><body>while detached</body></message>`)

@@ -66,7 +66,7 @@ func TestMUCPresencePMReconnect(t *testing.T) {
 		join(t, bob2, room, "bob", `<history maxchars="0"/>`)
 		e.waitFor("room rejoined", func() bool {
 			var ok bool
-			e.b.Do(func() { r := e.b.rooms[room]; ok = r != nil && r.State == roomJoined })
+			e.b.Do(func() { r := e.b.muc.rooms[room]; ok = r != nil && r.State == roomJoined })
 			return ok
 		})
 		bob2.Send(t, `<message to="`+room+`" type="groupchat" id="after-1"><body>after the restart</body></message>`)

@@ -98,7 +98,7 @@ func (o *offlineStore) feed(s *sessions.Session) {
 	}
 	o.to = s.ID
 	o.fed, o.stale = 0, false
-	o.b.noticeHistoryUnavailable(s, "")
+	o.b.clients.of(s).noticeHistoryUnavailable("")
 	o.load(s)
 }
 
@@ -109,7 +109,7 @@ func (o *offlineStore) feed(s *sessions.Session) {
 func (o *offlineStore) load(s *sessions.Session) {
 	b := o.b
 	stale := b.arch.degraded()
-	h := b.reserve(s)
+	h := b.clients.of(s).reserve()
 	id, to := s.ID, s.JID.String()
 	b.offLoop(func(ctx context.Context, db Store) func() {
 		rows, err := db.OfflineMessages(ctx)
@@ -143,7 +143,7 @@ func (o *offlineStore) load(s *sessions.Session) {
 			if len(items) > 0 {
 				b.log.Info("delivering offline messages", "to", to, "count", len(items))
 			}
-			b.fill(id, h, items)
+			b.clients.fill(id, h, items)
 		}
 	})
 }

@@ -36,3 +36,9 @@ func (b *Bouncer) background(work func(ctx context.Context, db Store) error) {
 		b.arch.write(work)
 	}
 }
+
+// dbCtx is the context for the loop's only archive calls: the reads at
+// startup (cursors, push registrations), before any client is served.
+func (b *Bouncer) dbCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), b.opt.DBTimeout)
+}

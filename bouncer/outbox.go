@@ -88,20 +88,21 @@ func (o *outbox) requeueChats(q []queued) {
 // requeueRoom is requeueChats for messages to room r.
 func (o *outbox) requeueRoom(r *Room, q []queued) {
 	o.queued += len(q)
-	ro := o.room(r.JID)
+	ro := o.room(r.jid())
 	ro.queue = append(q, ro.queue...)
 }
 
 // forwardUp sends a message or presence from s upstream. A message waits
 // when upstream is down, or when it is for a room not joined right now.
-func (o *outbox) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
+// It returns the error to answer a message that cannot go with.
+func (o *outbox) forwardUp(s *sessions.Session, t target, el *stanza.Element) error {
 	b := o.b
 	if el.Kind() != "message" {
 		b.sendUp(el) // presence is recomputed from state on reconnect
-		return
+		return nil
 	}
 	if r := t.room; r != nil {
-		ro := o.room(r.JID)
+		ro := o.room(r.jid())
 		if id := el.ID(); id != "" {
 			ro.sentBy = append(ro.sentBy, sentBy{id: id, session: s.ID})
 			if len(ro.sentBy) > sentByMax {
@@ -109,27 +110,26 @@ func (o *outbox) forwardUp(s *sessions.Session, t target, el *stanza.Element) {
 			}
 		}
 		if !r.joined() || !b.upl.online() || len(ro.queue) > 0 {
-			o.enqueue(s, &ro.queue, el)
-			return
+			return o.enqueue(s, &ro.queue, el)
 		}
 	} else if !b.upl.online() || len(o.chats) > 0 {
-		o.enqueue(s, &o.chats, el)
-		return
+		return o.enqueue(s, &o.chats, el)
 	}
 	if !b.upl.sendUpFrom(s.ID, el) {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
+		return refusal(stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again")
 	}
+	return nil
 }
 
-func (o *outbox) enqueue(s *sessions.Session, q *[]queued, el *stanza.Element) {
+func (o *outbox) enqueue(s *sessions.Session, q *[]queued, el *stanza.Element) error {
 	b := o.b
 	if o.queued >= b.opt.OutboxLimit {
 		b.log.Warn("outgoing queue full: message refused", "from", s.JID.String(), "to", el.To(), "limit", b.opt.OutboxLimit)
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrWait, "resource-constraint", "the bouncer's upstream connection is down and its outgoing queue is full"))
-		return
+		return refusal(stanza.ErrWait, "resource-constraint", "the bouncer's upstream connection is down and its outgoing queue is full")
 	}
 	o.queued++
 	*q = append(*q, queued{session: s.ID, el: el})
+	return nil
 }
 
 // flushOutbox sends the waiting chats once upstream is back.
@@ -142,13 +142,13 @@ func (o *outbox) flushOutbox() {
 
 // flushRoom sends a room's waiting messages once it is joined.
 func (o *outbox) flushRoom(r *Room) {
-	if ro := o.rooms[r.JID]; ro != nil {
+	if ro := o.rooms[r.jid()]; ro != nil {
 		if len(ro.queue) > 0 {
-			o.b.log.Info("sending messages queued for a room", "room", r.JID, "count", len(ro.queue))
+			o.b.log.Info("sending messages queued for a room", "room", r.jid(), "count", len(ro.queue))
 		}
 		ro.queue = o.flush(ro.queue)
 	}
-	o.b.maybeLeaveUpstream(r) // kept joined only for these messages
+	r.maybeLeaveUpstream() // kept joined only for these messages
 }
 
 func (o *outbox) flush(q []queued) []queued {
@@ -160,7 +160,7 @@ func (o *outbox) flush(q []queued) []queued {
 			}
 			o.queued--
 			if s := b.reg.ByID(m.session); s != nil {
-				b.sendTo(s, errorFromServer(m.el, s, b.domain, stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
+				b.route.refuse(s, m.el, refusal(stanza.ErrWait, "resource-constraint", "the upstream connection is congested; try again"))
 			}
 			continue
 		}
@@ -172,7 +172,7 @@ func (o *outbox) flush(q []queued) []queued {
 // failRoomOutbox answers each message waiting for a room that cannot be
 // joined with an error to its sender only.
 func (o *outbox) failRoomOutbox(r *Room, cond, text string) {
-	ro := o.rooms[r.JID]
+	ro := o.rooms[r.jid()]
 	if ro == nil {
 		return
 	}
@@ -180,7 +180,7 @@ func (o *outbox) failRoomOutbox(r *Room, cond, text string) {
 	for _, m := range ro.queue {
 		o.queued--
 		if s := b.reg.ByID(m.session); s != nil {
-			b.sendTo(s, errorFromServer(m.el, s, b.domain, stanza.ErrCancel, cond, text))
+			b.route.refuse(s, m.el, refusal(stanza.ErrCancel, cond, text))
 		}
 	}
 	ro.queue = nil
@@ -190,7 +190,7 @@ func (o *outbox) failRoomOutbox(r *Room, cond, text string) {
 // about, or nil when it is not one of ours.
 func (o *outbox) roomErrorTo(r *Room, el *stanza.Element) *sessions.Session {
 	id := el.ID()
-	ro := o.rooms[r.JID]
+	ro := o.rooms[r.jid()]
 	if id == "" || ro == nil {
 		return nil
 	}
@@ -201,8 +201,3 @@ func (o *outbox) roomErrorTo(r *Room, el *stanza.Element) *sessions.Session {
 	}
 	return nil
 }
-
-// joined reports whether the account is in r and its history synced:
-// messages to it go upstream at once (forwardUp). A Room method here, in
-// the outbox's file, so that the outbox reads no Room field but its JID.
-func (r *Room) joined() bool { return r.State == roomJoined }

@@ -3,11 +3,39 @@ package bouncer
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"xmppbouncer/bouncer/admin"
 	"xmppbouncer/config"
 )
+
+// retention is the archive retention in force (0: forever), shared by the
+// loop (the history command sets it) and the pruner goroutine.
+type retention struct {
+	d    atomic.Int64
+	wake chan struct{} // the pruner runs now
+}
+
+func newRetention(d time.Duration) *retention {
+	r := &retention{wake: make(chan struct{}, 1)}
+	r.d.Store(int64(d))
+	return r
+}
+
+func (r *retention) get() time.Duration { return time.Duration(r.d.Load()) }
+
+// set changes the retention, and with prune wakes the pruner to apply it.
+func (r *retention) set(d time.Duration, prune bool) {
+	r.d.Store(int64(d))
+	if !prune {
+		return
+	}
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
 
 // RunPruner deletes archived messages older than the retention, at start,
 // hourly, and when the history command changes the retention, until ctx is
@@ -21,21 +49,21 @@ func (b *Bouncer) RunPruner(ctx context.Context) {
 	gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	if v, ok, err := db.GetState(gctx, admin.StateRetention); err == nil && ok {
 		if d, err := config.ParseRetention(v); err == nil {
-			b.admin.retention.Store(int64(d))
+			b.retention.set(d, false)
 		}
 	}
 	cancel()
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		if d := time.Duration(b.admin.retention.Load()); d > 0 {
+		if d := b.retention.get(); d > 0 {
 			pruneOnce(ctx, db, d, b.log)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-b.admin.pruneWake:
+		case <-b.retention.wake:
 		}
 	}
 }

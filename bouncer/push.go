@@ -154,56 +154,52 @@ func (p *pusher) clientBound(s *sessions.Session) {
 }
 
 // control answers a client's <enable/> or <disable/> (XEP-0357 §5, §6)
-// addressed to its account or server. It reports whether it answered.
-func (p *pusher) control(s *sessions.Session, t target, el, payload *stanza.Element) bool {
+// addressed to its account or server, a rule of the routing table
+// (routes.go): errPass when it is none of those.
+func (p *pusher) control(s *sessions.Session, t target, el, payload *stanza.Element) error {
 	if payload == nil || payload.Name.Space != stanza.NSPush || el.Type() != "set" {
-		return false
+		return errPass
 	}
 	if t.to != "" && t.to != p.account && t.to != p.domain {
-		return false
+		return errPass
 	}
 	switch payload.Name.Local {
 	case "enable":
-		p.enable(s, el, payload)
+		return p.enable(s, el, payload)
 	case "disable":
-		p.disable(s, el, payload)
+		return p.disable(s, el, payload)
 	default:
-		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "bad-request", "expected <enable/> or <disable/>"))
+		return refusal(stanza.ErrModify, "bad-request", "expected <enable/> or <disable/>")
 	}
-	return true
 }
 
 // service validates the jid attribute of <enable/> or <disable/>. On a
-// bad one it answers the client and returns "".
-func (p *pusher) service(s *sessions.Session, el, payload *stanza.Element) string {
+// bad one it returns the error to answer with.
+func (p *pusher) service(payload *stanza.Element) (string, error) {
 	raw := payload.Get("jid")
 	if raw == "" {
-		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "bad-request", "missing jid of the push service"))
-		return ""
+		return "", refusal(stanza.ErrModify, "bad-request", "missing jid of the push service")
 	}
 	j, err := jid.Parse(raw)
 	if err != nil {
-		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "jid-malformed", "not a valid JID: "+raw))
-		return ""
+		return "", refusal(stanza.ErrModify, "jid-malformed", "not a valid JID: "+raw)
 	}
-	return j.String()
+	return j.String(), nil
 }
 
-func (p *pusher) enable(s *sessions.Session, el, payload *stanza.Element) {
-	service := p.service(s, el, payload)
-	if service == "" {
-		return
+func (p *pusher) enable(s *sessions.Session, el, payload *stanza.Element) error {
+	service, err := p.service(payload)
+	if err != nil {
+		return err
 	}
 	if bare, _ := splitJID(service); bare == p.account {
 		// As mod_cloud_notify: the account cannot be its own app server.
-		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "bad-request", "the push service must not be the account itself"))
-		return
+		return refusal(stanza.ErrModify, "bad-request", "the push service must not be the account itself")
 	}
 	node := payload.Get("node")
 	if node == "" {
 		// XEP-0357 §5 says SHOULD; every app server we know of needs it.
-		p.reply(s, errorFromServer(el, s, p.domain, stanza.ErrModify, "bad-request", "missing node"))
-		return
+		return refusal(stanza.ErrModify, "bad-request", "missing node")
 	}
 	r := &pushReg{PushRegistration: store.PushRegistration{
 		Resource: s.JID.Resourcepart(), Service: service, Node: node, Created: time.Now().UTC(),
@@ -227,14 +223,15 @@ func (p *pusher) enable(s *sessions.Session, el, payload *stanza.Element) {
 	p.regs[r.Resource] = r
 	p.log.Info("push enabled", "jid", s.JID.String(), "service", service)
 	p.reply(s, localResult(el, s, p.domain))
+	return nil
 }
 
 // disable removes every registration of the account for the service (and
 // node, if given), whichever client made it (XEP-0357 §6).
-func (p *pusher) disable(s *sessions.Session, el, payload *stanza.Element) {
-	service := p.service(s, el, payload)
-	if service == "" {
-		return
+func (p *pusher) disable(s *sessions.Session, el, payload *stanza.Element) error {
+	service, err := p.service(payload)
+	if err != nil {
+		return err
 	}
 	node := payload.Get("node")
 	for _, r := range p.regs {
@@ -244,6 +241,7 @@ func (p *pusher) disable(s *sessions.Session, el, payload *stanza.Element) {
 		}
 	}
 	p.reply(s, localResult(el, s, p.domain))
+	return nil
 }
 
 // forget drops r from memory and (through the archiver) from SQLite.

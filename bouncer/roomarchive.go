@@ -34,29 +34,29 @@ const archiveWait = 50 * time.Millisecond
 // roomForward archives el when it is history and forwards it to the room's
 // claimants once committed, behind the room's earlier messages. live is
 // false for gap-fill and subject messages.
-func (b *Bouncer) roomForward(r *Room, el *stanza.Element, live bool) {
-	p := &pendingMsg{el: el, to: b.forwardClaims(r), live: live}
-	if b.arch != nil && worthArchiving(el) {
-		p.m = b.archiveMessage(r, el)
-		b.arch.appendMsg(p.m, func() {
+func (r *Room) roomForward(el *stanza.Element, live bool) {
+	p := &pendingMsg{el: el, to: r.forwardClaims(), live: live}
+	if r.b.arch != nil && worthArchiving(el) {
+		p.m = r.archiveMessage(el)
+		r.b.arch.appendMsg(p.m, func() {
 			p.done = true
-			b.releaseRoom(r)
+			r.releaseRoom()
 		})
 	} else {
 		p.done = true
 	}
 	r.inflight = append(r.inflight, p)
-	b.releaseRoom(r)
+	r.releaseRoom()
 }
 
 // forwardClaims are the claims a room stanza arriving now is for. Clients
 // joining in the current sync round are left out: they get the archive's
 // replay when the round completes.
-func (b *Bouncer) forwardClaims(r *Room) []*sessions.Claim {
+func (r *Room) forwardClaims() []*sessions.Claim {
 	var out []*sessions.Claim
-	for _, s := range b.reg.Claimants(r.JID) {
+	for _, s := range r.b.reg.Claimants(r.JID) {
 		if !r.fresh(s.ID) {
-			out = append(out, b.reg.ClaimOf(r.JID, s))
+			out = append(out, r.b.reg.ClaimOf(r.JID, s))
 		}
 	}
 	return out
@@ -64,21 +64,21 @@ func (b *Bouncer) forwardClaims(r *Room) []*sessions.Claim {
 
 // releaseRoom forwards the room's committed messages in order, up to the
 // first one still waiting for its commit.
-func (b *Bouncer) releaseRoom(r *Room) {
+func (r *Room) releaseRoom() {
 	for len(r.inflight) > 0 {
 		p := r.inflight[0]
 		if !p.done && !p.released {
-			if b.arch.down.Load() {
-				b.releaseEarly(r)
+			if r.b.arch.degraded() {
+				r.releaseEarly()
 				return
 			}
-			b.armArchiveWait(r, p)
+			r.armArchiveWait(p)
 			return
 		}
 		r.inflight[0] = nil
 		r.inflight = r.inflight[1:]
 		if !p.released {
-			b.forwardPending(r, p)
+			r.forwardPending(p)
 		}
 	}
 	r.inflight = nil
@@ -87,30 +87,30 @@ func (b *Bouncer) releaseRoom(r *Room) {
 // releaseEarly forwards everything the room holds, committed or not: the
 // archive is slow or down, and the clients must not wait for it. What is
 // not committed yet is archived when the archive works again.
-func (b *Bouncer) releaseEarly(r *Room) {
+func (r *Room) releaseEarly() {
 	for _, p := range r.inflight {
 		if !p.released {
 			p.released = true
-			b.forwardPending(r, p)
+			r.forwardPending(p)
 		}
 	}
 	r.inflight = nil
 }
 
-func (b *Bouncer) armArchiveWait(r *Room, head *pendingMsg) {
+func (r *Room) armArchiveWait(head *pendingMsg) {
 	if r.archiveWaiting {
 		return
 	}
 	r.archiveWaiting = true
 	time.AfterFunc(archiveWait, func() {
-		b.post(func() {
+		r.b.post(func() {
 			r.archiveWaiting = false
 			if len(r.inflight) > 0 && r.inflight[0] == head && !head.done {
-				b.log.Warn("archive slow: forwarding before the commit", "room", r.JID, "waiting", len(r.inflight))
-				b.releaseEarly(r)
+				r.b.log.Warn("archive slow: forwarding before the commit", "room", r.JID, "waiting", len(r.inflight))
+				r.releaseEarly()
 				return
 			}
-			b.releaseRoom(r)
+			r.releaseRoom()
 		})
 	})
 }
@@ -118,7 +118,7 @@ func (b *Bouncer) armArchiveWait(r *Room, head *pendingMsg) {
 // forwardPending sends a room message to the claims it arrived for that
 // still stand. A message the archive already had (a replay or gap-fill
 // overlap) is not forwarded again.
-func (b *Bouncer) forwardPending(r *Room, p *pendingMsg) {
+func (r *Room) forwardPending(p *pendingMsg) {
 	it := outItem{room: r.JID}
 	switch {
 	case p.m == nil:
@@ -131,12 +131,12 @@ func (b *Bouncer) forwardPending(r *Room, p *pendingMsg) {
 	}
 	p.el.Freeze()
 	for _, c := range p.to {
-		if b.reg.ClaimOf(r.JID, c.Session) == c {
+		if r.b.reg.ClaimOf(r.JID, c.Session) == c {
 			it.el = p.el.With("to", c.Session.JID.String())
-			b.send(c.Session, it)
+			r.b.clients.of(c.Session).sendItem(it)
 		}
 	}
 	if p.live {
-		b.pushes.onMessage(p.el, pushRoomMessage)
+		r.b.pushes.onMessage(p.el, pushRoomMessage)
 	}
 }

@@ -5,29 +5,6 @@ import (
 	"xmppbouncer/stanza"
 )
 
-// handleClient decides what happens to a stanza a local client sent.
-func (b *Bouncer) handleClient(s *sessions.Session, el *stanza.Element) {
-	switch el.Kind() {
-	case "message":
-		b.clientMessage(s, el)
-	case "presence":
-		b.presence.clientPresence(s, el)
-	case "iq":
-		b.clientIQ(s, el)
-	default:
-		if el.Name.Space == stanza.NSCSI {
-			// XEP-0352: CSI is per client and never forwarded upstream,
-			// which stays "active" on behalf of the account.
-			s.Inactive = el.Name.Local == "inactive"
-			if !s.Inactive {
-				b.csiFlush(s)
-			}
-			return
-		}
-		s.Conn.Close(&stanza.StreamError{Condition: "unsupported-stanza-type", Text: "<" + el.Name.Local + "/> is not a stanza"})
-	}
-}
-
 // target classifies the "to" of a client stanza.
 type target struct {
 	to      string // normalised
@@ -37,7 +14,7 @@ type target struct {
 	room    *Room             // set when bare is a room the account is in or joining
 }
 
-func (b *Bouncer) targetOf(el *stanza.Element) (target, bool) {
+func (r *router) targetOf(el *stanza.Element) (target, bool) {
 	raw := el.To()
 	if raw == "" {
 		return target{}, true
@@ -48,74 +25,72 @@ func (b *Bouncer) targetOf(el *stanza.Element) (target, bool) {
 	}
 	t := target{to: to}
 	t.bare, t.res = splitJID(to)
-	if t.bare == b.account && t.res != "" {
-		t.sibling = b.reg.ByResource(t.res)
+	if t.bare == r.b.account && t.res != "" {
+		t.sibling = r.b.reg.ByResource(t.res)
 	}
-	t.room = b.rooms[t.bare]
+	t.room = r.b.muc.room(t.bare)
 	return t, true
 }
 
-// clientMessage routes a message from a local client.
-func (b *Bouncer) clientMessage(s *sessions.Session, el *stanza.Element) {
-	t, ok := b.targetOf(el)
-	if !ok {
-		b.sendTo(s, errorFromServer(el, s, b.domain, stanza.ErrModify, "jid-malformed", ""))
-		return
-	}
-	from := s.JID.String()
-	if t.sibling != nil {
-		// Between the account's own local resources nothing goes upstream.
-		b.sendTo(t.sibling, el.With("from", from, "to", t.sibling.JID.String()))
-		return
-	}
-	if t.room != nil && b.roomMessage(s, t, el) {
-		return
-	}
-	if el.Type() != "groupchat" {
-		b.carbons.sent(s, el)
-	}
-	b.ob.forwardUp(s, t, el.With("from", "", "to", t.to))
+// toSibling hands a stanza between the account's own local resources;
+// nothing goes upstream.
+func (r *router) toSibling(q *req) error {
+	r.b.clients.of(q.t.sibling).send(q.el.With("from", q.s.JID.String(), "to", q.t.sibling.JID.String()))
+	return nil
 }
 
-// handleUpstream decides what happens to a stanza from the upstream server.
-func (b *Bouncer) handleUpstream(el *stanza.Element) {
-	switch el.Kind() {
-	case "message":
-		b.upstreamMessage(el)
-	case "presence":
-		b.presence.upstreamPresence(el)
-	case "iq":
-		b.upstreamIQ(el)
+// messageUp sends a client's message upstream (outbox.go), with carbons
+// to its siblings unless it is groupchat.
+func (r *router) messageUp(q *req) error {
+	if q.el.Type() != "groupchat" {
+		r.b.carbons.sent(q.s, q.el)
 	}
+	return r.b.ob.forwardUp(q.s, q.t, q.el.With("from", "", "to", q.t.to))
 }
 
-// upstreamMessage routes a message from upstream.
-func (b *Bouncer) upstreamMessage(el *stanza.Element) {
-	if r := el.Child(stanza.NSMAM, "result"); r != nil {
-		b.mamResult(el, r)
-		return
+// csiState takes a client's XEP-0352 <active/> or <inactive/>. CSI is per
+// client and never forwarded upstream, which stays "active" on behalf of
+// the account.
+func (r *router) csiState(q *req) error {
+	q.s.Inactive = q.el.Name.Local == "inactive"
+	if !q.s.Inactive {
+		r.b.clients.of(q.s).csiFlush()
 	}
+	return nil
+}
+
+// roomFrom returns the room an upstream stanza comes from, or nil.
+func (r *router) roomFrom(el *stanza.Element) *Room {
 	fromBare, _ := splitJID(el.From())
-	room := b.rooms[fromBare]
-	if room == nil || el.Type() != "groupchat" {
-		// Not the room's archive: only the account's stanza-ids count.
-		el = onlyStanzaIDsBy(el, b.account)
+	return r.b.muc.room(fromBare)
+}
+
+// trustStanzaIDs keeps, in a message that is not a room's groupchat, only
+// the stanza-ids the account's own archive added.
+func (r *router) trustStanzaIDs(q *req) error {
+	if r.roomFrom(q.el) == nil || q.el.Type() != "groupchat" {
+		q.el = onlyStanzaIDsBy(q.el, r.b.account)
 	}
-	if room != nil && b.roomInbound(room, el) {
-		return
+	return errPass
+}
+
+// roomIn hands a stanza from a room the account is in or joining to the
+// room; it passes what the room does not consume.
+func (r *router) roomIn(q *req) error {
+	if room := r.roomFrom(q.el); room != nil && room.roomInbound(q.el) {
+		return nil
 	}
-	if el.Child(stanza.NSPubSubEvent, "event") != nil {
-		b.bookmarkEvent(el)
-	}
-	if c := carbonOf(el); c != nil {
-		b.carbons.fromUpstream(el)
-		return
-	}
-	// Committed first, then pushed for and delivered (chatq.go).
-	b.chats.inVia(el, func(el *stanza.Element) {
-		b.pushes.onMessage(el, pushDirect)
-		b.toAccount(el)
+	return errPass
+}
+
+// chatIn takes a message to the account: committed first, then pushed for
+// and delivered (chatq.go).
+func (r *router) chatIn(q *req) error {
+	r.b.chats.inVia(q.el, func(el *stanza.Element) {
+		r.b.pushes.onMessage(el, pushDirect)
+		r.toAccount(el)
 	})
+	return nil
 }
 
 // toAccount delivers a message the server routed to the account, as a
@@ -130,17 +105,17 @@ func (b *Bouncer) upstreamMessage(el *stanza.Element) {
 // With nobody to take it, a message worth keeping goes to the offline
 // store (XEP-0160); anything else (chat states, receipts) is dropped, as
 // a server does.
-func (b *Bouncer) toAccount(el *stanza.Element) {
+func (r *router) toAccount(el *stanza.Element) {
 	el.Freeze()
 	var to []*sessions.Session
 	_, res := splitJID(el.To())
 	switch {
-	case res != "" && b.reg.ByResource(res) != nil:
-		to = []*sessions.Session{b.reg.ByResource(res)}
-	case res != "" && el.To() == b.upl.fullJID() && el.Type() != "headline":
-		to = b.reg.All()
+	case res != "" && r.b.reg.ByResource(res) != nil:
+		to = []*sessions.Session{r.b.reg.ByResource(res)}
+	case res != "" && el.To() == r.b.upl.fullJID() && el.Type() != "headline":
+		to = r.b.reg.All()
 	default:
-		for _, s := range b.reg.Available() {
+		for _, s := range r.b.reg.Available() {
 			if s.Priority >= 0 {
 				to = append(to, s)
 			}
@@ -150,39 +125,26 @@ func (b *Bouncer) toAccount(el *stanza.Element) {
 	keep := worthStoringOffline(el)
 	for _, s := range to {
 		it := outItem{el: el.With("to", s.JID.String()), keep: keep}
-		if seq := b.chats.releasingSeq(); seq != 0 {
+		if seq := r.b.chats.releasingSeq(); seq != 0 {
 			it.room, it.seq = chatCursor, seq // chatq.go
 		}
-		if b.sendItem(s, it) {
+		if r.b.clients.of(s).sendItem(it) {
 			took++
 		}
 	}
 	// Nobody took it (no client, or each was just cut off for being too
 	// slow): a message worth keeping waits in the offline store.
 	if took == 0 && keep {
-		b.offline.store(el)
+		r.b.offline.store(el)
 	}
 }
 
 // toAllAvailable delivers a stanza addressed to the account (bare or the
 // upstream full JID) to every available local client, each with its own
 // "to" (RFC 6121 §8.5.2.1.1 for messages to the bare JID).
-func (b *Bouncer) toAllAvailable(el *stanza.Element) {
+func (r *router) toAllAvailable(el *stanza.Element) {
 	el.Freeze()
-	for _, s := range b.reg.Available() {
-		b.sendTo(s, el.With("to", s.JID.String()))
+	for _, s := range r.b.reg.Available() {
+		r.b.clients.of(s).send(el.With("to", s.JID.String()))
 	}
-}
-
-// errorFromServer builds an error reply to a client's stanza on behalf of
-// the entity it was addressed to (or the server).
-func errorFromServer(req *stanza.Element, s *sessions.Session, domain, typ, cond, text string) *stanza.Element {
-	from := req.To()
-	if from == "" {
-		from = domain
-	}
-	reply := stanza.ErrorReply(req, typ, cond, text)
-	reply.Set("from", from)
-	reply.Set("to", s.JID.String())
-	return reply
 }

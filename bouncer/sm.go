@@ -10,7 +10,8 @@ import (
 // clientHibernation follows a client's XEP-0198 session into and out of
 // hibernation. A hibernated session keeps its claims and presence, so its
 // rooms see no leave, and what is sent to it queues for the resume.
-func (b *Bouncer) clientHibernation(ev clientHibernation) {
+func (cs *clientSet) hibernation(ev clientHibernation) {
+	b := cs.b
 	s := b.reg.ByID(ev.id)
 	if s == nil {
 		return
@@ -22,12 +23,12 @@ func (b *Bouncer) clientHibernation(ev clientHibernation) {
 			s.HibernatedAt = time.Now()
 		}
 		b.log.Info("client session", "jid", s.JID.String(), "hibernated", h)
-		b.saveResumables()
+		b.resumables.save()
 		if !h {
 			b.presence.resumedSiblings(s)
-			// Paced output (delivery.go) waits while the session sleeps;
+			// Paced output (client.go) waits while the session sleeps;
 			// the resumed connection takes the rest.
-			b.pump(s)
+			cs.of(s).pump()
 		}
 	}
 }
@@ -46,7 +47,8 @@ func (b *Bouncer) clientHibernation(ev clientHibernation) {
 // that only it had joined) goes to the other available clients. With no
 // other available client awake, it goes to the offline store, for the next
 // client that sends presence.
-func (b *Bouncer) rerouteUnacked(s *sessions.Session, els []*stanza.Element, skip map[*stanza.Element]bool) {
+func (cs *clientSet) rerouteUnacked(s *sessions.Session, els []*stanza.Element, skip map[*stanza.Element]bool) {
+	b := cs.b
 	// The clients that got their own copy of what this session was sent
 	// (toAccount): available, with a priority that is not negative, awake,
 	// and available already before this session went to sleep. One that
@@ -76,7 +78,7 @@ func (b *Bouncer) rerouteUnacked(s *sessions.Session, els []*stanza.Element, ski
 			// already sent the presence the offline store waits for.
 			_, res := splitJID(el.To())
 			if o := b.reg.ByResource(res); s == nil && res != "" && o != nil && o.Available() && !o.Hibernated {
-				b.sendTo(o, el.With("to", o.JID.String()))
+				cs.of(o).send(el.With("to", o.JID.String()))
 				delivered++
 				continue
 			}
@@ -88,9 +90,9 @@ func (b *Bouncer) rerouteUnacked(s *sessions.Session, els []*stanza.Element, ski
 			continue
 		}
 		var to []*sessions.Session
-		if room, _ := splitJID(el.From()); b.rooms[room] != nil {
+		if room, _ := splitJID(el.From()); b.muc.isRoom(room) {
 			// A room's private message went to the room's claimants.
-			if !b.anyClaims(room, others) {
+			if !cs.anyClaims(room, others) {
 				to = others
 			}
 		}
@@ -100,7 +102,7 @@ func (b *Bouncer) rerouteUnacked(s *sessions.Session, els []*stanza.Element, ski
 		}
 		el.Freeze()
 		for _, o := range to {
-			b.sendTo(o, el.With("to", o.JID.String()))
+			cs.of(o).send(el.With("to", o.JID.String()))
 		}
 		delivered++
 	}
@@ -113,9 +115,9 @@ func (b *Bouncer) rerouteUnacked(s *sessions.Session, els []*stanza.Element, ski
 }
 
 // anyClaims reports whether one of ss claims room.
-func (b *Bouncer) anyClaims(room string, ss []*sessions.Session) bool {
+func (cs *clientSet) anyClaims(room string, ss []*sessions.Session) bool {
 	for _, s := range ss {
-		if b.reg.ClaimOf(room, s) != nil {
+		if cs.b.reg.ClaimOf(room, s) != nil {
 			return true
 		}
 	}

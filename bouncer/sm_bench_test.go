@@ -69,8 +69,8 @@ func BenchmarkHibernatedMemory(b *testing.B) {
 		total += after - before
 		e.b.Do(func() {
 			if s := e.b.reg.ByResource(res); s != nil {
-				if co := e.b.dlv.clients[s.ID]; co != nil {
-					marks += uint64(len(co.marks))
+				if c := e.b.clients.byID[s.ID]; c != nil {
+					marks += uint64(len(c.marks))
 				}
 			}
 		})

@@ -95,7 +95,7 @@ func newBusyEnv(t *testing.T, prefix string, rooms, occupants int) *env {
 	e.waitFor("rooms joined", func() bool {
 		n := 0
 		e.b.Do(func() {
-			for _, r := range e.b.rooms {
+			for _, r := range e.b.muc.rooms {
 				if r.State == roomJoined {
 					n++
 				}
@@ -104,7 +104,7 @@ func newBusyEnv(t *testing.T, prefix string, rooms, occupants int) *env {
 		return n == rooms
 	})
 	e.b.Do(func() {
-		for _, r := range e.b.rooms {
+		for _, r := range e.b.muc.rooms {
 			for i := 1; i < occupants; i++ {
 				nick := fmt.Sprintf("occupant-%02d", i)
 				p := stanza.MustParse(fmt.Sprintf(`<presence from='%s/%s' to='%s'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='member' role='participant'/></x><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://conversations.im' ver='VvsdfQweQfd9w2xHY6FGeStgOM0='/><occupant-id xmlns='urn:xmpp:occupant-id:0' id='%032d'/></presence>`, r.JID, nick, e.b.upl.fullJID(), i))

@@ -444,7 +444,7 @@ func TestSMResumedConnectionHardening(t *testing.T) {
 	if cl, ok := s.Conn.(interface{ Closing() bool }); !ok || cl.Closing() {
 		t.Fatalf("a hibernated session is not closing (Closing: %v)", ok)
 	}
-	e.b.Do(func() { e.b.tooSlow(s, "test") })
+	e.b.Do(func() { e.b.clients.of(s).tooSlow("test") })
 	// The listener forgets the resumption id before it reports the end.
 	e.waitFor("session ended", func() bool { return e.session("phone") == nil })
 	e.waitFor("the dropped connection's address slot released", func() bool { return e.lsrv.ConnectionsFrom("127.0.0.1") == 0 })

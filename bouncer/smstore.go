@@ -70,9 +70,19 @@ func (h ClientHandler) LoadResumable(id string) (listener.Resumable, bool) {
 	return listener.Resumable{ID: r.ID, Resource: r.Resource, InH: r.InH, Expires: r.Expires, State: r}, found
 }
 
-// resumeState is what the core stores with a session: its presence and
-// its rooms ("room nick" lines).
-func (b *Bouncer) resumeState(s *sessions.Session) (presence, rooms string) {
+// resumables saves the core's part of the resumable sessions and rebuilds
+// a session revived after a restart.
+type resumables struct {
+	b *Bouncer
+	// what was last saved of each resumable session, by id; replaced on
+	// every save, so an ended session's entry goes with the next one.
+	saved map[string]string
+}
+
+// state is what the core stores with a session: its presence and its
+// rooms ("room nick" lines).
+func (rs *resumables) state(s *sessions.Session) (presence, rooms string) {
+	b := rs.b
 	if s.Presence != nil {
 		presence = s.Presence.String()
 	}
@@ -85,13 +95,14 @@ func (b *Bouncer) resumeState(s *sessions.Session) (presence, rooms string) {
 	return presence, strings.Join(lines, "\n")
 }
 
-// saveResumables stores the state of each resumable session that changed
-// since it was last saved.
-func (b *Bouncer) saveResumables() {
+// save stores the state of each resumable session that changed since it
+// was last saved.
+func (rs *resumables) save() {
+	b := rs.b
 	if b.arch == nil {
 		return
 	}
-	saved := make(map[string]string, len(b.resumeSaved))
+	saved := make(map[string]string, len(rs.saved))
 	for _, s := range b.reg.All() {
 		c, ok := s.Conn.(interface{ ResumeID() string })
 		if !ok {
@@ -101,9 +112,9 @@ func (b *Bouncer) saveResumables() {
 		if id == "" {
 			continue
 		}
-		p, r := b.resumeState(s)
+		p, r := rs.state(s)
 		saved[id] = p + "\x00" + r
-		if b.resumeSaved[id] == saved[id] {
+		if rs.saved[id] == saved[id] {
 			continue
 		}
 		b.arch.write(func(ctx context.Context, db Store) error {
@@ -113,12 +124,13 @@ func (b *Bouncer) saveResumables() {
 			return nil
 		})
 	}
-	b.resumeSaved = saved
+	rs.saved = saved
 }
 
-// clientRevived rebuilds a session an earlier run had stored, once it is
-// bound again (see above).
-func (b *Bouncer) clientRevived(s *sessions.Session, conn any) {
+// revived rebuilds a session an earlier run had stored, once it is bound
+// again (see above).
+func (rs *resumables) revived(s *sessions.Session, conn any) {
+	b := rs.b
 	c, ok := conn.(interface{ Revived() *listener.Resumable })
 	if !ok || c.Revived() == nil {
 		return
@@ -145,5 +157,5 @@ func (b *Bouncer) clientRevived(s *sessions.Session, conn any) {
 		b.presence.clientPresence(s, stanza.New(stanza.NSClient, "presence", "from", s.JID.String(), "to", room+"/"+nick).
 			Append(stanza.New(stanza.NSMUC, "x")))
 	}
-	b.saveResumables()
+	rs.save()
 }

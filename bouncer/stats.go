@@ -55,8 +55,11 @@ func (s *Stats) Stanzas(dir, kind int) uint64 { return s.stanzas[dir][kind].Load
 // output queue overflowed.
 func (s *Stats) SlowDisconnects() uint64 { return s.slowDisconnects.Load() }
 
+// slowDisconnect counts a client cut off for being too slow.
+func (s *Stats) slowDisconnect() { s.slowDisconnects.Add(1) }
+
 // Stats returns the bouncer's counters.
-func (b *Bouncer) Stats() *Stats { return &b.admin.stats }
+func (b *Bouncer) Stats() *Stats { return b.stats }
 
 // Observer is told how long the loop took for each event (a burst of
 // upstream stanzas counts as one).
@@ -65,10 +68,10 @@ type Observer interface {
 }
 
 // SetObserver installs o; call it before Run.
-func (b *Bouncer) SetObserver(o Observer) { b.admin.observer.Store(&o) }
+func (b *Bouncer) SetObserver(o Observer) { b.observer.Store(&o) }
 
 func (b *Bouncer) observeLoop(start time.Time) {
-	if o := b.admin.observer.Load(); o != nil {
+	if o := b.observer.Load(); o != nil {
 		(*o).LoopEvent(time.Since(start))
 	}
 }
@@ -77,7 +80,7 @@ func (b *Bouncer) observeLoop(start time.Time) {
 func (b *Bouncer) QueueDepth() int { return len(b.events) }
 
 // Retention is the archive retention in force (0: forever).
-func (b *Bouncer) Retention() time.Duration { return time.Duration(b.admin.retention.Load()) }
+func (b *Bouncer) Retention() time.Duration { return b.retention.get() }
 
 // Snapshot is the loop state metrics show, read on the loop.
 type Snapshot struct {
@@ -128,16 +131,6 @@ func (b *Bouncer) snapshot() Snapshot {
 		}
 		s.Clients[st]++
 	}
-	for _, r := range b.rooms {
-		if r.State == roomJoined || r.State == roomSyncing {
-			s.RoomsJoined++
-		}
-		if len(b.reg.Claimants(r.JID)) > 0 {
-			s.RoomsClaimed++
-		}
-		if r.Kept {
-			s.RoomsKept++
-		}
-	}
+	s.RoomsJoined, s.RoomsClaimed, s.RoomsKept = b.muc.counts()
 	return s
 }

@@ -38,9 +38,9 @@ func onlyDelaysFrom(el *stanza.Element, from string) *stanza.Element {
 // and forwards it: the room's own stanza-id, and a delay only on the
 // history of a join in progress.
 func trustedRoomMessage(r *Room, el *stanza.Element) *stanza.Element {
-	el = onlyStanzaIDsBy(el, r.JID)
-	if r.State == roomSyncing {
-		return onlyDelaysFrom(el, r.JID)
+	el = onlyStanzaIDsBy(el, r.jid())
+	if r.state() == roomSyncing {
+		return onlyDelaysFrom(el, r.jid())
 	}
 	return onlyDelaysFrom(el, "")
 }

@@ -45,12 +45,12 @@ func addSession(b *Bouncer, id uint64, res string) (*sessions.Session, *recorder
 func TestDiscoPushKept(t *testing.T) {
 	b, up := unitBouncer(t)
 	s, rec := addSession(b, 1, "a")
-	b.handleClient(s, stanza.MustParse(`<iq type="get" id="d1" to="example.org"><query xmlns="http://jabber.org/protocol/disco#info"/></iq>`))
+	b.route.handleClient(s, stanza.MustParse(`<iq type="get" id="d1" to="example.org"><query xmlns="http://jabber.org/protocol/disco#info"/></iq>`))
 	if len(up.got) != 1 {
 		t.Fatalf("disco not forwarded: %v", up.got)
 	}
 	req := up.got[0]
-	b.handleUpstream(stanza.MustParse(`<iq type="result" id="` + req.ID() + `" from="example.org" to="alice@example.org/bouncer"><query xmlns="http://jabber.org/protocol/disco#info"><identity category="server" type="im"/><feature var="urn:xmpp:push:0"/><feature var="urn:xmpp:carbons:2"/></query></iq>`))
+	b.route.handleUpstream(stanza.MustParse(`<iq type="result" id="` + req.ID() + `" from="example.org" to="alice@example.org/bouncer"><query xmlns="http://jabber.org/protocol/disco#info"><identity category="server" type="im"/><feature var="urn:xmpp:push:0"/><feature var="urn:xmpp:carbons:2"/></query></iq>`))
 	if len(rec.got) != 1 {
 		t.Fatalf("answer not delivered: %v", rec.got)
 	}
@@ -66,15 +66,15 @@ func TestDiscoPushKept(t *testing.T) {
 func TestCSINeverForwarded(t *testing.T) {
 	b, up := unitBouncer(t)
 	s, rec := addSession(b, 1, "a")
-	b.handleClient(s, stanza.MustParse(`<inactive xmlns="urn:xmpp:csi:0"/>`))
+	b.route.handleClient(s, stanza.MustParse(`<inactive xmlns="urn:xmpp:csi:0"/>`))
 	if !s.Inactive || len(up.got) != 0 || rec.closed != nil {
 		t.Fatalf("CSI: inactive=%v up=%v closed=%v", s.Inactive, up.got, rec.closed)
 	}
-	b.handleClient(s, stanza.MustParse(`<active xmlns="urn:xmpp:csi:0"/>`))
+	b.route.handleClient(s, stanza.MustParse(`<active xmlns="urn:xmpp:csi:0"/>`))
 	if s.Inactive {
 		t.Fatal("active not recorded")
 	}
-	b.handleClient(s, stanza.MustParse(`<bogus xmlns="urn:example"/>`))
+	b.route.handleClient(s, stanza.MustParse(`<bogus xmlns="urn:example"/>`))
 	if rec.closed == nil || rec.closed.Condition != "unsupported-stanza-type" {
 		t.Fatalf("unknown top-level element: %v", rec.closed)
 	}
@@ -83,7 +83,7 @@ func TestCSINeverForwarded(t *testing.T) {
 func TestPendingIQsFailWhenUpstreamDrops(t *testing.T) {
 	b, _ := unitBouncer(t)
 	s, rec := addSession(b, 1, "a")
-	b.handleClient(s, stanza.MustParse(`<iq type="get" id="v1" to="bob@example.org/x"><query xmlns="jabber:iq:version"/></iq>`))
+	b.route.handleClient(s, stanza.MustParse(`<iq type="get" id="v1" to="bob@example.org/x"><query xmlns="jabber:iq:version"/></iq>`))
 	b.upl.upstreamOffline(nil)
 	if len(rec.got) != 1 || rec.got[0].ID() != "v1" || rec.got[0].Type() != "error" || rec.got[0].From() != "bob@example.org/x" {
 		t.Fatalf("pending IQ not failed: %v", rec.got)
@@ -94,19 +94,19 @@ func TestAggregatePresence(t *testing.T) {
 	b, up := unitBouncer(t)
 	s1, _ := addSession(b, 1, "a")
 	s2, _ := addSession(b, 2, "b")
-	b.handleClient(s1, stanza.MustParse(`<presence><show>away</show><priority>1</priority></presence>`))
-	b.handleClient(s2, stanza.MustParse(`<presence><show>chat</show><status>hi</status><priority>1</priority></presence>`))
+	b.route.handleClient(s1, stanza.MustParse(`<presence><show>away</show><priority>1</priority></presence>`))
+	b.route.handleClient(s2, stanza.MustParse(`<presence><show>chat</show><status>hi</status><priority>1</priority></presence>`))
 	last := up.got[len(up.got)-1]
 	if last.ChildText(stanza.NSClient, "show") != "chat" || last.ChildText(stanza.NSClient, "status") != "hi" || last.Child(stanza.NSCaps, "c") == nil {
 		t.Fatalf("aggregate: %s", last)
 	}
 	n := len(up.got)
-	b.handleClient(s1, stanza.MustParse(`<presence><show>away</show><priority>1</priority></presence>`))
+	b.route.handleClient(s1, stanza.MustParse(`<presence><show>away</show><priority>1</priority></presence>`))
 	if len(up.got) != n {
 		t.Fatalf("unchanged aggregate sent again: %s", up.got[len(up.got)-1])
 	}
-	b.handleClient(s2, stanza.MustParse(`<presence type="unavailable"/>`))
-	b.handleClient(s1, stanza.MustParse(`<presence type="unavailable"/>`))
+	b.route.handleClient(s2, stanza.MustParse(`<presence type="unavailable"/>`))
+	b.route.handleClient(s1, stanza.MustParse(`<presence type="unavailable"/>`))
 	last = up.got[len(up.got)-1]
 	if last.ChildText(stanza.NSClient, "show") != "away" {
 		t.Fatalf("detached presence: %s", last)

@@ -4,8 +4,6 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
-
-	"xmppbouncer/stanza"
 )
 
 // upstreamLink is the core's side of the one upstream session: whether it
@@ -46,7 +44,7 @@ func (l *upstreamLink) upstreamOnline(bound jid.JID) {
 	l.b.log.Info("upstream online", "jid", l.full)
 	l.b.presence.upstreamOnline()
 	l.b.ob.flushOutbox()
-	l.b.roomsOnline()
+	l.b.muc.roomsOnline()
 	if l.chatFillWanted {
 		l.chatFillWanted = false
 		l.b.chats.gapFill() // chatfill.go
@@ -80,16 +78,6 @@ func (l *upstreamLink) upstreamOffline(err error) {
 	l.connected = false
 	l.full = ""
 	l.b.log.Warn("upstream offline", "reason", errString(err))
-	for id, p := range l.b.iqs.out {
-		delete(l.b.iqs.out, id)
-		l.b.failPending(p, stanza.ErrWait, "remote-server-timeout", "the bouncer's upstream connection was lost")
-	}
-	for id := range l.b.iqs.in {
-		delete(l.b.iqs.in, id)
-	}
-	for id := range l.b.iqs.mam {
-		delete(l.b.iqs.mam, id)
-	}
-	l.b.internal.failAll("remote-server-timeout")
-	l.b.roomsOffline()
+	l.b.iq.upstreamOffline()
+	l.b.muc.roomsOffline()
 }

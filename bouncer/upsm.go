@@ -108,7 +108,7 @@ func (h UpstreamHandler) SMEnabled(st upstream.SMState) {
 // upstream session consumed itself, acknowledged in its turn.
 func (h UpstreamHandler) StanzaSM(el *stanza.Element, tok upstream.Token) {
 	if el != nil {
-		h.b.admin.stats.count(FromUpstream, el)
+		h.b.stats.count(FromUpstream, el)
 		if h.b.arch != nil {
 			h.b.arch.admit()
 		}
@@ -132,7 +132,7 @@ func (h UpstreamHandler) ResumedCold() { h.b.events <- upResumedCold{} }
 // presence in this process, so the server sends none by itself.
 func (l *upstreamLink) probeContacts() {
 	q := stanza.New(stanza.NSClient, "iq", "type", "get").Append(stanza.New(stanza.NSRoster, "query"))
-	l.b.sendInternal(q, func(resp *stanza.Element) {
+	l.b.iq.sendInternal(q, func(resp *stanza.Element) {
 		if resp.Type() != "result" {
 			l.b.log.Warn("roster unavailable: contacts' presence is not known until they change it", "condition", stanza.ErrorCondition(resp))
 			return
@@ -183,7 +183,7 @@ func (l *upstreamLink) sendUpFrom(session uint64, el *stanza.Element) bool {
 	if !ok || !l.connected {
 		return l.b.sendUp(el)
 	}
-	l.b.admin.stats.count(ToUpstream, el)
+	l.b.stats.count(ToUpstream, el)
 	return t.SendTagged(el, session)
 }
 
@@ -203,7 +203,7 @@ func (l *upstreamLink) upstreamLost(ev upLost) {
 		}
 		if ev.notHandled {
 			bare, _ := splitJID(el.To())
-			if r := l.b.rooms[bare]; r != nil && el.Type() == "groupchat" {
+			if r := l.b.muc.room(bare); r != nil && el.Type() == "groupchat" {
 				rooms[r] = append(rooms[r], queued{session: it.Tag, el: el})
 			} else {
 				chats = append(chats, queued{session: it.Tag, el: el})
@@ -212,7 +212,7 @@ func (l *upstreamLink) upstreamLost(ev upLost) {
 		}
 		errs++
 		if s := l.b.reg.ByID(it.Tag); s != nil {
-			l.b.sendTo(s, errorFromServer(el, s, l.b.domain, stanza.ErrWait, "remote-server-timeout",
+			l.b.route.refuse(s, el, refusal(stanza.ErrWait, "remote-server-timeout",
 				"the upstream connection was lost before the server confirmed this message; it may not have been delivered"))
 		}
 	}
@@ -255,14 +255,14 @@ func (l *upstreamLink) resentRoomStanza(el *stanza.Element) bool {
 		return false
 	}
 	bare, _ := splitJID(el.From())
-	r := l.b.rooms[bare]
-	if r == nil || r.State == roomJoined || !hasDelayFrom(el, l.b.account) || time.Now().After(l.resentUntil) {
+	r := l.b.muc.room(bare)
+	if r == nil || r.state() == roomJoined || !hasDelayFrom(el, l.b.account) || time.Now().After(l.resentUntil) {
 		return false
 	}
 	if el.Kind() == "presence" {
 		return true
 	}
-	if isSubject(el) || r.State == roomLeaving || r.State == roomIdle {
+	if isSubject(el) || r.state() == roomLeaving || r.state() == roomIdle {
 		return false
 	}
 	now := time.Now()
@@ -270,9 +270,9 @@ func (l *upstreamLink) resentRoomStanza(el *stanza.Element) bool {
 	if !ok || stamp.Before(now.Add(-resentMaxAge)) {
 		stamp = now
 	}
-	m := onlyDelaysFrom(onlyStanzaIDsBy(el, r.JID), "")
+	m := onlyDelaysFrom(onlyStanzaIDsBy(el, r.jid()), "")
 	m = m.DeepCopy()
-	m.Append(stanza.New(stanza.NSDelay, "delay", "from", r.JID, "stamp", stamp.UTC().Format(stampFormat)))
-	l.b.roomForward(r, m, false)
+	m.Append(stanza.New(stanza.NSDelay, "delay", "from", r.jid(), "stamp", stamp.UTC().Format(stampFormat)))
+	r.roomForward(m, false)
 	return true
 }

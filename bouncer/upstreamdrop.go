@@ -18,7 +18,7 @@ import (
 func (l *upstreamLink) upstreamDropped(head *stanza.Element, why error) {
 	l.drops.note(l.b.log, head, why, time.Now())
 	bare, _ := splitJID(head.From())
-	if _, isRoom := l.b.rooms[bare]; isRoom || bare == "" {
+	if isRoom := l.b.muc.isRoom(bare); isRoom || bare == "" {
 		// Never bounce to a room (an error there reads as the account's
 		// client failing, XEP-0045 §7.2.17) or to our own server.
 		return

@@ -19,13 +19,10 @@ func wirePush(b *Bouncer) *pusher {
 		log:      b.log,
 		sessions: b.reg,
 		roomNick: func(room string) string {
-			if r := b.rooms[room]; r != nil {
-				return r.Nick
-			}
-			return ""
+			return b.muc.roomNick(room)
 		},
-		reply:  func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
-		sendUp: b.sendInternal,
+		reply:  func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
+		sendUp: b.iq.sendInternal,
 		store:  b.background,
 	}
 	if db := b.opt.Archive; db != nil {
@@ -45,11 +42,8 @@ func wireCaps(b *Bouncer) *capsCache {
 		account:  b.account,
 		sessions: b.reg,
 		newID:    func() string { return b.nextID(pushPrefix + "caps") },
-		query: func(s *sessions.Session, id string, q *stanza.Element, answer func(*stanza.Element)) {
-			b.clientQueries.add(id, "", s.ID, b.opt.IQTimeout, answer)
-			b.sendTo(s, q)
-		},
-		changed: func() { b.presence.updateAggregate() },
+		query:    b.iq.askClient,
+		changed:  func() { b.presence.updateAggregate() },
 	})
 }
 
@@ -64,22 +58,22 @@ func wirePresence(b *Bouncer) *presenceState {
 		online:         func() bool { return b.upl.online() },
 		caps:           func() *stanza.Element { return b.caps.element() },
 		sendUp:         b.sendUp,
-		toClients:      b.toAllAvailable,
-		reply:          func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
+		toClients:      b.route.toAllAvailable,
+		reply:          func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
 		post:           b.post,
 
 		domain:              b.domain,
-		targetOf:            func(el *stanza.Element) (target, bool) { return b.targetOf(el) },
-		roomPresence:        func(s *sessions.Session, t target, el *stanza.Element) bool { return b.roomPresence(s, t, el) },
+		targetOf:            func(el *stanza.Element) (target, bool) { return b.route.targetOf(el) },
+		roomPresence:        func(s *sessions.Session, t target, el *stanza.Element) bool { return b.muc.roomPresence(s, t, el) },
 		forwardUp:           func(s *sessions.Session, t target, el *stanza.Element) { b.ob.forwardUp(s, t, el) },
 		feedOffline:         func(s *sessions.Session) { b.offline.feed(s) },
 		replayChats:         func(s *sessions.Session) { b.chats.replay(s) },
 		learnCaps:           func(s *sessions.Session, el *stanza.Element) { b.caps.learn(s, el) },
-		roomsFollowPresence: func() { b.roomsFollowPresence() },
+		roomsFollowPresence: func() { b.muc.roomsFollowPresence() },
 		toRoom: func(el *stanza.Element) bool {
 			bare, _ := splitJID(el.From())
-			if r := b.rooms[bare]; r != nil {
-				b.roomInbound(r, el)
+			if r := b.muc.room(bare); r != nil {
+				r.roomInbound(el)
 				return true
 			}
 			return false
@@ -93,6 +87,6 @@ func wireCarbons(b *Bouncer) *carbonCopies {
 	return &carbonCopies{carbonDeps{
 		account:  b.account,
 		sessions: b.reg,
-		reply:    func(s *sessions.Session, el *stanza.Element) { b.sendTo(s, el) },
+		reply:    func(s *sessions.Session, el *stanza.Element) { b.clients.of(s).send(el) },
 	}}
 }
