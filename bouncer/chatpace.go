@@ -17,7 +17,7 @@ import (
 // soon as the writer has made room. A connection that does not get back
 // below half its queue within chatHoldMax of being found full is not
 // draining: the release goes on, and that client is cut off as too slow
-// (delivery.go), as it was before, chatHoldMax later.
+// (client.go), as it was before, chatHoldMax later.
 
 // chatHoldMax is how long the release waits for one full connection.
 const chatHoldMax = 500 * time.Millisecond
@@ -41,8 +41,8 @@ func (q *chatQueue) paced(p *pendingChat) bool {
 		if !paceable(s) {
 			continue
 		}
-		n := inConn(s) // delivery.go
-		if n < b.window() {
+		n := inConn(s)                    // client.go
+		if n < b.clients.of(s).window() { // client.go
 			delete(q.fullSince, s.ID)
 			continue
 		}
@@ -63,21 +63,6 @@ func (q *chatQueue) paced(p *pendingChat) bool {
 		q.armPace()
 	}
 	return wait
-}
-
-// targets are the sessions p goes to when forwarded: toAccount's (see
-// recipients), or for a room's private message any available session.
-func (q *chatQueue) targets(p *pendingChat) []*sessions.Session {
-	if p.deliver != nil {
-		return q.b.reg.Available()
-	}
-	var out []*sessions.Session
-	for _, res := range q.recipients(p.el) {
-		if s := q.b.reg.ByResource(res); s != nil {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // paceable says whether s's connection queue can overflow now: not while

@@ -182,6 +182,21 @@ func (q *chatQueue) recipients(el *stanza.Element) []string {
 	return out
 }
 
+// targets are the sessions p goes to when forwarded: toAccount's (see
+// recipients), or for a room's private message any available session.
+func (q *chatQueue) targets(p *pendingChat) []*sessions.Session {
+	if p.deliver != nil {
+		return q.b.reg.Available()
+	}
+	var out []*sessions.Session
+	for _, res := range q.recipients(p.el) {
+		if s := q.b.reg.ByResource(res); s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // startup notes where the queue stood at start.
 func (q *chatQueue) startup() {
 	b := q.b
