@@ -32,6 +32,11 @@ type chatQueue struct {
 	// start (rows up to it were for clients of an earlier run).
 	released, bootSeq int64
 	resolveSoon       soon // armResolve
+	// fullSince is when each connection the release is waiting for was
+	// found full (chatpace.go); an entry ends once that connection is
+	// below half its queue, or its session ends.
+	fullSince map[uint64]time.Time
+	paceSoon  soon // armPace
 }
 
 // chatCursor is the cursors-table "room" of the clients' chat cursors: a
@@ -40,14 +45,16 @@ type chatQueue struct {
 const chatCursor = "urn:xmppbouncer:chats"
 
 type pendingChat struct {
-	el       *stanza.Element
-	deliver  func(*stanza.Element) // nil: toAccount
-	c        *store.Chat           // nil: nothing to commit
-	done     bool                  // committed, or nothing to commit
-	released bool                  // forwarded before its commit (archive slow)
+	el      *stanza.Element
+	deliver func(*stanza.Element) // nil: toAccount
+	c       *store.Chat           // nil: nothing to commit
+	done    bool                  // committed, or nothing to commit
+	early   bool                  // may be forwarded before its commit (archive slow)
 }
 
-func newChatQueue(b *Bouncer) *chatQueue { return &chatQueue{b: b} }
+func newChatQueue(b *Bouncer) *chatQueue {
+	return &chatQueue{b: b, fullSince: map[uint64]time.Time{}}
+}
 
 // in queues a message for the account behind the ones before it.
 func (q *chatQueue) in(el *stanza.Element) { q.inVia(el, nil) }
@@ -96,12 +103,13 @@ func (q *chatQueue) accountStanzaID(el *stanza.Element) string {
 	return ""
 }
 
-// release forwards the committed head of the queue, in order.
+// release forwards the committed head of the queue, in order, as fast
+// as the connections it goes to take it (paced, chatpace.go).
 func (q *chatQueue) release() {
 	b := q.b
 	for len(q.inflight) > 0 {
 		p := q.inflight[0]
-		if !p.done && !p.released {
+		if !p.done && !p.early {
 			if b.arch.degraded() {
 				q.releaseEarly()
 				return
@@ -109,16 +117,18 @@ func (q *chatQueue) release() {
 			q.armWait(p)
 			return
 		}
-		q.inflight[0] = nil
-		q.inflight = q.inflight[1:]
-		if p.released {
-			continue
-		}
-		if p.c != nil && !p.c.Inserted {
+		if p.done && p.c != nil && !p.c.Inserted {
+			q.inflight[0] = nil
+			q.inflight = q.inflight[1:]
 			b.log.Debug("chat resent by the server after a resume is already handled", "from", p.el.From(), "stanza_id", p.c.SID)
 			continue
 		}
-		if p.c != nil {
+		if q.paced(p) {
+			return
+		}
+		q.inflight[0] = nil
+		q.inflight = q.inflight[1:]
+		if p.done && p.c != nil {
 			q.releasing, q.released = p.c.Seq, p.c.Seq
 		}
 		p.forward(b)
@@ -160,6 +170,21 @@ func (q *chatQueue) recipients(el *stanza.Element) []string {
 			if s.Priority >= 0 {
 				out = append(out, s.JID.Resourcepart())
 			}
+		}
+	}
+	return out
+}
+
+// targets are the sessions p goes to when forwarded: toAccount's (see
+// recipients), or for a room's private message any available session.
+func (q *chatQueue) targets(p *pendingChat) []*sessions.Session {
+	if p.deliver != nil {
+		return q.b.reg.Available()
+	}
+	var out []*sessions.Session
+	for _, res := range q.recipients(p.el) {
+		if s := q.b.reg.ByResource(res); s != nil {
+			out = append(out, s)
 		}
 	}
 	return out
@@ -254,17 +279,14 @@ func (q *chatQueue) prune(now time.Time) {
 	})
 }
 
-// releaseEarly forwards everything queued: the archive is slow or down
-// and the clients must not wait. The upstream acknowledgement still waits
-// for the commit.
+// releaseEarly forwards everything queued (paced like the rest): the
+// archive is slow or down and the clients must not wait. The upstream
+// acknowledgement still waits for the commit.
 func (q *chatQueue) releaseEarly() {
 	for _, p := range q.inflight {
-		if !p.released {
-			p.released = true
-			p.forward(q.b)
-		}
+		p.early = true
 	}
-	q.inflight = nil
+	q.release()
 }
 
 func (q *chatQueue) armWait(head *pendingChat) {
