@@ -4,10 +4,12 @@
 // soju. Connection readers send events in through the Upstream and Clients
 // adapters; decisions go out through each connection's non-blocking Send.
 //
-// The path of one groupchat message: upstream reader → event →
-// router.handleUpstream (router.go, table in routes.go) → roomMessageIn (mucinbound.go) → roomForward
-// (roomarchive.go) → the archiver's commit (archiver.go) → event →
-// releaseRoom → client.sendItem for each claim (client.go) → the client's writer.
+// The path of one groupchat message: upstream reader → upStanza event →
+// Bouncer.handle → router.handleUpstream (router.go, the table in
+// routes.go) → Room.roomInbound / roomMessageIn (mucinbound.go) →
+// Room.roomForward (roomarchive.go) → the archiver's commit (archiver.go)
+// → event → Room.releaseRoom → client.sendItem for each claim (client.go)
+// → the connection's writer. README.md has it step by step.
 package bouncer
 
 import (
@@ -48,49 +50,48 @@ type Options struct {
 	DetachedStatus string
 }
 
-// Bouncer is the core state. Everything in it belongs to the Run goroutine.
+// Bouncer is the loop, the event switch and the wiring. Everything in it
+// belongs to the Run goroutine. Each concern below owns its state and the
+// methods that change it (TestOwnership checks that no file uses another
+// concern's fields); the Bouncer itself keeps only the shared
+// configuration, the loop's own state, and one pointer per concern.
 type Bouncer struct {
+	// Shared configuration and infrastructure, read by every concern.
 	opt     Options
 	log     *slog.Logger
 	account string // bare JID
 	domain  string
 	up      Upstream
 	events  chan event
+	reg     *sessions.Registry
 
-	// Upstream session state.
-
-	reg *sessions.Registry
-
-	seq    uint64
-	idRand *rand.ChaCha8 // the unguessable part of nextID
-
-	presence  *presenceState
-	caps      *capsCache
-	muc       *mucService
-	dlv       *delivery     // catch-up cursors (cursors.go)
-	arch      *archiver     // the archive's writer; nil without an archive
+	// The loop's own state.
+	seq       uint64
+	idRand    *rand.ChaCha8 // the unguessable part of nextID
 	stopped   chan struct{} // closed when Run returns
 	lastPrune time.Time
-	pushes    *pusher // XEP-0357 registrations and notifications (push.go)
-
-	recovered recoveredCounter // events dropped after a panic (recover.go)
-
-	cmds      *admin.Commands          // XEP-0050 commands (admincore.go, admin/)
-	stats     *Stats                   // counters (stats.go)
+	recovered recoveredCounter         // events dropped after a panic (recover.go)
 	observer  atomic.Pointer[Observer] // the loop's timing, for metrics (stats.go)
-	retention *retention               // the archive retention in force (pruner.go)
-	upl       *upstreamLink            // the upstream session's state (uplink.go)
-	carbons   *carbonCopies            // XEP-0280 between local clients (carbons.go)
 
-	chats   *chatQueue    // the account's 1:1 messages through the archive (chatq.go, chatfill.go)
-	offline *offlineStore // XEP-0160 offline store feed (offline.go)
-	ob      *outbox       // messages waiting to go upstream (outbox.go)
-
-	route *router   // the routing table and the one error reply (router.go, routes.go)
-	iq    *iqRouter // where IQ answers and MAM results go (iq.go)
-
-	clients    *clientSet  // one client per local connection, the one send path (client.go)
-	resumables *resumables // the core's part of resumable sessions (smstore.go)
+	// The concerns, in the order a stanza meets them.
+	upl        *upstreamLink // the upstream session's state (uplink.go, upsm.go)
+	route      *router       // the routing table and the one error reply (router.go, routes.go)
+	iq         *iqRouter     // where IQ answers and MAM results go (iq.go)
+	muc        *mucService   // the rooms, each a Room (mucservice.go, muc*.go)
+	chats      *chatQueue    // the account's 1:1 messages through the archive (chatq.go, chatfill.go)
+	offline    *offlineStore // XEP-0160 offline store feed (offline.go)
+	ob         *outbox       // messages waiting to go upstream (outbox.go)
+	presence   *presenceState
+	caps       *capsCache
+	carbons    *carbonCopies   // XEP-0280 between local clients (carbons.go)
+	pushes     *pusher         // XEP-0357 registrations and notifications (push.go)
+	clients    *clientSet      // one client per local connection, the one send path (client.go)
+	dlv        *delivery       // catch-up cursors (cursors.go)
+	resumables *resumables     // the core's part of resumable sessions (smstore.go)
+	arch       *archiver       // the archive's writer; nil without an archive
+	cmds       *admin.Commands // XEP-0050 commands (admincore.go, admin/)
+	stats      *Stats          // counters (stats.go)
+	retention  *retention      // the archive retention in force (pruner.go)
 }
 
 // New creates a bouncer. Call SetUpstream before Run.
