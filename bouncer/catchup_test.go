@@ -103,6 +103,17 @@ func TestGapFillAfterCutArchiveLocked(t *testing.T) {
 		bob.Expect(t, "echo", hasBody(body))
 	}
 
+	// Lock once the archive is idle and a's cursor saved (a sweep's write
+	// would hold up what follows): the join's read of the newest archived
+	// message goes first, and the commits after it wait, as under load.
+	e.waitFor("archive idle", func() bool {
+		var saved bool
+		e.b.Do(func() {
+			_, moved := e.b.dlv.cursors[cursorKey{room, "a"}]
+			saved = moved && len(e.b.dlv.dirty) == 0
+		})
+		return saved && e.b.arch.pending.Load() == 0
+	})
 	other, err := sql.Open("sqlite3", "file:"+e.cfg.Storage.Path+"?_busy_timeout=100")
 	if err != nil {
 		t.Fatal(err)
