@@ -54,6 +54,7 @@ type Room struct {
 	rejoinWait  int                        // backoff exponent for 332/333 rejoins
 	inflight    []*pendingMsg              // messages waiting for their commit, in order
 	archiveWait soon                       // a timer watches the head of inflight
+	roundIDs    map[string]bool            // room stanza-ids forwarded in this join round; nil when joined and drained (roomarchive.go)
 }
 
 // live reports whether r is still the account's room of its JID: work

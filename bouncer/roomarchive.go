@@ -36,6 +36,9 @@ const archiveWait = 50 * time.Millisecond
 // false for gap-fill and subject messages.
 func (r *Room) roomForward(el *stanza.Element, live bool) {
 	p := &pendingMsg{el: el, to: r.forwardClaims(), live: live}
+	if r.State != roomJoined && r.roundIDs == nil {
+		r.roundIDs = map[string]bool{} // a round's copies may overlap (forwardedInRound)
+	}
 	if r.b.arch != nil && worthArchiving(el) {
 		p.m = r.archiveMessage(el)
 		r.b.arch.appendMsg(p.m, func() {
@@ -82,6 +85,7 @@ func (r *Room) releaseRoom() {
 		}
 	}
 	r.inflight = nil
+	r.endRound()
 }
 
 // releaseEarly forwards everything the room holds, committed or not: the
@@ -95,6 +99,7 @@ func (r *Room) releaseEarly() {
 		}
 	}
 	r.inflight = nil
+	r.endRound()
 }
 
 func (r *Room) armArchiveWait(head *pendingMsg) {
@@ -122,6 +127,9 @@ func (r *Room) forwardPending(p *pendingMsg) {
 	default:
 		it.pm = p // forwarded before its commit: the cursor follows once it is in
 	}
+	if p.m != nil && r.forwardedInRound(p.m.StanzaID) {
+		return
+	}
 	p.el.Freeze()
 	for _, c := range p.to {
 		if r.b.reg.ClaimOf(r.JID, c.Session) == c {
@@ -131,5 +139,38 @@ func (r *Room) forwardPending(p *pendingMsg) {
 	}
 	if p.live {
 		r.b.pushes.onMessage(p.el, pushRoomMessage)
+	}
+}
+
+// Duplicates within a join round. While the room is not joined, the same
+// message can come by several paths: the server's resends after an
+// XEP-0198 resume, the join history, live, and the MAM gap fill. The
+// archive tells the copies apart by the room's stanza-id, but only once
+// they are committed; a copy forwarded before its commit (the archive is
+// slow or down) would reach the clients a second time. So from the first
+// message that arrives while the room is not joined, until it is joined
+// again and everything it held is forwarded, the room remembers the
+// stanza-ids it forwarded; a second copy with one of them is not
+// forwarded. In the joined steady state the room sends each message once
+// and nothing is kept.
+
+// forwardedInRound reports whether a message with the room's stanza-id id
+// was forwarded in the current round, and records it if not.
+func (r *Room) forwardedInRound(id string) bool {
+	if id == "" || r.roundIDs == nil {
+		return false
+	}
+	if r.roundIDs[id] {
+		return true
+	}
+	r.roundIDs[id] = true
+	return false
+}
+
+// endRound forgets the round's stanza-ids once the room is joined and
+// nothing of the round waits to be forwarded.
+func (r *Room) endRound() {
+	if r.State == roomJoined && len(r.inflight) == 0 {
+		r.roundIDs = nil
 	}
 }
