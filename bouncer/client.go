@@ -118,7 +118,7 @@ const pumpInterval = 5 * time.Millisecond
 
 // stallMax is how long a connection may drain nothing while output waits
 // for it before the client is cut off as too slow.
-const stallMax = 2 * time.Second
+const stallMax = 500 * time.Millisecond
 
 // window is how many stanzas may sit in a client's connection queue before
 // backlog feeding waits: half the queue, so live traffic has room too.
