@@ -119,3 +119,41 @@ func TestCSIFlushPacedToReadingClient(t *testing.T) {
 	}
 	stillConnected(t, e, "phone")
 }
+
+// Live output that waits in the backlog because the connection was full
+// goes into the XEP-0198 queue once the session hibernates, as it would
+// have gone had the connection had room: what a hibernated session holds
+// for its resume (and keeps across a restart) is the same as without
+// pacing, and nothing waits in the bouncer's backlog meanwhile.
+func TestSpillToSMQueueOnHibernation(t *testing.T) {
+	e := newEnv(t, nil, func(c *configT) { c.Limits.QueueLen = 4 })
+	c := e.dialSM(t)
+	full := c.bind("phone")
+	c.enable()
+	const n = 100
+	var spilled int
+	var sentBefore uint64
+	e.b.Do(func() {
+		s := e.b.reg.ByResource("phone")
+		cl := e.b.clients.of(s)
+		sentBefore = s.Conn.Sent()
+		for i := 0; i < n; i++ {
+			cl.send(stanza.MustParse(fmt.Sprintf(`<message from="bob@%s/desk" to="%s" type="headline" id="h-%d"><body>h %d</body></message>`, e.srv.Domain, full, i, i)))
+		}
+		spilled = cl.spill
+	})
+	c.drop()
+	if spilled == 0 {
+		t.Fatal("nothing waited in the backlog: the connection took the whole burst")
+	}
+	e.waitFor("hibernation", func() bool { _, _, h, _ := e.counters("phone"); return h })
+	var sent uint64
+	var backlog int
+	e.b.Do(func() {
+		s := e.b.reg.ByResource("phone")
+		sent, backlog = s.Conn.Sent(), len(e.b.clients.of(s).backlog)
+	})
+	if sent != sentBefore+n || backlog != 0 {
+		t.Fatalf("hibernated with %d of the %d stanzas in the XEP-0198 queue and %d in the backlog (%d had waited)", sent-sentBefore, n, backlog, spilled)
+	}
+}
