@@ -55,9 +55,6 @@ type client struct {
 	// that found the connection full (write): with the session
 	// hibernated they go into its XEP-0198 queue (hibernating).
 	spill int
-	// pumping is set while pump runs, so output put at the head of the
-	// line meanwhile is left to it.
-	pumping bool
 	// waitSince is when pump last saw the connection drain while the
 	// backlog waited for it, and waitQueued how much it held then
 	// (stalled).
@@ -174,11 +171,12 @@ func (c *client) write(it outItem) bool {
 type fate int
 
 const (
-	taken   fate = iota // written, held, or cut off for good reason
+	taken   fate = iota // written, or held by the CSI hold
 	refused             // the client did not take it
 	waits               // the connection is full: it waits at the head of the backlog
 )
 
+// place is write, saying what became of it.
 func (c *client) place(it outItem) fate {
 	if c.cut || c.ended {
 		return refused
@@ -316,11 +314,9 @@ func (c *client) reserve() *hole {
 // nothing for stallMax while output waits for it belongs to a client that
 // stopped reading: it is cut off as too slow.
 func (c *client) pump() {
-	if c.ended || c.pumping {
+	if c.ended {
 		return
 	}
-	c.pumping = true
-	defer func() { c.pumping = false }()
 	c.resolve()
 	for len(c.backlog) > 0 {
 		it := c.backlog[0]
