@@ -9,13 +9,14 @@ import (
 	"xmppbouncer/stanza"
 )
 
-// Pacing the chat queue's release (chatpace.go).
+// Pacing the chat queue's release: a group commit reaches each client as
+// fast as it reads (the one send path, client.go).
 
 // Chats that pile up in the queue (here while the loop is busy) are
 // committed in one group and released together: hundreds of stanzas for
 // one connection in one turn of the loop. A client that reads all of them
-// is not cut off as too slow for that burst: the release waits for its
-// connection's writer, and it gets every chat, in order.
+// is not cut off as too slow for that burst: what its connection has no
+// room for waits in its backlog, and it gets every chat, in order.
 func TestChatBurstPacedToReadingClient(t *testing.T) {
 	e := newEnv(t, nil, func(c *configT) { c.Limits.QueueLen = 4 })
 	bob := e.availableUser("bob", "desk")

@@ -32,11 +32,6 @@ type chatQueue struct {
 	// start (rows up to it were for clients of an earlier run).
 	released, bootSeq int64
 	resolveSoon       soon // armResolve
-	// fullSince is when each connection the release is waiting for was
-	// found full (chatpace.go); an entry ends once that connection is
-	// below half its queue, or its session ends.
-	fullSince map[uint64]time.Time
-	paceSoon  soon // armPace
 }
 
 // chatCursor is the cursors-table "room" of the clients' chat cursors: a
@@ -53,7 +48,7 @@ type pendingChat struct {
 }
 
 func newChatQueue(b *Bouncer) *chatQueue {
-	return &chatQueue{b: b, fullSince: map[uint64]time.Time{}}
+	return &chatQueue{b: b}
 }
 
 // in queues a message for the account behind the ones before it.
@@ -103,8 +98,10 @@ func (q *chatQueue) accountStanzaID(el *stanza.Element) string {
 	return ""
 }
 
-// release forwards the committed head of the queue, in order, as fast
-// as the connections it goes to take it (paced, chatpace.go).
+// release forwards the committed head of the queue, in order. A group
+// commit is released in one turn of the loop; each client's connection
+// takes it as fast as the client reads, the rest waiting in its backlog
+// (client.go).
 func (q *chatQueue) release() {
 	b := q.b
 	for len(q.inflight) > 0 {
@@ -122,9 +119,6 @@ func (q *chatQueue) release() {
 			q.inflight = q.inflight[1:]
 			b.log.Debug("chat resent by the server after a resume is already handled", "from", p.el.From(), "stanza_id", p.c.SID)
 			continue
-		}
-		if q.paced(p) {
-			return
 		}
 		q.inflight[0] = nil
 		q.inflight = q.inflight[1:]
@@ -170,21 +164,6 @@ func (q *chatQueue) recipients(el *stanza.Element) []string {
 			if s.Priority >= 0 {
 				out = append(out, s.JID.Resourcepart())
 			}
-		}
-	}
-	return out
-}
-
-// targets are the sessions p goes to when forwarded: toAccount's (see
-// recipients), or for a room's private message any available session.
-func (q *chatQueue) targets(p *pendingChat) []*sessions.Session {
-	if p.deliver != nil {
-		return q.b.reg.Available()
-	}
-	var out []*sessions.Session
-	for _, res := range q.recipients(p.el) {
-		if s := q.b.reg.ByResource(res); s != nil {
-			out = append(out, s)
 		}
 	}
 	return out
@@ -279,7 +258,7 @@ func (q *chatQueue) prune(now time.Time) {
 	})
 }
 
-// releaseEarly forwards everything queued (paced like the rest): the
+// releaseEarly forwards everything queued: the
 // archive is slow or down and the clients must not wait. The upstream
 // acknowledgement still waits for the commit.
 func (q *chatQueue) releaseEarly() {

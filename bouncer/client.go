@@ -13,7 +13,8 @@ import (
 // what it left unconfirmed. Its methods are the one path by which a stanza
 // reaches a local client:
 //
-//	send / sendItem → backlog, or write → CSI hold, or writeNow → Conn.Send
+//	send / sendItem → backlog, or write → CSI hold, or (connection full)
+//	backlog, or writeNow → Conn.Send
 //
 // writeNow is the one place every stanza passes, whatever brought it (live
 // traffic, the archive's forwarding, history, offline and chat replays, a
@@ -25,7 +26,15 @@ import (
 // is fed in as the connection drains (pump), so a long replay never
 // overflows the queue and never makes the client look too slow. Once a
 // client has a backlog, live stanzas queue behind it, which keeps
-// everything in order.
+// everything in order. A live stanza that finds the connection's queue
+// full waits at the head of the backlog too, instead of overflowing it:
+// the bouncer's own bursts (a group commit released in one turn of the
+// loop, a CSI flush) reach a client that reads as fast as it reads. The
+// client is cut off as too slow when its connection stops draining
+// (stallMax) or its backlog passes backlogLimit, so one that stops
+// reading still costs bounded memory. An XEP-0198 session that is
+// hibernated, or a connection that is closing, is never paced: Send
+// queues for the resume, or refuses, as it always did.
 //
 // Each stanza that confirms something once delivered carries a mark: an
 // archived room message moves the client's cursor in that room, an
@@ -42,6 +51,20 @@ type client struct {
 	// lost one and move the cursor past it.
 	cut  bool
 	held *csiHeld // XEP-0352: what waits while the client is inactive (csi.go)
+	// spill is how many items at the head of the backlog are live output
+	// that found the connection full (write): with the session
+	// hibernated they go into its XEP-0198 queue (hibernating).
+	spill int
+	// waitSince is when pump last saw the connection drain while the
+	// backlog waited for it, and waitQueued how much it held then
+	// (stalled).
+	waitSince  time.Time
+	waitQueued uint64
+	// unsent are the messages to the account (keep) still in the backlog
+	// when the session ended or was cut off: never handed to the
+	// connection, they are placed elsewhere with what it never
+	// delivered (clientSet.closed).
+	unsent []*stanza.Element
 	// ended is set when the session ends; the client stays in its set
 	// until its connection's end is reported (clientSet.closed), and
 	// nothing more is sent to it.
@@ -64,6 +87,7 @@ type outItem struct {
 	offline int64       // an offline-store row
 	keep    bool        // a message to the account: placed elsewhere if never delivered
 	hole    *hole       // a place kept for output being read from disk
+	flushed bool        // held by the CSI hold once already: not held again
 }
 
 // hole keeps the place of output that is still being read, so what is
@@ -88,6 +112,10 @@ type mark struct {
 // pumpInterval is how soon a client's backlog is looked at again while its
 // connection still holds a full window.
 const pumpInterval = 5 * time.Millisecond
+
+// stallMax is how long a connection may drain nothing while output waits
+// for it before the client is cut off as too slow.
+const stallMax = 500 * time.Millisecond
 
 // window is how many stanzas may sit in a client's connection queue before
 // backlog feeding waits: half the queue, so live traffic has room too.
@@ -115,32 +143,101 @@ func (c *client) sendItem(it outItem) bool {
 	if c.cut || c.ended {
 		return false
 	}
-	if len(c.backlog) > 0 {
-		c.backlog = append(c.backlog, it)
-		if len(c.backlog) > c.backlogLimit() {
-			c.tooSlow("backlog overflow")
-			return false
-		}
-		return true
+	if len(c.backlog) == 0 && it.hole == nil {
+		return c.write(it)
 	}
-	if it.hole != nil {
-		c.backlog = append(c.backlog, it)
-		return true
+	if c.spill == len(c.backlog) && it.hole == nil {
+		c.spill++ // behind live output only: live output too
 	}
-	return c.write(it)
-}
-
-// write hands one stanza to the connection and records its mark, unless
-// XEP-0352 holds it back for an inactive client (csi.go): a held stanza
-// gets no mark, and goes out through writeNow when the hold is flushed.
-func (c *client) write(it outItem) bool {
-	if c.cut || c.ended {
+	c.backlog = append(c.backlog, it)
+	if len(c.backlog) > c.backlogLimit() {
+		c.tooSlow("backlog overflow")
 		return false
 	}
-	if c.csiHold(it.el) {
-		return true
+	return true
+}
+
+// write delivers it, the head of the client's line (nothing waits before
+// it): XEP-0352 may hold it back for an inactive client (csi.go; a held
+// stanza gets no mark, and goes out when the hold is flushed), a full
+// connection makes it wait at the head of the backlog (pump), and
+// otherwise it goes to the connection. It reports false when the client
+// did not take it.
+func (c *client) write(it outItem) bool {
+	return c.place(it) != refused
+}
+
+// fate is what became of an item at the head of the line.
+type fate int
+
+const (
+	taken   fate = iota // written, or held by the CSI hold
+	refused             // the client did not take it
+	waits               // the connection is full: it waits at the head of the backlog
+)
+
+// place is write, saying what became of it.
+func (c *client) place(it outItem) fate {
+	if c.cut || c.ended {
+		return refused
 	}
-	return c.writeNow(it)
+	if !it.flushed && c.csiHold(it) {
+		return taken
+	}
+	if c.full() {
+		it.flushed = true // it passed the hold; it is not held again
+		c.backlog = append([]outItem{it}, c.backlog...)
+		c.spill++
+		c.armPump()
+		return waits
+	}
+	if !c.writeNow(it) {
+		return refused
+	}
+	return taken
+}
+
+// ahead puts items at the head of the line, before the backlog (what the
+// CSI hold flushes goes before everything that came after it): the
+// connection takes what it has room for now, and the rest waits at the
+// head of the backlog. Unpaced (hibernated, closing) they all go to the
+// connection, as the one path always did.
+func (c *client) ahead(items []outItem) {
+	for i, it := range items {
+		if c.cut || c.ended {
+			return
+		}
+		if c.full() {
+			c.backlog = append(items[i:len(items):len(items)], c.backlog...)
+			c.spill += len(items) - i
+			c.armPump()
+			return
+		}
+		if !c.writeNow(it) {
+			return
+		}
+	}
+}
+
+// full reports whether the client's connection has no room for another
+// stanza now, so live output must wait in the backlog. Only a connection
+// that says how much room it has (Room) is paced, and not while its
+// XEP-0198 session is hibernated (Send queues for the resume, up to its
+// own bound; the listener's Room says so too) nor once it is closing (a
+// send is refused, not an overflow).
+func (c *client) full() bool {
+	s := c.s
+	r, ok := s.Conn.(interface{ Room() int })
+	if !ok || s.Hibernated || closing(s) {
+		return false
+	}
+	return r.Room() <= 0
+}
+
+// closing reports whether s's connection is on its way out.
+func closing(s *sessions.Session) bool {
+	cl, ok := s.Conn.(interface{ Closing() bool })
+	return ok && cl.Closing()
 }
 
 // writeNow is write without the CSI hold.
@@ -174,14 +271,34 @@ func (c *client) tooSlow(why string) {
 	if c.cut {
 		return
 	}
-	c.cut, c.backlog = true, nil
+	c.cut = true
+	c.dropBacklog()
 	s := c.s
-	if cl, ok := s.Conn.(interface{ Closing() bool }); ok && cl.Closing() {
+	if closing(s) {
 		return // already on its way out: not slow, and nothing to tell it
 	}
 	c.b.stats.slowDisconnect()
 	c.b.log.Warn("local client too slow, disconnecting", "jid", s.JID.String(), "why", why)
-	s.Conn.Close(&stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"})
+	se := &stanza.StreamError{Condition: "policy-violation", Text: "output queue overflow: client too slow"}
+	if a, ok := s.Conn.(interface{ Abandon(*stanza.StreamError) }); ok {
+		// Not reading: what its queue holds is dropped (its marks stay
+		// unresolved), and a write stuck on its socket is cut short.
+		a.Abandon(se)
+		return
+	}
+	s.Conn.Close(se)
+}
+
+// dropBacklog forgets the backlog of a client that gets nothing more.
+// What it holds stays behind the cursors, or in the offline store; a
+// message to the account it held goes to unsent, to be placed elsewhere.
+func (c *client) dropBacklog() {
+	for _, it := range c.backlog {
+		if it.keep && it.el != nil {
+			c.unsent = append(c.unsent, it.el)
+		}
+	}
+	c.backlog, c.spill = nil, 0
 }
 
 // reserve keeps the client's place for output being read from disk; the
@@ -193,7 +310,9 @@ func (c *client) reserve() *hole {
 }
 
 // pump feeds the backlog into the connection while the connection has
-// room; what is left waits for the next pump.
+// room; what is left waits for the next pump. A connection that drains
+// nothing for stallMax while output waits for it belongs to a client that
+// stopped reading: it is cut off as too slow.
 func (c *client) pump() {
 	if c.ended {
 		return
@@ -208,18 +327,65 @@ func (c *client) pump() {
 			c.backlog = append(it.hole.items, c.backlog[1:]...)
 			continue
 		}
-		if inConn(c.s) >= c.window() {
+		if n := inConn(c.s); n >= c.window() {
+			if c.stalled(n) {
+				c.tooSlow("output queue stalled")
+				return
+			}
 			c.armPump()
 			return
 		}
 		c.backlog = c.backlog[1:]
-		if !c.write(it) {
+		c.spill = max(c.spill-1, 0)
+		switch c.place(it) {
+		case refused:
+			return
+		case waits:
+			if c.stalled(inConn(c.s)) {
+				c.tooSlow("output queue stalled")
+			}
+			return
+		}
+		c.waitSince = time.Time{} // it drained: the wait starts again
+	}
+	c.backlog, c.spill = nil, 0
+	if len(c.marks) > 0 {
+		c.armPump() // resolve the marks once delivered
+	}
+}
+
+// stalled notes that output waits for the connection, which holds n
+// stanzas, and reports whether it has drained nothing for stallMax. A
+// session that hibernates or is closing is not stalled.
+func (c *client) stalled(n uint64) bool {
+	now := time.Now()
+	if c.waitSince.IsZero() || n < c.waitQueued {
+		c.waitSince = now
+	}
+	c.waitQueued = n
+	if h, ok := c.s.Conn.(interface{ Hibernating() bool }); c.s.Hibernated || closing(c.s) || ok && h.Hibernating() {
+		c.waitSince = time.Time{}
+		return false
+	}
+	return now.Sub(c.waitSince) >= stallMax
+}
+
+// hibernating hands the live output waiting at the head of the backlog
+// to the connection once the client's XEP-0198 session hibernates: into
+// its queue for the resume, as it went before pacing (and would have gone
+// had the connection had room).
+func (c *client) hibernating() {
+	for c.spill > 0 && len(c.backlog) > 0 && !c.cut && !c.ended {
+		it := c.backlog[0]
+		c.backlog = c.backlog[1:]
+		c.spill--
+		if !c.writeNow(it) {
 			return
 		}
 	}
-	c.backlog = nil
-	if len(c.marks) > 0 {
-		c.armPump() // resolve the marks once delivered
+	c.spill = 0
+	if len(c.backlog) == 0 {
+		c.backlog = nil
 	}
 }
 
@@ -305,7 +471,8 @@ func (c *client) end() {
 			c.unackedOffline[m.el] = true
 		}
 	}
-	c.marks, c.backlog, c.held = nil, nil, nil
+	c.dropBacklog()
+	c.marks, c.held = nil, nil
 	c.ended = true
 	c.b.dlv.sessionEnded(c.s.ID)
 }

@@ -61,17 +61,21 @@ func (cs *clientSet) closed(id uint64, err error, unacked []*stanza.Element) {
 	if s != nil {
 		cs.ended(s)
 	}
-	var undelivered []*stanza.Element
+	var undelivered, unsent []*stanza.Element
 	var unackedOffline map[*stanza.Element]bool
 	if c := cs.byID[id]; c != nil {
-		undelivered, unackedOffline = c.undelivered, c.unackedOffline
+		undelivered, unsent, unackedOffline = c.undelivered, c.unsent, c.unackedOffline
 		delete(cs.byID, id)
 	}
 	// Without stream management the bouncer's own record of what the
 	// connection never delivered stands in for the unacknowledged stanzas
-	// (with it, those include these).
+	// (with it, those include these). What never left the backlog comes
+	// after both.
 	if len(unacked) == 0 {
 		unacked = undelivered
+	}
+	if len(unsent) > 0 {
+		unacked = append(unacked[:len(unacked):len(unacked)], unsent...)
 	}
 	unacked = b.chats.keptForReplay(err, unacked) // chatq.go
 	if s == nil {

@@ -29,16 +29,21 @@ type csiHeld struct {
 	live     int
 }
 
-// csiHold reports whether el, on its way to the client, is held back
-// because the client is inactive. An urgent stanza is never held: what was
-// held goes out first, so the client sees everything in order, and then el.
-func (c *client) csiHold(el *stanza.Element) bool {
+// csiHold reports whether it, at the head of the client's line, was taken
+// because the client is inactive: held back, or (urgent, with something
+// held) put behind what was held, which goes out first, so the client sees
+// everything in order. An urgent stanza is never held.
+func (c *client) csiHold(it outItem) bool {
 	if !c.s.Inactive {
 		return false
 	}
+	el := it.el
 	if csiUrgent(el) {
-		c.csiFlush()
-		return false
+		if c.held == nil {
+			return false
+		}
+		c.csiFlush(it)
+		return true
 	}
 	h := c.held
 	if h == nil {
@@ -80,24 +85,32 @@ func (h *csiHeld) compact() {
 	h.held = kept
 }
 
-// csiFlush sends the client everything held for it, in order, through the
-// one send path (client.go) but past the hold, so none of it is held again
-// while it stays inactive. A client too slow for the burst is cut off
-// there.
-func (c *client) csiFlush() {
+// csiFlush sends the client everything held for it, in order, and then
+// the items given, through the one send path (client.go) but past the
+// hold, so none of it is held again while it stays inactive. What was held
+// came before everything in the backlog, so it goes ahead of it, paced by
+// the connection as the rest of the line is (client.ahead): a flush larger
+// than the connection's queue waits for the client to read it.
+func (c *client) csiFlush(then ...outItem) {
 	h := c.held
-	if h == nil {
+	if h == nil && len(then) == 0 {
 		return
 	}
 	c.held = nil
-	for _, el := range h.held {
-		if el == nil {
-			continue
-		}
-		if !c.writeNow(outItem{el: el}) {
-			return
+	var items []outItem
+	if h != nil {
+		items = make([]outItem, 0, h.live+len(then))
+		for _, el := range h.held {
+			if el != nil {
+				items = append(items, outItem{el: el, flushed: true})
+			}
 		}
 	}
+	for _, it := range then {
+		it.flushed = true
+		items = append(items, it)
+	}
+	c.ahead(items)
 }
 
 // csiUrgent reports whether el must reach an inactive client at once.

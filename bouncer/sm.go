@@ -21,6 +21,7 @@ func (cs *clientSet) hibernation(ev clientHibernation) {
 		s.Hibernated = h
 		if h {
 			s.HibernatedAt = time.Now()
+			cs.of(s).hibernating() // client.go
 		}
 		b.log.Info("client session", "jid", s.JID.String(), "hibernated", h)
 		b.resumables.save()

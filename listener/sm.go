@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"math"
 	"strconv"
 	"time"
 
@@ -232,6 +233,28 @@ func (c *Client) Queued() uint64 {
 	return c.conn.Sent() - c.conn.Delivered()
 }
 
+// smHeadroom is how many places in the connection's queue Room keeps for
+// the stream's own XEP-0198 elements (<r/>, <a/>), so output paced by Room
+// never crowds them out.
+const smHeadroom = 2
+
+// Room is how many more stanzas Send takes now without finding the
+// connection's queue full. While no connection queue bounds Send (the
+// session hibernates: stanzas queue for the resume, up to
+// SMOptions.ResumeQueue; or it has ended: Send refuses) it is MaxInt.
+func (c *Client) Room() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended || c.conn == nil {
+		return math.MaxInt
+	}
+	n := c.conn.Room()
+	if c.sm != nil {
+		n -= min(smHeadroom, c.conn.QueueCap()/4)
+	}
+	return n
+}
+
 // Closing reports whether the client's session is ending or over: a Send
 // that fails now means the client is gone, not that it is slow. With
 // stream management a dropped connection is not the end of the session
@@ -281,14 +304,25 @@ func (c *Client) Unacked() []*stanza.Element {
 
 // Close ends the client's stream, with se if it is not nil. It ends the
 // session: a closed client never hibernates, and a hibernated one ends now.
-func (c *Client) Close(se *stanza.StreamError) {
+func (c *Client) Close(se *stanza.StreamError) { c.close(se, false) }
+
+// Abandon is Close for a client that stopped reading: its connection's
+// queue is dropped and a write stuck on its socket cut short
+// (wire.Conn.Abandon).
+func (c *Client) Abandon(se *stanza.StreamError) { c.close(se, true) }
+
+func (c *Client) close(se *stanza.StreamError, abandon bool) {
 	c.mu.Lock()
 	c.closing = true
 	conn := c.conn
 	hibernated := conn == nil && !c.ended
 	c.mu.Unlock()
 	if conn != nil {
-		conn.Close(se)
+		if abandon {
+			conn.Abandon(se)
+		} else {
+			conn.Close(se)
+		}
 		return
 	}
 	if hibernated {

@@ -126,6 +126,21 @@ const abortWriteTimeout = 500 * time.Millisecond
 // stream ended): a Send that fails now means the peer is gone, not slow.
 func (c *Conn) Closing() bool { return c.closed.Load() }
 
+// Room is how many more stanzas Send would take now before it finds the
+// queue full (fewer once the writer has not drained, more once it has).
+func (c *Conn) Room() int { return cap(c.out) - len(c.out) }
+
+// QueueCap is the queue's length (Options.QueueLen).
+func (c *Conn) QueueCap() int { return cap(c.out) }
+
+// Abandon closes the stream of a peer that stopped reading, as Close does
+// after Send found the queue full: the queue is dropped, a write stuck on
+// its socket is cut short, and the stream error gets abortWriteTimeout.
+func (c *Conn) Abandon(se *stanza.StreamError) {
+	c.overflowed.Store(true)
+	c.Close(se)
+}
+
 // Sent is how many stanzas Send has accepted so far.
 func (c *Conn) Sent() uint64 { return c.sent.Load() }
 
