@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,26 +23,8 @@ func TestArchiveLockedDoesNotStall(t *testing.T) {
 	a := e.availableClient("a")
 	join(t, a, room, "alice", `<history maxchars="0"/>`)
 
-	other, err := sql.Open("sqlite3", "file:"+e.cfg.Storage.Path+"?_busy_timeout=100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	unlock := holdWriteLock(t, e.cfg.Storage.Path)
 	ctx := context.Background()
-	conn, err := other.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	locked := true
-	defer func() {
-		if locked {
-			_, _ = conn.ExecContext(ctx, "ROLLBACK")
-		}
-		conn.Close()
-	}()
 
 	var worst time.Duration
 	for i := 0; i < 5; i++ {
@@ -58,10 +41,7 @@ func TestArchiveLockedDoesNotStall(t *testing.T) {
 		t.Fatalf("a client stalled %s while the database was locked", worst)
 	}
 	t.Logf("worst latency while locked: %s", worst)
-	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
-		t.Fatal(err)
-	}
-	locked = false
+	unlock()
 	e.waitFor("messages archived after the lock", func() bool {
 		ms, err := e.db.History(ctx, room, store.NoHistoryLimit, 100)
 		return err == nil && len(ms) == 5
@@ -102,4 +82,38 @@ func TestBurstKeepsOccupantState(t *testing.T) {
 		p, err := e.db.Query(context.Background(), store.Query{Room: room, With: "carol@localhost", Max: 10})
 		return err == nil && len(p.Messages) == 1
 	})
+}
+
+// holdWriteLock makes another connection hold the database's write lock
+// (BEGIN IMMEDIATE), as a backup or an sqlite3 shell would, until the
+// returned release is called or the test ends.
+func holdWriteLock(t *testing.T, path string) (release func()) {
+	t.Helper()
+	other, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := other.Conn(ctx)
+	if err != nil {
+		other.Close()
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		conn.Close()
+		other.Close()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+				t.Errorf("releasing the write lock: %v", err)
+			}
+			conn.Close()
+			other.Close()
+		})
+	}
+	t.Cleanup(release)
+	return release
 }

@@ -2,13 +2,13 @@ package bouncer
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"xmppbouncer/config"
+	"xmppbouncer/internal/testclient"
 	"xmppbouncer/internal/testserver"
 	"xmppbouncer/stanza"
 	"xmppbouncer/store"
@@ -18,33 +18,13 @@ import (
 // recovered from the room's MAM after reconnect: claimants get them live,
 // in order, with <delay/>, and a later joiner with since gets exactly them.
 func TestGapFillAfterCut(t *testing.T) {
-	srv := testserver.Start(t)
-	proxy := newCutProxy(t, srv.Addr)
-	room := "gap@" + srv.MUC
-	e := newEnv(t, srv, func(c *config.Config) {
-		c.Upstream.Address = proxy.addr()
-		c.Upstream.PingInterval.Duration = time.Second
-		c.Upstream.PingTimeout.Duration = time.Second
-	})
-	bob := e.bobInRoom(room)
-	a := e.availableClient("a")
-	join(t, a, room, "alice", `<history maxchars="0"/>`)
-	bob.Send(t, `<message to="`+room+`" type="groupchat" id="before"><body>before the cut</body></message>`)
-	a.Expect(t, "live message", hasBody("before the cut"))
+	e, proxy, room, bob, a := cutRoomEnv(t, "gap")
 	// Rooms stamp in whole seconds: leave a second between the last seen
 	// message and the missed ones, so since can tell them apart.
 	time.Sleep(1100 * time.Millisecond)
 	since := time.Now().UTC().Truncate(time.Second).Add(-time.Millisecond)
 
-	proxy.setCut(true)
-	e.waitFor("upstream offline", func() bool { return !e.online() })
-	var missed []string
-	for i := 0; i < 12; i++ {
-		body := fmt.Sprintf("during the cut %d", i)
-		missed = append(missed, body)
-		bob.Send(t, `<message to="`+room+`" type="groupchat" id="cut-`+fmt.Sprint(i)+`"><body>`+body+`</body></message>`)
-		bob.Expect(t, "echo", hasBody(body))
-	}
+	missed := postDuringCut(t, e, proxy, bob, room, 12)
 	proxy.setCut(false)
 	e.waitOnline()
 	var got []string
@@ -79,29 +59,9 @@ func TestGapFillAfterCut(t *testing.T) {
 // Each missed message still reaches the client once, and is archived once
 // when the lock is gone.
 func TestGapFillAfterCutArchiveLocked(t *testing.T) {
-	srv := testserver.Start(t)
-	proxy := newCutProxy(t, srv.Addr)
-	room := "gaplock@" + srv.MUC
-	e := newEnv(t, srv, func(c *config.Config) {
-		c.Upstream.Address = proxy.addr()
-		c.Upstream.PingInterval.Duration = time.Second
-		c.Upstream.PingTimeout.Duration = time.Second
-	})
-	bob := e.bobInRoom(room)
-	a := e.availableClient("a")
-	join(t, a, room, "alice", `<history maxchars="0"/>`)
-	bob.Send(t, `<message to="`+room+`" type="groupchat" id="before"><body>before the cut</body></message>`)
-	a.Expect(t, "live message", hasBody("before the cut"))
+	e, proxy, room, bob, a := cutRoomEnv(t, "gaplock")
 
-	proxy.setCut(true)
-	e.waitFor("upstream offline", func() bool { return !e.online() })
-	var missed []string
-	for i := 0; i < 5; i++ {
-		body := fmt.Sprintf("during the cut %d", i)
-		missed = append(missed, body)
-		bob.Send(t, `<message to="`+room+`" type="groupchat" id="cut-`+fmt.Sprint(i)+`"><body>`+body+`</body></message>`)
-		bob.Expect(t, "echo", hasBody(body))
-	}
+	missed := postDuringCut(t, e, proxy, bob, room, 5)
 
 	// Lock once the archive is idle and a's cursor saved (a sweep's write
 	// would hold up what follows): the join's read of the newest archived
@@ -114,26 +74,8 @@ func TestGapFillAfterCutArchiveLocked(t *testing.T) {
 		})
 		return saved && e.b.arch.pending.Load() == 0
 	})
-	other, err := sql.Open("sqlite3", "file:"+e.cfg.Storage.Path+"?_busy_timeout=100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	unlock := holdWriteLock(t, e.cfg.Storage.Path)
 	ctx := context.Background()
-	conn, err := other.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	locked := true
-	defer func() {
-		if locked {
-			_, _ = conn.ExecContext(ctx, "ROLLBACK")
-		}
-		conn.Close()
-	}()
 
 	proxy.setCut(false)
 	e.waitOnline()
@@ -159,12 +101,45 @@ func TestGapFillAfterCutArchiveLocked(t *testing.T) {
 		return strings.HasPrefix(b, "during the cut") || b == "before the cut"
 	})
 
-	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
-		t.Fatal(err)
-	}
-	locked = false
+	unlock()
 	e.waitFor("messages archived once the lock is gone", func() bool {
 		ms, err := e.db.History(ctx, room, store.NoHistoryLimit, 100)
 		return err == nil && len(ms) == 1+len(missed)
 	})
+}
+
+// cutRoomEnv starts a bouncer whose upstream link runs through a proxy
+// that can cut it (with a 1 s ping to notice), bob in room name, and
+// client a in it too, having received "before the cut" live.
+func cutRoomEnv(t *testing.T, name string) (e *env, proxy *cutProxy, room string, bob, a *testclient.Client) {
+	t.Helper()
+	srv := testserver.Start(t)
+	proxy = newCutProxy(t, srv.Addr)
+	room = name + "@" + srv.MUC
+	e = newEnv(t, srv, func(c *config.Config) {
+		c.Upstream.Address = proxy.addr()
+		c.Upstream.PingInterval.Duration = time.Second
+		c.Upstream.PingTimeout.Duration = time.Second
+	})
+	bob = e.bobInRoom(room)
+	a = e.clientInRoom(room, "a")
+	bob.Send(t, `<message to="`+room+`" type="groupchat" id="before"><body>before the cut</body></message>`)
+	a.Expect(t, "live message", hasBody("before the cut"))
+	return e, proxy, room, bob, a
+}
+
+// postDuringCut cuts the upstream link, waits until the bouncer noticed,
+// and has bob post n messages to room meanwhile; it returns their bodies.
+func postDuringCut(t *testing.T, e *env, proxy *cutProxy, bob *testclient.Client, room string, n int) []string {
+	t.Helper()
+	proxy.setCut(true)
+	e.waitFor("upstream offline", func() bool { return !e.online() })
+	var missed []string
+	for i := 0; i < n; i++ {
+		body := fmt.Sprintf("during the cut %d", i)
+		missed = append(missed, body)
+		bob.Send(t, `<message to="`+room+`" type="groupchat" id="cut-`+fmt.Sprint(i)+`"><body>`+body+`</body></message>`)
+		bob.Expect(t, "echo", hasBody(body))
+	}
+	return missed
 }

@@ -24,23 +24,11 @@ func TestChatBurstPacedToReadingClient(t *testing.T) {
 
 	const n = 200
 	pad := strings.Repeat("z", 2000)
-	gate := make(chan struct{})
-	busy := make(chan struct{})
-	go e.b.Do(func() { close(busy); <-gate })
-	<-busy
-	for i := 0; i < n; i++ {
-		bob.Send(t, fmt.Sprintf(`<message to="%s" type="chat" id="b-%d"><body>b %d %s</body></message>`, e.cfg.Upstream.JID, i, i, pad))
-	}
-	// All of them wait for the loop in its event queue.
-	deadline := time.Now().Add(20 * time.Second)
-	for len(e.b.events) < n {
-		if time.Now().After(deadline) {
-			close(gate)
-			t.Fatalf("only %d events queued, want %d chats", len(e.b.events), n)
+	holdLoop(t, e, n, func() {
+		for i := 0; i < n; i++ {
+			bob.Send(t, fmt.Sprintf(`<message to="%s" type="chat" id="b-%d"><body>b %d %s</body></message>`, e.cfg.Upstream.JID, i, i, pad))
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	close(gate)
+	})
 
 	reader.Timeout = 20 * time.Second
 	for i := 0; i < n; i++ {
