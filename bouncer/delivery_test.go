@@ -138,6 +138,9 @@ func TestRoomMessageDuringUpstreamRestart(t *testing.T) {
 	a.Send(t, `<message to="`+room+`" type="groupchat" id="during-1"><body>typed during the outage</body></message>`)
 	a.Send(t, `<message to="`+room+`" type="groupchat" id="during-2"><body>and another</body></message>`)
 	e.srv.Start(t)
+	// The reconnect's backoff after failed connects may take seconds:
+	// what is measured below starts once upstream is back.
+	e.waitOnline()
 	bob := e.availableUser("bob", "desk2")
 	seq := join(t, bob, room, "bob", "")
 	seen := bodies(seq)
