@@ -24,7 +24,8 @@ import (
 type chatQueue struct {
 	b        *Bouncer
 	inflight []*pendingChat
-	waiting  bool // an archiveWait timer is armed for the head
+	// archiveWait watches the head while it waits for its commit.
+	archiveWait soon
 	// releasing is the queue row of the message being forwarded (0:
 	// none), which moves each recipient's chat cursor once delivered.
 	releasing int64
@@ -269,21 +270,13 @@ func (q *chatQueue) releaseEarly() {
 }
 
 func (q *chatQueue) armWait(head *pendingChat) {
-	if q.waiting {
-		return
-	}
-	q.waiting = true
-	time.AfterFunc(archiveWait, func() {
-		q.b.post(func() {
-			q.waiting = false
-			in := q.inflight
-			if len(in) > 0 && in[0] == head && !head.done {
-				q.b.log.Warn("archive slow: forwarding chats before their commit", "waiting", len(in))
-				q.releaseEarly()
-				return
-			}
-			q.release()
-		})
+	q.archiveWait.arm(q.b.post, archiveWait, func() {
+		if in := q.inflight; len(in) > 0 && in[0] == head && !head.done {
+			q.b.log.Warn("archive slow: forwarding chats before their commit", "waiting", len(in))
+			q.releaseEarly()
+			return
+		}
+		q.release()
 	})
 }
 
