@@ -20,7 +20,7 @@ type pendingIQ struct {
 
 // iqRoutes is where answers go: the ids the core rewrote on IQs between
 // clients and upstream, and the queryids of clients' MAM queries. Every
-// entry ends with its answer or its deadline (sweepIQs); those of one
+// entry ends with its answer or its deadline (iqRouter.sweep); those of one
 // upstream session end with it (upstreamOffline), and the IQs upstream
 // sent to a client that leaves get an error at once (sessionEnded).
 type iqRoutes struct {
