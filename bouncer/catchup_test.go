@@ -27,19 +27,7 @@ func TestGapFillAfterCut(t *testing.T) {
 	missed := postDuringCut(t, e, proxy, bob, room, 12)
 	proxy.setCut(false)
 	e.waitOnline()
-	var got []string
-	for range missed {
-		m := a.Expect(t, "recovered message", func(el *stanza.Element) bool {
-			return strings.HasPrefix(el.ChildText(stanza.NSClient, "body"), "during the cut")
-		})
-		if m.Child(stanza.NSDelay, "delay") == nil {
-			t.Fatalf("recovered message without delay: %s", m)
-		}
-		got = append(got, m.ChildText(stanza.NSClient, "body"))
-	}
-	if strings.Join(got, "|") != strings.Join(missed, "|") {
-		t.Fatalf("recovered out of order or incomplete:\n got %v\nwant %v", got, missed)
-	}
+	expectRecovered(t, a, missed)
 	a.ExpectNone(t, time.Second, func(el *stanza.Element) bool {
 		b := el.ChildText(stanza.NSClient, "body")
 		return strings.HasPrefix(b, "during the cut") || b == "before the cut"
@@ -79,16 +67,7 @@ func TestGapFillAfterCutArchiveLocked(t *testing.T) {
 
 	proxy.setCut(false)
 	e.waitOnline()
-	var got []string
-	for range missed {
-		m := a.Expect(t, "recovered message", func(el *stanza.Element) bool {
-			return strings.HasPrefix(el.ChildText(stanza.NSClient, "body"), "during the cut")
-		})
-		got = append(got, m.ChildText(stanza.NSClient, "body"))
-	}
-	if strings.Join(got, "|") != strings.Join(missed, "|") {
-		t.Fatalf("recovered out of order or incomplete:\n got %v\nwant %v", got, missed)
-	}
+	expectRecovered(t, a, missed)
 	// Both the resends and the gap fill have been through by now (the
 	// room is joined once its gap fill is done): nothing comes twice.
 	e.waitFor("room joined again", func() bool {
@@ -142,4 +121,23 @@ func postDuringCut(t *testing.T, e *env, proxy *cutProxy, bob *testclient.Client
 		bob.Expect(t, "echo", hasBody(body))
 	}
 	return missed
+}
+
+// expectRecovered expects the messages posted during the cut at a, each
+// once, in order, each with <delay/>.
+func expectRecovered(t *testing.T, a *testclient.Client, missed []string) {
+	t.Helper()
+	var got []string
+	for range missed {
+		m := a.Expect(t, "recovered message", func(el *stanza.Element) bool {
+			return strings.HasPrefix(el.ChildText(stanza.NSClient, "body"), "during the cut")
+		})
+		if m.Child(stanza.NSDelay, "delay") == nil {
+			t.Fatalf("recovered message without delay: %s", m)
+		}
+		got = append(got, m.ChildText(stanza.NSClient, "body"))
+	}
+	if strings.Join(got, "|") != strings.Join(missed, "|") {
+		t.Fatalf("recovered out of order or incomplete:\n got %v\nwant %v", got, missed)
+	}
 }
